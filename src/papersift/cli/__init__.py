@@ -1,0 +1,16 @@
+"""The ``papersift`` command line: one typer app; each module adds its commands.
+
+Modules here only parse arguments and print; the work happens in the services they call.
+"""
+
+from __future__ import annotations
+
+from papersift.cli._app import app
+from papersift.cli import data as _data  # noqa: F401  (registers ingest, stats, show, export)
+from papersift.cli import demo as _demo  # noqa: F401
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,96 @@
+"""The root typer app, its global options and the helpers every command shares."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from papersift import __version__
+from papersift.config import Settings, load_settings
+from papersift.store.db import Database, DatabaseError
+
+app = typer.Typer(
+    name="papersift",
+    help="Find the right research paper fast: ingest, search, browse and subscribe.\n\n"
+    "Example: papersift ingest ~/papers/*.jsonl && papersift search 'sparse attention'",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class State:
+    """Per-invocation settings, filled in by the root callback."""
+
+    def __init__(self) -> None:
+        self.home: Path | None = None
+        self.db_url: str | None = None
+        self._settings: Settings | None = None
+        self._db: Database | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.home, self.db_url)
+        return self._settings
+
+    def db(self) -> Database:
+        """The migrated database; a clear message and exit 2 if it cannot be opened."""
+        if self._db is None:
+            try:
+                self._db = Database(self.settings.db_url)
+            except DatabaseError as exc:
+                fail(str(exc), code=2)
+        return self._db
+
+
+state = State()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def print_json(obj: Any) -> None:
+    """One JSON object on one line: the last line of --json output is machine-readable."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"papersift {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="SQLAlchemy URL; default $PAPERSIFT_DB or SQLite in the home.",
+                     envvar="PAPERSIFT_DB", show_envvar=False),
+    ] = None,
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="Data folder; default $PAPERSIFT_HOME or "
+                     "~/.local/share/papersift.", envvar="PAPERSIFT_HOME", show_envvar=False),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """papersift: self-hostable research-paper discovery."""
+    state.home = home
+    state.db_url = db
+    state._settings = None
+    state._db = None

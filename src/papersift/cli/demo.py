@@ -1,0 +1,44 @@
+"""``papersift demo``: the sample corpus on the embedded default, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from papersift.cli._app import app, console, fail, state
+from papersift.cli.data import print_summary, run_ingest
+from papersift.store import papers as paper_store
+
+
+def sample_dir() -> Path:
+    """The bundled seed pages: ``data/sample`` next to the source tree."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "data" / "sample"
+        if candidate.is_dir():
+            return candidate
+    fail("the sample corpus (data/sample) was not found next to the package")
+
+
+@app.command()
+def demo(
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the web app after.")] = True,
+    port: Annotated[int, typer.Option(help="Port for the web app.")] = 8000,
+) -> None:
+    """Ingest the bundled sample corpus (first run only), index it, then serve it.
+
+    Example: papersift demo --no-serve
+    """
+    db = state.db()
+    with db.session() as s:
+        empty = paper_store.count_papers(s) == 0
+    if empty:
+        console.print(f"ingesting the sample corpus into {state.settings.home}")
+        summary = run_ingest([str(sample_dir())])
+        print_summary(summary)
+        if summary.failed:
+            raise typer.Exit(1)
+    else:
+        console.print(f"sample corpus already in {state.settings.home}")

@@ -1,0 +1,262 @@
+"""Ingest files into the database: detect, parse, merge duplicates, one transaction per file.
+
+A file either goes in whole or not at all; a bad file is reported and the next one still
+goes in. Records are written in batches so a multi-gigabyte snapshot streams through.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from papersift.ingest.errors import IngestError
+from papersift.ingest.formats import open_source
+from papersift.ingest.merge import conflicts, merge_into, new_row, preferred_id
+from papersift.ingest.records import PaperRecord
+from papersift.model import normalize_title
+from papersift.store import papers as paper_store
+from papersift.store.collections import upsert_collection
+from papersift.store.db import Database
+
+BATCH = 2000
+SUFFIXES = {".txt", ".xml", ".atom", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".gz"}
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class FileResult:
+    """What one file did to the database."""
+
+    path: str
+    format: str = ""
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    collection: str | None = None
+    error: str | None = None
+    changed_ids: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def records(self) -> int:
+        return self.added + self.updated + self.unchanged
+
+
+@dataclass
+class IngestSummary:
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if not f.ok]
+
+    def total(self, attr: str) -> int:
+        return sum(getattr(f, attr) for f in self.files if f.ok)
+
+    @property
+    def changed_ids(self) -> list[str]:
+        return [pid for f in self.files for pid in f.changed_ids]
+
+
+def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[FileResult]]:
+    """Files named directly, found in folders (recursively) or matched by globs, in order."""
+    found: list[Path] = []
+    missing: list[FileResult] = []
+    for raw in paths:
+        text = str(raw)
+        candidates: list[Path]
+        if any(ch in text for ch in "*?["):
+            candidates = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
+            if not candidates:
+                missing.append(FileResult(text, error="no file matches this pattern"))
+        else:
+            candidates = [Path(text)]
+        for path in candidates:
+            if path.is_dir():
+                for root, dirs, files in os.walk(path):
+                    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                    for name in sorted(files):
+                        sub = Path(root) / name
+                        if sub.suffix.lower() in SUFFIXES and not name.startswith("."):
+                            found.append(sub)
+            elif path.exists():
+                found.append(path)
+            else:
+                missing.append(FileResult(str(path), error="no such file or folder"))
+    unique = list(dict.fromkeys(found))
+    return unique, missing
+
+
+class _FileMerger:
+    """Merge state for one file: rows touched so far, indexed by each identity key."""
+
+    def __init__(self, session: Session, source: str, now: datetime) -> None:
+        self.session = session
+        self.source = source
+        self.now = now
+        self.rows: dict[str, dict] = {}
+        self.by_arxiv: dict[str, str] = {}
+        self.by_doi: dict[str, str] = {}
+        self.by_title: dict[str, list[str]] = {}
+        self.state: dict[str, str] = {}  # id -> added / updated / unchanged
+        self.loaded_keys: set[tuple[str, str]] = set()
+
+    def _index(self, row: dict) -> None:
+        pid = row["id"]
+        self.rows[pid] = row
+        if row["arxiv_id"]:
+            self.by_arxiv[row["arxiv_id"]] = pid
+        if row["doi"]:
+            self.by_doi.setdefault(row["doi"], pid)
+        ids = self.by_title.setdefault(row["title_key"], [])
+        if pid not in ids:
+            ids.append(pid)
+
+    def _load(self, batch: list[PaperRecord]) -> None:
+        arx = [r.arxiv_id for r in batch if r.arxiv_id and ("a", r.arxiv_id) not in self.loaded_keys]
+        dois = [r.doi for r in batch if r.doi and ("d", r.doi) not in self.loaded_keys]
+        keys = [normalize_title(r.title)[:255] for r in batch]
+        keys = [k for k in keys if ("t", k) not in self.loaded_keys]
+        for row in paper_store.find_matches(self.session, arx, dois, keys):
+            if row["id"] not in self.rows:
+                self._index(row)
+                self.state.setdefault(row["id"], "unchanged_existing")
+        self.loaded_keys.update(("a", a) for a in arx)
+        self.loaded_keys.update(("d", d) for d in dois)
+        self.loaded_keys.update(("t", k) for k in keys)
+
+    def _match(self, record: PaperRecord) -> str | None:
+        if record.arxiv_id and record.arxiv_id in self.by_arxiv:
+            return self.by_arxiv[record.arxiv_id]
+        if record.doi and record.doi in self.by_doi:
+            pid = self.by_doi[record.doi]
+            if not conflicts(self.rows[pid], record):
+                return pid
+        for pid in self.by_title.get(normalize_title(record.title)[:255], []):
+            if not conflicts(self.rows[pid], record):
+                return pid
+        return None
+
+    def _new_id(self, record: PaperRecord) -> str:
+        base = preferred_id(record)
+        candidate, n = base, 1
+        while candidate in self.rows or paper_store.existing_ids(self.session, [candidate]):
+            n += 1
+            candidate = f"{base}-{n}"
+        return candidate
+
+    def apply(self, batch: list[PaperRecord]) -> list[str]:
+        """Merge a batch and write it; returns the paper id of each record in order."""
+        self._load(batch)
+        ids: list[str] = []
+        inserts: dict[str, dict] = {}
+        updates: dict[str, dict] = {}
+        for record in batch:
+            pid = self._match(record)
+            if pid is None:
+                pid = self._new_id(record)
+                row = new_row(record, pid, self.source, self.now)
+                self._index(row)
+                self.state[pid] = "added"
+                inserts[pid] = row
+            else:
+                row = self.rows[pid]
+                old_title_key = row["title_key"]
+                if merge_into(row, record, self.source, self.now):
+                    if pid not in inserts:  # rows inserted below are written in final form
+                        updates[pid] = row
+                    if self.state[pid] != "added":
+                        self.state[pid] = "updated"
+                elif self.state[pid] == "unchanged_existing":
+                    self.state[pid] = "unchanged"
+                if row["title_key"] != old_title_key or row["arxiv_id"] or row["doi"]:
+                    self._index(row)
+            ids.append(pid)
+        paper_store.insert_rows(self.session, list(inserts.values()))
+        paper_store.update_rows(self.session, list(updates.values()))
+        return ids
+
+
+def _batched(records: Iterator[PaperRecord], size: int) -> Iterator[list[PaperRecord]]:
+    batch: list[PaperRecord] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def ingest_file(
+    db: Database, path: Path, *, progress: ProgressFn | None = None, source: str | None = None
+) -> FileResult:
+    """Ingest one file in one transaction; errors are returned in the result, not raised."""
+    result = FileResult(str(path))
+    label = source or f"file:{path.name}"
+    now = datetime.now(UTC)
+    try:
+        parsed = open_source(path)
+        result.format = parsed.format
+        with db.session() as session:
+            merger = _FileMerger(session, label, now)
+            order: list[str] = []
+            for batch in _batched(parsed.records, BATCH):
+                order.extend(merger.apply(batch))
+                if progress:
+                    progress(len(batch))
+            if not order:
+                raise IngestError("no papers found in file")
+            if parsed.collection is not None:
+                name = parsed.collection.name
+                upsert_collection(session, name, parsed.collection.origin, order)
+                result.collection = name
+            for pid, state in merger.state.items():
+                if state == "added":
+                    result.added += 1
+                    result.changed_ids.append(pid)
+                elif state == "updated":
+                    result.updated += 1
+                    result.changed_ids.append(pid)
+                elif state == "unchanged":
+                    result.unchanged += 1
+    except IngestError as exc:
+        exc.at(source=str(path))
+        result.error = str(exc)
+        result.added = result.updated = result.unchanged = 0
+        result.changed_ids = []
+    except SQLAlchemyError as exc:
+        result.error = f"{path}: database error, file not ingested ({exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc})"
+        result.added = result.updated = result.unchanged = 0
+        result.changed_ids = []
+    return result
+
+
+def ingest_paths(
+    db: Database,
+    paths: Iterable[str | Path],
+    *,
+    on_file_start: Callable[[Path], ProgressFn | None] | None = None,
+    on_file_done: Callable[[FileResult], None] | None = None,
+) -> IngestSummary:
+    """Ingest every file under ``paths``; each file is its own all-or-nothing transaction."""
+    files, missing = expand_paths(paths)
+    summary = IngestSummary(files=list(missing))
+    for path in files:
+        progress = on_file_start(path) if on_file_start else None
+        result = ingest_file(db, path, progress=progress)
+        summary.files.append(result)
+        if on_file_done:
+            on_file_done(result)
+    return summary

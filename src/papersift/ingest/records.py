@@ -1,0 +1,148 @@
+"""What a parser produces: a paper as one source describes it, validated and normalized."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from papersift.ingest.errors import IngestError
+from papersift.model import clean_text, normalize_arxiv_id, normalize_doi
+
+MAX_TITLE_CHARS = 2_000
+MAX_ABSTRACT_CHARS = 100_000
+MAX_AUTHORS = 5_000
+
+# Code hosts whose links count as "code". Stop at whitespace, quotes and brackets; trailing
+# sentence punctuation is trimmed afterwards because URLs may legitimately contain dots.
+_CODE_URL = re.compile(
+    r"https?://(?:www\.)?(?:github\.com|gitlab\.com|huggingface\.co)/[^\s<>\"'`(){}\[\]\\]+",
+    re.IGNORECASE,
+)
+_TRAILING = ".,;:!?'\"*_~"
+
+
+def extract_code_urls(*texts: str | None) -> list[str]:
+    """GitHub, GitLab and Hugging Face links in ``texts``, trimmed, deduplicated, in order."""
+    found: list[str] = []
+    for text in texts:
+        if not text:
+            continue
+        for match in _CODE_URL.finditer(text):
+            url = match.group(0).rstrip(_TRAILING)
+            url = re.sub(r"\.git$", "", url)
+            url = url.rstrip("/")
+            path = url.split("/", 3)[3] if url.count("/") >= 3 else ""
+            if not path:  # a bare host name is not a code link
+                continue
+            if url.startswith("http://"):
+                url = "https://" + url[len("http://") :]
+            if url.lower() not in (u.lower() for u in found):
+                found.append(url)
+    return found
+
+
+_DATE_ONLY = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})")
+_YEAR_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
+_YEAR = re.compile(r"^(\d{4})$")
+
+
+def parse_date(value: object, *, field_name: str = "date") -> date | None:
+    """A date from ISO, RFC 2822 or year(-month) text; impossible dates raise IngestError."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        if m := _DATE_ONLY.match(text):
+            return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        if m := _YEAR_MONTH.match(text):
+            return date(int(m.group(1)), int(m.group(2)), 1)
+        if m := _YEAR.match(text):
+            return date(int(m.group(1)), 1, 1)
+    except ValueError as exc:
+        raise IngestError(f"impossible {field_name} {text!r} ({exc})") from None
+    try:
+        return email.utils.parsedate_to_datetime(text).date()
+    except (TypeError, ValueError, IndexError):
+        raise IngestError(f"unreadable {field_name} {text[:60]!r}") from None
+
+
+def split_authors(value: object) -> list[str]:
+    """Author names from a list or a 'A, B and C' / 'A; B' string."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        names = [clean_text(str(v)) for v in value if v is not None]
+    else:
+        text = clean_text(str(value))
+        parts = re.split(r";|,|\band\b", text) if ";" not in text else text.split(";")
+        names = [clean_text(p) for p in parts]
+    return [n for n in names if n]
+
+
+@dataclass
+class PaperRecord:
+    """One source's description of a paper; ``location`` says where in the source it was."""
+
+    title: str
+    abstract: str = ""
+    authors: list[str] = field(default_factory=list)
+    published: date | None = None
+    updated: date | None = None
+    categories: list[str] = field(default_factory=list)
+    doi: str | None = None
+    arxiv_id: str | None = None
+    abs_url: str | None = None
+    pdf_url: str | None = None
+    code_urls: list[str] = field(default_factory=list)
+    location: str = ""
+    extra_text: str = ""  # e.g. arXiv comments: searched for code links, not stored
+
+    def finalize(self) -> PaperRecord:
+        """Normalize fields and check limits; raises IngestError on unusable records."""
+        self.title = clean_text(self.title)
+        self.abstract = clean_text(self.abstract)
+        if not self.title:
+            raise IngestError("record has no title", location=self.location)
+        if len(self.title) > MAX_TITLE_CHARS:
+            raise IngestError(
+                f"title is {len(self.title):,} characters (limit {MAX_TITLE_CHARS:,})",
+                location=self.location,
+            )
+        if len(self.abstract) > MAX_ABSTRACT_CHARS:
+            raise IngestError(
+                f"abstract is {len(self.abstract):,} characters (limit {MAX_ABSTRACT_CHARS:,})",
+                location=self.location,
+            )
+        if len(self.authors) > MAX_AUTHORS:
+            raise IngestError(f"more than {MAX_AUTHORS} authors", location=self.location)
+        self.authors = [a[:300] for a in self.authors]
+        self.arxiv_id = normalize_arxiv_id(self.arxiv_id) if self.arxiv_id else None
+        self.doi = normalize_doi(self.doi)
+        if self.arxiv_id:
+            self.abs_url = self.abs_url or f"https://arxiv.org/abs/{self.arxiv_id}"
+            self.pdf_url = self.pdf_url or f"https://arxiv.org/pdf/{self.arxiv_id}"
+        links = extract_code_urls(self.abstract, self.extra_text)
+        for url in self.code_urls:
+            for found in extract_code_urls(url) or []:
+                if found not in links:
+                    links.append(found)
+        self.code_urls = links
+        self.categories = [c for c in dict.fromkeys(self.categories) if c]
+        return self
+
+
+@dataclass
+class ParsedCollection:
+    """A listing page's order: record indexes in page order."""
+
+    name: str
+    origin: str
+    record_indexes: list[int] = field(default_factory=list)

@@ -1,0 +1,130 @@
+"""Paper repository: reads for every layer and the bulk operations ingestion needs."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from papersift.model import Paper, normalize_arxiv_id
+from papersift.store.schema import PaperRow
+
+_IN_CHUNK = 500  # stays well under SQLite's bound-parameter limit
+
+PAPER_COLUMNS = [c.name for c in PaperRow.__table__.columns]
+
+
+def content_hash(title: str, abstract: str) -> str:
+    return hashlib.sha1(f"{title}\n{abstract}".encode()).hexdigest()
+
+
+def row_to_paper(row: PaperRow | dict) -> Paper:
+    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
+    return Paper(
+        id=get("id"),
+        title=get("title"),
+        abstract=get("abstract") or "",
+        authors=list(get("authors") or []),
+        published=get("published"),
+        updated=get("updated"),
+        categories=list(get("categories") or []),
+        doi=get("doi"),
+        arxiv_id=get("arxiv_id"),
+        abs_url=get("abs_url"),
+        pdf_url=get("pdf_url"),
+        code_urls=list(get("code_urls") or []),
+        sources=list(get("sources") or []),
+        first_seen=get("first_seen"),
+    )
+
+
+def _chunks(values: Sequence, size: int = _IN_CHUNK) -> Iterator[Sequence]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def resolve_id(session: Session, ref: str) -> str | None:
+    """The paper id for an id, arXiv id (any version/URL form) or DOI; None if unknown."""
+    ref = ref.strip()
+    if not ref:
+        return None
+    if session.get(PaperRow, ref) is not None:
+        return ref
+    arxiv = normalize_arxiv_id(ref)
+    conds = [PaperRow.doi == ref.lower()]
+    if arxiv:
+        conds.append(PaperRow.arxiv_id == arxiv)
+    return session.scalar(select(PaperRow.id).where(or_(*conds)).limit(1))
+
+
+def get_paper(session: Session, ref: str) -> Paper | None:
+    paper_id = resolve_id(session, ref)
+    if paper_id is None:
+        return None
+    return row_to_paper(session.get(PaperRow, paper_id))
+
+
+def get_papers(session: Session, ids: Iterable[str]) -> dict[str, Paper]:
+    """Papers by id (missing ids are absent from the result)."""
+    wanted = list(dict.fromkeys(ids))
+    out: dict[str, Paper] = {}
+    for chunk in _chunks(wanted):
+        for row in session.scalars(select(PaperRow).where(PaperRow.id.in_(chunk))):
+            out[row.id] = row_to_paper(row)
+    return out
+
+
+def count_papers(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(PaperRow)) or 0
+
+
+def iter_papers(session: Session, batch: int = 2000) -> Iterator[Paper]:
+    """Every paper in id order, fetched in batches (keyset pagination, constant memory)."""
+    last = ""
+    while True:
+        rows = session.scalars(
+            select(PaperRow).where(PaperRow.id > last).order_by(PaperRow.id).limit(batch)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield row_to_paper(row)
+        last = rows[-1].id
+
+
+def find_matches(
+    session: Session, arxiv_ids: Sequence[str], dois: Sequence[str], title_keys: Sequence[str]
+) -> list[dict]:
+    """Rows (as dicts) that share an arXiv id, DOI or title key with incoming records."""
+    table = PaperRow.__table__
+    found: dict[str, dict] = {}
+    for column, values in (
+        (table.c.arxiv_id, arxiv_ids),
+        (table.c.doi, dois),
+        (table.c.title_key, title_keys),
+    ):
+        values = [v for v in dict.fromkeys(values) if v]
+        for chunk in _chunks(values):
+            for row in session.execute(select(table).where(column.in_(chunk))).mappings():
+                found.setdefault(row["id"], dict(row))
+    return list(found.values())
+
+
+def existing_ids(session: Session, ids: Sequence[str]) -> set[str]:
+    out: set[str] = set()
+    for chunk in _chunks(list(ids)):
+        out.update(session.scalars(select(PaperRow.id).where(PaperRow.id.in_(chunk))))
+    return out
+
+
+def insert_rows(session: Session, rows: list[dict]) -> None:
+    if rows:
+        session.execute(PaperRow.__table__.insert(), rows)
+
+
+def update_rows(session: Session, rows: list[dict]) -> None:
+    """Bulk UPDATE by primary key (SQLAlchemy's executemany path)."""
+    if rows:
+        session.execute(update(PaperRow), rows)
