@@ -27,6 +27,7 @@ class ParsedSource:
     format: str
     records: Iterator[PaperRecord]
     collection: ParsedCollection | None = None
+    deleted: int = 0  # OAI-PMH records marked deleted: skipped, but not "no papers"
 
 
 def _open_bytes(path: Path) -> io.BufferedIOBase:
@@ -118,7 +119,8 @@ def open_source(path: Path, fmt: str | None = None) -> ParsedSource:
     if fmt == "atom":
         return ParsedSource(fmt, iter(arxiv_xml.parse_atom(_read_xml(path)).records))
     if fmt == "oai":
-        return ParsedSource(fmt, iter(arxiv_xml.parse_oai(_read_xml(path)).records))
+        page = arxiv_xml.parse_oai(_read_xml(path))
+        return ParsedSource(fmt, iter(page.records), deleted=page.deleted)
     if fmt == "snapshot":
         return ParsedSource(fmt, snapshot.parse_snapshot(_text_lines(path), name))
     if fmt == "jsonl":

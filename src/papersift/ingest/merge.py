@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from papersift.ingest.records import PaperRecord
-from papersift.model import normalize_title, title_paper_id
+from papersift.model import title_paper_id
 from papersift.store.papers import content_hash
 
 
@@ -28,7 +28,7 @@ def new_row(record: PaperRecord, paper_id: str, source: str, now: datetime) -> d
         "id": paper_id,
         "arxiv_id": record.arxiv_id,
         "doi": record.doi,
-        "title_key": normalize_title(record.title)[:255],
+        "title_key": record.title_key,
         "title": record.title,
         "abstract": record.abstract,
         "authors": record.authors,
@@ -59,7 +59,7 @@ def merge_into(row: dict, record: PaperRecord, source: str, now: datetime) -> bo
             row["abstract"] = record.abstract
     if newer and record.title:
         row["title"] = record.title
-        row["title_key"] = normalize_title(record.title)[:255]
+        row["title_key"] = record.title_key
     if record.authors and (newer or not row["authors"]):
         row["authors"] = record.authors
     if record.categories and (newer or not row["categories"]):

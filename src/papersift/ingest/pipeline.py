@@ -20,7 +20,6 @@ from papersift.ingest.errors import IngestError
 from papersift.ingest.formats import open_source
 from papersift.ingest.merge import conflicts, merge_into, new_row, preferred_id
 from papersift.ingest.records import PaperRecord
-from papersift.model import normalize_title
 from papersift.store import papers as paper_store
 from papersift.store.collections import upsert_collection
 from papersift.store.db import Database
@@ -98,19 +97,27 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[FileResu
     return unique, missing
 
 
-class _FileMerger:
-    """Merge state for one file: rows touched so far, indexed by each identity key."""
+class Merger:
+    """Merges batches of records into papers inside one session (one transaction).
+
+    Only the current batch's rows are kept in memory: earlier batches are already written
+    to the same transaction, so a duplicate further down the file is found by the database
+    lookup. Memory stays bounded for a multi-gigabyte snapshot.
+    """
 
     def __init__(self, session: Session, source: str, now: datetime) -> None:
         self.session = session
         self.source = source
         self.now = now
+        self.state: dict[str, str] = {}  # paper id -> added / updated / unchanged
+        self._reset()
+
+    def _reset(self) -> None:
         self.rows: dict[str, dict] = {}
         self.by_arxiv: dict[str, str] = {}
         self.by_doi: dict[str, str] = {}
         self.by_title: dict[str, list[str]] = {}
-        self.state: dict[str, str] = {}  # id -> added / updated / unchanged
-        self.loaded_keys: set[tuple[str, str]] = set()
+        self.taken: set[str] = set()
 
     def _index(self, row: dict) -> None:
         pid = row["id"]
@@ -124,17 +131,15 @@ class _FileMerger:
             ids.append(pid)
 
     def _load(self, batch: list[PaperRecord]) -> None:
-        arx = [r.arxiv_id for r in batch if r.arxiv_id and ("a", r.arxiv_id) not in self.loaded_keys]
-        dois = [r.doi for r in batch if r.doi and ("d", r.doi) not in self.loaded_keys]
-        keys = [normalize_title(r.title)[:255] for r in batch]
-        keys = [k for k in keys if ("t", k) not in self.loaded_keys]
+        """Fetch every stored row the batch could merge into, and the ids it could collide with."""
+        arx = [r.arxiv_id for r in batch if r.arxiv_id]
+        dois = [r.doi for r in batch if r.doi]
+        keys = [r.title_key for r in batch]
         for row in paper_store.find_matches(self.session, arx, dois, keys):
-            if row["id"] not in self.rows:
-                self._index(row)
-                self.state.setdefault(row["id"], "unchanged_existing")
-        self.loaded_keys.update(("a", a) for a in arx)
-        self.loaded_keys.update(("d", d) for d in dois)
-        self.loaded_keys.update(("t", k) for k in keys)
+            self._index(row)
+            self.state.setdefault(row["id"], "unchanged_existing")
+        wanted = {preferred_id(r) for r in batch} - self.rows.keys()
+        self.taken = paper_store.existing_ids(self.session, list(wanted))
 
     def _match(self, record: PaperRecord) -> str | None:
         if record.arxiv_id and record.arxiv_id in self.by_arxiv:
@@ -143,18 +148,19 @@ class _FileMerger:
             pid = self.by_doi[record.doi]
             if not conflicts(self.rows[pid], record):
                 return pid
-        for pid in self.by_title.get(normalize_title(record.title)[:255], []):
+        for pid in self.by_title.get(record.title_key, ()):
             if not conflicts(self.rows[pid], record):
                 return pid
         return None
 
     def _new_id(self, record: PaperRecord) -> str:
         base = preferred_id(record)
-        candidate, n = base, 1
-        while candidate in self.rows or paper_store.existing_ids(self.session, [candidate]):
+        if base not in self.rows and base not in self.taken:
+            return base
+        n = 2  # a different paper already holds the id (same title, other arXiv id)
+        while f"{base}-{n}" in self.rows or paper_store.existing_ids(self.session, [f"{base}-{n}"]):
             n += 1
-            candidate = f"{base}-{n}"
-        return candidate
+        return f"{base}-{n}"
 
     def apply(self, batch: list[PaperRecord]) -> list[str]:
         """Merge a batch and write it; returns the paper id of each record in order."""
@@ -185,7 +191,15 @@ class _FileMerger:
             ids.append(pid)
         paper_store.insert_rows(self.session, list(inserts.values()))
         paper_store.update_rows(self.session, list(updates.values()))
+        self._reset()
         return ids
+
+    def counts(self) -> tuple[int, int, int, list[str]]:
+        """(added, updated, unchanged, ids of added or updated papers) so far."""
+        added = [pid for pid, s in self.state.items() if s == "added"]
+        updated = [pid for pid, s in self.state.items() if s == "updated"]
+        unchanged = sum(1 for s in self.state.values() if s == "unchanged")
+        return len(added), len(updated), unchanged, added + updated
 
 
 def _batched(records: Iterator[PaperRecord], size: int) -> Iterator[list[PaperRecord]]:
@@ -199,48 +213,70 @@ def _batched(records: Iterator[PaperRecord], size: int) -> Iterator[list[PaperRe
         yield batch
 
 
+def merge_records(
+    session: Session,
+    records: Iterable[PaperRecord],
+    source: str,
+    *,
+    now: datetime | None = None,
+    batch_size: int = BATCH,
+    progress: ProgressFn | None = None,
+) -> tuple[Merger, list[str]]:
+    """Merge ``records`` into the session's transaction; the merger and ids in record order."""
+    merger = Merger(session, source, now or datetime.now(UTC))
+    order: list[str] = []
+    for batch in _batched(iter(records), batch_size):
+        order.extend(merger.apply(batch))
+        if progress:
+            progress(len(batch))
+    return merger, order
+
+
+def _db_error_text(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return f"{orig.__class__.__name__}: {first}"[:500]
+
+
 def ingest_file(
-    db: Database, path: Path, *, progress: ProgressFn | None = None, source: str | None = None
+    db: Database,
+    path: Path,
+    *,
+    progress: ProgressFn | None = None,
+    source: str | None = None,
+    batch_size: int = BATCH,
 ) -> FileResult:
     """Ingest one file in one transaction; errors are returned in the result, not raised."""
     result = FileResult(str(path))
     label = source or f"file:{path.name}"
-    now = datetime.now(UTC)
     try:
         parsed = open_source(path)
         result.format = parsed.format
         with db.session() as session:
-            merger = _FileMerger(session, label, now)
-            order: list[str] = []
-            for batch in _batched(parsed.records, BATCH):
-                order.extend(merger.apply(batch))
-                if progress:
-                    progress(len(batch))
-            if not order:
+            merger, order = merge_records(
+                session, parsed.records, label, batch_size=batch_size, progress=progress
+            )
+            if not order and not parsed.deleted:
                 raise IngestError("no papers found in file")
             if parsed.collection is not None:
                 name = parsed.collection.name
                 upsert_collection(session, name, parsed.collection.origin, order)
                 result.collection = name
-            for pid, state in merger.state.items():
-                if state == "added":
-                    result.added += 1
-                    result.changed_ids.append(pid)
-                elif state == "updated":
-                    result.updated += 1
-                    result.changed_ids.append(pid)
-                elif state == "unchanged":
-                    result.unchanged += 1
+            result.added, result.updated, result.unchanged, result.changed_ids = merger.counts()
     except IngestError as exc:
         exc.at(source=str(path))
-        result.error = str(exc)
-        result.added = result.updated = result.unchanged = 0
-        result.changed_ids = []
+        _clear(result, str(exc))
     except SQLAlchemyError as exc:
-        result.error = f"{path}: database error, file not ingested ({exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc})"
-        result.added = result.updated = result.unchanged = 0
-        result.changed_ids = []
+        _clear(result, f"{path}: database error, file not ingested ({_db_error_text(exc)})")
+    except (OSError, EOFError, ValueError) as exc:  # e.g. a corrupt .gz, a vanished file
+        _clear(result, f"{path}: cannot read file ({exc.__class__.__name__}: {exc})")
     return result
+
+
+def _clear(result: FileResult, error: str) -> None:
+    result.error = error
+    result.added = result.updated = result.unchanged = 0
+    result.changed_ids = []
 
 
 def ingest_paths(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from papersift.ingest.errors import IngestError
-from papersift.model import clean_text, normalize_arxiv_id, normalize_doi
+from papersift.model import clean_text, normalize_arxiv_id, normalize_doi, normalize_title
 
 MAX_TITLE_CHARS = 2_000
 MAX_ABSTRACT_CHARS = 100_000
@@ -104,6 +104,7 @@ class PaperRecord:
     code_urls: list[str] = field(default_factory=list)
     location: str = ""
     extra_text: str = ""  # e.g. arXiv comments: searched for code links, not stored
+    title_key: str = ""  # set by finalize(): the normalized title used for merging
 
     def finalize(self) -> PaperRecord:
         """Normalize fields and check limits; raises IngestError on unusable records."""
@@ -136,6 +137,7 @@ class PaperRecord:
                     links.append(found)
         self.code_urls = links
         self.categories = [c for c in dict.fromkeys(self.categories) if c]
+        self.title_key = normalize_title(self.title)[:255]
         return self
 
 
