@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
@@ -58,22 +59,46 @@ def run_ingest(paths: list[str], *, quiet: bool = False) -> IngestSummary:
 def print_summary(summary: IngestSummary) -> None:
     table = Table(title="ingest summary", title_justify="left")
     for col in ("file", "format", "added", "updated", "unchanged", "status"):
-        table.add_column(col, justify="right" if col in ("added", "updated", "unchanged") else "left")
+        table.add_column(
+            col, justify="right" if col in ("added", "updated", "unchanged") else "left"
+        )
     for f in summary.files:
         status = "[green]ok[/]" if f.ok else "[red]failed[/]"
-        table.add_row(Path(f.path).name, f.format or "-", f"{f.added:,}", f"{f.updated:,}",
-                      f"{f.unchanged:,}", status)
-    table.add_row("[bold]total", "", f"{summary.total('added'):,}", f"{summary.total('updated'):,}",
-                  f"{summary.total('unchanged'):,}",
-                  f"{len(summary.files) - len(summary.failed)} ok, {len(summary.failed)} failed")
+        table.add_row(
+            Path(f.path).name,
+            f.format or "-",
+            f"{f.added:,}",
+            f"{f.updated:,}",
+            f"{f.unchanged:,}",
+            status,
+        )
+    table.add_row(
+        "[bold]total",
+        "",
+        f"{summary.total('added'):,}",
+        f"{summary.total('updated'):,}",
+        f"{summary.total('unchanged'):,}",
+        f"{len(summary.files) - len(summary.failed)} ok, {len(summary.failed)} failed",
+    )
     console.print(table)
     for f in summary.failed:
-        err_console.print(f"[bold red]failed:[/] {f.error}", highlight=False, markup=True)
+        # soft_wrap: one line per failure, never folded inside a path; escape: file names
+        # and titles quoted in errors may contain [brackets] that are not markup.
+        err_console.print(
+            f"[bold red]failed:[/] {escape(f.error or '')}", highlight=False, soft_wrap=True
+        )
 
 
 def _result_dict(f: FileResult) -> dict:
-    return {"path": f.path, "format": f.format, "added": f.added, "updated": f.updated,
-            "unchanged": f.unchanged, "collection": f.collection, "error": f.error}
+    return {
+        "path": f.path,
+        "format": f.format,
+        "added": f.added,
+        "updated": f.updated,
+        "unchanged": f.unchanged,
+        "collection": f.collection,
+        "error": f.error,
+    }
 
 
 @app.command()
@@ -91,9 +116,15 @@ def ingest(
     """
     summary = run_ingest(paths, quiet=quiet or json_out)
     if json_out:
-        print_json({"files": [_result_dict(f) for f in summary.files],
-                    "added": summary.total("added"), "updated": summary.total("updated"),
-                    "unchanged": summary.total("unchanged"), "failed": len(summary.failed)})
+        print_json(
+            {
+                "files": [_result_dict(f) for f in summary.files],
+                "added": summary.total("added"),
+                "updated": summary.total("updated"),
+                "unchanged": summary.total("unchanged"),
+                "failed": len(summary.failed),
+            }
+        )
     else:
         print_summary(summary)
     if summary.failed or not summary.files:
@@ -110,13 +141,18 @@ def gather_stats() -> dict:
         for srcs, has_code in s.execute(select(PaperRow.sources, PaperRow.has_code)):
             sources.update(srcs or [])
             with_code += bool(has_code)
-    return {"papers": papers, "with_code": with_code,
-            "collections": {name: size for name, _origin, size in colls},
-            "sources": dict(sources.most_common())}
+    return {
+        "papers": papers,
+        "with_code": with_code,
+        "collections": {name: size for name, _origin, size in colls},
+        "sources": dict(sources.most_common()),
+    }
 
 
 @app.command()
-def stats(json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+def stats(
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
     """Counts of papers, collections (with sizes) and sources.
 
     Example: papersift stats --json | tail -1 | jq .collections
@@ -167,7 +203,11 @@ def show(
         console.print(", ".join(paper.authors), highlight=False, markup=False)
     console.print()
     console.print(paper.abstract, highlight=False, markup=False)
-    for label, url in (("abstract", paper.abs_url), ("pdf", paper.pdf_url), ("code", paper.code_url)):
+    for label, url in (
+        ("abstract", paper.abs_url),
+        ("pdf", paper.pdf_url),
+        ("code", paper.code_url),
+    ):
         if url:
             console.print(f"{label}: {url}", highlight=False, markup=False)
     for name, rank in colls:
@@ -177,8 +217,12 @@ def show(
 @app.command()
 def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or bibtex.")] = "jsonl",
-    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Only this collection, in its order.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Only this collection, in its order.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
 ) -> None:
     """Export papers as JSON lines or BibTeX.
 

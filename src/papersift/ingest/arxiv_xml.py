@@ -93,7 +93,9 @@ def parse_atom(data: bytes) -> FeedPage:
                 abstract=_text(entry.find(f"{ATOM}summary")),
                 authors=[_text(a.find(f"{ATOM}name")) for a in entry.findall(f"{ATOM}author")],
                 published=parse_date(_text(entry.find(f"{ATOM}published")) or None),
-                updated=parse_date(_text(entry.find(f"{ATOM}updated")) or None, field_name="updated"),
+                updated=parse_date(
+                    _text(entry.find(f"{ATOM}updated")) or None, field_name="updated"
+                ),
                 categories=[c.get("term", "") for c in entry.findall(f"{ATOM}category")],
                 doi=_text(entry.find(f"{ARXIV_ATOM}doi")) or None,
                 arxiv_id=normalize_arxiv_id(raw_id),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +57,16 @@ def detect_format(path: Path) -> str:
     try:
         with _open_bytes(path) as fh:
             head = fh.read(65536)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise IngestError(f"cannot read file ({exc})", source=name) from None
     _check_text(head, name)
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if stripped.startswith(b"<"):
         kind = arxiv_xml.root_kind(stripped)
         if kind == "unknown":
-            raise IngestError("XML file is neither an Atom feed nor an OAI-PMH response", source=name)
+            raise IngestError(
+                "XML file is neither an Atom feed nor an OAI-PMH response", source=name
+            )
         return kind
     base = path.name.removesuffix(".gz").lower()
     if stripped.startswith(b"{"):
@@ -72,7 +75,9 @@ def detect_format(path: Path) -> str:
             obj = json.loads(first)
         except json.JSONDecodeError:
             obj = {}
-        return "snapshot" if isinstance(obj, dict) and snapshot.looks_like_snapshot(obj) else "jsonl"
+        return (
+            "snapshot" if isinstance(obj, dict) and snapshot.looks_like_snapshot(obj) else "jsonl"
+        )
     if base.endswith((".csv", ".tsv")):
         return "csv"
     if base.endswith((".jsonl", ".ndjson", ".json")):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,7 +79,7 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[FileResu
         if any(ch in text for ch in "*?["):
             candidates = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
             if not candidates:
-                missing.append(FileResult(text, error="no file matches this pattern"))
+                missing.append(FileResult(text, error=f"{text}: no file matches this pattern"))
         else:
             candidates = [Path(text)]
         for path in candidates:
@@ -92,7 +93,7 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[FileResu
             elif path.exists():
                 found.append(path)
             else:
-                missing.append(FileResult(str(path), error="no such file or folder"))
+                missing.append(FileResult(str(path), error=f"{path}: no such file or folder"))
     unique = list(dict.fromkeys(found))
     return unique, missing
 
@@ -268,7 +269,7 @@ def ingest_file(
         _clear(result, str(exc))
     except SQLAlchemyError as exc:
         _clear(result, f"{path}: database error, file not ingested ({_db_error_text(exc)})")
-    except (OSError, EOFError, ValueError) as exc:  # e.g. a corrupt .gz, a vanished file
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # corrupt .gz, vanished file
         _clear(result, f"{path}: cannot read file ({exc.__class__.__name__}: {exc})")
     return result
 
