@@ -42,3 +42,7 @@ def demo(
             raise typer.Exit(1)
     else:
         console.print(f"sample corpus already in {state.settings.home}")
+    if serve:
+        from papersift.cli.web import serve_app
+
+        serve_app("127.0.0.1", port)

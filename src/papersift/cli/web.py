@@ -1,0 +1,72 @@
+"""``papersift serve``: the web app and JSON API under uvicorn."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import Annotated
+
+import typer
+
+from papersift.cli._app import app, console, fail, state
+
+MAX_WORKERS = 64
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with a clear message (not a traceback) when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                fail(f"port {port} on {host} is already in use; pick another with --port")
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def serve_app(host: str, port: int, workers: int = 1) -> None:
+    """Serve the app for the current --home/--db until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    if not 0 < port < 65536:
+        fail("--port must be between 1 and 65535")
+    if not 1 <= workers <= MAX_WORKERS:
+        fail(f"--workers must be between 1 and {MAX_WORKERS}")
+    settings = state.settings
+    state.db()  # migrate (or fail clearly) once, before any worker starts
+    _check_port(host, port)
+    # Workers are separate processes that build the app from the environment.
+    os.environ["PAPERSIFT_HOME"] = str(settings.home)
+    os.environ["PAPERSIFT_DB"] = settings.db_url
+    shown = f"[{host}]" if ":" in host else host
+    console.print(
+        f"serving papersift on [bold]http://{shown}:{port}/[/] (Ctrl-C to stop)", highlight=False
+    )
+    uvicorn.run(
+        "papersift.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (each has its own caches and rate limits).")
+    ] = 1,
+) -> None:
+    """Serve the web app and JSON API (docs at /docs).
+
+    Example: papersift serve --port 8080 --workers 2
+    """
+    serve_app(host, port, workers)

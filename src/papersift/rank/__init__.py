@@ -1,0 +1,1 @@
+"""Ranking signals beyond relevance: upvotes, page views and the trending score built on them."""

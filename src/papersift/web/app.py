@@ -1,0 +1,149 @@
+"""The FastAPI application factory: settings, database, templates, middleware, routers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+from papersift import __version__
+from papersift.config import Settings, load_settings
+from papersift.rank import trending as trending_mod
+from papersift.store.db import Database
+from papersift.web import problems
+from papersift.web.deps import ViewCounter
+from papersift.web.ratelimit import VOTE_LIMITS, RateLimiter
+from papersift.web.routes import api, docs, feeds, pages, search
+from papersift.web.schemas import Problem
+from papersift.web.security import SecurityMiddleware, Signers
+from papersift.web.templating import STATIC_DIR, make_templates
+
+log = logging.getLogger("papersift.web")
+
+TRENDING_TTL = 10.0  # seconds; votes invalidate it at once
+
+
+class CachedStatic(StaticFiles):
+    """Static files with long-lived caching: templates link them with a ?v=<hash>."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_cached(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"cache-control", b"public, max-age=31536000, immutable"),
+                ]
+            await send(message)
+
+        await super().__call__(scope, receive, send_cached)
+
+
+def _warm_search(app: FastAPI) -> None:
+    """Load the search service (model, indexes) in the background so the first visitor
+    does not wait for it; failures only mean search loads on first use instead."""
+    try:
+        from papersift.search.service import get_service
+
+        get_service(app.state.settings, app.state.db).search("warm up", k=1)
+    except Exception:  # noqa: BLE001
+        log.info("search warm-up skipped", exc_info=True)
+
+
+def _include_subscriptions(app: FastAPI) -> None:
+    try:
+        from papersift.web.routes import subscriptions
+    except ImportError:
+        log.info("subscriptions router not installed")
+        return
+    app.include_router(subscriptions.router)
+
+
+def create_app(
+    settings: Settings | None = None, *, db: Database | None = None, warm_search: bool = True
+) -> FastAPI:
+    """A ready app for ``settings`` (default: from the environment)."""
+    settings = settings or load_settings()
+    database = db or Database(settings.db_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if warm_search:
+            threading.Thread(target=_warm_search, args=(app,), daemon=True).start()
+        yield
+        if db is None:
+            database.dispose()
+
+    app = FastAPI(
+        title="papersift",
+        version=__version__,
+        description="Search, browse and upvote research papers. Errors are "
+        "application/problem+json (RFC 9457).",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.state.signers = Signers(settings.secret_key())
+    app.state.templates = make_templates()
+    app.state.vote_limiter = RateLimiter(*VOTE_LIMITS)
+    app.state.views = ViewCounter()
+
+    def compute(window: str, limit: int) -> list[tuple[str, float]]:
+        with database.session() as session:
+            return trending_mod.trending(session, window, limit=limit)
+
+    app.state.trending = trending_mod.TrendingCache(compute, ttl=TRENDING_TTL)
+    swagger = docs.swagger_dir()
+    app.state.swagger_available = swagger is not None
+
+    problems.install(app)
+    app.add_middleware(SecurityMiddleware, secure_cookies=settings.base_url.startswith("https://"))
+    app.mount("/static", CachedStatic(directory=STATIC_DIR), name="static")
+    if swagger is not None:
+        app.mount("/docs/assets", CachedStatic(directory=swagger), name="swagger")
+    app.include_router(pages.router)
+    app.include_router(search.router)
+    app.include_router(feeds.router)
+    app.include_router(docs.router)
+    app.include_router(api.router)
+    _include_subscriptions(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas["Problem"] = Problem.model_json_schema()
+            _problem_everywhere(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _problem_everywhere(schema: dict[str, Any]) -> None:
+    """FastAPI documents 422 as application/json HTTPValidationError; ours is a problem."""
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for operations in schema.get("paths", {}).values():
+        for op in operations.values():
+            responses = op.get("responses", {})
+            if "422" in responses:
+                responses["422"] = {
+                    "description": "invalid parameters",
+                    "content": {"application/problem+json": {"schema": ref}},
+                }

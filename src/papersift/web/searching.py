@@ -1,0 +1,162 @@
+"""The web side of search: parameter parsing shared by the page, the API and the feed, and
+access to ``papersift.search.service`` (imported lazily: the web app still serves paper
+pages, trending and collections when the search package or its index is missing)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from fastapi import Request
+
+log = logging.getLogger("papersift.web")
+
+MODES = ("hybrid", "lexical", "semantic")
+SORTS = ("relevance", "date")
+MAX_QUERY = 10_000
+MAX_PAGE = 500
+PAGE_SIZE = 10
+
+
+class SearchUnavailable(RuntimeError):
+    """The search service cannot run (package missing or index not built)."""
+
+
+class BadParams(ValueError):
+    """A search parameter has an invalid value; the message is for the user."""
+
+
+@dataclass
+class SearchParams:
+    q: str = ""
+    mode: str = "hybrid"
+    sort: str = "relevance"
+    date_from: date | None = None
+    date_to: date | None = None
+    has_code: bool | None = None
+    collection: str | None = None
+    category: str | None = None
+    page: int = 1
+    k: int = PAGE_SIZE
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.k
+
+    def as_query(self) -> dict[str, Any]:
+        """The non-default parameters, for links that keep the current search."""
+        out: dict[str, Any] = {"q": self.q}
+        if self.mode != "hybrid":
+            out["mode"] = self.mode
+        if self.sort != "relevance":
+            out["sort"] = self.sort
+        if self.date_from:
+            out["date_from"] = self.date_from.isoformat()
+        if self.date_to:
+            out["date_to"] = self.date_to.isoformat()
+        if self.has_code:
+            out["has_code"] = "1"
+        if self.collection:
+            out["collection"] = self.collection
+        if self.category:
+            out["category"] = self.category
+        return out
+
+
+def _date(raw: str | None, name: str, errors: list[str]) -> date | None:
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw.strip())
+    except ValueError:
+        errors.append(f"{name} must be a date like 2024-01-31")
+        return None
+
+
+def _text(raw: str | None, name: str, errors: list[str], limit: int = 255) -> str | None:
+    if raw is None or not raw.strip():
+        return None
+    value = raw.strip()
+    if len(value) > limit or any(ord(c) < 32 for c in value):
+        errors.append(f"{name} is not a valid name")
+        return None
+    return value
+
+
+def parse_params(query: dict[str, str]) -> SearchParams:
+    """Search parameters from a query string; problems go to ``errors`` (never raises)."""
+    errors: list[str] = []
+    params = SearchParams(errors=errors)
+    q = query.get("q") or ""
+    params.q = q[:MAX_QUERY]
+    if len(q) > MAX_QUERY:
+        errors.append(f"the query is longer than {MAX_QUERY} characters")
+    mode = (query.get("mode") or "hybrid").strip().lower()
+    if mode not in MODES:
+        errors.append(f"mode must be one of {', '.join(MODES)}")
+    else:
+        params.mode = mode
+    sort = (query.get("sort") or "relevance").strip().lower()
+    if sort not in SORTS:
+        errors.append(f"sort must be one of {', '.join(SORTS)}")
+    else:
+        params.sort = sort
+    params.date_from = _date(query.get("date_from"), "from", errors)
+    params.date_to = _date(query.get("date_to"), "to", errors)
+    if params.date_from and params.date_to and params.date_from > params.date_to:
+        errors.append("the 'from' date is after the 'to' date")
+    code = (query.get("has_code") or "").strip().lower()
+    if code in ("1", "true", "on", "yes"):
+        params.has_code = True
+    elif code not in ("", "0", "false", "off", "no", "any"):
+        errors.append("has_code must be 1 or 0")
+    params.collection = _text(query.get("collection"), "collection", errors)
+    params.category = _text(query.get("category"), "category", errors, limit=64)
+    raw_page = (query.get("page") or "1").strip()
+    if raw_page.isdigit() and 1 <= int(raw_page) <= MAX_PAGE:
+        params.page = int(raw_page)
+    else:
+        errors.append(f"page must be a number from 1 to {MAX_PAGE}")
+    return params
+
+
+def service(request: Request):  # -> papersift.search.service.SearchService
+    """The process-wide search service for this app's home and database."""
+    try:
+        from papersift.search.service import get_service
+    except ImportError as exc:
+        raise SearchUnavailable("search is not installed") from exc
+    try:
+        return get_service(request.app.state.settings, request.app.state.db)
+    except Exception as exc:  # noqa: BLE001 - a missing index must not break the page
+        log.exception("search service unavailable")
+        raise SearchUnavailable("search is not available right now") from exc
+
+
+def run_search(request: Request, params: SearchParams, offset: int | None = None):
+    """SearchResults for params, at ``offset`` or the params' page (``SearchError`` becomes
+    ``BadParams``)."""
+    svc = service(request)
+    from papersift.search.service import SearchError, SearchFilters
+
+    filters = SearchFilters(
+        date_from=params.date_from,
+        date_to=params.date_to,
+        has_code=params.has_code,
+        collection=params.collection,
+        category=params.category,
+    )
+    try:
+        return svc.search(
+            params.q,
+            k=params.k,
+            offset=params.offset if offset is None else offset,
+            mode=params.mode,
+            filters=filters,
+            sort=params.sort,
+        )
+    except SearchError as exc:
+        raise BadParams(str(exc)) from exc

@@ -1,0 +1,177 @@
+"""Jinja2 environment (autoescape on) and the filters that turn paper text into safe HTML.
+
+Highlighting never marks up HTML: the raw text is split on query-term matches and on
+``$...$`` math spans, every piece is escaped on its own, and only then are the pieces
+wrapped in ``<mark>`` or ``<span class="math">``. Paper text can therefore contain ``<``,
+``&`` or ``</script>`` and still comes out as inert text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import date, datetime
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
+from starlette.templating import Jinja2Templates
+
+from papersift.web.security import csrf_token
+
+HERE = Path(__file__).parent
+TEMPLATES_DIR = HERE / "templates"
+STATIC_DIR = HERE / "static"
+
+_WORD = re.compile(r"[^\W_][\w\-']*", re.UNICODE)
+_OPERATORS = {"and", "or", "not", "title", "author", "abstract"}
+_MATH = re.compile(r"\$[^$\n]{1,400}\$")
+MAX_TERMS = 20
+
+
+def query_terms(query: str | None) -> list[str]:
+    """Words of a query worth highlighting (no operators, no one-letter words), lowercased."""
+    if not query:
+        return []
+    terms: list[str] = []
+    for word in _WORD.findall(query[:1000]):
+        word = word.lower().strip("-'")
+        if len(word) < 2 or word in _OPERATORS:
+            continue
+        # A crude stem so "transformers" also marks "transformer" (and vice versa by prefix).
+        if len(word) > 4 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        if word not in terms:
+            terms.append(word)
+        if len(terms) == MAX_TERMS:
+            break
+    return terms
+
+
+def _term_pattern(terms: list[str]) -> re.Pattern[str] | None:
+    if not terms:
+        return None
+    alternatives = "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})[\w\-]*", re.IGNORECASE)
+
+
+def _marked(text: str, pattern: re.Pattern[str] | None) -> str:
+    if pattern is None:
+        return str(escape(text))
+    out: list[str] = []
+    last = 0
+    for match in pattern.finditer(text):
+        out.append(str(escape(text[last : match.start()])))
+        out.append(f"<mark>{escape(match.group(0))}</mark>")
+        last = match.end()
+    out.append(str(escape(text[last:])))
+    return "".join(out)
+
+
+def rich_text(text: str | None, terms: list[str] | None = None) -> Markup:
+    """Escaped text with query terms in <mark> and $math$ in a styled span."""
+    if not text:
+        return Markup("")
+    pattern = _term_pattern(terms or [])
+    out: list[str] = []
+    last = 0
+    for match in _MATH.finditer(text):
+        out.append(_marked(text[last : match.start()], pattern))
+        out.append(f'<span class="math">{escape(match.group(0))}</span>')
+        last = match.end()
+    out.append(_marked(text[last:], pattern))
+    return Markup("".join(out))
+
+
+def snippet(text: str | None, terms: list[str] | None = None, length: int = 320) -> Markup:
+    """About ``length`` characters of an abstract around the first matched term."""
+    text = text or ""
+    if len(text) <= length:
+        return rich_text(text, terms)
+    start = 0
+    pattern = _term_pattern(terms or [])
+    if pattern:
+        match = pattern.search(text)
+        if match and match.start() > length // 2:
+            start = text.rfind(" ", 0, match.start() - length // 4) + 1
+    end = text.find(" ", start + length)
+    end = len(text) if end == -1 else end
+    piece = text[start:end]
+    # Do not cut a math span in half: drop an unmatched trailing or leading dollar piece.
+    if piece.count("$") % 2:
+        cut = piece.rfind("$")
+        piece = piece[:cut]
+    prefix = "… " if start else ""
+    suffix = " …" if end < len(text) else ""
+    return Markup(prefix) + rich_text(piece, terms) + Markup(suffix)
+
+
+def paper_url(paper_id: str) -> str:
+    """/papers/<id>, keeping the slash of old arXiv ids and DOIs readable."""
+    return "/papers/" + quote(paper_id, safe="/")
+
+
+def safe_url(url: str | None) -> str:
+    """Only http(s) links from paper data become hrefs (no javascript: or data: URLs)."""
+    if url and url.strip().lower().startswith(("http://", "https://")):
+        return url.strip()
+    return "#"
+
+
+def collection_url(name: str) -> str:
+    return "/collections/" + quote(name, safe="")
+
+
+def authors_line(authors: list[str] | None, limit: int = 6) -> str:
+    authors = authors or []
+    if len(authors) <= limit:
+        return ", ".join(authors)
+    return ", ".join(authors[:limit]) + f" and {len(authors) - limit} more"
+
+
+def human_date(value: date | datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.strftime("%-d %b %Y")
+
+
+def with_query(params: dict, **changes: object) -> str:
+    """A query string from the current params with some changed (None drops a key)."""
+    merged = {k: v for k, v in params.items() if v not in (None, "")}
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return "?" + urlencode(merged) if merged else "?"
+
+
+def static_versions() -> dict[str, str]:
+    """Content hashes of the static files, for cache-busting ``?v=`` URLs."""
+    out = {}
+    for path in STATIC_DIR.glob("*"):
+        if path.is_file():
+            out[path.name] = hashlib.sha1(path.read_bytes()).hexdigest()[:10]
+    return out
+
+
+def make_templates() -> Jinja2Templates:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=select_autoescape(["html", "xml"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    versions = static_versions()
+    env.globals["static"] = lambda name: f"/static/{name}?v={versions.get(name, '0')}"
+    env.globals["paper_url"] = paper_url
+    env.globals["collection_url"] = collection_url
+    env.globals["with_query"] = with_query
+    env.filters["rich"] = rich_text
+    env.filters["snippet"] = snippet
+    env.filters["authors"] = authors_line
+    env.filters["human_date"] = human_date
+    env.filters["safe_url"] = safe_url
+    env.globals["csrf_token"] = csrf_token
+    return Jinja2Templates(env=env)
