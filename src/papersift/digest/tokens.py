@@ -1,0 +1,121 @@
+"""Signed links in mails: confirm (expires), unsubscribe and manage (long-lived).
+
+Each purpose has its own salt, so an unsubscribe token cannot confirm and a manage token
+cannot be replayed as anything else. A token names the subscriber id and the address: if
+the subscription is removed and the address signs up again (new id), old links stop
+working. Tokens carry no other state, so nothing needs to be stored to check them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from functools import lru_cache
+from urllib.parse import parse_qs, urlsplit
+
+from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.timed import TimestampSigner
+
+from papersift.config import Settings
+
+CONFIRM = "confirm"
+UNSUBSCRIBE = "unsubscribe"
+MANAGE = "manage"
+# None = no expiry; the signature and the id+address binding still protect the link.
+MAX_AGE: dict[str, timedelta | None] = {CONFIRM: timedelta(days=7), UNSUBSCRIBE: None, MANAGE: None}
+MAX_TOKEN_LEN = 1024
+
+
+class TokenError(ValueError):
+    """A link that is forged, damaged, for another purpose, or expired."""
+
+
+class _ClockSigner(TimestampSigner):
+    """A timestamp signer whose clock can be set: lets tests mint already-expired links."""
+
+    def __init__(self, *args, clock: Callable[[], float] = time.time, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._clock = clock
+
+    def get_timestamp(self) -> int:
+        return int(self._clock())
+
+
+@lru_cache(maxsize=64)
+def _cached(secret: str, purpose: str, clock: Callable[[], float]) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(
+        secret, salt=f"papersift.digest.{purpose}",
+        signer=_ClockSigner, signer_kwargs={"clock": clock},
+    )
+
+
+def _serializer(
+    settings: Settings, purpose: str, clock: Callable[[], float] = time.time
+) -> URLSafeTimedSerializer:
+    if purpose not in MAX_AGE:
+        raise ValueError(f"unknown token purpose {purpose!r}")
+    if clock is time.time:  # the common case is cached: a digest run signs two links per mail
+        return _cached(settings.secret_key(), purpose, clock)
+    return _cached.__wrapped__(settings.secret_key(), purpose, clock)
+
+
+def make_token(
+    settings: Settings, purpose: str, subscriber_id: int, email: str,
+    *, now: datetime | None = None,
+) -> str:
+    """A URL-safe signed token for one subscriber and purpose (``now`` is for tests)."""
+    clock = (lambda: now.timestamp()) if now else time.time
+    return _serializer(settings, purpose, clock).dumps({"s": subscriber_id, "e": email})
+
+
+def read_token(settings: Settings, purpose: str, token: object) -> tuple[int, str]:
+    """(subscriber id, address) from a token, or TokenError with a user-facing reason."""
+    if not isinstance(token, str) or not token.strip():
+        raise TokenError("the link is missing its token")
+    token = token.strip()
+    if len(token) > MAX_TOKEN_LEN:
+        raise TokenError("the link is not valid (token too long)")
+    max_age = MAX_AGE[purpose]
+    try:
+        data = _serializer(settings, purpose).loads(
+            token, max_age=int(max_age.total_seconds()) if max_age else None
+        )
+    except SignatureExpired:
+        days = max_age.days if max_age else 0
+        raise TokenError(f"the link has expired (links are valid for {days} days); "
+                         "please subscribe again") from None
+    except BadData:
+        raise TokenError("the link is not valid (it was damaged or forged)") from None
+    if (not isinstance(data, dict) or not isinstance(data.get("s"), int)
+            or not isinstance(data.get("e"), str)):
+        raise TokenError("the link is not valid")
+    return data["s"], data["e"]
+
+
+def token_from_link(text: str) -> str:
+    """The token in a pasted link (``...?token=...``), or the text itself if it is a token."""
+    text = text.strip()
+    if "token=" in text:
+        values = parse_qs(urlsplit(text).query).get("token")
+        if values:
+            return values[0]
+    return text
+
+
+def link(settings: Settings, path: str, token: str) -> str:
+    return f"{settings.base_url}{path}?token={token}"
+
+
+def confirm_url(settings: Settings, subscriber_id: int, email: str, **kw) -> str:
+    return link(settings, "/subscriptions/confirm",
+                make_token(settings, CONFIRM, subscriber_id, email, **kw))
+
+
+def unsubscribe_url(settings: Settings, subscriber_id: int, email: str) -> str:
+    return link(settings, "/unsubscribe", make_token(settings, UNSUBSCRIBE, subscriber_id, email))
+
+
+def manage_url(settings: Settings, subscriber_id: int, email: str) -> str:
+    return link(settings, "/subscriptions/manage",
+                make_token(settings, MANAGE, subscriber_id, email))
