@@ -108,3 +108,110 @@ def seeded_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert not summary.failed, summary.failed
     database.dispose()
     return path
+
+
+# --- web app fixtures (issue 4) -------------------------------------------------------
+
+# Papers the seeds do not have: an old-style arXiv id with a slash, and hostile text that
+# every page must show escaped.
+WEB_EXTRA_PAPERS = [
+    {
+        "id": "hep-th/9901001",
+        "title": "Strings on a slash: an old-style arXiv id",
+        "abstract": "We study branes where $x<y$ & $a_1^2$ hold, for <b>bold</b> readers.",
+        "authors": ["Ada Lovelace", "Alan Turing"],
+        "code_urls": ["https://github.com/example/strings"],
+    },
+    {
+        "id": "phostile00001",
+        "title": "<script>alert('title')</script> & \"quotes\"",
+        "abstract": "Abstract with </textarea><img src=x onerror=alert(1)> and a & b < c "
+        "and {{ 7*7 }} and $\\frac{1}{2}$ math.",
+        "authors": ["<b>Mallory</b>"],
+        "code_urls": ["javascript:alert(1)"],
+    },
+]
+
+
+def _insert_web_extras(database: Database) -> None:
+    from datetime import UTC, datetime
+
+    from papersift.model import normalize_title
+    from papersift.store.schema import PaperRow
+
+    now = datetime.now(UTC)
+    with database.session() as s:
+        for p in WEB_EXTRA_PAPERS:
+            s.add(
+                PaperRow(
+                    id=p["id"],
+                    title=p["title"],
+                    title_key=normalize_title(p["title"]),
+                    abstract=p["abstract"],
+                    authors=p["authors"],
+                    categories=["hep-th"],
+                    code_urls=p["code_urls"],
+                    has_code=True,
+                    sources=["test"],
+                    arxiv_id=p["id"] if "/" in p["id"] else None,
+                    first_seen=now,
+                    modified_at=now,
+                    content_hash="0" * 40,
+                )
+            )
+
+
+@pytest.fixture(scope="session")
+def web_home(seeded_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A writable copy of the seeded home plus WEB_EXTRA_PAPERS, search index built."""
+    import shutil
+
+    from papersift.config import load_settings
+
+    path = tmp_path_factory.mktemp("web") / "home"
+    shutil.copytree(seeded_home, path)
+    settings = load_settings(path, f"sqlite:///{path / 'papersift.db'}")
+    database = Database(settings.db_url)
+    _insert_web_extras(database)
+    try:
+        from papersift.search.service import get_service
+    except ImportError:  # search not installed: search tests will fail, the rest run
+        pass
+    else:
+        get_service(settings, database).rebuild()
+    database.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def live_server(web_home: Path) -> Iterator[str]:
+    """The real app under uvicorn on 127.0.0.1 (free port) in a thread; yields its URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from papersift.config import load_settings
+    from papersift.web.app import create_app
+
+    settings = load_settings(web_home, f"sqlite:///{web_home / 'papersift.db'}")
+    app = create_app(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -19,7 +19,7 @@ from papersift.rank import trending as trending_mod
 from papersift.store.db import Database
 from papersift.web import problems
 from papersift.web.deps import ViewCounter
-from papersift.web.ratelimit import VOTE_LIMITS, RateLimiter
+from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter
 from papersift.web.routes import api, docs, feeds, pages, search
 from papersift.web.schemas import Problem
 from papersift.web.security import SecurityMiddleware, Signers
@@ -67,9 +67,14 @@ def _include_subscriptions(app: FastAPI) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, *, db: Database | None = None, warm_search: bool = True
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    warm_search: bool = True,
+    vote_limits: tuple[Limit, Limit] = VOTE_LIMITS,
 ) -> FastAPI:
-    """A ready app for ``settings`` (default: from the environment)."""
+    """A ready app for ``settings`` (default: from the environment); ``db`` shares an open
+    database, ``vote_limits`` are (per visitor, per IP) token buckets."""
     settings = settings or load_settings()
     database = db or Database(settings.db_url)
 
@@ -94,7 +99,7 @@ def create_app(
     app.state.db = database
     app.state.signers = Signers(settings.secret_key())
     app.state.templates = make_templates()
-    app.state.vote_limiter = RateLimiter(*VOTE_LIMITS)
+    app.state.vote_limiter = RateLimiter(*vote_limits)
     app.state.views = ViewCounter()
 
     def compute(window: str, limit: int) -> list[tuple[str, float]]:

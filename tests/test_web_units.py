@@ -1,0 +1,141 @@
+"""Pure functions of the web layer: escaping + highlighting, query terms, rate limits,
+signed visitor ids and CSRF tokens, search parameter parsing."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from papersift.web.ratelimit import Limit, RateLimiter, TokenBuckets
+from papersift.web.searching import parse_params
+from papersift.web.templating import (
+    paper_url,
+    query_terms,
+    rich_text,
+    safe_url,
+    snippet,
+    with_query,
+)
+
+
+def test_rich_text_escapes_before_marking() -> None:
+    html = str(rich_text("a <b>bold</b> & attention < 3", ["attention", "bold"]))
+    assert "<b>" not in html
+    assert "&lt;<mark>b</mark>&gt;" not in html  # "b" is no term; tags are escaped as text
+    assert "&lt;b&gt;<mark>bold</mark>&lt;/b&gt;" in html
+    assert "&amp; <mark>attention</mark> &lt; 3" in html
+
+
+def test_terms_never_match_inside_entities_or_markup() -> None:
+    # "lt", "amp" and "mark" as query terms must not corrupt the escaped output.
+    html = str(rich_text("x < y & z mark", ["lt", "amp", "mark", "gt"]))
+    assert html == "x &lt; y &amp; z <mark>mark</mark>"
+
+
+def test_math_spans_are_escaped_and_wrapped() -> None:
+    html = str(rich_text("if $x<y$ and $a&b$ then", None))
+    assert '<span class="math">$x&lt;y$</span>' in html
+    assert '<span class="math">$a&amp;b$</span>' in html
+    assert str(rich_text("price $5 only", None)) == "price $5 only"
+
+
+def test_script_payload_is_inert() -> None:
+    html = str(rich_text("</script><script>alert(1)</script>", ["script"]))
+    assert "<script" not in html.replace("<mark>", "")
+    assert "&lt;/<mark>script</mark>&gt;" in html
+
+
+def test_query_terms() -> None:
+    assert query_terms('title:"Flash Attention" AND transformers OR x') == [
+        "flash",
+        "attention",
+        "transformer",
+    ]
+    assert query_terms("") == [] and query_terms(None) == []
+    assert query_terms("((( ''' ") == []
+    assert len(query_terms(" ".join(f"w{i}x" for i in range(100)))) == 20
+    assert query_terms("émoji 🚀 ünïcode") == ["émoji", "ünïcode"]
+
+
+def test_prefix_highlighting_and_case() -> None:
+    assert str(rich_text("Transformers transform", ["transformer"])) == (
+        "<mark>Transformers</mark> transform"
+    )
+
+
+def test_snippet_centres_on_the_match_and_keeps_math_whole() -> None:
+    text = ("lorem " * 100) + "the attention result " + ("ipsum " * 100)
+    html = str(snippet(text, ["attention"], length=120))
+    assert html.startswith("… ") and html.endswith(" …")
+    assert "<mark>attention</mark>" in html
+    whole = "word " * 60 + "$x<y$ end"
+    assert '<span class="math">$x&lt;y$</span> …' in str(snippet(whole, None, length=300))
+    halved = "word " * 60 + "$x < y$ end"
+    assert "$" not in str(snippet(halved, None, length=300))
+
+
+def test_urls() -> None:
+    assert paper_url("hep-th/9901001") == "/papers/hep-th/9901001"
+    assert paper_url("a b?c#d") == "/papers/a%20b%3Fc%23d"
+    assert safe_url("javascript:alert(1)") == "#"
+    assert safe_url(" https://github.com/x ") == "https://github.com/x"
+    assert safe_url(None) == "#"
+    assert with_query({"q": "a&b", "mode": None}, page=2) == "?q=a%26b&page=2"
+
+
+def test_token_bucket_refills() -> None:
+    now = [0.0]
+    buckets = TokenBuckets(Limit(capacity=2, rate=1.0), clock=lambda: now[0])
+    assert buckets.take("k") == 0 and buckets.take("k") == 0
+    assert buckets.take("k") == pytest.approx(1.0)
+    now[0] = 0.5
+    assert buckets.take("k") == pytest.approx(0.5)
+    now[0] = 2.0
+    assert buckets.take("k") == 0
+    assert buckets.take("other") == 0
+
+
+def test_token_buckets_stay_bounded() -> None:
+    buckets = TokenBuckets(Limit(1, 1), max_keys=10)
+    for i in range(100):
+        buckets.take(str(i))
+    assert len(buckets._buckets) == 10
+
+
+def test_rate_limiter_checks_visitor_and_ip() -> None:
+    limiter = RateLimiter(Limit(2, 0.001), Limit(3, 0.001))
+    assert limiter.check("v1", "1.1.1.1") == 0
+    assert limiter.check("v1", "1.1.1.1") == 0
+    assert limiter.check("v1", "1.1.1.1") > 0  # visitor exhausted
+    assert limiter.check("v2", "1.1.1.1") > 0  # IP exhausted (3 taken) even for a new visitor
+    assert limiter.check("v3", "2.2.2.2") == 0
+
+
+def test_parse_params_collects_errors_without_raising() -> None:
+    p = parse_params(
+        {
+            "q": "x",
+            "mode": "bogus",
+            "page": "0",
+            "date_from": "2024-13-01",
+            "has_code": "maybe",
+            "collection": "a\x00b",
+            "sort": "random",
+        }
+    )
+    assert len(p.errors) == 6
+    ok = parse_params(
+        {
+            "q": "  flash  ",
+            "mode": "LEXICAL",
+            "page": "3",
+            "has_code": "on",
+            "date_from": "2024-01-01",
+            "date_to": "2024-02-01",
+        }
+    )
+    assert ok.errors == [] and ok.mode == "lexical" and ok.page == 3 and ok.offset == 20
+    assert ok.has_code is True and ok.date_to == date(2024, 2, 1)
+    assert parse_params({"date_from": "2024-02-01", "date_to": "2024-01-01"}).errors
+    assert parse_params({"q": "x" * 20_000}).errors
