@@ -10,6 +10,7 @@ from papersift.cli import data as _data  # noqa: F401  (registers ingest, stats,
 from papersift.cli import demo as _demo  # noqa: F401
 from papersift.cli import web as _web  # noqa: F401  (registers serve)
 from papersift.cli import harvest as _harvest  # noqa: F401
+from papersift.cli import digest as _digest  # noqa: F401  (registers subscribers, digest)
 
 __all__ = ["app", "main"]
 

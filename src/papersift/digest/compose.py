@@ -257,7 +257,7 @@ class Composer:
 
 # -- the message ---------------------------------------------------------------------------
 def paper_url(settings: Settings, paper_id: str) -> str:
-    return f"{settings.base_url}/papers/{quote(paper_id, safe='')}"
+    return f"{settings.base_url}/papers/{quote(paper_id, safe='/')}"
 
 
 def _authors(names: list[str]) -> str:
