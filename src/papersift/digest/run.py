@@ -241,7 +241,9 @@ class DigestRun:
                     src = select(literal(sub.id), literal(period), literal(1),
                                  *[literal(v, type_=DigestLedgerRow.__table__.c[k].type)
                                    for k, v in values.items()]).where(confirmed)
-                    result = s.execute(insert(DigestLedgerRow).from_select(cols, src))
+                    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... SELECT
+                    result = s.execute(insert(DigestLedgerRow).from_select(cols, src)
+                                       .returning(DigestLedgerRow.subscriber_id))
                 else:
                     cond = self._pk(sub.id, period) & (DigestLedgerRow.status == prev.status)
                     if prev.claimed_by is None:
@@ -249,8 +251,9 @@ class DigestRun:
                     else:
                         cond &= DigestLedgerRow.claimed_by == prev.claimed_by
                     result = s.execute(update(DigestLedgerRow).where(cond & confirmed).values(
-                        attempts=DigestLedgerRow.attempts + 1, **values))
-                return result.rowcount == 1
+                        attempts=DigestLedgerRow.attempts + 1, **values)
+                        .returning(DigestLedgerRow.subscriber_id))
+                return len(result.all()) == 1
         except IntegrityError:
             return False
 

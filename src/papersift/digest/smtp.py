@@ -261,27 +261,31 @@ class Mailer:
         if before_data:
             before_data()
         try:
+            # data() raises SMTPDataError when DATA itself is refused, but only *returns*
+            # the reply to the message body: that code must be checked here.
             code, reply = conn.data(payload)
         except smtplib.SMTPDataError as exc:  # a reply code: the server did not take it
-            if data_refused:
-                data_refused()
-            if exc.smtp_code == 421:
-                self._drop(conn)
-                self._conn = None
-            else:
-                try:
-                    conn.rset()
-                except (smtplib.SMTPException, OSError):
-                    self._drop(conn)
-                    self._conn = None
-            cls = SmtpTemporary if 400 <= exc.smtp_code < 500 else SmtpPermanent
-            raise cls(f"message refused: {exc.smtp_code} {_text(exc.smtp_error)}",
-                      exc.smtp_code) from exc
+            code, reply = exc.smtp_code, exc.smtp_error
         except (smtplib.SMTPException, OSError) as exc:
             self._drop(conn)
             self._conn = None
             raise SmtpAmbiguous(f"connection failed while the message was being sent, it may "
                                 f"or may not have been delivered: {exc!r}") from exc
+        if code == 250:
+            return
+        if data_refused:
+            data_refused()
+        if code == 421:
+            self._drop(conn)
+            self._conn = None
+        else:
+            try:
+                conn.rset()
+            except (smtplib.SMTPException, OSError):
+                self._drop(conn)
+                self._conn = None
+        cls = SmtpTemporary if 400 <= code < 500 else SmtpPermanent
+        raise cls(f"message refused: {code} {_text(reply)}", code)
 
     # -- public ---------------------------------------------------------------------------
     def send(
