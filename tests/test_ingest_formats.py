@@ -265,7 +265,7 @@ def test_doi_match_merges_a_record_without_arxiv_id(db, tmp_path):
 
 
 def test_code_links_stored_without_trailing_punctuation(db):
-    summary = ingest_paths(db, [FIXTURES])
+    summary = ingest_paths(db, [str(FIXTURES / "*.*")])
     assert [f.path for f in summary.failed] == [str(FIXTURES / "arxiv_api_error.xml")]
     urls = sorted(u for p in _papers(db).values() for u in p["code_urls"])
     assert urls == [

@@ -30,17 +30,24 @@ _SYNONYMS = {
 }
 
 
-def _pick(row: dict, key: str) -> object:
-    lowered = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
+def _pick(lowered: dict, key: str) -> object:
+    """The first non-empty value among ``key``'s synonyms (``lowered`` has lower-case keys)."""
     for name in _SYNONYMS[key]:
         value = lowered.get(name)
-        if value not in (None, ""):
+        if value is not None and value != "":
             return value
     return None
 
 
+def _lowered(row: dict) -> dict:
+    if all(type(k) is str and k.islower() and k == k.strip() for k in row):
+        return row  # the common case: already lower-case keys, no copy
+    return {str(k).strip().lower(): v for k, v in row.items() if k is not None}
+
+
 def record_from_mapping(row: dict, location: str) -> PaperRecord:
     """A record from a loosely named mapping (one JSON object or CSV row)."""
+    row = _lowered(row)
     try:
         title = _pick(row, "title")
         if not isinstance(title, str) or not title.strip():

@@ -25,27 +25,28 @@ _TRAILING = ".,;:!?'\"*_~"
 
 def extract_code_urls(*texts: str | None) -> list[str]:
     """GitHub, GitLab and Hugging Face links in ``texts``, trimmed, deduplicated, in order."""
+    matches = _CODE_URL.findall("\n".join(t for t in texts if t))
+    if not matches:  # the common case: one C-level scan, no Python loop
+        return []
     found: list[str] = []
-    for text in texts:
-        if not text:
+    seen: set[str] = set()
+    for raw in matches:
+        url = raw.rstrip(_TRAILING).removesuffix(".git").rstrip("/")
+        if url.count("/") < 3 or not url.split("/", 3)[3]:  # a bare host is not a code link
             continue
-        for match in _CODE_URL.finditer(text):
-            url = match.group(0).rstrip(_TRAILING)
-            url = re.sub(r"\.git$", "", url)
-            url = url.rstrip("/")
-            path = url.split("/", 3)[3] if url.count("/") >= 3 else ""
-            if not path:  # a bare host name is not a code link
-                continue
-            if url.startswith("http://"):
-                url = "https://" + url[len("http://") :]
-            if url.lower() not in (u.lower() for u in found):
-                found.append(url)
+        if url[:7].lower() == "http://":
+            url = "https://" + url[7:]
+        if url.lower() not in seen:
+            seen.add(url.lower())
+            found.append(url)
     return found
 
 
 _DATE_ONLY = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})")
 _YEAR_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
 _YEAR = re.compile(r"^(\d{4})$")
+_RFC2822 = re.compile(r"^(?:[A-Za-z]{3},\s*)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\b")
+_MONTHS = {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
 
 
 def parse_date(value: object, *, field_name: str = "date") -> date | None:
@@ -68,6 +69,13 @@ def parse_date(value: object, *, field_name: str = "date") -> date | None:
             return date(int(m.group(1)), 1, 1)
     except ValueError as exc:
         raise IngestError(f"impossible {field_name} {text!r} ({exc})") from None
+    if m := _RFC2822.match(text):  # arXiv's version dates: 'Mon, 2 Jan 2023 10:00:00 GMT'
+        month = _MONTHS.get(m.group(2).lower())
+        if month:
+            try:
+                return date(int(m.group(3)), month, int(m.group(1)))
+            except ValueError as exc:
+                raise IngestError(f"impossible {field_name} {text!r} ({exc})") from None
     try:
         return email.utils.parsedate_to_datetime(text).date()
     except (TypeError, ValueError, IndexError):

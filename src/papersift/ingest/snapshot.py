@@ -18,15 +18,17 @@ def looks_like_snapshot(obj: dict) -> bool:
 
 
 def _authors(obj: dict) -> list[str]:
+    """'First Last Suffix' from ``authors_parsed`` ([last, first, suffix]), else ``authors``."""
     parsed = obj.get("authors_parsed")
     if isinstance(parsed, list) and parsed:
         names = []
         for part in parsed:
             if isinstance(part, list | tuple) and part:
-                last = str(part[0]).strip()
-                first = str(part[1]).strip() if len(part) > 1 else ""
-                suffix = str(part[2]).strip() if len(part) > 2 else ""
-                names.append(" ".join(p for p in (first, last, suffix) if p))
+                # reorder to first, last, suffix; drop empty pieces
+                pieces = (part[1:2], part[0:1], part[2:3])
+                name = " ".join(str(x).strip() for piece in pieces for x in piece if x)
+                if name:
+                    names.append(name)
         if names:
             return names
     return split_authors(obj.get("authors"))

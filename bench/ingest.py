@@ -1,0 +1,257 @@
+"""Ingest throughput: synthetic arXiv snapshots and generic JSONL into SQLite and PostgreSQL.
+
+Measures ``ingest_paths`` alone (parse, merge, write, commit). ``papersift ingest`` also
+updates the search index afterwards (``index_changed``); that cost belongs to the search
+benchmark and is deliberately not included here.
+
+Papers are built from the seed pages' real titles and sentences, with arXiv-like ids,
+authors, categories, dates, code links on some, and a few percent duplicates (newer
+versions in the snapshot, re-cased titles in the generic file), so the merge path is
+exercised too. Every run uses a fresh database (PostgreSQL: created on 127.0.0.1:5432
+and dropped afterwards).
+
+Usage: python bench/ingest.py [--sizes 10000,100000] [--no-postgres] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from papersift.ingest import ingest_paths  # noqa: E402
+from papersift.store.db import Database  # noqa: E402
+from papersift.store.papers import count_papers  # noqa: E402
+
+SAMPLE = ROOT / "data" / "sample"
+PG_ADMIN = os.environ.get(
+    "PAPERSIFT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+BENCH_MD = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- bench/ingest.py:begin -->", "<!-- bench/ingest.py:end -->"
+
+FIRST = "Ada Alan Grace Emmy Marie Kurt Hedy Ravi Mei Jonas Clara Ines Omar Lin Petra Bruno".split()
+LAST = "Lovelace Turing Hopper Noether Curie Goedel Lamarr Iyer Tanaka Berg Wolf Duarte".split()
+CATS = "cs.CL cs.LG cs.AI cs.IR cs.CV stat.ML cs.NE cs.SE q-bio.BM eess.AS".split()
+HOSTS = ["https://github.com", "https://gitlab.com", "https://huggingface.co"]
+
+
+def seed_text() -> tuple[list[str], list[str]]:
+    """Titles and abstract sentences of the seed pages."""
+    titles: list[str] = []
+    sentences: list[str] = []
+    for path in sorted(SAMPLE.glob("*.txt")):
+        lines = [ln for ln in path.read_text(encoding="utf-8").split("\n")[2:] if ln.strip()]
+        lines[0] = lines[0].removeprefix("Subscribe")
+        for title, abstract in zip(lines[::2], lines[1::2], strict=False):
+            titles.append(title.strip())
+            sentences += [s for s in re.split(r"(?<=\.)\s+", abstract) if len(s) > 30]
+    return titles, sentences
+
+
+def papers(n: int, rnd: random.Random) -> Iterator[dict]:
+    """``n`` synthetic records; about 3% repeat an earlier paper."""
+    titles, sentences = seed_text()
+    words = [w for t in titles for w in t.split() if len(w) > 3]
+    made: list[dict] = []
+    for i in range(n):
+        if made and rnd.random() < 0.03:
+            old = rnd.choice(made)
+            yield {**old, "dup": True, "abstract": old["abstract"] + " We add experiments."}
+            continue
+        base = rnd.choice(titles).split()
+        for _ in range(rnd.randint(1, 3)):
+            base[rnd.randrange(len(base))] = rnd.choice(words)
+        abstract = " ".join(rnd.sample(sentences, rnd.randint(4, 9)))
+        if rnd.random() < 0.2:
+            host = rnd.choice(HOSTS)
+            abstract += f" Code: {host}/{rnd.choice(FIRST).lower()}/{rnd.choice(words).lower()}."
+        day = dt.date(2019, 1, 1) + dt.timedelta(days=rnd.randrange(5 * 365))
+        paper = {
+            "id": f"{day:%y%m}.{i % 100000:05d}",
+            "title": " ".join(base) + f" ({i})" * (rnd.random() < 0.001),
+            "abstract": abstract,
+            "authors": [
+                f"{rnd.choice(FIRST)} {rnd.choice(LAST)}" for _ in range(rnd.randint(1, 6))
+            ],
+            "categories": rnd.sample(CATS, rnd.randint(1, 3)),
+            "date": day,
+            "dup": False,
+        }
+        made.append(paper)
+        yield paper
+
+
+def write_snapshot(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for p in rows:
+            day = p["date"] + dt.timedelta(days=40 if p["dup"] else 0)
+            created = p["date"].strftime("%a, %d %b %Y 10:00:00 GMT")
+            obj = {
+                "id": p["id"],
+                "submitter": p["authors"][0],
+                "authors": ", ".join(p["authors"]),
+                "title": p["title"],
+                "comments": None,
+                "journal-ref": None,
+                "doi": None,
+                "report-no": None,
+                "categories": " ".join(p["categories"]),
+                "license": None,
+                "abstract": p["abstract"],
+                "versions": [{"version": "v1", "created": created}],
+                "update_date": day.isoformat(),
+                "authors_parsed": [[a.split()[1], a.split()[0], ""] for a in p["authors"]],
+            }
+            fh.write(json.dumps(obj) + "\n")
+
+
+def write_generic(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for n, p in enumerate(rows):
+            obj = {
+                "title": p["title"].upper() if p["dup"] else p["title"],
+                "summary": p["abstract"],
+                "authors": p["authors"],
+                "published": p["date"].isoformat(),
+            }
+            if n % 2:  # half carry an arXiv link, half are matched by title only
+                obj["url"] = f"https://arxiv.org/abs/{p['id']}"
+            fh.write(json.dumps(obj) + "\n")
+
+
+def fresh_pg() -> tuple[str, callable]:
+    name = f"papersift_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+def run_one(url: str, path: Path) -> tuple[float, int, int]:
+    db = Database(url)  # migrations run here, outside the timed part
+    try:
+        start = time.perf_counter()
+        summary = ingest_paths(db, [path])
+        seconds = time.perf_counter() - start
+        if summary.failed:
+            raise SystemExit(f"ingest failed: {summary.failed[0].error}")
+        with db.session() as s:
+            stored = count_papers(s)
+        return seconds, sum(f.records for f in summary.files), stored
+    finally:
+        db.dispose()
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    return (
+        f"{cores} cores ({cpu}), {mem_kb / 1024 / 1024:.0f} GiB RAM, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def write_section(lines: list[str]) -> None:
+    """Replace this benchmark's section of BENCHMARKS.md, leaving the others alone."""
+    section = "\n".join([BEGIN, *lines, END])
+    current = BENCH_MD.read_text(encoding="utf-8") if BENCH_MD.exists() else "# Benchmarks\n"
+    if BEGIN in current and END in current:
+        head, rest = current.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        updated = head + section + tail
+    else:
+        updated = current.rstrip("\n") + "\n\n" + section + "\n"
+    BENCH_MD.write_text(updated, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="don't touch BENCHMARKS.md")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results: list[tuple[int, str, str, float, int, int]] = []
+    with tempfile.TemporaryDirectory(prefix="papersift-bench-") as tmp:
+        for n in sizes:
+            rows = list(papers(n, random.Random(n)))
+            files = {
+                "arXiv snapshot": Path(tmp) / f"snap-{n}.json",
+                "generic JSONL": Path(tmp) / f"gen-{n}.jsonl",
+            }
+            write_snapshot(files["arXiv snapshot"], rows)
+            write_generic(files["generic JSONL"], rows)
+            for fmt, path in files.items():
+                backends = ["SQLite"] + ([] if args.no_postgres else ["PostgreSQL"])
+                for backend in backends:
+                    if backend == "SQLite":
+                        url, drop = f"sqlite:///{tmp}/b-{uuid.uuid4().hex}.db", (lambda: None)
+                    else:
+                        url, drop = fresh_pg()
+                    try:
+                        seconds, records, stored = run_one(url, path)
+                    finally:
+                        drop()
+                    rate = records / seconds
+                    results.append((n, fmt, backend, seconds, records, stored))
+                    print(
+                        f"{n:>7,} {fmt:<15} {backend:<10} {seconds:7.2f} s "
+                        f"{rate:9,.0f} records/s  ({stored:,} papers stored)",
+                        flush=True,
+                    )
+    lines = [
+        "## Ingest (`bench/ingest.py`)",
+        "",
+        f"Run {dt.date.today().isoformat()} on {machine()}.",
+        "",
+        "Times `ingest_paths` alone on one file (parse, merge duplicates, write, commit) into "
+        "a fresh database; the search-index update that `papersift ingest` runs afterwards "
+        "is measured by the search benchmark, not here. Records are synthetic papers built "
+        "from the seed pages' titles and sentences; about 3% are duplicates (a newer "
+        "version in the snapshot, a re-cased title in the generic file), and half of the "
+        "generic records have no arXiv id, so they are merged by title. Target: at least "
+        "5,000 papers/s into SQLite.",
+        "",
+        "| records | format | database | seconds | records/s | papers stored |",
+        "|---:|---|---|---:|---:|---:|",
+    ]
+    for _n, fmt, backend, seconds, records, stored in results:
+        lines.append(
+            f"| {records:,} | {fmt} | {backend} | {seconds:.2f} | {records / seconds:,.0f} "
+            f"| {stored:,} |"
+        )
+    if not args.no_write:
+        write_section(lines)
+        print(f"wrote the ingest section of {BENCH_MD}")
+
+
+if __name__ == "__main__":
+    main()
