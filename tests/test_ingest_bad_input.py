@@ -134,6 +134,12 @@ CASES: dict[str, tuple[str, str | bytes, str, str]] = {
         "1,000,000 characters",
         "line 3",
     ),
+    "wrong_types_jsonl": (
+        "types.jsonl",
+        GOOD_LINE + "\n" + json.dumps({"title": "T", "abstract": "A", "categories": 5}) + "\n",
+        "unusable record",
+        "line 2",
+    ),
     "no_title_csv": ("notitle.csv", "name2,abstract\nx,y\n", "no title column", "line 1"),
     "oai_error": (
         "error.xml",
@@ -211,7 +217,7 @@ def test_cli_reports_every_bad_file_and_still_ingests_good_ones(db, tmp_path, ho
         assert message in line and location in line
     assert any(str(missing) in x and "no such file" in x for x in err_lines)
     assert any("*.none" in x and "no file matches" in x for x in err_lines)
-    assert "1 ok, 19 failed" in result.stdout
+    assert "1 ok, 20 failed" in result.stdout
     with db.engine.connect() as conn:
         titles = set(conn.scalars(text("SELECT title FROM papers")))
     assert "Retrieval-Augmented Protein Language Models" in titles  # the good file went in

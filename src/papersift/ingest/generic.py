@@ -78,6 +78,8 @@ def record_from_mapping(row: dict, location: str) -> PaperRecord:
         ).finalize()
     except IngestError as exc:
         raise exc.at(location=location) from None
+    except (TypeError, ValueError, AttributeError) as exc:  # a field of an unexpected type
+        raise IngestError(f"unusable record ({exc})", location=location) from None
 
 
 def iter_json_lines(lines: Iterator[str]) -> Iterator[tuple[int, dict]]:

@@ -57,6 +57,8 @@ def snapshot_record(obj: dict, location: str) -> PaperRecord:
         ).finalize()
     except IngestError as exc:
         raise exc.at(location=location) from None
+    except (TypeError, ValueError, AttributeError) as exc:  # a field of an unexpected type
+        raise IngestError(f"unusable record ({exc})", location=location) from None
 
 
 def parse_snapshot(lines: Iterator[str], source: str) -> Iterator[PaperRecord]:
