@@ -53,6 +53,7 @@ class _Handler:
     rcpt_replies: deque = field(default_factory=deque)
     data_replies: deque = field(default_factory=deque)
     data_delay: float = 0.0
+    delay_from: int = 1  # the delay applies from this message on (1 = every message)
     rcpt_seen: int = 0
     data_seen: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,7 +77,8 @@ class _Handler:
             self.messages.append(Captured(envelope.mail_from, list(envelope.rcpt_tos),
                                           bytes(envelope.original_content or envelope.content),
                                           tuple(session.peer), time.monotonic()))
-        if self.data_delay:
+            number = len(self.messages)
+        if self.data_delay and number >= self.delay_from:
             await asyncio.sleep(self.data_delay)
         return "250 Message accepted for delivery"
 
