@@ -27,8 +27,9 @@ def _check_port(host: str, port: int) -> None:
             fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
-def serve_app(host: str, port: int, workers: int = 1) -> None:
-    """Serve the app for the current --home/--db until interrupted (Ctrl-C)."""
+def serve_app(host: str, port: int, workers: int = 1, digests: bool = False) -> None:
+    """Serve the app for the current --home/--db until interrupted (Ctrl-C); with
+    ``digests``, also run the daily digest scheduler in this process."""
     import uvicorn
 
     if not 0 < port < 65536:
@@ -45,16 +46,30 @@ def serve_app(host: str, port: int, workers: int = 1) -> None:
     console.print(
         f"serving papersift on [bold]http://{shown}:{port}/[/] (Ctrl-C to stop)", highlight=False
     )
-    uvicorn.run(
-        "papersift.web.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        proxy_headers=True,
-        server_header=False,
-    )
+    stop_digests = None
+    if digests:  # the digest scheduler (issue 5) lives in the serving process, not a worker
+        from papersift.digest.schedule import start_scheduler
+
+        try:
+            stop_digests = start_scheduler(settings, state.db())
+        except ValueError as exc:
+            fail(str(exc), code=2)
+        console.print("digest scheduler on (daily after $PAPERSIFT_DIGEST_HOUR, default 07:00)",
+                      highlight=False)
+    try:
+        uvicorn.run(
+            "papersift.web.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            proxy_headers=True,
+            server_header=False,
+        )
+    finally:
+        if stop_digests is not None:
+            stop_digests()
 
 
 @app.command()
@@ -64,9 +79,13 @@ def serve(
     workers: Annotated[
         int, typer.Option(help="Worker processes (each has its own caches and rate limits).")
     ] = 1,
+    digests: Annotated[
+        bool, typer.Option("--digests", help="Also send the daily email digests from this "
+                           "process (after $PAPERSIFT_DIGEST_HOUR, default 7).")
+    ] = False,
 ) -> None:
     """Serve the web app and JSON API (docs at /docs).
 
     Example: papersift serve --port 8080 --workers 2
     """
-    serve_app(host, port, workers)
+    serve_app(host, port, workers, digests)
