@@ -22,6 +22,7 @@ import os
 import platform
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -198,6 +199,9 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="don't touch BENCHMARKS.md")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the PostgreSQL database is still dropped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    load_before = os.getloadavg()[0]
     sizes = [int(s) for s in args.sizes.split(",")]
     results: list[tuple[int, str, str, float, int, int]] = []
     with tempfile.TemporaryDirectory(prefix="papersift-bench-") as tmp:
@@ -230,7 +234,9 @@ def main() -> None:
     lines = [
         "## Ingest (`bench/ingest.py`)",
         "",
-        f"Run {dt.date.today().isoformat()} on {machine()}.",
+        f"Run {dt.date.today().isoformat()} on {machine()}; 1-minute load average "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (the machine "
+        "is shared with other work, so treat small differences as noise).",
         "",
         "Times `ingest_paths` alone on one file (parse, merge duplicates, write, commit) into "
         "a fresh database; the search-index update that `papersift ingest` runs afterwards "
