@@ -27,7 +27,9 @@ def upsert_collection(session: Session, name: str, origin: str, paper_ids: list[
         ).all()
         if list(current) == paper_ids and row.origin == origin:
             return "unchanged"
-        session.execute(delete(CollectionEntryRow).where(CollectionEntryRow.collection_id == row.id))
+        session.execute(
+            delete(CollectionEntryRow).where(CollectionEntryRow.collection_id == row.id)
+        )
         row.origin = origin
         state = "updated"
     if paper_ids:
