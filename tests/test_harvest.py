@@ -327,6 +327,31 @@ def test_killed_harvest_resumes_at_the_next_page(db, server, tmp_path):
     assert '"resumed": true' in out.stdout and '"done": true' in out.stdout
 
 
+def test_ctrl_c_stops_cleanly_and_keeps_committed_pages(db, server, tmp_path):
+    release = threading.Event()
+    server.script("first", Reply(body=page("oai_page1.xml")))
+    server.script("tok-2", Reply(body=page("oai_page2.xml"), hold=release))
+    cmd = [
+        sys.executable, "-c", "from papersift.cli import main; main()", "--db", db.url,
+        "harvest", "--oai", server.url, "--delay", "0", "--quiet",
+    ]  # fmt: skip
+    env = dict(os.environ, PAPERSIFT_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert server.on_request("tok-2").wait(30)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        release.set()
+    assert proc.returncode == 130
+    assert b"interrupted: committed pages are kept; rerun to resume" in err
+    assert b"Traceback" not in err
+    assert arxiv_ids(db) == OAI_IDS[:2]
+    assert state_row(db, oai_key(server.url, "arXiv", None, None)).resumption_token == "tok-2"
+
+
 def script_api(server: Recorder) -> None:
     for start, name in ((0, "atom_page1.xml"), (2, "atom_page2.xml"), (4, "atom_page3.xml")):
         server.script(f"start={start}", Reply(body=page(name)))
