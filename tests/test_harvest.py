@@ -379,11 +379,12 @@ def test_arxiv_api_pages_with_start_and_max_results(db, server):
 def test_arxiv_api_max_and_resume(db, server):
     script_api(server)
     first = harvest_arxiv(db, "cat:cs.CL", max_results=4, url=server.url, config=FAST)
-    assert first.records == 4 and not first.done and len(server.log) == 2
+    assert first.records == 4 and not first.done and first.limit_reached
+    assert len(server.log) == 2
     assert arxiv_ids(db) == API_IDS[:4]
     # a larger limit continues where the last run stopped
     more = harvest_arxiv(db, "cat:cs.CL", max_results=10, url=server.url, config=FAST)
-    assert more.resumed and more.done and more.pages == 1
+    assert more.resumed and more.done and more.pages == 1 and not more.limit_reached
     assert server.log[-1].params["start"] == "4"
     assert arxiv_ids(db) == API_IDS
 

@@ -42,6 +42,7 @@ def _summary(result: HarvestResult, json_out: bool) -> None:
         "retries": result.retries,
         "resumed": result.resumed,
         "done": result.done or result.already_done,
+        "limit_reached": result.limit_reached,
     }
     if json_out:
         print_json(data)
@@ -53,9 +54,15 @@ def _summary(result: HarvestResult, json_out: bool) -> None:
         )
         return
     how = "resumed; " if result.resumed else ""
-    state_text = "complete" if result.done else "stopped before the end (rerun to continue)"
+    if result.done:
+        state_text = "complete"
+    elif result.limit_reached:
+        state_text = "stopped at --max (run again with a larger --max to continue)"
+    else:
+        state_text = "stopped before the end (rerun to continue)"
     console.print(
-        f"harvest {state_text}: {how}{result.pages} page(s), {result.records:,} records in total; "
+        f"harvest {state_text}: {how}{result.pages} page(s) fetched, "
+        f"{result.records:,} records harvested in total; "
         f"this run added {result.added:,}, updated {result.updated:,}, "
         f"unchanged {result.unchanged:,}, deleted skipped {result.deleted:,}, "
         f"retries {result.retries}",

@@ -30,7 +30,7 @@ from papersift.store.schema import HarvestStateRow
 
 ARXIV_API = "https://export.arxiv.org/api/query"
 PREFIXES = ("arXiv", "arXivRaw", "oai_dc")
-USER_AGENT = f"papersift/{__version__} (+https://github.com/papersift; polite harvester)"
+USER_AGENT = f"papersift/{__version__} (self-hosted paper discovery; polite harvester)"
 
 
 class HarvestError(Exception):
@@ -66,6 +66,7 @@ class HarvestResult:
     resumed: bool = False
     done: bool = False
     already_done: bool = False
+    limit_reached: bool = False  # arXiv API: stopped at max_results, more results exist
     changed_ids: list[str] = field(default_factory=list, repr=False)
 
 
@@ -372,6 +373,7 @@ def harvest_arxiv(
                 progress(PageEvent(page_no, len(page.records), result.total, result.records))
             if finished:
                 return result
+    result.limit_reached = True
     return result
 
 

@@ -225,7 +225,13 @@ def merge_records(
     progress: ProgressFn | None = None,
 ) -> tuple[Merger, list[str]]:
     """Merge ``records`` into the session's transaction; the merger and ids in record order."""
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        # SQLite's default 2 MB page cache spills the growing indexes to the WAL mid-
+        # transaction; 64 MB keeps the indexes of a few hundred thousand papers in memory
+        # (measured: about 15% more papers/s at 100k). Memory is only used as pages are.
+        session.execute(text("PRAGMA cache_size = -65536"))
+    if dialect == "postgresql":
         # A table filled inside this very transaction has no statistics yet, so the
         # planner scans it whole for every identity lookup: quadratic on a big first
         # ingest (450 papers/s at 100k). Lookups here are always by indexed columns.
