@@ -298,3 +298,17 @@ def test_folder_and_glob_expansion(db, tmp_path):
     summary = ingest_paths(db, [tmp_path / "in", str(tmp_path / "in" / "*.csv")])
     assert [Path(f.path).name for f in summary.files] == ["b.csv", "a.xml"]
     assert not summary.failed
+
+
+def test_snapshot_author_forms():
+    from papersift.ingest.snapshot import snapshot_record
+
+    obj = {
+        "id": "2401.00001",
+        "title": "T",
+        "authors": "Fallback Name",
+        "authors_parsed": [["Lovelace", "Ada", ""], ["Hopper", "Grace", "Jr"], ["Solo"], []],
+    }
+    assert snapshot_record(obj, "line 1").authors == ["Ada Lovelace", "Grace Hopper Jr", "Solo"]
+    obj["authors_parsed"] = []
+    assert snapshot_record(obj, "line 1").authors == ["Fallback Name"]

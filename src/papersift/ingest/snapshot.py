@@ -23,12 +23,15 @@ def _authors(obj: dict) -> list[str]:
     if isinstance(parsed, list) and parsed:
         names = []
         for part in parsed:
-            if isinstance(part, list | tuple) and part:
-                # reorder to first, last, suffix; drop empty pieces
+            if not isinstance(part, list | tuple) or not part:
+                continue
+            if len(part) == 3 and not part[2] and type(part[0]) is str and type(part[1]) is str:
+                name = f"{part[1].strip()} {part[0].strip()}".strip()  # the usual [last, first, ""]
+            else:  # reorder to first, last, suffix; drop empty pieces
                 pieces = (part[1:2], part[0:1], part[2:3])
                 name = " ".join(str(x).strip() for piece in pieces for x in piece if x)
-                if name:
-                    names.append(name)
+            if name:
+                names.append(name)
         if names:
             return names
     return split_authors(obj.get("authors"))
