@@ -312,3 +312,23 @@ def test_snapshot_author_forms():
     assert snapshot_record(obj, "line 1").authors == ["Ada Lovelace", "Grace Hopper Jr", "Solo"]
     obj["authors_parsed"] = []
     assert snapshot_record(obj, "line 1").authors == ["Fallback Name"]
+
+
+def test_oai_file_with_only_deleted_records_is_fine(db, tmp_path):
+    path = tmp_path / "deleted.xml"
+    path.write_text(
+        '<?xml version="1.0"?><OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/">'
+        '<ListRecords><record><header status="deleted"><identifier>oai:arXiv.org:2401.1'
+        "</identifier><datestamp>2024-01-02</datestamp></header></record></ListRecords>"
+        "</OAI-PMH>"
+    )
+    summary = ingest_paths(db, [path])
+    assert not summary.failed
+    assert summary.total("added") == 0 and _papers(db) == {}
+    empty = tmp_path / "nothing.xml"
+    empty.write_text(
+        '<?xml version="1.0"?><OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/">'
+        '<error code="noRecordsMatch">none</error></OAI-PMH>'
+    )
+    (result,) = ingest_paths(db, [empty]).files
+    assert result.error == f"{empty}: no papers found in file"
