@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from papersift.cli import app
@@ -279,6 +279,30 @@ def test_broken_page_keeps_earlier_pages_and_resumes(db, server):
     assert arxiv_ids(db) == OAI_IDS
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(PaperRow)) == 5
+
+
+def test_database_error_on_a_page_rolls_that_page_back_and_resumes(db, server, tmp_path):
+    """A real constraint violation (an extra unique index) while committing page 2."""
+    script_oai(server)
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"id": "2301.99999", "title": "Hybrid Search Without Tuning"}\n')
+    from papersift.ingest import ingest_paths  # noqa: PLC0415
+
+    assert not ingest_paths(db, [other]).failed
+    with db.engine.begin() as conn:
+        conn.execute(text("CREATE UNIQUE INDEX test_only_title ON papers (title_key)"))
+    try:
+        with pytest.raises(HarvestError, match="database error on page 2"):
+            harvest_oai(db, server.url, config=FAST)
+        assert arxiv_ids(db) == sorted(["2301.99999", *OAI_IDS[:2]])
+        state = state_row(db, oai_key(server.url, "arXiv", None, None))
+        assert state.resumption_token == "tok-2" and state.records == 2
+    finally:
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP INDEX test_only_title"))
+    result = harvest_oai(db, server.url, config=FAST)
+    assert result.resumed and result.done and result.pages == 2
+    assert arxiv_ids(db) == sorted(["2301.99999", *OAI_IDS])
 
 
 def test_oai_no_records_match_is_a_finished_empty_harvest(db, server):
