@@ -1,0 +1,202 @@
+"""Retrieval quality on a BEIR-layout folder, through the real search service.
+
+The corpus is loaded into a temporary home (SQLite database + indexes), so the numbers are
+those of the code path users get. Corpus embeddings are cached on disk, keyed by the model and
+a hash of the corpus, under ``$PAPERSIFT_CACHE/eval`` (default ``~/.cache/papersift/eval``):
+a repeated evaluation skips the embedding, which is nearly all of its cost.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from papersift.config import load_settings
+from papersift.model import normalize_title
+from papersift.search import documents as docstore
+from papersift.search.metrics import Qrels, evaluate
+from papersift.store import papers as paper_store
+from papersift.store.db import Database
+
+
+class EvalError(ValueError):
+    """The folder is not a usable BEIR collection (message says what is wrong)."""
+
+
+@dataclass
+class Collection:
+    name: str
+    docs: list[tuple[str, str, str]]  # (id, title, text)
+    queries: dict[str, str]
+    qrels: Qrels
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("PAPERSIFT_CACHE")
+    base = Path(env).expanduser() if env else Path.home() / ".cache" / "papersift"
+    return base / "eval"
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError as exc:
+                raise EvalError(f"{path}:{n}: not JSON ({exc.msg})") from None
+            if not isinstance(item, dict) or "_id" not in item:
+                raise EvalError(f"{path}:{n}: expected an object with an _id")
+            out.append(item)
+    return out
+
+
+def load_collection(folder: Path, split: str = "test") -> Collection:
+    """Read corpus.jsonl, queries.jsonl and qrels/<split>.tsv."""
+    folder = Path(folder)
+    paths = {
+        "corpus": folder / "corpus.jsonl",
+        "queries": folder / "queries.jsonl",
+        "qrels": folder / "qrels" / f"{split}.tsv",
+    }
+    for label, path in paths.items():
+        if not path.is_file():
+            raise EvalError(f"{folder} is not a BEIR folder: {label} file {path} is missing")
+    docs = [
+        (str(d["_id"]), str(d.get("title") or ""), str(d.get("text") or ""))
+        for d in _read_jsonl(paths["corpus"])
+    ]
+    queries = {str(q["_id"]): str(q.get("text") or "") for q in _read_jsonl(paths["queries"])}
+    qrels: dict[str, dict[str, int]] = {}
+    with paths["qrels"].open(encoding="utf-8") as fh:
+        for n, row in enumerate(csv.reader(fh, delimiter="\t"), start=1):
+            if not row or (n == 1 and not row[-1].lstrip("-").isdigit()):
+                continue  # header
+            if len(row) < 3 or not row[-1].lstrip("-").isdigit():
+                raise EvalError(f"{paths['qrels']}:{n}: expected query-id, corpus-id, score")
+            qrels.setdefault(row[0], {})[row[1]] = int(row[-1])
+    if not docs:
+        raise EvalError(f"{paths['corpus']} holds no documents")
+    return Collection(folder.name, docs, queries, qrels)
+
+
+def _paper_rows(coll: Collection) -> list[dict]:
+    now = datetime.now(UTC)
+    rows = []
+    for doc_id, title, text in coll.docs:
+        rows.append(
+            {
+                "id": doc_id,
+                "arxiv_id": None,
+                "doi": None,
+                "title_key": normalize_title(title)[:255],
+                "title": title,
+                "abstract": text,
+                "authors": [],
+                "published": None,
+                "updated": None,
+                "categories": [],
+                "abs_url": None,
+                "pdf_url": None,
+                "code_urls": [],
+                "has_code": False,
+                "sources": [f"eval:{coll.name}"],
+                "first_seen": now,
+                "modified_at": now,
+                "content_hash": paper_store.content_hash(title, text),
+            }
+        )
+    return rows
+
+
+def _cached_embeddings(
+    rows: list[dict], embedder, progress: Callable[[int, int], None] | None
+) -> np.ndarray:
+    """Corpus vectors from the cache, or computed and cached (float16 on disk)."""
+    digest = hashlib.sha1(embedder.model_id.encode())
+    for row in rows:
+        digest.update(f"{row['id']}\t{row['content_hash']}\n".encode())
+    path = cache_dir() / f"{digest.hexdigest()[:20]}.npy"
+    if path.is_file():
+        matrix = np.load(path)
+        if matrix.shape == (len(rows), embedder.dim):
+            return matrix.astype(np.float32)
+    texts = [f"{r['title']}. {r['abstract']}" if r["abstract"] else r["title"] for r in rows]
+    done = [0]
+
+    def step(n: int) -> None:
+        done[0] += n
+        if progress:
+            progress(done[0], len(texts))
+
+    matrix = embedder.encode(texts, progress=step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, matrix.astype(np.float16))
+    os.replace(tmp, path)
+    return matrix
+
+
+def run_eval(
+    folder: Path,
+    *,
+    mode: str = "hybrid",
+    k: int = 100,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Index the collection in a temporary home and score every judged query."""
+    from papersift.search.embedder import get_embedder
+    from papersift.search.service import SearchService
+
+    coll = load_collection(folder)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="papersift-eval-") as tmp:
+        settings = load_settings(home=tmp, db_url=f"sqlite:///{Path(tmp) / 'eval.db'}")
+        db = Database(settings.db_url)
+        try:
+            embedder = get_embedder(settings.model_dir)
+            rows = _paper_rows(coll)
+            seen: set[str] = set()
+            rows = [r for r in rows if not (r["id"] in seen or seen.add(r["id"]))]
+            matrix = _cached_embeddings(rows, embedder, progress)
+            with db.session() as s:
+                for start in range(0, len(rows), 1000):
+                    paper_store.insert_rows(s, rows[start : start + 1000])
+                docstore.save_embeddings(
+                    s,
+                    [(r["id"], r["content_hash"], v) for r, v in zip(rows, matrix, strict=True)],
+                    embedder.model_id,
+                )
+            service = SearchService(settings, db, embedder=embedder, view=False)
+            service.rebuild()
+            indexed = time.monotonic()
+            run: dict[str, list[str]] = {}
+            judged = {q: text for q, text in coll.queries.items() if q in coll.qrels}
+            for qid, text in judged.items():
+                res = service.search(text, k=k, mode=mode)
+                run[qid] = [h.paper_id for h in res.hits]
+            searched = time.monotonic()
+        finally:
+            db.dispose()
+    scores = evaluate(run, coll.qrels)
+    return {
+        "collection": coll.name,
+        "mode": mode,
+        "documents": len(coll.docs),
+        "queries": int(scores.pop("queries")),
+        **scores,
+        "index_seconds": round(indexed - started, 2),
+        "ms_per_query": round(1000 * (searched - indexed) / max(len(run), 1), 2),
+    }

@@ -1,0 +1,102 @@
+"""Cleaning user queries before they reach the indexes.
+
+Anything a person can type or paste must give a result or a clear message, never an
+exception: control characters and invisible format characters are dropped, very long input
+is cut, ``author:`` is mapped to the ``authors`` field, and unknown ``field:`` prefixes
+(``arXiv:2106.09685``, ``who:x``) are kept as plain words.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+MAX_QUERY_CHARS = 2000
+
+# Field names a user may type, and the index field each one searches.
+FIELD_ALIASES = {
+    "title": "title",
+    "ti": "title",
+    "abstract": "text",
+    "abs": "text",
+    "text": "text",
+    "author": "authors",
+    "authors": "authors",
+    "au": "authors",
+}
+
+_FIELD_PREFIX = re.compile(r"(?<![\w.])([A-Za-z_]+):")
+_SYNTAX = re.compile(r'[+\-&|!(){}\[\]^"~*?:\\/<>=$%#@`\']')
+_FIELD_CLAUSE = re.compile(r'\b(?:author|authors|au):(?:"[^"]*"?|\([^)]*\)?|\S+)', re.I)
+_OPERATORS = re.compile(r"\b(?:AND|OR|NOT|IN|TO)\b")
+# Query syntax beyond a bag of words: quotes, fields, required/excluded words, boolean words.
+# (Parentheses alone are prose: "boundary layers (the slip effect)"; they group only together
+# with a field or an operator, which trigger this anyway.)
+_HAS_SYNTAX = re.compile(r'"|\b(?:title|text|authors):|(?:^|\s)[+\-]\w|\b(?:AND|OR|NOT)\b')
+_LONE_SIGNS = re.compile(r"(?:(?<=\s)|^)[-+](?=\s|$)")
+
+
+@dataclass
+class CleanQuery:
+    """A query ready for the indexes, and what was changed on the way."""
+
+    text: str  # for the lexical parser (field syntax kept)
+    semantic: str  # for the embedder: no field names, no author clauses, no operators
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.text.strip()
+
+    @property
+    def has_syntax(self) -> bool:
+        """True when the user asked for phrases, fields or boolean logic (a constraint)."""
+        return bool(_HAS_SYNTAX.search(self.text))
+
+
+def _strip_invisible(text: str) -> str:
+    """Replace control and format characters (except ordinary whitespace) with spaces."""
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _map_fields(text: str) -> str:
+    def repl(match: re.Match) -> str:
+        name = match.group(1).lower()
+        target = FIELD_ALIASES.get(name)
+        return f"{target}:" if target else f"{match.group(1)} "
+
+    return _FIELD_PREFIX.sub(repl, text)
+
+
+def plain_terms(text: str) -> str:
+    """The words of ``text`` with every bit of query syntax replaced by spaces."""
+    text = _SYNTAX.sub(" ", text)
+    text = _OPERATORS.sub(" ", text)
+    return " ".join(text.split())
+
+
+def clean_query(raw: str | None) -> CleanQuery:
+    """Normalise a raw query string (never raises)."""
+    notes: list[str] = []
+    text = unicodedata.normalize("NFKC", raw or "")
+    text = " ".join(_strip_invisible(text).split())
+    if len(text) > MAX_QUERY_CHARS:
+        cut = text[:MAX_QUERY_CHARS]
+        text = cut.rsplit(" ", 1)[0] if " " in cut else cut
+        notes.append(f"query shortened to its first {len(text):,} characters")
+    text = _map_fields(text)
+    semantic = _FIELD_CLAUSE.sub(" ", text)
+    semantic = re.sub(r"\b(?:title|text):", " ", semantic)
+    semantic = _OPERATORS.sub(" ", semantic)
+    semantic = " ".join(semantic.replace('"', " ").split())
+    # Apostrophes ("can't", "Biot's") and lone dashes are prose, not query syntax.
+    text = " ".join(_LONE_SIGNS.sub(" ", text.replace("'", " ").replace("\u2019", " ")).split())
+    return CleanQuery(text=text, semantic=semantic, notes=notes)

@@ -1,0 +1,795 @@
+"""Search service: the one entry point the CLI and the web app use for search.
+
+Indexes are derived data under ``$PAPERSIFT_HOME/index``: deleting the folder loses nothing,
+the next search (or ``papersift index``) rebuilds it from the database, re-using the stored
+embeddings. Layout::
+
+    index/CURRENT            {"dir": "v...", "gen": 7, "docs": N, "vectors": M, "model": ...}
+    index/v<time>/lexical/   tantivy
+    index/v<time>/flat.npz | hnsw.usearch
+    index/v<time>/catalog.sqlite
+
+A rebuild writes a new ``v<time>`` folder and switches ``CURRENT`` atomically, so searches
+keep working meanwhile. Incremental updates change the live folder and bump ``gen``; every
+process re-opens its indexes when it sees ``CURRENT`` change (one ``stat`` per search).
+Writers take a file lock, so two ``papersift ingest`` runs cannot corrupt the index.
+
+Modes: ``lexical`` (BM25), ``semantic`` (MiniLM cosine), ``hybrid`` (default; see
+:mod:`papersift.search.hybrid` for the method and its measured quality).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import tantivy
+
+from papersift.config import Settings
+from papersift.search import documents as docstore
+from papersift.search import hybrid
+from papersift.search.catalog import Catalog, paper_key
+from papersift.search.lexical import FilterSpec, LexicalDoc, LexicalIndex
+from papersift.search.query import CleanQuery, clean_query
+from papersift.search.vectors import VectorIndex, VectorParams
+from papersift.store.db import Database
+
+MODES = ("hybrid", "lexical", "semantic")
+SORTS = ("relevance", "date")
+MAX_K = 1000
+MAX_OFFSET = 10_000
+DATE_POOL = 200  # sort=date orders the best 200 relevant papers (semantic/hybrid) by date
+EMBED_BATCH = 1024  # papers embedded (and written to the database) per step
+EMBED_LIMIT = 20_000  # more changed papers than this: ingest leaves embedding to `index`
+FILTER_EXACT = 5_000  # narrow filters: exact dense search over the papers that pass
+
+ProgressFn = Callable[[int, int], None]  # (papers embedded so far, papers to embed)
+
+
+class SearchError(ValueError):
+    """A request that cannot be served as asked (message is for the user)."""
+
+
+@dataclass
+class SearchFilters:
+    date_from: date | None = None
+    date_to: date | None = None
+    has_code: bool | None = None
+    collection: str | None = None
+    category: str | None = None
+
+
+@dataclass
+class SearchHit:
+    paper_id: str
+    score: float
+
+
+@dataclass
+class SearchResults:
+    hits: list[SearchHit]
+    total: int
+    query: str
+    mode: str
+    message: str | None = None
+
+
+@dataclass
+class IndexReport:
+    """What an index run did."""
+
+    indexed: int = 0
+    embedded: int = 0
+    removed: int = 0
+    pending_vectors: int = 0  # papers left without a vector (too many to embed now)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Ranked:
+    keys: list[int]
+    scores: list[float]
+    total: int
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Live:
+    """The open indexes of one generation."""
+
+    folder: Path
+    stamp: tuple
+    meta: dict
+    lexical: LexicalIndex
+    vectors: VectorIndex | None
+    catalog: Catalog
+
+
+class SearchService:
+    """Hybrid search over one database; thread-safe for searching."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        embedder=None,
+        params: VectorParams | None = None,
+        view: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.root = Path(settings.index_dir)
+        self.params = params or VectorParams.from_env()
+        self._embedder = embedder
+        self._view = view
+        self._live: _Live | None = None
+        self._lock = threading.RLock()
+        self._writing = threading.RLock()
+
+    # -- model -----------------------------------------------------------------------------
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from papersift.search.embedder import get_embedder
+
+            self._embedder = get_embedder(self.settings.model_dir)
+        return self._embedder
+
+    # -- generations -----------------------------------------------------------------------
+
+    @property
+    def _current_path(self) -> Path:
+        return self.root / "CURRENT"
+
+    def _stamp(self) -> tuple | None:
+        try:
+            st = self._current_path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _read_meta(self) -> dict | None:
+        try:
+            meta = json.loads(self._current_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or not (self.root / str(meta.get("dir", ""))).is_dir():
+            return None
+        return meta
+
+    def _write_meta(self, meta: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".CURRENT.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, self._current_path)
+
+    def _open(self, meta: dict, stamp: tuple, *, writable: bool = False) -> _Live:
+        folder = self.root / meta["dir"]
+        vectors = None
+        if VectorIndex.exists(folder) and meta.get("dim"):
+            vectors = VectorIndex.load(
+                folder, int(meta["dim"]), self.params, view=self._view and not writable
+            )
+        return _Live(
+            folder,
+            stamp,
+            meta,
+            LexicalIndex(folder / "lexical"),
+            vectors,
+            Catalog(folder / "catalog.sqlite"),
+        )
+
+    def _current(self) -> _Live | None:
+        """The open indexes, re-opened if another process changed them."""
+        stamp = self._stamp()
+        live = self._live
+        if live is not None and live.stamp == stamp:
+            return live
+        with self._lock:
+            stamp = self._stamp()
+            if self._live is not None and self._live.stamp == stamp:
+                return self._live
+            meta = self._read_meta() if stamp else None
+            self._live = self._open(meta, stamp) if meta else None
+            return self._live
+
+    def _ready(self) -> _Live | None:
+        """Open indexes; builds them first if they are missing and the database has papers."""
+        live = self._current()
+        if live is not None:
+            return live
+        with self.db.session() as s:
+            from papersift.store.papers import count_papers
+
+            if count_papers(s) == 0:
+                return None
+        self.rebuild(embed_limit=EMBED_LIMIT)
+        return self._current()
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """Serialise writers within this process and across processes."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._writing, (self.root / ".lock").open("a") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def status(self) -> dict:
+        """What the current index holds (for ``papersift index`` and the web app)."""
+        live = self._current()
+        if live is None:
+            return {"built": False, "docs": 0, "vectors": 0, "path": str(self.root)}
+        return {"built": True, "path": str(live.folder), **live.meta}
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _vectors_for(
+        self,
+        docs: Sequence[docstore.PaperDoc],
+        progress: ProgressFn | None,
+        done: list[int],
+        total: int,
+    ) -> dict[str, np.ndarray]:
+        """Vectors of docs: stored ones when the text is unchanged, new ones otherwise."""
+        emb = self.embedder
+        with self.db.session() as s:
+            out = docstore.load_embeddings(s, docs, emb.model_id, emb.dim)
+        todo = [d for d in docs if d.id not in out]
+        for start in range(0, len(todo), EMBED_BATCH):
+            part = todo[start : start + EMBED_BATCH]
+
+            def step(n: int) -> None:
+                done[0] += n
+                if progress:
+                    progress(done[0], total)
+
+            vecs = emb.encode([d.text for d in part], progress=step)
+            rows = [(d.id, d.content_hash, v) for d, v in zip(part, vecs, strict=True)]
+            with self.db.session() as s:
+                docstore.save_embeddings(s, rows, emb.model_id)
+            out.update((d.id, v) for d, v in zip(part, vecs, strict=True))
+        return out
+
+    def _missing_embeddings(self, docs: Sequence[docstore.PaperDoc]) -> int:
+        emb = self.embedder
+        with self.db.session() as s:
+            have = docstore.load_embeddings(s, docs, emb.model_id, emb.dim)
+        return sum(1 for d in docs if d.id not in have)
+
+    @staticmethod
+    def _lexdoc(d: docstore.PaperDoc) -> LexicalDoc:
+        return LexicalDoc(
+            key=paper_key(d.id),
+            paper_id=d.id,
+            title=d.title,
+            abstract=d.abstract,
+            authors=d.authors,
+            published=d.published,
+            has_code=d.has_code,
+            categories=d.categories,
+        )
+
+    def rebuild(
+        self, *, progress: ProgressFn | None = None, embed_limit: int | None = None
+    ) -> IndexReport:
+        """Build fresh indexes from the database and switch to them atomically.
+
+        Papers whose stored embedding is missing or stale are embedded, unless there are more
+        than ``embed_limit`` of them: then only the lexical index covers them for now.
+        """
+        started = time.monotonic()
+        report = IndexReport()
+        with self._write_lock():
+            emb = self.embedder
+            name = f"v{time.time_ns()}"
+            folder = self.root / name
+            folder.mkdir(parents=True)
+            try:
+                lexical = LexicalIndex(folder / "lexical")
+                catalog = Catalog(folder / "catalog.sqlite")
+                vectors = VectorIndex(emb.dim, self.params)
+                with self.db.session() as s:
+                    missing = docstore.count_unembedded(s, emb.model_id)
+                embed = embed_limit is None or missing <= embed_limit
+                done = [0]
+
+                def papers() -> Iterator[LexicalDoc]:
+                    """Stream papers to tantivy; vectors and catalog follow batch by batch."""
+                    with self.db.session() as s:
+                        for batch in docstore.iter_paper_docs(s):
+                            vecs = (
+                                self._vectors_for(batch, progress, done, missing)
+                                if embed
+                                else self._stored(batch)
+                            )
+                            if vecs:
+                                vectors.add(
+                                    [paper_key(pid) for pid in vecs], np.vstack(list(vecs.values()))
+                                )
+                            catalog.upsert(
+                                (
+                                    paper_key(d.id),
+                                    d.id,
+                                    d.content_hash,
+                                    d.content_hash if d.id in vecs else None,
+                                )
+                                for d in batch
+                            )
+                            report.indexed += len(batch)
+                            yield from (self._lexdoc(d) for d in batch)
+
+                lexical.write(papers(), fresh=True)
+                vectors.save(folder)
+                report.embedded = done[0]
+                n_vectors = len(vectors)
+                report.pending_vectors = report.indexed - n_vectors
+                catalog.close()
+                meta = self._meta_after(name, report.indexed, n_vectors)
+                self._write_meta(meta)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            self._drop_old(keep=name)
+        with self._lock:
+            self._live = None
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _stored(self, batch: Sequence[docstore.PaperDoc]) -> dict[str, np.ndarray]:
+        emb = self.embedder
+        with self.db.session() as s:
+            return docstore.load_embeddings(s, batch, emb.model_id, emb.dim)
+
+    def _meta_after(self, name: str, docs: int, vectors: int) -> dict:
+        old = self._read_meta() or {}
+        emb = self.embedder
+        return {
+            "dir": name,
+            "gen": int(old.get("gen", 0)) + 1,
+            "docs": docs,
+            "vectors": vectors,
+            "model": emb.model_id,
+            "dim": emb.dim,
+            "updated": time.time(),
+        }
+
+    def _drop_old(self, keep: str) -> None:
+        for child in self.root.iterdir():
+            if child.is_dir() and child.name.startswith("v") and child.name != keep:
+                shutil.rmtree(child, ignore_errors=True)
+
+    def index_papers(
+        self,
+        paper_ids: list[str],
+        *,
+        progress: ProgressFn | None = None,
+        embed_limit: int | None = None,
+    ) -> IndexReport:
+        """Add or update these papers (ids no longer in the database are removed)."""
+        started = time.monotonic()
+        report = IndexReport()
+        ids = list(dict.fromkeys(paper_ids))
+        if not ids:
+            return report
+        if self._current() is None:
+            return self.rebuild(progress=progress, embed_limit=embed_limit)
+        with self._write_lock():
+            meta = self._read_meta()
+            if meta is None:  # deleted under us: start over
+                return self.rebuild(progress=progress, embed_limit=embed_limit)
+            live = self._open(meta, self._stamp(), writable=True)
+            emb = self.embedder
+            if meta.get("model") != emb.model_id:
+                raise SearchError(
+                    f"the index was built with model {meta.get('model')}, not {emb.model_id}: "
+                    "run `papersift index --rebuild`"
+                )
+            with self.db.session() as s:
+                docs = docstore.paper_docs(s, ids)
+            gone = [paper_key(i) for i in ids if i not in docs]
+            batch = list(docs.values())
+            live.lexical.write([self._lexdoc(d) for d in batch], delete_keys=gone)
+            missing = self._missing_embeddings(batch) if batch else 0
+            embed = embed_limit is None or missing <= embed_limit
+            vectors = live.vectors or VectorIndex(emb.dim, self.params)
+            done = [0]
+            vec_hash: dict[str, str | None] = {d.id: None for d in batch}
+            vecs = (
+                self._vectors_for(batch, progress, done, missing) if embed else self._stored(batch)
+            )
+            stale = [paper_key(d.id) for d in batch if d.id not in vecs]
+            vectors.remove(gone + stale)
+            if vecs:
+                vectors.add([paper_key(pid) for pid in vecs], np.vstack(list(vecs.values())))
+                for pid in vecs:
+                    vec_hash[pid] = docs[pid].content_hash
+            vectors.save(live.folder)
+            live.catalog.remove(gone)
+            live.catalog.upsert(
+                (paper_key(d.id), d.id, d.content_hash, vec_hash[d.id]) for d in batch
+            )
+            n_docs, n_vec = len(live.catalog), live.catalog.count_vectors()
+            live.catalog.close()
+            meta.update(
+                gen=int(meta.get("gen", 0)) + 1, docs=n_docs, vectors=n_vec, updated=time.time()
+            )
+            self._write_meta(meta)
+            report.indexed, report.removed = len(batch), len(gone)
+            report.embedded = done[0]
+            report.pending_vectors = n_docs - n_vec
+        with self._lock:
+            self._live = None
+        report.seconds = time.monotonic() - started
+        return report
+
+    def sync(self, *, progress: ProgressFn | None = None) -> IndexReport:
+        """Bring the indexes in step with the database, looking at content hashes only."""
+        started = time.monotonic()
+        live = self._current()
+        if live is None:
+            return self.rebuild(progress=progress)
+        changed: list[str] = []
+        seen = 0
+        with self.db.session() as s:
+            for batch in docstore.iter_hashes(s):
+                known = live.catalog.hashes([pid for pid, _h in batch])
+                seen += len(batch)
+                for pid, chash in batch:
+                    lex, vec = known.get(pid, (None, None))
+                    if lex != chash or vec != chash:
+                        changed.append(pid)
+        gone: list[str] = []
+        if len(live.catalog) + len(changed) > seen:  # some indexed papers left the database
+            with self.db.session() as s:
+                for rows in live.catalog.iter_ids():
+                    present = docstore.existing(s, [pid for _k, pid in rows])
+                    gone.extend(pid for _k, pid in rows if pid not in present)
+        report = self.index_papers(changed + gone, progress=progress)
+        report.seconds = time.monotonic() - started
+        return report
+
+    # -- searching -------------------------------------------------------------------------
+
+    def _spec(self, filters: SearchFilters | None) -> tuple[FilterSpec | None, str | None]:
+        if filters is None:
+            return None, None
+        if filters.date_from and filters.date_to and filters.date_from > filters.date_to:
+            raise SearchError("the start date is after the end date")
+        spec = FilterSpec(
+            date_from=filters.date_from,
+            date_to=filters.date_to,
+            has_code=filters.has_code,
+            category=filters.category or None,
+        )
+        if filters.collection:
+            from papersift.store.collections import get_collection
+
+            with self.db.session() as s:
+                coll = get_collection(s, filters.collection)
+            if coll is None:
+                return spec, f"no collection named {filters.collection!r}"
+            spec.paper_ids = [e.paper_id for e in coll.entries]
+        return (spec if spec.active else None), None
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        offset: int = 0,
+        mode: str = "hybrid",
+        filters: SearchFilters | None = None,
+        sort: str = "relevance",
+    ) -> SearchResults:
+        """Ranked papers for ``query``; bad syntax is simplified, never an exception."""
+        if mode not in MODES:
+            raise SearchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        if sort not in SORTS:
+            raise SearchError(f"unknown sort {sort!r}; use relevance or date")
+        if not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise SearchError(f"k must be between 1 and {MAX_K}")
+        if not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+            raise SearchError(f"offset must be between 0 and {MAX_OFFSET:,}")
+        raw = query if isinstance(query, str) else ""
+        clean = clean_query(raw)
+        if clean.empty:
+            return SearchResults([], 0, raw, mode, "empty query")
+        spec, problem = self._spec(filters)
+        if problem:
+            return SearchResults([], 0, raw, mode, problem)
+        live = self._ready()
+        if live is None:
+            return SearchResults([], 0, raw, mode, "no papers yet: run `papersift ingest` first")
+        notes = list(clean.notes)
+        if mode != "lexical" and (live.vectors is None or not len(live.vectors)):
+            notes.append("no embeddings yet (run `papersift index`): lexical results")
+            mode_used = "lexical"
+        else:
+            mode_used = mode
+        fq = live.lexical.filter_query(spec) if spec else None
+        need = offset + k
+        by_date = sort == "date"
+        if mode_used == "lexical":
+            ranked = self._lexical(live, clean, need, fq, by_date)
+        elif mode_used == "semantic":
+            ranked = self._semantic(live, clean, max(need, DATE_POOL) if by_date else need, fq)
+        else:
+            ranked = self._hybrid(live, clean, max(need, DATE_POOL if by_date else need), fq)
+        notes.extend(ranked.notes)
+        keys, scores = ranked.keys, ranked.scores
+        if by_date and mode_used != "lexical":
+            keys, scores = self._order_by_date(live, keys, scores)
+        page_keys = keys[offset : offset + k]
+        ids = live.catalog.ids(page_keys)
+        hits = [
+            SearchHit(ids[key], float(score))
+            for key, score in zip(page_keys, scores[offset : offset + k], strict=True)
+            if key in ids
+        ]
+        pending = int(live.meta.get("docs", 0)) - int(live.meta.get("vectors", 0))
+        if mode_used != "lexical" and pending > 0:
+            notes.append(f"{pending:,} papers are not embedded yet: run `papersift index`")
+        message = "; ".join(dict.fromkeys(notes)) or None
+        return SearchResults(hits, ranked.total, raw, mode, message)
+
+    def _lexical(self, live: _Live, clean: CleanQuery, need: int, fq, by_date: bool) -> _Ranked:
+        query, simplified = live.lexical.build_query(clean)
+        notes = ["query simplified to plain words"] if simplified else []
+        if query is None:
+            return _Ranked([], [], 0, notes + ["no searchable words in the query"])
+        res = live.lexical.search(
+            query, limit=need, filters=[fq], count=True, order_by_date=by_date
+        )
+        return _Ranked(res.keys, res.scores, res.total, notes)
+
+    def _dense(
+        self, live: _Live, qvec: np.ndarray, count: int, fq
+    ) -> tuple[list[int], list[float], int]:
+        """Nearest (keys, sims) passing the filters, and how many papers pass them."""
+        vectors = live.vectors
+        assert vectors is not None
+        if fq is None:
+            keys, sims = vectors.search(qvec, count)
+            return [int(k) for k in keys], sims.tolist(), len(vectors)
+        allowed = live.lexical.count(fq)
+        if allowed == 0:
+            return [], [], 0
+        if allowed <= FILTER_EXACT:
+            keys, sims = vectors.search_among(qvec, live.lexical.filtered_keys(fq, allowed), count)
+            return [int(k) for k in keys], sims.tolist(), allowed
+        # Broad filter: over-fetch in proportion to how many papers pass, then keep those.
+        share = allowed / max(len(vectors), 1)
+        fetch = min(len(vectors), int(count / share * 1.5) + count, 50 * count + 1000)
+        keys, sims = vectors.search(qvec, fetch)
+        passing = live.lexical.keep_passing(keys.tolist(), fq)
+        kept = [(int(k), float(s)) for k, s in zip(keys, sims, strict=True) if int(k) in passing]
+        kept = kept[:count]
+        return [k for k, _ in kept], [s for _, s in kept], allowed
+
+    def _semantic(self, live: _Live, clean: CleanQuery, need: int, fq) -> _Ranked:
+        text = clean.semantic or clean.text
+        qvec = self.embedder.encode_query(text)
+        keys, sims, total = self._dense(live, qvec, need, fq)
+        return _Ranked(keys, sims, total)
+
+    def _hybrid(self, live: _Live, clean: CleanQuery, need: int, fq) -> _Ranked:
+        lexical = live.lexical
+        query, simplified = lexical.build_query(clean, title_weight=hybrid.TITLE_WEIGHT)
+        notes = ["query simplified to plain words"] if simplified else []
+        if not clean.semantic:  # e.g. only `author:` clauses: nothing to embed
+            ranked = self._lexical(live, clean, need, fq, False)
+            ranked.notes = notes + ranked.notes
+            return ranked
+        pool = max(hybrid.POOL, need)
+        lex = lexical.search(query, limit=pool, filters=[fq]) if query is not None else None
+        qvec = self.embedder.encode_query(clean.semantic)
+        d_keys, d_sims, _allowed = self._dense(live, qvec, pool, fq)
+        if lex is None or not lex.keys:
+            return _Ranked(d_keys[:need], d_sims[:need], len(d_keys), notes)
+        # Explicit syntax (phrases, fields, +/-) is a constraint: rank lexical matches only.
+        cands = hybrid.merge_candidates(lex.keys, [] if clean.has_syntax else d_keys)
+        dense = self._exact_dense(live, cands, qvec, d_sims)
+        lex_scores = dict(zip(lex.keys, lex.scores, strict=True))
+        floor = min(lex.scores) if len(lex.keys) >= pool else 0.0
+        lex_vec = hybrid.lookup(lex_scores, cands, floor)
+        fused = hybrid.fuse(lex_vec, lex.scores, dense, d_sims or dense.tolist())
+        fused = self._feedback(live, clean, query, cands, fused, dense, d_sims)
+        order = np.argsort(-fused, kind="stable")
+        return _Ranked([cands[i] for i in order], fused[order].tolist(), len(cands), notes)
+
+    def _exact_dense(
+        self, live: _Live, cands: list[int], qvec: np.ndarray, ref: list[float]
+    ) -> np.ndarray:
+        """Cosine of every candidate from its stored vector (floor if it has none)."""
+        found, vecs = live.vectors.get(cands)
+        out = np.full(len(cands), min(ref) if ref else 0.0, dtype=np.float64)
+        if len(vecs):
+            out[found] = vecs @ qvec
+        return out
+
+    def _feedback(
+        self,
+        live: _Live,
+        clean: CleanQuery,
+        query: tantivy.Query,
+        cands: list[int],
+        fused: np.ndarray,
+        dense: np.ndarray,
+        d_sims: list[float],
+    ) -> np.ndarray:
+        """RM3 on the fused top documents, re-scoring the candidates (see hybrid.py)."""
+        top = np.argsort(-fused, kind="stable")[: hybrid.FEEDBACK_DOCS]
+        if len(top) < 2:
+            return fused
+        ids = live.catalog.ids([cands[i] for i in top])
+        with self.db.session() as s:
+            texts = docstore.texts(s, list(ids.values()))
+        weights = hybrid.feedback_weights(fused[top])
+        model = hybrid.relevance_model(
+            (live.lexical.analyze(texts.get(ids.get(cands[i], ""), "")), w)
+            for i, w in zip(top, weights, strict=True)
+        )
+        expansion = live.lexical.terms_query(model, title_weight=hybrid.TITLE_WEIGHT)
+        if expansion is None:
+            return fused
+        n_terms = max(1, len(live.lexical.analyze(clean.semantic or clean.text)))
+        lam = hybrid.FEEDBACK_LAMBDA
+        second = tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Should, tantivy.Query.boost_query(query, (1 - lam) / n_terms)),
+                (tantivy.Occur.Should, tantivy.Query.boost_query(expansion, lam)),
+            ]
+        )
+        res = live.lexical.search(second, limit=len(cands), filters=[live.lexical.key_set(cands)])
+        if not res.keys:
+            return fused
+        lex2 = hybrid.lookup(dict(zip(res.keys, res.scores, strict=True)), cands, 0.0)
+        return hybrid.fuse(lex2, res.scores, dense, d_sims or dense.tolist())
+
+    def _order_by_date(
+        self, live: _Live, keys: list[int], scores: list[float]
+    ) -> tuple[list[int], list[float]]:
+        ids = live.catalog.ids(keys)
+        with self.db.session() as s:
+            dates = docstore.published_dates(s, list(ids.values()))
+
+        def when(i: int) -> int:
+            pub = dates.get(ids.get(keys[i], ""))
+            return -pub.toordinal() if pub else 0
+
+        order = sorted(range(len(keys)), key=lambda i: (when(i), i))
+        return [keys[i] for i in order], [scores[i] for i in order]
+
+    # -- similar ---------------------------------------------------------------------------
+
+    def similar(self, paper_id: str, k: int = 10) -> list[SearchHit]:
+        """Nearest papers by embedding; the paper itself and its duplicates are left out."""
+        if not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise SearchError(f"k must be between 1 and {MAX_K}")
+        from papersift.store.papers import resolve_id
+
+        with self.db.session() as s:
+            pid = resolve_id(s, paper_id or "")
+            if pid is None:
+                raise KeyError(paper_id)
+            source = docstore.paper_docs(s, [pid])[pid]
+            same = docstore.duplicate_keys(s, [pid])[pid]
+        live = self._ready()
+        if live is None or live.vectors is None or not len(live.vectors):
+            return []
+        found, vecs = live.vectors.get([paper_key(pid)])
+        if len(vecs):
+            qvec = vecs[0]
+        else:  # not indexed yet: embed it now
+            qvec = self.embedder.encode([source.text])[0]
+        keys, sims = live.vectors.search(qvec, k + 25)
+        ids = live.catalog.ids(keys.tolist())
+        cand = [
+            (ids[int(key)], float(sim))
+            for key, sim in zip(keys, sims, strict=True)
+            if int(key) in ids and ids[int(key)] != pid
+        ]
+        with self.db.session() as s:
+            info = docstore.duplicate_keys(s, [c for c, _ in cand])
+        hits = []
+        for cid, sim in cand:
+            title_key, arxiv_id, chash = info.get(cid, ("", None, ""))
+            if (
+                (title_key and title_key == same[0])
+                or (arxiv_id and arxiv_id == same[1])
+                or (chash and chash == same[2])
+            ):
+                continue
+            hits.append(SearchHit(cid, sim))
+            if len(hits) == k:
+                break
+        return hits
+
+
+_SERVICES: dict[tuple[str, str], SearchService] = {}
+_SERVICES_LOCK = threading.Lock()
+
+
+def get_service(settings: Settings, db: Database) -> SearchService:
+    """One service per (home, database URL) per process."""
+    key = (str(Path(settings.home).resolve()), settings.db_url)
+    with _SERVICES_LOCK:
+        service = _SERVICES.get(key)
+        if service is None:
+            service = SearchService(settings, db)
+            _SERVICES[key] = service
+        return service
+
+
+def index_changed(
+    settings: Settings, db: Database, paper_ids: list[str], quiet: bool = False
+) -> None:
+    """Called by ``papersift ingest`` after it commits: make the changed papers searchable.
+
+    The lexical index is updated at once. Embeddings are computed here (with a progress bar
+    unless ``quiet``) when there are at most ``EMBED_LIMIT`` papers to embed; for a bigger
+    load (e.g. a full arXiv snapshot, hours of CPU) ingest does not block: it says so, and
+    ``papersift index`` embeds the rest, resumable, since finished embeddings are stored.
+    """
+    if not paper_ids:
+        return
+    service = get_service(settings, db)
+    with _progress(quiet) as progress:
+        report = service.index_papers(list(paper_ids), progress=progress, embed_limit=EMBED_LIMIT)
+    if report.pending_vectors and not quiet:
+        print(
+            f"{report.pending_vectors:,} papers are searchable by keyword only for now: run "
+            "`papersift index` to embed them for semantic and hybrid search.",
+            file=sys.stderr,
+        )
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[ProgressFn | None]:
+    """A rich progress bar on stderr fed by (done, total) callbacks."""
+    if quiet:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("[bold]embedding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("embedding", total=total)
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield update
