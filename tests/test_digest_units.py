@@ -12,7 +12,7 @@ import pytest
 from papersift.config import load_settings
 from papersift.digest import tokens
 from papersift.digest.compose import Composer, Digest, Section, build_message, period_key
-from papersift.digest.mail import new_message
+from papersift.digest.mail import new_message, to_bytes
 from papersift.digest.run import claimer_dead, new_claimer
 from papersift.digest.smtp import SmtpConfig, SmtpConfigError
 from papersift.digest.subscriptions import Subscriber
@@ -241,8 +241,9 @@ def test_digest_message_headers_and_parts(settings) -> None:
     assert "javascript:" not in html  # only http(s) links from paper data
     assert 'href="https://arxiv.org/pdf/2401.00001"' in html
     assert "/subscriptions/manage?token=" in html and "/unsubscribe?token=" in html
-    raw = msg.as_bytes()
+    raw = to_bytes(msg)
     assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    assert b"=?utf-8?" not in raw.split(b"\r\n\r\n")[0].split(b"List-Unsubscribe:")[1][:300]
 
 
 def test_message_id_is_stable_per_subscriber_and_period(settings) -> None:

@@ -39,12 +39,13 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(seeded_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(web_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """The real app on a copy of the web test home (seeds, embeddings and search index)."""
     import uvicorn
 
     from papersift.web.app import create_app
 
-    home = copy_home(seeded_home, tmp_path_factory.mktemp("subs-web") / "home")
+    home = copy_home(web_home, tmp_path_factory.mktemp("subs-web") / "home")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"

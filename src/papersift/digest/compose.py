@@ -5,8 +5,9 @@ For a subscriber and a period (a day, or an ISO week for weekly subscribers):
 1. Trending papers of the period (``papersift.rank.trending``) that are actually news:
    they had votes or views in the window, or were first seen since the last digest.
    Without that filter an idle site would mail its whole back catalogue, one day at a time.
-2. Papers first seen since the subscriber's last digest that match a topic (hybrid search,
-   top hits per topic with a relative score cut) or sit in a followed collection.
+2. Papers first seen since the subscriber's last digest that match a topic (hybrid search:
+   the top 3 hits and any hit one standard deviation above the pool, see
+   ``MIN_TOPIC_SCORE``) or sit in a followed collection.
 
 No paper appears twice in a mail, no paper already mailed to the subscriber (table
 ``sent_papers``) comes back, and at most ``max_papers`` go out: with topics or collections,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -29,6 +31,7 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote
 
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -45,7 +48,11 @@ log = logging.getLogger(__name__)
 
 TRENDING_POOL = 200  # trending candidates fetched per window and run
 HITS_PER_TOPIC = 100  # search hits fetched per topic, before the "new since" filter
-RELATIVE_SCORE_CUT = 0.5  # a topic hit must score at least this share of the best hit
+# Hybrid scores are z-scores over the search's candidate pool: a hit is kept when it stands
+# at least one standard deviation above that pool, and the top few are always kept (they
+# carry the topic even when the scale is a plain cosine, as on the dense-only path).
+MIN_TOPIC_SCORE = 1.0
+ALWAYS_TOP = 3
 MAX_LOOKBACK = timedelta(days=30)  # a subscriber back from a long pause gets a month
 SNIPPET = 300
 
@@ -136,10 +143,8 @@ class Composer:
         if service is not None:
             try:
                 results = service.search(topic, k=HITS_PER_TOPIC, mode="hybrid")
-                hits = [h for h in results.hits if h.score > 0]
-                if hits:
-                    best = max(h.score for h in hits)
-                    ids = [h.paper_id for h in hits if h.score >= best * RELATIVE_SCORE_CUT]
+                ids = [h.paper_id for i, h in enumerate(results.hits)
+                       if h.score >= MIN_TOPIC_SCORE or (i < ALWAYS_TOP and h.score > 0)]
             except Exception as exc:  # noqa: BLE001 - one bad topic must not stop a run
                 self.warnings.append(f"topic {topic!r} could not be searched: {exc}")
                 log.warning("digest topic %r: search failed: %s", topic, exc)
@@ -185,20 +190,28 @@ class Composer:
         with self.db.session() as s:
             trend = self._trending_for(s, window)
             lists: list[tuple[str, list[str]]] = [
-                (f"New on \u201c{t}\u201d", self._topic(t)) for t in sub.topics
+                (f'New on "{t}"', self._topic(t)) for t in sub.topics
             ]
             lists += [(f"New in {c}", self._collection(s, c)) for c in sub.collections]
             candidates = [pid for pid, _ in trend] + [p for _, ids in lists for p in ids]
             self._load_first_seen(s, candidates)
-            sent = self._already_sent(s, sub.id, candidates)
             seen = self._first_seen
-            trend_ids = [pid for pid, score in trend if pid in seen and pid not in sent
+            trend_ids = [pid for pid, score in trend if pid in seen
                          and (score > 0 or seen[pid] > since)]
-            fresh = [(title, [p for p in ids if p in seen and p not in sent and seen[p] > since])
+            fresh = [(title, [p for p in ids if p in seen and seen[p] > since])
                      for title, ids in lists]
+            # Ask the database about the picks only (usually none was sent before); if some
+            # were, exclude every already-sent candidate in one more query and pick again.
             picked_trend, picked_lists = self._select(sub.max_papers, trend_ids, fresh)
-            papers = self._load_papers(s, picked_trend + [p for _, ids in picked_lists
-                                                          for p in ids])
+            picks = picked_trend + [p for _, ids in picked_lists for p in ids]
+            if self._already_sent(s, sub.id, picks):
+                pool = trend_ids + [p for _, ids in fresh for p in ids]
+                sent = self._already_sent(s, sub.id, pool)
+                picked_trend, picked_lists = self._select(
+                    sub.max_papers, [p for p in trend_ids if p not in sent],
+                    [(t, [p for p in ids if p not in sent]) for t, ids in fresh])
+                picks = picked_trend + [p for _, ids in picked_lists for p in ids]
+            papers = self._load_papers(s, picks)
         label = "Trending this week" if window == "week" else "Trending today"
         sections = [Section(label, [papers[p] for p in picked_trend if p in papers])]
         sections += [Section(t, [papers[p] for p in ids if p in papers])
@@ -248,10 +261,11 @@ class Composer:
     def _already_sent(s: Session, subscriber_id: int, ids: list[str]) -> set[str]:
         unique = list(dict.fromkeys(ids))
         out: set[str] = set()
+        conn = s.connection()  # Core, not ORM: this runs once or twice per subscriber
         for i in range(0, len(unique), 500):
-            out.update(s.scalars(select(SentPaperRow.paper_id).where(
+            out.update(conn.execute(select(SentPaperRow.paper_id).where(
                 SentPaperRow.subscriber_id == subscriber_id,
-                SentPaperRow.paper_id.in_(unique[i : i + 500]))))
+                SentPaperRow.paper_id.in_(unique[i : i + 500]))).scalars())
         return out
 
 
@@ -271,7 +285,7 @@ def _snippet(text: str) -> str:
     if len(text) <= SNIPPET:
         return text
     cut = text[:SNIPPET].rsplit(" ", 1)[0]
-    return cut.rstrip(",.;:") + "\u2026"
+    return cut.rstrip(",.;:") + "..."  # ASCII keeps the text part unencoded (7bit)
 
 
 def _item(settings: Settings, paper: Paper) -> dict:
@@ -280,10 +294,12 @@ def _item(settings: Settings, paper: Paper) -> dict:
         meta.append(paper.published.isoformat())
     if paper.categories:
         meta.append(", ".join(paper.categories[:3]))
+    snippet = _snippet(paper.abstract)
     return {
         "id": paper.id, "title": " ".join(paper.title.split()),
         "url": paper_url(settings, paper.id), "authors": _authors(paper.authors),
-        "meta": " \u00b7 ".join(meta), "snippet": _snippet(paper.abstract),
+        "meta": " | ".join(meta), "snippet": snippet,
+        "snippet_lines": textwrap.wrap(snippet, 74, break_on_hyphens=False),
         "pdf_url": paper.pdf_url if (paper.pdf_url or "").startswith("http") else None,
         "code_url": paper.code_url if (paper.code_url or "").startswith("http") else None,
     }
@@ -316,24 +332,53 @@ def heading_of(digest: Digest) -> str:
     return f"Your papers for {digest.day:%A}, {digest.day.day} {digest.day:%B %Y}"
 
 
+class MessageBuilder:
+    """Builds digest messages for one run. A paper's HTML and text fragments are rendered
+    once and reused for every subscriber who gets it: most papers go to many."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._fragments: dict[str, tuple[Markup, str, str]] = {}
+
+    def _fragment(self, paper: Paper) -> tuple[Markup, str, str]:
+        """(HTML, text, title) of one paper's entry."""
+        hit = self._fragments.get(paper.id)
+        if hit is None:
+            item = _item(self.settings, paper)
+            hit = (Markup(mail.render("_item.html", item=item)),
+                   mail.render("_item.txt", item=item), item["title"])
+            if len(self._fragments) < 100_000:
+                self._fragments[paper.id] = hit
+        return hit
+
+    def build(self, digest: Digest, *, now: datetime | None = None) -> EmailMessage:
+        """The multipart/alternative mail for a digest, with list headers and a stable id."""
+        settings = self.settings
+        sub = digest.subscriber
+        unsubscribe = tokens.unsubscribe_url(settings, sub.id, sub.email)
+        sections = []
+        titles: list[str] = []
+        for sec in digest.sections:
+            frags = [self._fragment(p) for p in sec.papers]
+            titles += [f[2] for f in frags]
+            sections.append({"title": sec.title, "html": [f[0] for f in frags],
+                             "text": [f[1] for f in frags]})
+        subject = subject_of(digest)
+        ctx = {
+            "subject": subject, "heading": heading_of(digest), "sections": sections,
+            "preheader": "; ".join(titles[:3])[:140] if titles else "Nothing new this time",
+            "email": sub.email, "frequency": sub.frequency, "base_url": settings.base_url,
+            "manage_url": tokens.manage_url(settings, sub.id, sub.email),
+            "unsubscribe_url": unsubscribe,
+        }
+        msg = mail.new_message(settings, sub.email, subject, mail.render("digest.txt", **ctx),
+                               mail.render("digest.html", **ctx),
+                               message_id=message_id(settings, digest), date=now)
+        mail.add_list_headers(msg, settings, unsubscribe)
+        return msg
+
+
 def build_message(settings: Settings, digest: Digest, *, now: datetime | None = None
                   ) -> EmailMessage:
-    """The multipart/alternative mail for a digest, with list headers and a stable id."""
-    sub = digest.subscriber
-    unsubscribe = tokens.unsubscribe_url(settings, sub.id, sub.email)
-    sections = [{"title": s.title, "papers": [_item(settings, p) for p in s.papers]}
-                for s in digest.sections]
-    titles = [i["title"] for s in sections for i in s["papers"]]
-    subject = subject_of(digest)
-    ctx = {
-        "subject": subject, "heading": heading_of(digest), "sections": sections,
-        "preheader": "; ".join(titles[:3])[:140] if titles else "Nothing new this time",
-        "email": sub.email, "frequency": sub.frequency, "base_url": settings.base_url,
-        "manage_url": tokens.manage_url(settings, sub.id, sub.email),
-        "unsubscribe_url": unsubscribe,
-    }
-    msg = mail.new_message(settings, sub.email, subject, mail.render("digest.txt", **ctx),
-                           mail.render("digest.html", **ctx),
-                           message_id=message_id(settings, digest), date=now)
-    mail.add_list_headers(msg, settings, unsubscribe)
-    return msg
+    """One digest message (a run uses one ``MessageBuilder`` for all of them)."""
+    return MessageBuilder(settings).build(digest, now=now)

@@ -8,11 +8,12 @@ somehow slipped past validation still cannot inject a header.
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
-from email.headerregistry import Address
+from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
-from email.utils import format_datetime, parseaddr
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
@@ -20,12 +21,46 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from papersift.config import Settings
+from papersift.digest.smtp import wire_bytes
 
 TEMPLATES = Path(__file__).parent / "templates"
-# SMTP line endings; headers fold at spaces but long unbreakable values (the signed links of
-# List-Unsubscribe) stay as they are up to RFC 5322's hard 998-character limit: with the
-# default 78 the email package would turn them into encoded-words, which clients ignore.
-POLICY = SMTP_POLICY.clone(max_line_length=998)
+MAX_LINE = 998  # RFC 5322's hard limit for a line of a message
+
+
+class _CachedHeaderRegistry(HeaderRegistry):
+    """The stdlib registry creates a new class for every header it parses; building a
+    digest sets about thirty headers, so the classes are made once and reused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+
+# Messages are built under the SMTP policy (CRLF; quoted-printable lines of 76) and put
+# on the wire by ``smtp.wire_bytes``, which folds headers at 998 instead of 78: long
+# unbreakable values such as List-Unsubscribe's signed links would otherwise be turned
+# into RFC 2047 encoded-words, which mail clients do not decode in that header.
+POLICY = SMTP_POLICY.clone(header_factory=_CachedHeaderRegistry())
+
+
+def to_bytes(msg: EmailMessage) -> bytes:
+    """The message exactly as it is sent."""
+    return wire_bytes(msg)
+
+
+def _cte(body: str) -> str:
+    """7bit when the body is ASCII with lines within the limit (nothing to encode, the
+    common case), quoted-printable otherwise (non-ASCII names, very long lines)."""
+    if body.isascii() and all(len(line) <= MAX_LINE for line in body.splitlines()):
+        return "7bit"
+    return "quoted-printable"
 
 
 @lru_cache(maxsize=1)
@@ -62,6 +97,13 @@ def mail_domain(settings: Settings) -> str:
     return sender(settings)[1].rsplit("@", 1)[1]
 
 
+@lru_cache(maxsize=256)
+def _constant(name: str, value: str):
+    """A parsed header for a value that repeats in every mail of a run: parsing headers is
+    the costliest part of building a message, and a parsed header is immutable."""
+    return POLICY.header_factory(name, value)
+
+
 def new_message(
     settings: Settings, to: str, subject: str, text: str, html: str | None = None,
     *, message_id: str | None = None, date: datetime | None = None,
@@ -69,16 +111,22 @@ def new_message(
     """A multipart/alternative (text first, then HTML) message with the standard headers."""
     msg = EmailMessage(policy=POLICY)
     name, addr = sender(settings)
-    local, domain = addr.rsplit("@", 1)
-    msg["From"] = Address(display_name=name, username=local, domain=domain)
+    domain = addr.rsplit("@", 1)[1]
+    msg["From"] = _constant("From", str(Address(display_name=name, addr_spec=addr)))
     msg["To"] = to
     msg["Subject"] = subject
-    msg["Date"] = format_datetime(date or datetime.now(UTC))
+    msg["Date"] = date or datetime.now(UTC)  # a datetime needs no parsing
     msg["Message-ID"] = message_id or f"<{datetime.now(UTC):%Y%m%d%H%M%S%f}.papersift@{domain}>"
-    msg["MIME-Version"] = "1.0"
-    msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg["MIME-Version"] = _constant("MIME-Version", "1.0")
+    msg.set_content(text, subtype="plain", charset="utf-8", cte=_cte(text))
     if html is not None:
-        msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+        # Non-ASCII as character references: the HTML part is then plain ASCII.
+        html = html.encode("ascii", "xmlcharrefreplace").decode("ascii")
+        msg.add_alternative(html, subtype="html", charset="utf-8", cte=_cte(html))
+        # Our own random boundary: otherwise the generator makes one and compiles a regex
+        # to scan every body for it. 128 random bits cannot occur in a body by accident,
+        # and a paper's text cannot aim at a value chosen after it was written.
+        msg.set_boundary(f"=_papersift_{secrets.token_hex(16)}")
     return msg
 
 
@@ -88,10 +136,11 @@ def add_list_headers(msg: EmailMessage, settings: Settings, unsubscribe_link: st
     token = unsubscribe_link.rsplit("token=", 1)[-1]
     mailto = f"mailto:{addr}?subject={quote('unsubscribe ' + token)}"
     msg["List-Unsubscribe"] = f"<{unsubscribe_link}>, <{mailto}>"
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["List-Id"] = f"papersift digest <digest.{mail_domain(settings)}>"
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["Precedence"] = "bulk"
+    msg["List-Unsubscribe-Post"] = _constant("List-Unsubscribe-Post",
+                                             "List-Unsubscribe=One-Click")
+    msg["List-Id"] = _constant("List-Id", f"papersift digest <digest.{mail_domain(settings)}>")
+    msg["Auto-Submitted"] = _constant("Auto-Submitted", "auto-generated")
+    msg["Precedence"] = _constant("Precedence", "bulk")
 
 
 def confirmation_message(settings: Settings, email: str, confirm_link: str) -> EmailMessage:

@@ -46,7 +46,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from papersift.config import Settings
-from papersift.digest.compose import Composer, Digest, build_message, period_end, period_key
+from papersift.digest.compose import (
+    Composer,
+    Digest,
+    MessageBuilder,
+    build_message,
+    period_end,
+    period_key,
+)
 from papersift.digest.smtp import (
     Mailer,
     SmtpAmbiguous,
@@ -197,6 +204,7 @@ class DigestRun:
         self._own_mailer = mailer is None
         now = datetime.now(UTC)
         self.composer = composer or Composer(settings, db, now=min(now, period_end(self.day)))
+        self.builder = MessageBuilder(settings)
         self.progress = progress
         self.should_stop = should_stop or (lambda: False)
         self.claimer = new_claimer()
@@ -380,7 +388,7 @@ class DigestRun:
             out.status = "would-send"
             self._emit(out)
             return True
-        msg = build_message(self.settings, digest)
+        msg = self.builder.build(digest)
         if not self._claim(sub, period, prev, CLAIMED, digest.paper_ids, str(msg["Message-ID"])):
             out.status = "busy"
             self._emit(out)

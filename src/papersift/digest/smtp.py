@@ -34,6 +34,12 @@ from email.utils import getaddresses
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
+def wire_bytes(msg: EmailMessage) -> bytes:
+    """The bytes to send: CRLF, headers folded at RFC 5322's 998 rather than 78 (long
+    links stay intact instead of becoming encoded-words); bodies are left as encoded."""
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n", max_line_length=998))
+
+
 class SmtpError(Exception):
     """A failed delivery; ``code`` is the SMTP reply code when the server gave one."""
 
@@ -302,7 +308,7 @@ class Mailer:
                                                    msg.get_all("Cc", [])]) if a]
         if not sender or not recipients:
             raise SmtpPermanent("message has no sender or no recipient")
-        payload = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+        payload = wire_bytes(msg)
         with self._lock:
             self.limiter.wait()
             delay = self.backoff

@@ -8,6 +8,7 @@ working. Tokens carry no other state, so nothing needs to be stored to check the
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -50,14 +51,29 @@ def _cached(secret: str, purpose: str, clock: Callable[[], float]) -> URLSafeTim
     )
 
 
+_secrets: dict[str, str] = {}
+
+
+def _secret(settings: Settings) -> str:
+    """The signing key; read from the home once per process (a digest run signs two links
+    per mail, and ``Settings.secret_key`` reads a file)."""
+    env = os.environ.get("PAPERSIFT_SECRET")
+    if env:
+        return env
+    home = str(settings.home)
+    if home not in _secrets:
+        _secrets[home] = settings.secret_key()
+    return _secrets[home]
+
+
 def _serializer(
     settings: Settings, purpose: str, clock: Callable[[], float] = time.time
 ) -> URLSafeTimedSerializer:
     if purpose not in MAX_AGE:
         raise ValueError(f"unknown token purpose {purpose!r}")
-    if clock is time.time:  # the common case is cached: a digest run signs two links per mail
-        return _cached(settings.secret_key(), purpose, clock)
-    return _cached.__wrapped__(settings.secret_key(), purpose, clock)
+    if clock is time.time:  # the common case is cached
+        return _cached(_secret(settings), purpose, clock)
+    return _cached.__wrapped__(_secret(settings), purpose, clock)
 
 
 def make_token(
