@@ -42,6 +42,10 @@ def demo(
             raise typer.Exit(1)
     else:
         console.print(f"sample corpus already in {state.settings.home}")
+    from papersift.cli.search import build_index
+
+    report = build_index()
+    console.print(f"search index ready ({report.indexed:,} papers updated, {report.seconds:.1f} s)")
     if serve:
         from papersift.cli.web import serve_app
 

@@ -19,9 +19,11 @@ import hashlib
 import importlib.util
 import json
 import os
+import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,6 +239,25 @@ class Embedder:
         self, texts: Sequence[str], *, batch_size: int = 32, progress: ProgressFn | None = None
     ) -> np.ndarray:
         """Embeddings of ``texts`` (rows in input order); ``progress(n)`` after each batch."""
+        cache = TextCache.from_env(self.model_id)
+        if cache is None:
+            return self._encode(texts, batch_size, progress)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        known = cache.get(texts)
+        todo = [i for i in range(len(texts)) if i not in known]
+        for i, vec in known.items():
+            out[i] = vec
+        if known and progress is not None:
+            progress(len(known))
+        if todo:
+            fresh = self._encode([texts[i] for i in todo], batch_size, progress)
+            out[todo] = fresh
+            cache.put([texts[i] for i in todo], fresh)
+        return out
+
+    def _encode(
+        self, texts: Sequence[str], batch_size: int, progress: ProgressFn | None
+    ) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
@@ -264,6 +285,54 @@ class Embedder:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return vec
+
+
+class TextCache:
+    """Opt-in disk cache of document embeddings by text (``PAPERSIFT_EMBED_CACHE=folder``).
+
+    The database already keeps every paper's embedding; this cache is for the cases where the
+    same texts go into many fresh databases: test sessions and evaluation runs. One SQLite file
+    per model, float16 vectors keyed by the SHA-1 of the text.
+    """
+
+    def __init__(self, folder: Path, model_id: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model_id)
+        self.path = folder / f"{safe}.sqlite"
+        with closing(sqlite3.connect(self.path, timeout=30)) as conn, conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS vec (sha TEXT PRIMARY KEY, v BLOB NOT NULL)")
+
+    @classmethod
+    def from_env(cls, model_id: str) -> TextCache | None:
+        folder = os.environ.get("PAPERSIFT_EMBED_CACHE")
+        return cls(Path(folder).expanduser(), model_id) if folder else None
+
+    @staticmethod
+    def _sha(text: str) -> str:
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    def get(self, texts: Sequence[str]) -> dict[int, np.ndarray]:
+        """Cached vectors by position in ``texts``."""
+        shas = [self._sha(t) for t in texts]
+        found: dict[str, np.ndarray] = {}
+        with closing(sqlite3.connect(self.path, timeout=30)) as conn:
+            for start in range(0, len(shas), 500):
+                chunk = shas[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for sha, blob in conn.execute(
+                    f"SELECT sha, v FROM vec WHERE sha IN ({marks})", chunk
+                ):
+                    found[sha] = np.frombuffer(blob, dtype="<f2").astype(np.float32)
+        return {i: found[sha] for i, sha in enumerate(shas) if sha in found}
+
+    def put(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        rows = [
+            (self._sha(t), np.asarray(v, dtype="<f2").tobytes())
+            for t, v in zip(texts, vectors, strict=True)
+        ]
+        with closing(sqlite3.connect(self.path, timeout=30)) as conn, conn:
+            conn.executemany("INSERT OR REPLACE INTO vec(sha, v) VALUES (?, ?)", rows)
 
 
 _EMBEDDERS: dict[str, Embedder] = {}

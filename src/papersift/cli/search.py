@@ -1,0 +1,289 @@
+"""Search commands: search, similar, eval, index."""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from papersift.cli._app import app, console, err_console, fail, print_json, state
+from papersift.search.service import (
+    IndexReport,
+    SearchError,
+    SearchFilters,
+    get_service,
+)
+from papersift.store import papers as paper_store
+
+_DATE = re.compile(r"^(\d{4})(?:-(\d{1,2}))?(?:-(\d{1,2}))?$")
+
+
+def parse_day(text: str | None, *, end: bool) -> date | None:
+    """YYYY, YYYY-MM or YYYY-MM-DD; a partial date means its first (or, for --to, last) day."""
+    if not text:
+        return None
+    match = _DATE.match(text.strip())
+    if not match:
+        fail(f"not a date: {text!r} (use YYYY, YYYY-MM or YYYY-MM-DD)")
+    year = int(match.group(1))
+    month = int(match.group(2) or (12 if end else 1))
+    try:
+        if match.group(3):
+            return date(year, month, int(match.group(3)))
+        last = calendar.monthrange(year, month)[1] if 1 <= month <= 12 else 0
+        return date(year, month, last if end else 1)
+    except ValueError:
+        fail(f"not a date: {text!r}")
+
+
+def _progress_bar(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]embedding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=True,
+    )
+
+
+def _hit_rows(hits) -> list[dict]:
+    """Search hits with the paper fields a reader needs."""
+    with state.db().session() as s:
+        papers = paper_store.get_papers(s, [h.paper_id for h in hits])
+    rows = []
+    for rank, hit in enumerate(hits, start=1):
+        paper = papers.get(hit.paper_id)
+        if paper is None:
+            continue
+        rows.append(
+            {
+                "rank": rank,
+                "id": paper.id,
+                "score": round(hit.score, 4),
+                "title": paper.title,
+                "authors": paper.authors,
+                "published": paper.published.isoformat() if paper.published else None,
+                "categories": paper.categories,
+                "abs_url": paper.abs_url,
+                "code_url": paper.code_url,
+            }
+        )
+    return rows
+
+
+def _print_hits(rows: list[dict]) -> None:
+    table = Table("#", "score", "id", "date", "title", title_justify="left", show_lines=False)
+    for row in rows:
+        table.add_row(
+            str(row["rank"]),
+            f"{row['score']:.3f}",
+            row["id"],
+            row["published"] or "",
+            row["title"],
+        )
+    console.print(table)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Words, a question, or query syntax.")],
+    k: Annotated[int, typer.Option("-k", "--limit", help="Number of results.")] = 10,
+    offset: Annotated[int, typer.Option(help="Skip this many results (paging).")] = 0,
+    mode: Annotated[str, typer.Option(help="hybrid, lexical or semantic.")] = "hybrid",
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    date_from: Annotated[
+        str | None, typer.Option("--from", help="Published on or after (YYYY[-MM[-DD]]).")
+    ] = None,
+    date_to: Annotated[
+        str | None, typer.Option("--to", help="Published on or before (YYYY[-MM[-DD]]).")
+    ] = None,
+    has_code: Annotated[bool, typer.Option("--has-code", help="Only papers with code.")] = False,
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Only papers in this collection.")
+    ] = None,
+    category: Annotated[
+        str | None, typer.Option("--category", help="Only this arXiv category, e.g. cs.CL.")
+    ] = None,
+    sort: Annotated[str, typer.Option(help="relevance or date (newest first).")] = "relevance",
+) -> None:
+    """Search papers: hybrid (keywords + meaning) by default.
+
+    Query syntax: "exact phrase", title:word, author:name, +required, -excluded, AND/OR/NOT.
+
+    Example: papersift search 'sparse attention for long documents' -k 5 --from 2023 --has-code
+    """
+    filters = SearchFilters(
+        date_from=parse_day(date_from, end=False),
+        date_to=parse_day(date_to, end=True),
+        has_code=True if has_code else None,
+        collection=collection,
+        category=category,
+    )
+    service = get_service(state.settings, state.db())
+    try:
+        results = service.search(query, k=k, offset=offset, mode=mode, filters=filters, sort=sort)
+    except SearchError as exc:
+        fail(str(exc))
+    rows = _hit_rows(results.hits)
+    if json_out:
+        print_json(
+            {
+                "query": results.query,
+                "mode": results.mode,
+                "total": results.total,
+                "message": results.message,
+                "hits": rows,
+            }
+        )
+        return
+    if results.message:
+        err_console.print(f"[yellow]note:[/] {results.message}", highlight=False)
+    if not rows:
+        console.print("no results")
+        return
+    _print_hits(rows)
+    shown = f"{offset + 1}-{offset + len(rows)}"
+    console.print(f"{shown} of {results.total:,} ({results.mode})", style="dim")
+
+
+@app.command()
+def similar(
+    paper_id: Annotated[str, typer.Argument(metavar="ID", help="Paper id, arXiv id or DOI.")],
+    k: Annotated[int, typer.Option("-k", "--limit", help="Number of results.")] = 10,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Papers most similar in meaning to one paper (itself and its duplicates left out).
+
+    Example: papersift similar 2106.09685 -k 5
+    """
+    service = get_service(state.settings, state.db())
+    try:
+        hits = service.similar(paper_id, k=k)
+    except KeyError:
+        fail(f"no paper with id {paper_id!r}")
+    except SearchError as exc:
+        fail(str(exc))
+    rows = _hit_rows(hits)
+    if json_out:
+        print_json({"id": paper_id, "hits": rows})
+        return
+    if not rows:
+        console.print("no similar papers (is the index built? run `papersift index`)")
+        return
+    _print_hits(rows)
+
+
+def _report_dict(report: IndexReport) -> dict:
+    return {
+        "indexed": report.indexed,
+        "embedded": report.embedded,
+        "removed": report.removed,
+        "pending_vectors": report.pending_vectors,
+        "seconds": round(report.seconds, 2),
+    }
+
+
+def build_index(*, rebuild: bool = False, quiet: bool = False) -> IndexReport:
+    """Sync (or rebuild) the search indexes with a progress bar; used by index and demo."""
+    service = get_service(state.settings, state.db())
+    bar = _progress_bar(quiet)
+    task = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("embedding", total=total)
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        return service.rebuild(progress=progress) if rebuild else service.sync(progress=progress)
+
+
+@app.command()
+def index(
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Rebuild from the database from scratch.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Bring the search indexes in step with the database (embeds what is missing).
+
+    Indexes live in $PAPERSIFT_HOME/index and are derived data: deleting them loses nothing.
+    Stored embeddings are re-used, so an interrupted run resumes where it stopped.
+
+    Example: papersift index            # or: papersift index --rebuild
+    """
+    try:
+        report = build_index(rebuild=rebuild, quiet=quiet or json_out)
+    except SearchError as exc:
+        fail(str(exc))
+    data = _report_dict(report)
+    if json_out:
+        print_json(data)
+        return
+    console.print(
+        f"indexed {report.indexed:,} papers ({report.embedded:,} embedded, "
+        f"{report.removed:,} removed) in {report.seconds:.1f} s"
+    )
+
+
+@app.command("eval")
+def eval_cmd(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv."
+        ),
+    ],
+    mode: Annotated[str, typer.Option(help="hybrid, lexical or semantic.")] = "hybrid",
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Last line: one JSON object with the metrics.")
+    ] = False,
+) -> None:
+    """Measure search quality on a BEIR collection: nDCG@10, Recall@100, MRR@10.
+
+    The corpus is indexed in a temporary home; its embeddings are cached under
+    $PAPERSIFT_CACHE/eval (default ~/.cache/papersift/eval).
+
+    Example: papersift eval ../shared/eval/cisi --mode hybrid --json
+    """
+    from papersift.search.eval import EvalError, run_eval
+    from papersift.search.service import MODES
+
+    if mode not in MODES:
+        fail(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    bar = _progress_bar(json_out)
+    task = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("embedding", total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        with bar:
+            result = run_eval(folder, mode=mode, progress=progress)
+    except EvalError as exc:
+        fail(str(exc))
+    if json_out:
+        print_json(result)
+        return
+    table = Table(
+        "metric", "value", title=f"{result['collection']} ({result['mode']})", title_justify="left"
+    )
+    for key in ("ndcg@10", "recall@100", "mrr@10"):
+        table.add_row(key, f"{result[key]:.4f}")
+    table.add_row("queries", str(result["queries"]))
+    table.add_row("documents", f"{result['documents']:,}")
+    table.add_row("ms per query", f"{result['ms_per_query']:.1f}")
+    console.print(table)
