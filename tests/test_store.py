@@ -95,3 +95,27 @@ def test_upsert_collection_states_and_order(db):
         assert coll_store.collections_of_paper(s, "2401.00001") == [("page", 3)]
         assert coll_store.paper_ids_in_collections(s, ["page", "empty"]) == set(new)
         assert coll_store.get_collection(s, "nope") is None
+
+
+def test_bulk_insert_stores_what_sqlalchemy_would(db):
+    """The fast INSERT path writes the same JSON text and reads back the same values."""
+    import json
+
+    from sqlalchemy import text
+
+    from papersift.store.schema import PaperRow
+
+    fast = _row(1)
+    fast["authors"] = ['Ünïcode "Quoted" Name', "Back\\slash"]
+    orm = dict(_row(2), authors=list(fast["authors"]))
+    _insert(db, [fast])
+    with db.session() as s:
+        s.add(PaperRow(**orm))  # the ordinary ORM path, for comparison
+    with db.engine.connect() as conn:
+        raw = dict(conn.execute(text("SELECT id, CAST(authors AS TEXT) FROM papers")).all())
+    assert raw["2401.00001"] == raw["2401.00002"] == json.dumps(fast["authors"])
+    with db.session() as s:
+        a, b = (paper_store.get_paper(s, pid).to_dict() for pid in ("2401.00001", "2401.00002"))
+    for key in ("id", "arxiv_id", "abs_url", "pdf_url", "title", "abstract"):
+        a.pop(key), b.pop(key)
+    assert a == b

@@ -25,8 +25,11 @@ _TRAILING = ".,;:!?'\"*_~"
 
 def extract_code_urls(*texts: str | None) -> list[str]:
     """GitHub, GitLab and Hugging Face links in ``texts``, trimmed, deduplicated, in order."""
-    matches = _CODE_URL.findall("\n".join(t for t in texts if t))
-    if not matches:  # the common case: one C-level scan, no Python loop
+    text = "\n".join(t for t in texts if t)
+    if "://" not in text:  # most abstracts have no link: a plain substring scan settles it
+        return []
+    matches = _CODE_URL.findall(text)
+    if not matches:
         return []
     found: list[str] = []
     seen: set[str] = set()
