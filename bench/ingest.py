@@ -19,11 +19,9 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,8 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import report  # noqa: E402  (bench/report.py: machine line, BENCHMARKS.md sections)
+
 from papersift.ingest import ingest_paths  # noqa: E402
 from papersift.store.db import Database  # noqa: E402
 from papersift.store.papers import count_papers  # noqa: E402
@@ -44,8 +44,6 @@ SAMPLE = ROOT / "data" / "sample"
 PG_ADMIN = os.environ.get(
     "PAPERSIFT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-BENCH_MD = ROOT / "BENCHMARKS.md"
-BEGIN, END = "<!-- bench/ingest.py:begin -->", "<!-- bench/ingest.py:end -->"
 
 FIRST = "Ada Alan Grace Emmy Marie Kurt Hedy Ravi Mei Jonas Clara Ines Omar Lin Petra Bruno".split()
 LAST = "Lovelace Turing Hopper Noether Curie Goedel Lamarr Iyer Tanaka Berg Wolf Duarte".split()
@@ -167,33 +165,6 @@ def run_one(url: str, path: Path) -> tuple[float, float, int]:
         db.dispose()
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return (
-        f"{cores} cores ({cpu}), {mem_kb / 1024 / 1024:.0f} GiB RAM, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
-
-
-def write_section(lines: list[str]) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md, leaving the others alone."""
-    section = "\n".join([BEGIN, *lines, END])
-    current = BENCH_MD.read_text(encoding="utf-8") if BENCH_MD.exists() else "# Benchmarks\n"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        updated = head + section + tail
-    else:
-        updated = current.rstrip("\n") + "\n\n" + section + "\n"
-    BENCH_MD.write_text(updated, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
@@ -240,7 +211,7 @@ def main() -> None:
     lines = [
         "## Ingest (`bench/ingest.py`)",
         "",
-        f"Run {dt.date.today().isoformat()} on {machine()}; 1-minute load average "
+        f"Run {dt.date.today().isoformat()} on {report.machine()}; 1-minute load average "
         f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (the machine "
         "is shared with other work, so treat small differences as noise).",
         "",
@@ -266,8 +237,8 @@ def main() -> None:
             f"| {n / cpu:,.0f} | {stored:,} |"
         )
     if not args.no_write:
-        write_section(lines)
-        print(f"wrote the ingest section of {BENCH_MD}")
+        report.write_section("bench/ingest.py", lines)
+        print(f"wrote the ingest section of {report.BENCH_MD}")
 
 
 if __name__ == "__main__":
