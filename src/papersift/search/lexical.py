@@ -150,9 +150,9 @@ class LexicalIndex:
         return out
 
     def write(
-        self, docs: Iterable[LexicalDoc], *, delete_keys: Iterable[int] = (), fresh: bool = False
+        self, docs: Iterable[LexicalDoc], *, delete_ids: Iterable[str] = (), fresh: bool = False
     ) -> int:
-        """Add or replace documents (by key), delete others, commit once; returns docs added.
+        """Add or replace documents (by id), delete others, commit once; returns docs added.
 
         ``fresh`` skips the per-document delete (the index is known to be empty).
         """
@@ -160,11 +160,12 @@ class LexicalIndex:
         with self._write_lock:
             writer = self.index.writer(heap_size=200_000_000, num_threads=1)
             try:
-                for key in delete_keys:
-                    writer.delete_documents_by_term("key", key)
+                # (by id: tantivy-py's delete by term does not match u64 fields)
+                for paper_id in delete_ids:
+                    writer.delete_documents_by_term("id", paper_id)
                 for doc in docs:
                     if not fresh:
-                        writer.delete_documents_by_term("key", doc.key)
+                        writer.delete_documents_by_term("id", doc.paper_id)
                     writer.add_document(self._document(doc))
                     written += 1
                 writer.commit()
@@ -214,9 +215,9 @@ class LexicalIndex:
     def bag_of_words(self, text: str, *, title_weight: float | None = None) -> tantivy.Query | None:
         """BM25 query with query-term frequencies as weights; None if no term survives."""
         terms = Counter(self.analyze(text))
-        names = Counter(self._names.analyze(text))
-        if not terms and not names:
+        if not terms:  # only stop words (or nothing indexable): match nothing, say so
             return None
+        names = Counter(self._names.analyze(text))
         return self.terms_query(terms, names, title_weight=title_weight)
 
     def build_query(
@@ -314,7 +315,7 @@ class LexicalIndex:
         return LexicalResult(self._keys(searcher, result.hits), scores, total)
 
     def count(self, filters: tantivy.Query) -> int:
-        result = self.index.searcher().search(filters, 0, count=True)
+        result = self.index.searcher().search(filters, 1, count=True)  # limit 0 panics
         return int(result.count or 0)
 
     def filtered_keys(self, filters: tantivy.Query, limit: int) -> list[int]:

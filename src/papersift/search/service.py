@@ -402,9 +402,10 @@ class SearchService:
                 )
             with self.db.session() as s:
                 docs = docstore.paper_docs(s, ids)
-            gone = [paper_key(i) for i in ids if i not in docs]
+            gone_ids = [i for i in ids if i not in docs]
+            gone = [paper_key(i) for i in gone_ids]
             batch = list(docs.values())
-            live.lexical.write([self._lexdoc(d) for d in batch], delete_keys=gone)
+            live.lexical.write([self._lexdoc(d) for d in batch], delete_ids=gone_ids)
             missing = self._missing_embeddings(batch) if batch else 0
             embed = embed_limit is None or missing <= embed_limit
             vectors = live.vectors or VectorIndex(emb.dim, self.params)
