@@ -149,3 +149,16 @@ def test_every_command_help_has_an_example(command):
 def test_root_help_has_an_example():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0 and "Example: papersift " in result.stdout
+
+
+def test_ingest_keeps_papers_when_the_search_index_cannot_be_updated(tmp_path, home):
+    """A broken index folder (a file where the folder should be) is a warning, not a crash."""
+    home.mkdir(parents=True)
+    (home / "index").write_text("not a folder")
+    db_url = f"sqlite:///{home / 'papersift.db'}"
+    result = run(db_url, "ingest", "--quiet", str(FIXTURES / "oai_arxivraw.xml"))
+    assert result.exit_code == 0, result.output
+    assert "papers are stored but the search index was not updated" in result.stderr
+    assert "papersift index" in result.stderr
+    shown = run(db_url, "show", "2303.11111", "--json")
+    assert last_json(shown.stdout)["title"] == "Retrieval-Augmented Protein Language Models"

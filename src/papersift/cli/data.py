@@ -47,13 +47,31 @@ def run_ingest(paths: list[str], *, quiet: bool = False) -> IngestSummary:
             summary.files.append(ingest_file(db, path, progress=advance))
             progress.advance(task)
         progress.update(task, description="ingested")
-    try:  # keep the search index in step when the search layer is installed
-        from papersift.search.service import index_changed  # noqa: PLC0415
-
-        index_changed(state.settings, db, summary.changed_ids, quiet=quiet)
-    except ImportError:
-        pass
+    update_search_index(summary.changed_ids, quiet=quiet)
     return summary
+
+
+def update_search_index(paper_ids: list[str], *, quiet: bool = False) -> None:
+    """Keep the search index in step after papers were committed (ingest, harvest).
+
+    The papers are stored whatever happens here, so a failure is reported as a warning
+    with the command that catches up, not as a failed ingest.
+    """
+    if not paper_ids:
+        return
+    try:
+        from papersift.search.service import index_changed  # noqa: PLC0415
+    except ImportError:  # the search layer is optional for ingest
+        return
+    try:
+        index_changed(state.settings, state.db(), paper_ids, quiet=quiet)
+    except Exception as exc:  # noqa: BLE001 - any indexing failure leaves the data intact
+        err_console.print(
+            f"[yellow]warning:[/] papers are stored but the search index was not updated "
+            f"({escape(f'{exc.__class__.__name__}: {exc}')}); run `papersift index`",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def print_summary(summary: IngestSummary) -> None:

@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from papersift.cli._app import app, console, err_console, fail, print_json, state
+from papersift.cli.data import update_search_index
 from papersift.ingest.harvest import (
     ARXIV_API,
     PREFIXES,
@@ -163,16 +164,5 @@ def harvest(
             progress.stop()
             err_console.print("interrupted: committed pages are kept; rerun to resume")
             raise typer.Exit(130) from None
-    _index(result)
+    update_search_index(result.changed_ids, quiet=quiet or json_out)
     _summary(result, json_out)
-
-
-def _index(result: HarvestResult) -> None:
-    """Keep the search index in step, as ``ingest`` does, when the search layer exists."""
-    if not result.changed_ids:
-        return
-    try:
-        from papersift.search.service import index_changed  # noqa: PLC0415
-    except ImportError:
-        return
-    index_changed(state.settings, state.db(), result.changed_ids, quiet=True)
