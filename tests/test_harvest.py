@@ -457,3 +457,19 @@ def test_cli_harvest_summary_and_errors(db, server, home):
     assert bad_date.exit_code == 2 and "--from" in bad_date.stderr
     bad_prefix = _cli(db, "harvest", "--oai", server.url, "--prefix", "marc")
     assert bad_prefix.exit_code == 2
+    for bad_url in ("ftp://127.0.0.1/oai", "not a url", "http://"):
+        started = time.monotonic()
+        out = _cli(db, "harvest", "--oai", bad_url, "--delay", "0")
+        assert out.exit_code == 1 and "not an http(s) URL" in out.stderr
+        assert time.monotonic() - started < 5  # refused at once, not retried
+    empty = _cli(db, "harvest", "--arxiv-query", " ", "--arxiv-url", server.url)
+    assert empty.exit_code == 1 and "query is empty" in empty.stderr
+
+
+def test_retries_wait_at_least_the_polite_delay(db, server):
+    server.script(
+        "first", Reply(503, b"busy", {"Retry-After": "0"}), Reply(body=page("oai_page3.xml"))
+    )
+    harvest_oai(db, server.url, config=HarvestConfig(delay=0.4, backoff=0.01, timeout=5))
+    refused, accepted = server.log
+    assert accepted.at - refused.at >= 0.39

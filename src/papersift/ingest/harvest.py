@@ -17,7 +17,6 @@ from datetime import UTC, date, datetime
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -124,6 +123,8 @@ class _Fetcher:
             wait: float | None = None
             try:
                 response = self.client.get(url, params=params)
+            except httpx.UnsupportedProtocol as exc:
+                raise HarvestError(f"cannot fetch {url}: {exc}") from None
             except httpx.TimeoutException as exc:
                 problem = f"timed out ({exc.__class__.__name__})"
             except httpx.TransportError as exc:
@@ -132,7 +133,7 @@ class _Fetcher:
                 status = response.status_code
                 if status == 200:
                     return response.content
-                if status not in (429,) and status < 500:
+                if status != 429 and status < 500:  # the request itself is wrong: no retry
                     raise HarvestError(f"HTTP {status} from {response.url}")
                 problem = f"HTTP {status}"
                 if status in (429, 503):
@@ -140,7 +141,8 @@ class _Fetcher:
             if attempt >= self.config.retries:
                 raise HarvestError(f"{problem} from {url}; gave up after {attempt + 1} attempts")
             backoff = self.config.backoff * (2**attempt)
-            wait = min(self.config.max_wait, wait if wait is not None else backoff)
+            wait = wait if wait is not None else backoff
+            wait = min(self.config.max_wait, max(wait, self.config.delay))
             attempt += 1
             self.retries += 1
             self.log(f"{problem}; retry {attempt}/{self.config.retries} in {wait:.1f}s")
@@ -166,10 +168,11 @@ def _save_state(
     row.updated_at = datetime.now(UTC)
 
 
-def harvest_states(db: Database) -> list[HarvestStateRow]:
-    """Every recorded harvest, for status displays."""
-    with db.session() as session:
-        return list(session.scalars(select(HarvestStateRow).order_by(HarvestStateRow.key)))
+def check_url(url: str) -> None:
+    """Refuse a malformed endpoint at once instead of retrying it for minutes."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HarvestError(f"not an http(s) URL: {url!r}")
 
 
 def oai_key(url: str, prefix: str, set_spec: str | None, from_date: date | None) -> str:
@@ -264,6 +267,7 @@ def harvest_oai(
     """
     if prefix not in PREFIXES:
         raise HarvestError(f"unknown metadata prefix {prefix!r}; use one of {', '.join(PREFIXES)}")
+    check_url(url)
     config = config or HarvestConfig()
     key = oai_key(url, prefix, set_spec, from_date)
     result, state = _start(db, key, restart)
@@ -333,6 +337,9 @@ def harvest_arxiv(
     Sorting by submission date ascending keeps earlier pages stable while new papers
     arrive, so a resumed harvest neither skips nor repeats.
     """
+    check_url(url)
+    if not query.strip():
+        raise HarvestError("the arXiv query is empty")
     config = config or HarvestConfig()
     key = arxiv_key(query, config.page_size)
     result, state = _start(db, key, restart)
