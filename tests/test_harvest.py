@@ -305,6 +305,15 @@ def test_database_error_on_a_page_rolls_that_page_back_and_resumes(db, server, t
     assert arxiv_ids(db) == sorted(["2301.99999", *OAI_IDS])
 
 
+def test_a_repeated_resumption_token_stops_the_harvest(db, server):
+    looping = page("oai_page2.xml").replace(b">tok-3<", b">tok-2<")
+    server.script("first", Reply(body=page("oai_page1.xml")))
+    server.script("tok-2", Reply(body=looping))
+    with pytest.raises(HarvestError, match="sent back the resumption token"):
+        harvest_oai(db, server.url, config=FAST)
+    assert len(server.log) == 2 and arxiv_ids(db) == OAI_IDS[:2]
+
+
 def test_oai_no_records_match_is_a_finished_empty_harvest(db, server):
     body = (
         b'<?xml version="1.0"?><OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/">'

@@ -302,6 +302,11 @@ def harvest_oai(
                     f"{result.pages} page(s) before it were kept, {advice}"
                 ) from None
             next_token = page.resumption_token
+            if next_token is not None and next_token == token:
+                raise HarvestError(
+                    f"page {page_no + 1}: the server sent back the resumption token it was "
+                    f"given ({token!r}); stopping instead of looping"
+                )
             result.total = page.total or result.total
             page_no += 1
             _commit_page(
@@ -365,7 +370,10 @@ def harvest_arxiv(
                 result.total = min(page.total, limit) if limit is not None else page.total
             start += len(page.records)
             page_no += 1
-            finished = not page.records or (page.total is not None and start >= page.total)
+            if page.total is not None:
+                finished = not page.records or start >= page.total
+            else:  # no totalResults: a short page is the last one
+                finished = len(page.records) < size
             _commit_page(
                 db,
                 page,
