@@ -1,0 +1,300 @@
+"""Search building blocks on their own: query cleaning, metrics, fusion, vectors, catalog,
+embedder. Real tantivy, usearch, onnxruntime; no index of the seed corpus needed."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from papersift.search import hybrid
+from papersift.search.catalog import Catalog, paper_key
+from papersift.search.embedder import Embedder, EmbedderError, get_embedder, resolve_model
+from papersift.search.lexical import FilterSpec, LexicalDoc, LexicalIndex
+from papersift.search.metrics import evaluate, mrr_at, ndcg_at, recall_at
+from papersift.search.query import MAX_QUERY_CHARS, clean_query, plain_terms
+from papersift.search.vectors import VectorIndex, VectorParams
+
+# -- query cleaning ----------------------------------------------------------------------
+
+
+def test_clean_query_maps_fields_and_strips_control_characters():
+    q = clean_query('author:"Ada Lovelace" title:engines\x00 arXiv:2401.00001 who:x\u200b')
+    assert q.text == 'authors:"Ada Lovelace" title:engines arXiv 2401.00001 who x'
+    assert q.semantic == "engines arXiv 2401.00001 who x"
+    assert q.has_syntax
+
+
+@pytest.mark.parametrize(
+    ("raw", "syntax"),
+    [
+        ("boundary layers (the slip effect)", False),
+        ("can't stop won't stop", False),
+        ("methods - exact or approximate", False),
+        ('"exact phrase"', True),
+        ("transformers -vision", True),
+        ("+graph networks", True),
+        ("a AND b", True),
+        ("title:x", True),
+    ],
+)
+def test_syntax_detection(raw: str, syntax: bool):
+    assert clean_query(raw).has_syntax is syntax
+
+
+def test_long_query_is_cut_at_a_word_boundary():
+    q = clean_query("word " * 1000)
+    assert len(q.text) <= MAX_QUERY_CHARS and q.text.endswith("word")
+    assert q.notes and "shortened" in q.notes[0]
+
+
+def test_plain_terms_removes_all_syntax():
+    assert plain_terms('title:(a OR "b) -c^2 ~d [e TO f]') == "title a b c 2 d e f"
+
+
+# -- metrics -----------------------------------------------------------------------------
+
+
+def test_metrics_by_hand():
+    judged = {"a": 2, "b": 1, "c": 0}
+    ranked = ["x", "b", "a"]
+    dcg = 1 / np.log2(3) + 2 / np.log2(4)
+    idcg = 2 / np.log2(2) + 1 / np.log2(3)
+    assert ndcg_at(ranked, judged, 10) == pytest.approx(dcg / idcg)
+    assert recall_at(ranked, judged, 2) == pytest.approx(0.5)
+    assert mrr_at(ranked, judged, 10) == pytest.approx(0.5)
+    assert mrr_at(["x", "y"], judged, 10) == 0.0
+    result = evaluate({"q1": ranked, "q2": []}, {"q1": judged, "q2": {"z": 1}, "q3": {"c": 0}})
+    assert result["queries"] == 2  # q3 has no relevant document
+    assert result["ndcg@10"] == pytest.approx(dcg / idcg / 2)
+
+
+def test_metrics_agree_with_trec_eval():
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    rng = random.Random(7)
+    docs = [f"d{i}" for i in range(300)]
+    qrels = {
+        f"q{q}": {d: rng.choice([1, 1, 2, 3]) for d in rng.sample(docs, rng.randint(1, 40))}
+        for q in range(30)
+    }
+    run = {q: rng.sample(docs, 150) for q in qrels}
+    ours = evaluate(run, qrels)
+    scored = {q: {d: float(len(r) - i) for i, d in enumerate(r)} for q, r in run.items()}
+    top10 = {q: {d: float(10 - i) for i, d in enumerate(r[:10])} for q, r in run.items()}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10", "recall_100"}).evaluate(scored)
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    assert ours["ndcg@10"] == pytest.approx(np.mean([v["ndcg_cut_10"] for v in trec.values()]))
+    assert ours["recall@100"] == pytest.approx(np.mean([v["recall_100"] for v in trec.values()]))
+    assert ours["mrr@10"] == pytest.approx(np.mean([v["recip_rank"] for v in rr.values()]))
+
+
+# -- fusion ------------------------------------------------------------------------------
+
+
+def test_z_fusion_is_scale_free():
+    lex = np.array([10.0, 5.0, 0.0])
+    dense = np.array([0.2, 0.9, 0.5])
+    base = hybrid.fuse(lex, lex, dense, dense)
+    scaled = hybrid.fuse(lex * 7 + 3, lex * 7 + 3, dense * 0.1, dense * 0.1)
+    assert np.allclose(base, scaled)
+    assert np.argmax(base) == 1  # strong on dense, middling on lexical
+    only_dense = hybrid.fuse(None, [], dense, dense)
+    assert list(np.argsort(-only_dense)) == [1, 2, 0]
+
+
+def test_relevance_model_weights_terms_by_document_weight():
+    model = hybrid.relevance_model([(["graph", "graph", "net"], 0.9), (["cat"], 0.1)], n_terms=2)
+    assert list(model) == ["graph", "net"]
+    assert sum(model.values()) == pytest.approx(1.0)
+    assert hybrid.relevance_model([([], 1.0)]) == {}
+    weights = hybrid.feedback_weights([3.0, 1.0])
+    assert weights.sum() == pytest.approx(1.0) and weights[0] > weights[1]
+
+
+# -- lexical -----------------------------------------------------------------------------
+
+
+def _lex(tmp_path) -> LexicalIndex:
+    index = LexicalIndex(tmp_path / "lex")
+    index.write(
+        [
+            LexicalDoc(
+                paper_key("a"),
+                "a",
+                "Sparse attention",
+                "Long documents need sparse attention patterns.",
+                ["Ada Lovelace"],
+                has_code=True,
+                categories=["cs.CL"],
+            ),
+            LexicalDoc(
+                paper_key("b"),
+                "b",
+                "Dense retrieval",
+                "Attention is all you need for retrieval of documents documents documents.",
+                ["Alan Turing"],
+            ),
+        ],
+        fresh=True,
+    )
+    return index
+
+
+def test_lexical_title_weight_and_query_term_frequency(tmp_path):
+    index = _lex(tmp_path)
+    res = index.search(index.bag_of_words("attention"), limit=5)
+    assert res.keys[0] == paper_key("a")  # title match counts extra
+    res = index.search(index.bag_of_words("documents"), limit=5)
+    assert res.keys[0] == paper_key("b")
+    assert index.search(index.bag_of_words("the and of"), limit=5).keys == []
+
+
+def test_lexical_replace_delete_and_filters(tmp_path):
+    index = _lex(tmp_path)
+    index.write([LexicalDoc(paper_key("a"), "a", "Renamed paper", "Nothing in common.")])
+    assert index.num_docs == 2
+    assert index.search(index.bag_of_words("sparse"), limit=5).keys == []
+    index.write([], delete_ids=["b"])
+    assert index.num_docs == 1
+    fq = index.filter_query(FilterSpec(paper_ids=[]))
+    assert index.search(index.bag_of_words("renamed"), filters=[fq]).keys == []
+    assert index.count(index.filter_query(FilterSpec(has_code=False))) == 1
+
+
+def test_lexical_keep_passing(tmp_path):
+    index = _lex(tmp_path)
+    keys = [paper_key("a"), paper_key("b")]
+    assert index.keep_passing(keys, index.filter_query(FilterSpec(category="cs.CL"))) == {keys[0]}
+    assert index.keep_passing([], index.filter_query(FilterSpec(has_code=True))) == set()
+
+
+# -- vectors -----------------------------------------------------------------------------
+
+
+def _unit(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("dtype", ["f16", "i8", "f32"])
+def test_vector_index_flat_and_hnsw_agree(tmp_path, dtype: str):
+    vecs = _unit(600)
+    keys = np.arange(1000, 1600, dtype=np.uint64)
+    flat = VectorIndex(32, VectorParams(dtype=dtype, exact_limit=10_000))
+    graph = VectorIndex(32, VectorParams(dtype=dtype, exact_limit=100, expansion_search=600))
+    for index in (flat, graph):
+        index.add(keys[:300], vecs[:300])
+        index.add(keys[300:], vecs[300:])  # the second batch pushes `graph` over its limit
+    assert not flat.is_hnsw and graph.is_hnsw
+    query = vecs[5] + 0.05 * _unit(1, seed=3)[0]
+    fk, fs = flat.search(query, 20)
+    gk, gs = graph.search(query, 20)
+    assert fk[0] == gk[0] == 1005
+    assert len(set(fk.tolist()) & set(gk.tolist())) >= 18
+    assert np.allclose(fs[:5], gs[:5], atol=0.02 if dtype == "i8" else 0.005)
+    for index, name in ((flat, "flat"), (graph, "graph")):
+        index.save(tmp_path / name)
+        again = VectorIndex.load(tmp_path / name, 32, VectorParams(dtype=dtype))
+        assert again.is_hnsw == index.is_hnsw and len(again) == 600
+        assert again.search(query, 1)[0][0] == 1005
+
+
+def test_vector_index_replace_remove_get(tmp_path):
+    index = VectorIndex(32, VectorParams(exact_limit=1000))
+    vecs = _unit(10)
+    index.add(range(10), vecs)
+    index.add([3], vecs[7:8])  # replace
+    assert len(index) == 10
+    found, got = index.get([3, 99])
+    assert found.tolist() == [True, False] and np.allclose(got[0], vecs[7])
+    index.remove([3, 99])
+    assert len(index) == 9 and not index.contains([3])[0]
+    keys, _ = index.search_among(vecs[5], [5, 6, 3], 2)
+    assert keys.tolist()[0] == 5 and 3 not in keys.tolist()
+    view_dir = tmp_path / "v"
+    big = VectorIndex(32, VectorParams(exact_limit=5))
+    big.add(range(50), _unit(50))
+    big.save(view_dir)
+    view = VectorIndex.load(view_dir, 32, view=True)
+    assert view.search(_unit(50)[7], 1)[0][0] == 7
+    with pytest.raises(RuntimeError, match="read-only"):
+        view.add([100], _unit(1))
+    with pytest.raises(ValueError, match="64-dimensional"):
+        VectorIndex.load(view_dir, 64)
+
+
+# -- catalog -----------------------------------------------------------------------------
+
+
+def test_catalog_round_trip(tmp_path):
+    catalog = Catalog(tmp_path / "c.sqlite")
+    ids = [f"p{i}" for i in range(1200)]
+    catalog.upsert((paper_key(i), i, "h1", None) for i in ids)
+    catalog.upsert([(paper_key("p1"), "p1", None, "h1")])
+    assert len(catalog) == 1200 and catalog.count_vectors() == 1
+    assert catalog.hashes(["p1", "p2", "zz"]) == {"p1": ("h1", "h1"), "p2": ("h1", None)}
+    assert catalog.ids([paper_key("p7"), 42]) == {paper_key("p7"): "p7"}
+    catalog.remove([paper_key("p7")])
+    assert sum(len(b) for b in catalog.iter_ids(batch=500)) == 1199
+    assert 0 <= paper_key("x") < 2**63 and paper_key("x") == paper_key("x")
+
+
+# -- embedder ----------------------------------------------------------------------------
+
+
+def test_embedder_matches_padded_batches_and_is_normalised(monkeypatch):
+    monkeypatch.delenv("PAPERSIFT_EMBED_CACHE", raising=False)  # really run the model
+    emb = get_embedder()
+    texts = ["sparse attention", "A much longer sentence about graph neural networks " * 5, ""]
+    batch = emb.encode(texts, batch_size=3)
+    one_by_one = np.vstack([emb.encode([t], batch_size=1) for t in texts])
+    assert np.allclose(batch, one_by_one, atol=1e-4)  # padding does not leak into the mean
+    assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    q = emb.encode_query("  sparse   attention ")
+    assert np.allclose(q, batch[0], atol=1e-5)
+    assert emb.encode_query("sparse attention") is q  # LRU cache
+    assert np.allclose(np.linalg.norm(q), 1.0, atol=1e-5)
+    assert float(batch[0] @ batch[1]) < float(batch[0] @ emb.encode_query("attention sparsity"))
+
+
+def test_text_cache_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERSIFT_EMBED_CACHE", str(tmp_path / "cache"))
+    emb = get_embedder()
+    calls: list[int] = []
+    first = emb.encode(["alpha beta", "gamma delta"], progress=calls.append)
+    again = emb.encode(["gamma delta", "epsilon"], progress=calls.append)
+    assert np.allclose(again[0], first[1], atol=2e-3)  # float16 on disk
+    assert calls == [2, 1, 1]  # 2 computed; then 1 from the cache, 1 computed
+    assert len(list((tmp_path / "cache").glob("*.sqlite"))) == 1
+
+
+def test_embedder_truncates_to_max_seq_length():
+    emb = get_embedder()
+    assert emb.files.max_seq_length == 256
+    long = "word " * 2000
+    assert len(emb.tokenizer.encode(long).ids) == 256
+    assert emb.encode([long]).shape == (1, emb.dim)
+
+
+def test_model_dir_errors(tmp_path):
+    with pytest.raises(EmbedderError, match="does not exist"):
+        resolve_model(tmp_path / "missing")
+    (tmp_path / "m").mkdir()
+    with pytest.raises(EmbedderError, match="needs model.onnx"):
+        resolve_model(tmp_path / "m")
+
+
+def test_custom_model_dir_is_honoured(tmp_path, monkeypatch):
+    monkeypatch.delenv("PAPERSIFT_EMBED_CACHE", raising=False)
+    default = resolve_model()
+    folder = tmp_path / "mymodel"
+    (folder / "onnx").mkdir(parents=True)
+    (folder / "onnx" / "model.onnx").symlink_to(default.onnx_path)
+    (folder / "tokenizer.json").symlink_to(default.tokenizer_path)
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 64}')
+    emb = Embedder(folder)
+    assert emb.files.max_seq_length == 64 and emb.model_id.startswith("mymodel-")
+    assert emb.model_id != default.model_id
+    text = "graph neural networks for molecules"
+    assert np.allclose(emb.encode([text]), get_embedder().encode([text]), atol=1e-4)
