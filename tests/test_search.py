@@ -609,3 +609,42 @@ def test_cli_index_json_and_rebuild(own_home: Path):
 def test_cli_help_has_example(command: str):
     result = CliRunner().invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Example:" in result.stdout
+
+
+def test_hnsw_index_through_the_service(own_home: Path, monkeypatch):
+    """Above the exact-search limit the service uses usearch HNSW (memory-mapped to read)."""
+    monkeypatch.setenv("PAPERSIFT_EXACT_LIMIT", "100")
+    settings, db = _open(own_home)
+    exact = SearchService(settings, db)
+    expected = {
+        q: [h.paper_id for h in exact.search(q, k=5, mode="semantic").hits]
+        for q in ("graph neural networks", "speech recognition")
+    }
+    writer = SearchService(settings, db)
+    assert writer.params.exact_limit == 100
+    assert writer.rebuild().embedded == 0
+    folder = settings.index_dir / writer.status()["dir"]
+    assert (folder / "hnsw.usearch").is_file() and not (folder / "flat.npz").exists()
+    reader = SearchService(settings, db)
+    for q, ids in expected.items():
+        got = [h.paper_id for h in reader.search(q, k=5, mode="semantic").hits]
+        assert len(set(got) & set(ids)) >= 4, (q, got, ids)
+    assert reader._current().vectors._view  # readers map the file instead of loading it
+    res = reader.search("neural networks prediction", k=10, filters=SearchFilters(category="cs.LG"))
+    assert {h.paper_id for h in res.hits} == {"2401.00001", "2305.00002"}
+    assert reader.similar("2401.00001", k=1)[0].paper_id == "2209.00003"
+    now = datetime.now(UTC)
+    extra = dict(
+        EXTRA[0],
+        id="2504.00001",
+        title="Seismic tomography with neural operators",
+        abstract="Neural operators invert seismic waveforms for earth structure.",
+    )
+    with db.session() as s:
+        s.add(_row(extra, now))
+    assert writer.index_papers(["2504.00001"]).embedded == 1
+    assert (
+        reader.search("seismic waveform inversion", k=1, mode="semantic").hits[0].paper_id
+        == "2504.00001"
+    )
+    db.dispose()

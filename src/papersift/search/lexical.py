@@ -158,7 +158,8 @@ class LexicalIndex:
         """
         written = 0
         with self._write_lock:
-            writer = self.index.writer(heap_size=200_000_000, num_threads=1)
+            # A full build uses every core; small updates one thread (less memory, same speed).
+            writer = self.index.writer(heap_size=200_000_000, num_threads=0 if fresh else 1)
             try:
                 # (by id: tantivy-py's delete by term does not match u64 fields)
                 for paper_id in delete_ids:
