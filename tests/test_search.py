@@ -648,3 +648,30 @@ def test_hnsw_index_through_the_service(own_home: Path, monkeypatch):
         == "2504.00001"
     )
     db.dispose()
+
+
+def test_other_model_or_broken_model_falls_back_to_keywords(
+    own_home: Path, tmp_path: Path, monkeypatch
+):
+    from papersift.search.embedder import resolve_model
+
+    default = resolve_model()
+    folder = tmp_path / "other-model"
+    folder.mkdir()
+    (folder / "model.onnx").symlink_to(default.onnx_path)
+    (folder / "tokenizer.json").symlink_to(default.tokenizer_path)
+    monkeypatch.setenv("PAPERSIFT_MODEL_DIR", str(folder))
+    settings, db = _open(own_home)
+    service = SearchService(settings, db)
+    res = service.search("graph neural networks molecules", k=3)
+    assert "index --rebuild" in res.message and res.hits[0].paper_id == "2401.00001"
+    assert res.mode == "hybrid"
+    # `papersift index` cannot mix models; --rebuild re-embeds with the new one
+    result = _cli(own_home, "index")
+    assert result.exit_code == 1 and "papersift index --rebuild" in " ".join(result.output.split())
+    monkeypatch.setenv("PAPERSIFT_MODEL_DIR", str(tmp_path / "missing"))
+    res = SearchService(load_settings(own_home, settings.db_url), db).search("graph", k=3)
+    assert "cannot be loaded" in res.message and res.hits
+    result = _cli(own_home, "index", "--rebuild")
+    assert result.exit_code == 1 and "does not exist" in " ".join(result.output.split())
+    db.dispose()

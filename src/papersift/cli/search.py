@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from papersift.cli._app import app, console, err_console, fail, print_json, state
+from papersift.search.embedder import EmbedderError
 from papersift.search.service import (
     IndexReport,
     SearchError,
@@ -169,7 +170,7 @@ def similar(
         hits = service.similar(paper_id, k=k)
     except KeyError:
         fail(f"no paper with id {paper_id!r}")
-    except SearchError as exc:
+    except (SearchError, EmbedderError) as exc:
         fail(str(exc))
     rows = _hit_rows(hits)
     if json_out:
@@ -224,7 +225,7 @@ def index(
     """
     try:
         report = build_index(rebuild=rebuild, quiet=quiet or json_out)
-    except SearchError as exc:
+    except (SearchError, EmbedderError) as exc:
         fail(str(exc))
     data = _report_dict(report)
     if json_out:

@@ -40,6 +40,7 @@ from papersift.config import Settings
 from papersift.search import documents as docstore
 from papersift.search import hybrid
 from papersift.search.catalog import Catalog, paper_key
+from papersift.search.embedder import EmbedderError
 from papersift.search.lexical import FilterSpec, LexicalDoc, LexicalIndex
 from papersift.search.query import CleanQuery, clean_query
 from papersift.search.vectors import VectorIndex, VectorParams
@@ -216,7 +217,7 @@ class SearchService:
 
             if count_papers(s) == 0:
                 return None
-        self.rebuild(embed_limit=EMBED_LIMIT)
+        self.rebuild(embed_limit=EMBED_LIMIT, only_if_missing=True)
         return self._current()
 
     @contextmanager
@@ -286,16 +287,23 @@ class SearchService:
         )
 
     def rebuild(
-        self, *, progress: ProgressFn | None = None, embed_limit: int | None = None
+        self,
+        *,
+        progress: ProgressFn | None = None,
+        embed_limit: int | None = None,
+        only_if_missing: bool = False,
     ) -> IndexReport:
         """Build fresh indexes from the database and switch to them atomically.
 
         Papers whose stored embedding is missing or stale are embedded, unless there are more
         than ``embed_limit`` of them: then only the lexical index covers them for now.
+        ``only_if_missing``: do nothing if another thread or process built one meanwhile.
         """
         started = time.monotonic()
         report = IndexReport()
         with self._write_lock():
+            if only_if_missing and self._read_meta() is not None:
+                return report
             emb = self.embedder
             name = f"v{time.time_ns()}"
             folder = self.root / name
@@ -445,6 +453,12 @@ class SearchService:
         live = self._current()
         if live is None:
             return self.rebuild(progress=progress)
+        model = self.embedder.model_id
+        if live.meta.get("model") != model:
+            raise SearchError(
+                f"the index was built with model {live.meta.get('model')}, not {model}: "
+                "run `papersift index --rebuild` to re-embed every paper"
+            )
         changed: list[str] = []
         seen = 0
         with self.db.session() as s:
@@ -514,15 +528,19 @@ class SearchService:
         spec, problem = self._spec(filters)
         if problem:
             return SearchResults([], 0, raw, mode, problem)
-        live = self._ready()
+        try:
+            live = self._ready()
+        except EmbedderError as exc:
+            return SearchResults([], 0, raw, mode, f"cannot build the search index: {exc}")
         if live is None:
             return SearchResults([], 0, raw, mode, "no papers yet: run `papersift ingest` first")
         notes = list(clean.notes)
-        if mode != "lexical" and (live.vectors is None or not len(live.vectors)):
-            notes.append("no embeddings yet (run `papersift index`): lexical results")
-            mode_used = "lexical"
-        else:
-            mode_used = mode
+        mode_used = mode
+        if mode != "lexical":
+            problem = self._vector_problem(live)
+            if problem:
+                notes.append(f"{problem}: keyword results only")
+                mode_used = "lexical"
         fq = live.lexical.filter_query(spec) if spec else None
         need = offset + k
         by_date = sort == "date"
@@ -548,6 +566,21 @@ class SearchService:
             notes.append(f"{pending:,} papers are not embedded yet: run `papersift index`")
         message = "; ".join(dict.fromkeys(notes)) or None
         return SearchResults(hits, ranked.total, raw, mode, message)
+
+    def _vector_problem(self, live: _Live) -> str | None:
+        """Why semantic search cannot run on these indexes now (None if it can)."""
+        if live.vectors is None or not len(live.vectors):
+            return "no embeddings yet (run `papersift index`)"
+        try:
+            model = self.embedder.model_id
+        except EmbedderError as exc:
+            return f"the embedding model cannot be loaded ({exc})"
+        if live.meta.get("model") != model:
+            return (
+                f"the index was built with model {live.meta.get('model')}, not {model} "
+                "(run `papersift index --rebuild`)"
+            )
+        return None
 
     def _lexical(self, live: _Live, clean: CleanQuery, need: int, fq, by_date: bool) -> _Ranked:
         query, simplified = live.lexical.build_query(clean)
@@ -697,6 +730,8 @@ class SearchService:
         found, vecs = live.vectors.get([paper_key(pid)])
         if len(vecs):
             qvec = vecs[0]
+        elif self._vector_problem(live):
+            return []
         else:  # not indexed yet: embed it now
             qvec = self.embedder.encode([source.text])[0]
         keys, sims = live.vectors.search(qvec, k + 25)
@@ -723,13 +758,13 @@ class SearchService:
         return hits
 
 
-_SERVICES: dict[tuple[str, str], SearchService] = {}
+_SERVICES: dict[tuple[str, str, str], SearchService] = {}
 _SERVICES_LOCK = threading.Lock()
 
 
 def get_service(settings: Settings, db: Database) -> SearchService:
-    """One service per (home, database URL) per process."""
-    key = (str(Path(settings.home).resolve()), settings.db_url)
+    """One service per (home, database URL, model folder) per process."""
+    key = (str(Path(settings.home).resolve()), settings.db_url, settings.model_dir or "")
     with _SERVICES_LOCK:
         service = _SERVICES.get(key)
         if service is None:
@@ -751,8 +786,14 @@ def index_changed(
     if not paper_ids:
         return
     service = get_service(settings, db)
-    with _progress(quiet) as progress:
-        report = service.index_papers(list(paper_ids), progress=progress, embed_limit=EMBED_LIMIT)
+    try:
+        with _progress(quiet) as progress:
+            report = service.index_papers(
+                list(paper_ids), progress=progress, embed_limit=EMBED_LIMIT
+            )
+    except (SearchError, EmbedderError) as exc:  # the data is in; only the index lags
+        print(f"search index not updated: {exc}", file=sys.stderr)
+        return
     if report.pending_vectors and not quiet:
         print(
             f"{report.pending_vectors:,} papers are searchable by keyword only for now: run "
