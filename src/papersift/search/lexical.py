@@ -191,6 +191,11 @@ class LexicalIndex:
         """The index terms of ``text`` (stemmed, no stop words)."""
         return self._text.analyze(text)
 
+    def doc_share(self, term: str) -> float:
+        """Fraction of documents whose text contains ``term``."""
+        searcher = self.index.searcher()
+        return searcher.doc_freq("text", term) / max(searcher.num_docs, 1)
+
     def _term(self, field: str, term: str, weight: float) -> tuple[tantivy.Occur, tantivy.Query]:
         query = tantivy.Query.term_query(self.schema, field, term)
         return tantivy.Occur.Should, tantivy.Query.boost_query(query, float(weight))
@@ -274,8 +279,17 @@ class LexicalIndex:
         return tantivy.Query.const_score_query(tantivy.Query.boolean_query(clauses), 0.0)
 
     def key_set(self, keys: Sequence[int]) -> tantivy.Query:
-        """Matches exactly the documents with these keys (adds nothing to the score)."""
-        query = tantivy.Query.term_set_query(self.schema, "key", [int(k) for k in keys])
+        """Matches exactly the documents with these keys (adds nothing to the score).
+
+        An OR of term queries, not tantivy's TermSetQuery: the latter walks the whole term
+        dictionary of ``key`` (one term per paper), 4 ms at 100k papers for 400 keys and
+        growing with the collection; this costs one lookup per key (1.7 ms, flat).
+        """
+        clauses = [
+            (tantivy.Occur.Should, tantivy.Query.term_query(self.schema, "key", int(k)))
+            for k in keys
+        ]
+        query = tantivy.Query.boolean_query(clauses) if clauses else tantivy.Query.empty_query()
         return tantivy.Query.const_score_query(query, 0.0)
 
     # -- searching -----------------------------------------------------------------------

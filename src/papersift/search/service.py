@@ -676,8 +676,11 @@ class SearchService:
             texts = docstore.texts(s, list(ids.values()))
         weights = hybrid.feedback_weights(fused[top])
         model = hybrid.relevance_model(
-            (live.lexical.analyze(texts.get(ids.get(cands[i], ""), "")), w)
-            for i, w in zip(top, weights, strict=True)
+            (
+                (live.lexical.analyze(texts.get(ids.get(cands[i], ""), "")), w)
+                for i, w in zip(top, weights, strict=True)
+            ),
+            doc_share=live.lexical.doc_share,
         )
         expansion = live.lexical.terms_query(model, title_weight=hybrid.TITLE_WEIGHT)
         if expansion is None:
@@ -690,11 +693,23 @@ class SearchService:
                 (tantivy.Occur.Should, tantivy.Query.boost_query(expansion, lam)),
             ]
         )
-        res = live.lexical.search(second, limit=len(cands), filters=[live.lexical.key_set(cands)])
+        # Re-score the best FEEDBACK_RESCORE candidates; the rest keep their order below them.
+        head = np.argsort(-fused, kind="stable")[: hybrid.FEEDBACK_RESCORE]
+        head_keys = [cands[i] for i in head]
+        res = live.lexical.search(
+            second, limit=len(head_keys), filters=[live.lexical.key_set(head_keys)]
+        )
         if not res.keys:
             return fused
-        lex2 = hybrid.lookup(dict(zip(res.keys, res.scores, strict=True)), cands, 0.0)
-        return hybrid.fuse(lex2, res.scores, dense, d_sims or dense.tolist())
+        lex2 = hybrid.lookup(dict(zip(res.keys, res.scores, strict=True)), head_keys, 0.0)
+        rescored = hybrid.fuse(lex2, res.scores, dense[head], d_sims or dense.tolist())
+        final = fused.copy()
+        final[head] = rescored
+        tail = np.ones(len(cands), dtype=bool)
+        tail[head] = False
+        if tail.any():
+            final[tail] = fused[tail] - (fused[tail].max() - rescored.min()) - 1e-6
+        return final
 
     def _order_by_date(
         self, live: _Live, keys: list[int], scores: list[float]
