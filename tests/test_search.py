@@ -675,3 +675,24 @@ def test_other_model_or_broken_model_falls_back_to_keywords(
     result = _cli(own_home, "index", "--rebuild")
     assert result.exit_code == 1 and "does not exist" in " ".join(result.output.split())
     db.dispose()
+
+
+def test_cli_table_shows_titles_verbatim(own_home: Path):
+    settings, db = _open(own_home)
+    now = datetime.now(UTC)
+    paper = dict(
+        EXTRA[0],
+        id="2506.00001",
+        title="[RE] Reproducing [bold]zeolite[/bold] sieves",
+        abstract="A reproduction study of zeolite molecular sieves.",
+    )
+    with db.session() as s:
+        s.add(_row(paper, now))
+    SearchService(settings, db).index_papers([paper["id"]])
+    db.dispose()
+    result = _cli(own_home, "search", "zeolite sieves", "-k", "1", "--mode", "lexical")
+    assert result.exit_code == 0 and "[RE] Reproducing [bold]zeolite[/bold]" in " ".join(
+        result.stdout.replace("│", " ").split()
+    )
+    result = _cli(own_home, "index")
+    assert result.exit_code == 0 and "up to date (808 papers)" in result.stdout

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from papersift.cli._app import app, console, err_console, fail, print_json, state
 from papersift.search.embedder import EmbedderError
@@ -83,12 +84,12 @@ def _hit_rows(hits) -> list[dict]:
 def _print_hits(rows: list[dict]) -> None:
     table = Table("#", "score", "id", "date", "title", title_justify="left", show_lines=False)
     for row in rows:
-        table.add_row(
+        table.add_row(  # Text(): titles like "[RE] ..." are not rich markup
             str(row["rank"]),
             f"{row['score']:.3f}",
-            row["id"],
+            Text(row["id"]),
             row["published"] or "",
-            row["title"],
+            Text(row["title"]),
         )
     console.print(table)
 
@@ -231,10 +232,16 @@ def index(
     if json_out:
         print_json(data)
         return
-    console.print(
-        f"indexed {report.indexed:,} papers ({report.embedded:,} embedded, "
-        f"{report.removed:,} removed) in {report.seconds:.1f} s"
-    )
+    if not (report.indexed or report.removed):
+        status = get_service(state.settings, state.db()).status()
+        console.print(f"search index up to date ({status.get('docs', 0):,} papers)")
+    else:
+        console.print(
+            f"indexed {report.indexed:,} papers ({report.embedded:,} embedded, "
+            f"{report.removed:,} removed) in {report.seconds:.1f} s"
+        )
+    if report.pending_vectors:
+        err_console.print(f"{report.pending_vectors:,} papers have no embedding yet")
 
 
 @app.command("eval")
