@@ -39,7 +39,7 @@ peer RRF k=60              0.447 (0.513)    0.560 (0.805)
 lexical mode               0.398 (0.449)    0.531 (0.768)
 semantic mode              0.429 (0.471)    0.508 (0.795)
 z-score fusion (steps 1-2) 0.458 (0.517)    0.570 (0.810)
-hybrid (steps 1-3)         0.467 (0.506)    0.583 (0.831)
+hybrid (steps 1-3)         0.467 (0.506)    0.583 (0.832)
 =========================  ===============  ===============
 
 The parameters are textbook defaults (10 feedback documents, 20 terms, lambda 0.5; z over the
