@@ -21,8 +21,8 @@ The method (the default search mode), in three steps:
    Terms found in more than half of all documents are skipped (their BM25 idf is below
    ln 2: little evidence, long posting lists; measured: same quality, cheaper query).
    The 20 most likely remaining terms are added to the query with weight 1/2 (the original
-   query keeps
-   1/2, each part normalised to total weight 1), the lexical scores of the candidates are
+   query keeps 1/2, each part normalised to total weight 1), the lexical scores of the
+   candidates (at most ``FEEDBACK_RESCORE``, the best by fused score) are
    recomputed with the expanded query, and step 2 is repeated. Feedback re-scores the
    candidates only (no new documents): this measured the same as a full second retrieval and
    costs one small tantivy query over a few hundred documents, whatever the collection size.
