@@ -128,10 +128,12 @@ def relevance_model(
         length = len(terms)
         for term, count in Counter(terms).items():
             model[term] += weight * count / length
-    ranked = model.most_common()
-    if doc_share is not None:
-        ranked = [(t, w) for t, w in ranked if doc_share(t) <= MAX_DOC_SHARE]
-    top = ranked[:n_terms]
+    top: list[tuple[str, float]] = []
+    for term, weight in model.most_common():  # doc_share is a lookup: ask only until full
+        if len(top) >= n_terms:
+            break
+        if doc_share is None or doc_share(term) <= MAX_DOC_SHARE:
+            top.append((term, weight))
     total = sum(w for _t, w in top)
     return {t: w / total for t, w in top} if total > 0 else {}
 

@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -56,6 +57,11 @@ EMBED_LIMIT = 20_000  # more changed papers than this: ingest leaves embedding t
 FILTER_EXACT = 5_000  # narrow filters: exact dense search over the papers that pass
 
 ProgressFn = Callable[[int, int], None]  # (papers embedded so far, papers to embed)
+
+
+# Overlaps a hybrid query's embedding with its lexical search; two workers cover two
+# concurrent requests without queueing, more would only compete for the same cores.
+_QUERY_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="papersift-embed")
 
 
 class SearchError(ValueError):
@@ -631,8 +637,12 @@ class SearchService:
             ranked.notes = notes + ranked.notes
             return ranked
         pool = max(hybrid.POOL, need)
-        lex = lexical.search(query, limit=pool, filters=[fq]) if query is not None else None
-        qvec = self.embedder.encode_query(clean.semantic)
+        # The query embedding (onnxruntime, GIL released) runs while tantivy searches.
+        pending = _QUERY_POOL.submit(self.embedder.encode_query, clean.semantic)
+        try:
+            lex = lexical.search(query, limit=pool, filters=[fq]) if query is not None else None
+        finally:
+            qvec = pending.result()
         d_keys, d_sims, _allowed = self._dense(live, qvec, pool, fq)
         if lex is None or not lex.keys:
             return _Ranked(d_keys[:need], d_sims[:need], len(d_keys), notes)
