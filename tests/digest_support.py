@@ -74,9 +74,15 @@ class _Handler:
         if reply:
             return reply
         with self.lock:
-            self.messages.append(Captured(envelope.mail_from, list(envelope.rcpt_tos),
-                                          bytes(envelope.original_content or envelope.content),
-                                          tuple(session.peer), time.monotonic()))
+            self.messages.append(
+                Captured(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    bytes(envelope.original_content or envelope.content),
+                    tuple(session.peer),
+                    time.monotonic(),
+                )
+            )
             number = len(self.messages)
         if self.data_delay and number >= self.delay_from:
             await asyncio.sleep(self.data_delay)
@@ -89,8 +95,9 @@ class SmtpCapture:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.handler = _Handler()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
-                                     ready_timeout=10)
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10
+        )
 
     @property
     def url(self) -> str:
@@ -134,8 +141,14 @@ def copy_home(seeded: Path, dest: Path) -> Path:
 
 def cli_env(home: Path, smtp_url: str, db_url: str | None = None, **extra: str) -> dict:
     env = dict(os.environ)
-    env.update({"PAPERSIFT_HOME": str(home), "PAPERSIFT_SMTP_URL": smtp_url,
-                "PAPERSIFT_BASE_URL": "http://127.0.0.1:8000", **extra})
+    env.update(
+        {
+            "PAPERSIFT_HOME": str(home),
+            "PAPERSIFT_SMTP_URL": smtp_url,
+            "PAPERSIFT_BASE_URL": "http://127.0.0.1:8000",
+            **extra,
+        }
+    )
     if db_url:
         env["PAPERSIFT_DB"] = db_url
     else:

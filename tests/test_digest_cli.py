@@ -23,8 +23,9 @@ def smtp():
 
 
 @pytest.fixture
-def home(seeded_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-         smtp: SmtpCapture) -> Path:
+def home(
+    seeded_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp: SmtpCapture
+) -> Path:
     path = copy_home(seeded_home, tmp_path / "home")
     monkeypatch.setenv("PAPERSIFT_HOME", str(path))
     monkeypatch.delenv("PAPERSIFT_DB", raising=False)
@@ -42,8 +43,20 @@ def last_json(output: str) -> dict:
 
 
 def test_add_mails_a_link_that_confirm_accepts(home: Path, smtp: SmtpCapture) -> None:
-    result = cli("subscribers", "add", "Ada@Example.org", "--topic", "LoRA", "--topic",
-                 "diffusion", "--collection", "000_e3b0215ea9dd5350", "--max", "5", "--json")
+    result = cli(
+        "subscribers",
+        "add",
+        "Ada@Example.org",
+        "--topic",
+        "LoRA",
+        "--topic",
+        "diffusion",
+        "--collection",
+        "000_e3b0215ea9dd5350",
+        "--max",
+        "5",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     data = last_json(result.stdout)
     assert data["action"] == "created" and data["mailed"] is True
@@ -61,18 +74,22 @@ def test_add_mails_a_link_that_confirm_accepts(home: Path, smtp: SmtpCapture) ->
     assert [(s["email"], s["status"]) for s in listed] == [("ada@example.org", "confirmed")]
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["evil@example.org\r\nBcc: victim@example.org"], "control characters"),
-    (["evil@example.org\n"], "control characters"),
-    (["evil@example.org", "--topic", "a\r\nBcc: victim@example.org"], "control characters"),
-    (["evil@example.org", "--topic", "x" * 300], "longer than"),
-    (["no-at-sign"], "exactly one @"),
-    (["a@example.org", "--frequency", "hourly"], "frequency"),
-    (["a@example.org", "--max", "0"], "max papers"),
-    (["a@example.org", "--collection", "nope"], "unknown collection"),
-])
-def test_add_rejects_bad_input(home: Path, smtp: SmtpCapture, args: list[str],
-                               fragment: str) -> None:
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["evil@example.org\r\nBcc: victim@example.org"], "control characters"),
+        (["evil@example.org\n"], "control characters"),
+        (["evil@example.org", "--topic", "a\r\nBcc: victim@example.org"], "control characters"),
+        (["evil@example.org", "--topic", "x" * 300], "longer than"),
+        (["no-at-sign"], "exactly one @"),
+        (["a@example.org", "--frequency", "hourly"], "frequency"),
+        (["a@example.org", "--max", "0"], "max papers"),
+        (["a@example.org", "--collection", "nope"], "unknown collection"),
+    ],
+)
+def test_add_rejects_bad_input(
+    home: Path, smtp: SmtpCapture, args: list[str], fragment: str
+) -> None:
     result = cli("subscribers", "add", *args)
     assert result.exit_code == 2
     assert fragment in result.stderr
@@ -88,8 +105,9 @@ def test_confirm_rejects_forged_and_expired(home: Path) -> None:
     settings = load_settings(home)
     from datetime import UTC, datetime, timedelta
 
-    old = tokens.make_token(settings, tokens.CONFIRM, 1, "ada@example.org",
-                            now=datetime.now(UTC) - timedelta(days=10))
+    old = tokens.make_token(
+        settings, tokens.CONFIRM, 1, "ada@example.org", now=datetime.now(UTC) - timedelta(days=10)
+    )
     expired = cli("subscribers", "confirm", old)
     assert expired.exit_code == 2 and "expired" in expired.stderr
     status = last_json(cli("subscribers", "list", "--json").stdout)["subscribers"][0]["status"]
@@ -97,7 +115,8 @@ def test_confirm_rejects_forged_and_expired(home: Path) -> None:
 
 
 def test_add_with_smtp_down_still_records_and_prints_the_link(
-        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PAPERSIFT_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
     result = cli("subscribers", "add", "ada@example.org")
     assert result.exit_code == 1
@@ -106,8 +125,9 @@ def test_add_with_smtp_down_still_records_and_prints_the_link(
 
 
 def test_send_preview_remove(home: Path, smtp: SmtpCapture, tmp_path: Path) -> None:
-    link = last_json(cli("subscribers", "add", "ada@example.org", "--max", "3", "--no-mail",
-                         "--json").stdout)["confirm_url"]
+    link = last_json(
+        cli("subscribers", "add", "ada@example.org", "--max", "3", "--no-mail", "--json").stdout
+    )["confirm_url"]
     cli("subscribers", "add", "pending@example.org", "--no-mail")
     cli("subscribers", "confirm", link)
 
@@ -151,10 +171,12 @@ def test_send_preview_remove(home: Path, smtp: SmtpCapture, tmp_path: Path) -> N
     db.dispose()
 
 
-def test_send_with_smtp_down_exits_1_and_reports(home: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    link = last_json(cli("subscribers", "add", "ada@example.org", "--no-mail",
-                         "--json").stdout)["confirm_url"]
+def test_send_with_smtp_down_exits_1_and_reports(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link = last_json(cli("subscribers", "add", "ada@example.org", "--no-mail", "--json").stdout)[
+        "confirm_url"
+    ]
     cli("subscribers", "confirm", link)
     monkeypatch.setenv("PAPERSIFT_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
     result = cli("digest", "send", "--retries", "1", "--backoff", "0.01")
@@ -166,6 +188,5 @@ def test_send_with_smtp_down_exits_1_and_reports(home: Path,
 
 
 def test_send_help_documents_cron_and_systemd(home: Path) -> None:
-    text = CliRunner().invoke(app, ["digest", "send", "--help"],
-                              env={"COLUMNS": "120"}).stdout
+    text = CliRunner().invoke(app, ["digest", "send", "--help"], env={"COLUMNS": "120"}).stdout
     assert "0 7 * * *" in text and "OnCalendar=" in text and "--dry-run" in text

@@ -62,8 +62,23 @@ def add_confirmed(settings: Settings, db: Database, n: int) -> list[str]:
 
 
 def send_cmd(*extra: str) -> list[str]:
-    return [*PAPERSIFT, "digest", "send", "--rate", "0", "--backoff", "0.01", "--json",
-            "--quiet", *extra]
+    return [
+        *PAPERSIFT,
+        "digest",
+        "send",
+        "--rate",
+        "0",
+        "--backoff",
+        "0.01",
+        "--json",
+        "--quiet",
+        *extra,
+    ]
+
+
+def paper_links(msg) -> list[str]:
+    text = msg.get_body(("plain",)).get_content()
+    return [ln.strip() for ln in text.splitlines() if "/papers/" in ln]
 
 
 def statuses(db: Database) -> Counter:
@@ -81,8 +96,7 @@ def test_kill_9_mid_run_then_rerun_sends_each_digest_once(corpus, smtp: SmtpCapt
     env = cli_env(settings.home, smtp.url, db.url)
     # the second message is stored, its reply withheld: the client hangs there
     smtp.handler.data_delay, smtp.handler.delay_from = 25.0, 2
-    proc = subprocess.Popen(send_cmd(), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(send_cmd(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         smtp.wait_for(2, timeout=60)
     finally:
@@ -101,20 +115,31 @@ def test_kill_9_mid_run_then_rerun_sends_each_digest_once(corpus, smtp: SmtpCapt
     assert statuses(db) == Counter({"sent": 5, "uncertain": 1})
     with db.session() as s:  # the in-flight digest's papers count as sent: not repeated
         sub = subs.get_by_email(db, in_flight)
-        assert s.scalar(select(func.count()).select_from(SentPaperRow)
-                        .where(SentPaperRow.subscriber_id == sub.id)) == 2
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(SentPaperRow)
+                .where(SentPaperRow.subscriber_id == sub.id)
+            )
+            == 2
+        )
 
     # a third run changes nothing; --retry-uncertain resends it under the same Message-ID
     third = subprocess.run(send_cmd(), env=env, capture_output=True, text=True, timeout=120)
     assert json.loads(third.stdout.strip().splitlines()[-1])["counts"] == {
-        "done": 5, "uncertain": 1}
+        "done": 5,
+        "uncertain": 1,
+    }
     assert len(smtp.messages) == 6
-    forced = subprocess.run(send_cmd("--retry-uncertain"), env=env, capture_output=True,
-                            text=True, timeout=120)
+    forced = subprocess.run(
+        send_cmd("--retry-uncertain"), env=env, capture_output=True, text=True, timeout=120
+    )
     assert forced.returncode == 0, forced.stderr
     copies = smtp.to(in_flight)
     assert len(copies) == 2
-    assert copies[0].message["Message-ID"] == copies[1].message["Message-ID"]
+    first, again = (c.message for c in copies)
+    assert first["Message-ID"] == again["Message-ID"]
+    assert paper_links(first) == paper_links(again)  # the same papers, not the next ones
 
 
 def test_claim_of_a_dead_run_before_sending_is_taken_over(corpus, smtp: SmtpCapture) -> None:
@@ -127,10 +152,17 @@ def test_claim_of_a_dead_run_before_sending_is_taken_over(corpus, smtp: SmtpCapt
 
     sub = subs.get_by_email(db, email)
     with db.session() as s:
-        s.add(DigestLedgerRow(
-            subscriber_id=sub.id, period=period_key("daily", TODAY), status="claimed",
-            claimed_by=f"{socket.gethostname()[:40]}:{dead.pid}:0123456789",
-            claimed_at=datetime.now(UTC), attempts=1, paper_ids=[]))
+        s.add(
+            DigestLedgerRow(
+                subscriber_id=sub.id,
+                period=period_key("daily", TODAY),
+                status="claimed",
+                claimed_by=f"{socket.gethostname()[:40]}:{dead.pid}:0123456789",
+                claimed_at=datetime.now(UTC),
+                attempts=1,
+                paper_ids=[],
+            )
+        )
     report = run_digests(settings, db, day=TODAY, backoff=0.01)
     assert report.counts() == {"sent": 1}
     assert per_recipient(smtp) == Counter({email: 1})
@@ -141,10 +173,14 @@ def test_two_processes_at_once_never_double_send(corpus, smtp: SmtpCapture) -> N
     emails = add_confirmed(settings, db, 16)
     env = cli_env(settings.home, smtp.url, db.url)
     smtp.handler.data_delay = 0.05  # keep both runs busy at the same time
-    procs = [subprocess.Popen(send_cmd(), env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            send_cmd(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=180) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
     reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     assert per_recipient(smtp) == Counter({e: 1 for e in emails})

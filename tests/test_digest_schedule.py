@@ -32,8 +32,9 @@ def smtp():
 @pytest.fixture
 def setup(seeded_home: Path, tmp_path: Path, smtp: SmtpCapture):
     home = copy_home(seeded_home, tmp_path / "home")
-    settings = dataclasses.replace(load_settings(home, f"sqlite:///{home / 'papersift.db'}"),
-                                   smtp_url=smtp.url)
+    settings = dataclasses.replace(
+        load_settings(home, f"sqlite:///{home / 'papersift.db'}"), smtp_url=smtp.url
+    )
     db = Database(settings.db_url)
     sub = subs.subscribe(db, "sched@example.org", clean_preferences(max_papers=2)).subscriber
     subs.confirm(db, settings, tokens.make_token(settings, tokens.CONFIRM, sub.id, sub.email))
@@ -51,8 +52,9 @@ def test_scheduler_waits_for_the_hour_then_sends_once(setup, smtp: SmtpCapture) 
         reports.append(report)
         ran.set()
 
-    stop = start_scheduler(settings, db, hour=7, interval=0.05, rate=0,
-                           clock=lambda: now["t"], on_report=on_report)
+    stop = start_scheduler(
+        settings, db, hour=7, interval=0.05, rate=0, clock=lambda: now["t"], on_report=on_report
+    )
     try:
         time.sleep(0.3)
         assert reports == [] and smtp.messages == []  # 05:00: too early
@@ -69,8 +71,13 @@ def test_serve_with_digests_sends_from_the_server_process(setup, smtp: SmtpCaptu
     settings, _db = setup
     port = free_port()
     env = cli_env(settings.home, smtp.url, PAPERSIFT_DIGEST_HOUR="0")
-    proc = subprocess.Popen([*PAPERSIFT, "serve", "--port", str(port), "--digests"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*PAPERSIFT, "serve", "--port", str(port), "--digests"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         smtp.wait_for(1, timeout=60)
         deadline = time.monotonic() + 30  # and the web app serves alongside

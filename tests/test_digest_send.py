@@ -49,8 +49,11 @@ def corpus(db: Database, tmp_path: Path, smtp: SmtpCapture) -> tuple[Settings, D
 
 def add_confirmed(settings: Settings, db: Database, email: str, **prefs) -> subs.Subscriber:
     result = subs.subscribe(db, email, clean_preferences(**prefs))
-    sub, changed = subs.confirm(db, settings, tokens.make_token(
-        settings, tokens.CONFIRM, result.subscriber.id, result.subscriber.email))
+    sub, changed = subs.confirm(
+        db,
+        settings,
+        tokens.make_token(settings, tokens.CONFIRM, result.subscriber.id, result.subscriber.email),
+    )
     assert changed
     return sub
 
@@ -72,29 +75,37 @@ def subscriber(db: Database, sub_id: int) -> SubscriberRow:
 
 def sent_count(db: Database, sub_id: int) -> int:
     with db.session() as s:
-        return s.scalar(select(func.count()).select_from(SentPaperRow)
-                        .where(SentPaperRow.subscriber_id == sub_id))
+        return s.scalar(
+            select(func.count())
+            .select_from(SentPaperRow)
+            .where(SentPaperRow.subscriber_id == sub_id)
+        )
 
 
 def paper_links(msg) -> list[str]:
     text = msg.get_body(("plain",)).get_content()
-    return [line.strip().rsplit("/papers/", 1)[1] for line in text.splitlines()
-            if "/papers/" in line]
+    return [
+        line.strip().rsplit("/papers/", 1)[1] for line in text.splitlines() if "/papers/" in line
+    ]
 
 
 def test_only_confirmed_subscribers_get_one_digest_each(corpus, smtp: SmtpCapture) -> None:
     settings, db = corpus
     ada = add_confirmed(settings, db, "ada@example.org", max_papers=5)
-    bob = add_confirmed(settings, db, "bob@example.org", max_papers=3,
-                        collections=["001_871d086d1143f9dd"])
+    bob = add_confirmed(
+        settings, db, "bob@example.org", max_papers=3, collections=["001_871d086d1143f9dd"]
+    )
     pending = subs.subscribe(db, "pending@example.org", clean_preferences()).subscriber
     gone = add_confirmed(settings, db, "gone@example.org")
-    subs.unsubscribe(db, settings, tokens.make_token(settings, tokens.UNSUBSCRIBE, gone.id,
-                                                     gone.email))
+    subs.unsubscribe(
+        db, settings, tokens.make_token(settings, tokens.UNSUBSCRIBE, gone.id, gone.email)
+    )
     report = run(settings, db)
     assert report.counts() == {"sent": 2}, report.to_dict()
     assert sorted(r for m in smtp.messages for r in m.rcpt_tos) == [
-        "ada@example.org", "bob@example.org"]
+        "ada@example.org",
+        "bob@example.org",
+    ]
     assert smtp.to(pending.email) == [] and smtp.to(gone.email) == []
     ada_msg = smtp.to("ada@example.org")[0].message
     ids = paper_links(ada_msg)
@@ -120,7 +131,9 @@ def test_nothing_new_means_no_mail_unless_asked(corpus, smtp: SmtpCapture) -> No
     tomorrow = TODAY + timedelta(days=1)
     report = run(settings, db, tomorrow)
     assert {o.email: o.status for o in report.outcomes} == {
-        "quiet@example.org": "empty", "chatty@example.org": "sent"}
+        "quiet@example.org": "empty",
+        "chatty@example.org": "sent",
+    }
     assert len(smtp.to(quiet.email)) == 1
     short = smtp.to(chatty.email)[1].message
     assert "nothing new" in short["Subject"]
@@ -128,8 +141,9 @@ def test_nothing_new_means_no_mail_unless_asked(corpus, smtp: SmtpCapture) -> No
     assert ledger(db)[(quiet.id, tomorrow.isoformat())] == "empty"
 
 
-def test_a_paper_is_never_sent_twice_but_new_activity_is(corpus, smtp: SmtpCapture,
-                                                          tmp_path: Path) -> None:
+def test_a_paper_is_never_sent_twice_but_new_activity_is(
+    corpus, smtp: SmtpCapture, tmp_path: Path
+) -> None:
     settings, db = corpus
     ada = add_confirmed(settings, db, "ada@example.org", max_papers=5)
     run(settings, db)
@@ -144,8 +158,12 @@ def test_a_paper_is_never_sent_twice_but_new_activity_is(corpus, smtp: SmtpCaptu
         for pid in (next(iter(first)), unsent):
             s.add(VoteRow(paper_id=pid, visitor_id="v1", created_at=now))
     new = tmp_path / "new.jsonl"
-    new.write_text(json.dumps({"id": "2999.00001", "title": "A brand new paper on digests",
-                               "abstract": "Fresh."}) + "\n")
+    new.write_text(
+        json.dumps(
+            {"id": "2999.00001", "title": "A brand new paper on digests", "abstract": "Fresh."}
+        )
+        + "\n"
+    )
     assert not ingest_paths(db, [new]).failed
     run(settings, db, TODAY + timedelta(days=1))
     second = paper_links(smtp.messages[1].message)
@@ -160,8 +178,9 @@ def test_smtp_down_is_retried_then_recorded_and_nothing_marked_sent(corpus) -> N
     add_confirmed(settings, db, "bob@example.org")
     down = dataclasses.replace(settings, smtp_url=f"smtp://127.0.0.1:{free_port()}")
     sleeps: list[float] = []
-    mailer = Mailer(SmtpConfig.from_url(down.smtp_url), retries=3, backoff=0.01,
-                    sleep=sleeps.append)
+    mailer = Mailer(
+        SmtpConfig.from_url(down.smtp_url), retries=3, backoff=0.01, sleep=sleeps.append
+    )
     report = run(down, db, mailer=mailer)
     assert sleeps == [0.01, 0.02, 0.04]  # exponential backoff, bounded retries
     assert report.aborted and "cannot connect" in report.aborted
@@ -272,8 +291,9 @@ def test_dry_run_composes_but_writes_and_sends_nothing(corpus, smtp: SmtpCapture
 
 def test_weekly_subscribers_get_one_digest_per_iso_week(corpus, smtp: SmtpCapture) -> None:
     settings, db = corpus
-    add_confirmed(settings, db, "weekly@example.org", frequency="weekly", max_papers=3,
-                  send_empty=True)
+    add_confirmed(
+        settings, db, "weekly@example.org", frequency="weekly", max_papers=3, send_empty=True
+    )
     monday = TODAY - timedelta(days=TODAY.weekday())
     assert run(settings, db, monday).count("sent") == 1
     assert run(settings, db, monday + timedelta(days=3)).counts() == {"done": 1}

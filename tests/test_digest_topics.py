@@ -32,8 +32,7 @@ def corpus(web_home: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def confirmed(settings, db, email: str, **prefs) -> subs.Subscriber:
     sub = subs.subscribe(db, email, clean_preferences(**prefs)).subscriber
-    return subs.confirm(db, settings, tokens.make_token(settings, tokens.CONFIRM, sub.id,
-                                                        email))[0]
+    return subs.confirm(db, settings, tokens.make_token(settings, tokens.CONFIRM, sub.id, email))[0]
 
 
 def test_topic_section_holds_relevant_search_hits(corpus) -> None:
@@ -56,24 +55,37 @@ def test_topic_section_holds_relevant_search_hits(corpus) -> None:
 
 def test_topics_share_the_room_round_robin(corpus) -> None:
     settings, db = corpus
-    sub = confirmed(settings, db, "two@example.org",
-                    topics=["diffusion", "reinforcement learning"], max_papers=9)
+    sub = confirmed(
+        settings,
+        db,
+        "two@example.org",
+        topics=["diffusion", "reinforcement learning"],
+        max_papers=9,
+    )
     digest = Composer(settings, db).compose(sub, date.today())
     sizes = {s.title: len(s.papers) for s in digest.sections}
-    assert sizes == {"Trending today": 3, 'New on "diffusion"': 3,
-                     'New on "reinforcement learning"': 3}
+    assert sizes == {
+        "Trending today": 3,
+        'New on "diffusion"': 3,
+        'New on "reinforcement learning"': 3,
+    }
     # a topic with fewer matches than its share leaves the room to trending
-    few = confirmed(settings, db, "few@example.org", topics=["protein structure"],
-                    max_papers=9)
-    sizes = {s.title: len(s.papers) for s in Composer(settings, db).compose(
-        few, date.today()).sections}
+    few = confirmed(settings, db, "few@example.org", topics=["protein structure"], max_papers=9)
+    sizes = {
+        s.title: len(s.papers) for s in Composer(settings, db).compose(few, date.today()).sections
+    }
     assert sizes['New on "protein structure"'] == 3 and sizes["Trending today"] == 6
 
 
 def test_unmatched_and_hostile_topics_do_not_break_a_digest(corpus) -> None:
     settings, db = corpus
-    sub = confirmed(settings, db, "odd@example.org", max_papers=5, topics=[
-        "qqqxxzz wwvvkk", "$\\frac{1}{2}$ (", "\U0001f9ea\U0001f52c", 'title: "unbalanced'])
+    sub = confirmed(
+        settings,
+        db,
+        "odd@example.org",
+        max_papers=5,
+        topics=["qqqxxzz wwvvkk", "$\\frac{1}{2}$ (", "\U0001f9ea\U0001f52c", 'title: "unbalanced'],
+    )
     composer = Composer(settings, db)
     digest = composer.compose(sub, date.today())
     assert len(digest.paper_ids) == 5  # trending fills the room

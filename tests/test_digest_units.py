@@ -35,41 +35,47 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 # -- validation ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("raw, expected", [
-    ("Ada@Example.ORG", "ada@example.org"),
-    ("  ada.lovelace+digest@mail.example.co.uk ", "ada.lovelace+digest@mail.example.co.uk"),
-    ("test@localhost", "test@localhost"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("Ada@Example.ORG", "ada@example.org"),
+        ("  ada.lovelace+digest@mail.example.co.uk ", "ada.lovelace+digest@mail.example.co.uk"),
+        ("test@localhost", "test@localhost"),
+    ],
+)
 def test_good_addresses_are_normalized(raw: str, expected: str) -> None:
     assert normalize_email(raw) == expected
 
 
-@pytest.mark.parametrize("raw, fragment", [
-    ("ada@example.org\r\nBcc: victim@example.org", "control characters"),
-    ("ada@example.org\n", "control characters"),
-    ("ada\r@example.org", "control characters"),
-    ("ada@exa\x00mple.org", "control characters"),
-    ("ada@example.org\u2028", "control characters"),
-    ("ada@exam\u200bple.org", "control characters"),
-    ("", "required"),
-    ("   ", "required"),
-    ("ada", "exactly one @"),
-    ("ada@@example.org", "exactly one @"),
-    ("a@b@example.org", "exactly one @"),
-    ("ada@example", "bad domain"),
-    ("ada@-example.org", "bad domain"),
-    ("ada@example..org", "bad domain"),
-    ("ada@1.2.3.4", "number"),
-    (".ada@example.org", "before @"),
-    ("ada..l@example.org", "before @"),
-    ("ada l@example.org", "spaces"),
-    ("Ada <ada@example.org>", "spaces"),
-    ("ada@example.org,eve@example.org", "exactly one @"),
-    ("ada@example.org,x", "bad domain"),
-    ("x" * 65 + "@example.org", "before @"),
-    ("a@" + "b" * 250 + ".org", "longer than"),
-    ("adä@example.org", "ASCII"),
-])
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ("ada@example.org\r\nBcc: victim@example.org", "control characters"),
+        ("ada@example.org\n", "control characters"),
+        ("ada\r@example.org", "control characters"),
+        ("ada@exa\x00mple.org", "control characters"),
+        ("ada@example.org\u2028", "control characters"),
+        ("ada@exam\u200bple.org", "control characters"),
+        ("", "required"),
+        ("   ", "required"),
+        ("ada", "exactly one @"),
+        ("ada@@example.org", "exactly one @"),
+        ("a@b@example.org", "exactly one @"),
+        ("ada@example", "bad domain"),
+        ("ada@-example.org", "bad domain"),
+        ("ada@example..org", "bad domain"),
+        ("ada@1.2.3.4", "number"),
+        (".ada@example.org", "before @"),
+        ("ada..l@example.org", "before @"),
+        ("ada l@example.org", "spaces"),
+        ("Ada <ada@example.org>", "spaces"),
+        ("ada@example.org,eve@example.org", "exactly one @"),
+        ("ada@example.org,x", "bad domain"),
+        ("x" * 65 + "@example.org", "before @"),
+        ("a@" + "b" * 250 + ".org", "longer than"),
+        ("adä@example.org", "ASCII"),
+    ],
+)
 def test_bad_addresses_are_rejected_with_a_reason(raw: str, fragment: str) -> None:
     with pytest.raises(ValidationError) as err:
         normalize_email(raw)
@@ -85,16 +91,21 @@ def test_non_string_address_is_rejected() -> None:
 
 def test_topics_are_cleaned_and_deduplicated() -> None:
     assert clean_topics(["  sparse   attention ", "Sparse Attention", "", "LoRA"]) == [
-        "sparse attention", "LoRA"]
+        "sparse attention",
+        "LoRA",
+    ]
 
 
-@pytest.mark.parametrize("topics, fragment", [
-    (["ok", "bad\r\nBcc: x@y.org"], "control characters"),
-    (["bad\ttab"], "control characters"),
-    (["x" * 201], "longer than 200"),
-    ([f"t{i}" for i in range(MAX_TOPICS + 1)], f"at most {MAX_TOPICS}"),
-    ([42], "must be a string"),
-])
+@pytest.mark.parametrize(
+    "topics, fragment",
+    [
+        (["ok", "bad\r\nBcc: x@y.org"], "control characters"),
+        (["bad\ttab"], "control characters"),
+        (["x" * 201], "longer than 200"),
+        ([f"t{i}" for i in range(MAX_TOPICS + 1)], f"at most {MAX_TOPICS}"),
+        ([42], "must be a string"),
+    ],
+)
 def test_bad_topics_are_rejected(topics: list, fragment: str) -> None:
     with pytest.raises(ValidationError) as err:
         clean_topics(topics)
@@ -135,23 +146,38 @@ def test_forged_and_damaged_tokens_are_rejected(settings, tmp_path: Path) -> Non
 
     evil = base64.urlsafe_b64encode(json.dumps({"s": 8, "e": "eve@example.org"}).encode())
     swapped = f"{evil.decode().rstrip('=')}.{ts}.{sig}"
-    for bad in (forged_key, swapped, token[:-2] + ("AA" if token[-2:] != "AA" else "BB"),
-                "garbage", "", "   ", None, "a." * 600):
+    for bad in (
+        forged_key,
+        swapped,
+        token[:-2] + ("AA" if token[-2:] != "AA" else "BB"),
+        "garbage",
+        "",
+        "   ",
+        None,
+        "a." * 600,
+    ):
         with pytest.raises(tokens.TokenError):
             tokens.read_token(settings, tokens.UNSUBSCRIBE, bad)
 
 
 def test_confirm_token_expires_after_seven_days(settings) -> None:
-    old = tokens.make_token(settings, tokens.CONFIRM, 1, "ada@example.org",
-                            now=datetime.now(UTC) - timedelta(days=8))
+    old = tokens.make_token(
+        settings, tokens.CONFIRM, 1, "ada@example.org", now=datetime.now(UTC) - timedelta(days=8)
+    )
     with pytest.raises(tokens.TokenError, match="expired"):
         tokens.read_token(settings, tokens.CONFIRM, old)
-    fresh = tokens.make_token(settings, tokens.CONFIRM, 1, "ada@example.org",
-                              now=datetime.now(UTC) - timedelta(days=6))
+    fresh = tokens.make_token(
+        settings, tokens.CONFIRM, 1, "ada@example.org", now=datetime.now(UTC) - timedelta(days=6)
+    )
     assert tokens.read_token(settings, tokens.CONFIRM, fresh) == (1, "ada@example.org")
     # unsubscribe links stay valid for good
-    ancient = tokens.make_token(settings, tokens.UNSUBSCRIBE, 1, "ada@example.org",
-                                now=datetime.now(UTC) - timedelta(days=3000))
+    ancient = tokens.make_token(
+        settings,
+        tokens.UNSUBSCRIBE,
+        1,
+        "ada@example.org",
+        now=datetime.now(UTC) - timedelta(days=3000),
+    )
     assert tokens.read_token(settings, tokens.UNSUBSCRIBE, ancient)[0] == 1
 
 
@@ -165,15 +191,25 @@ def test_token_from_pasted_link(settings) -> None:
 # -- SMTP URLs ----------------------------------------------------------------------------------
 def test_smtp_urls() -> None:
     cfg = SmtpConfig.from_url("smtp://127.0.0.1:2525")
-    assert (cfg.host, cfg.port, cfg.ssl, cfg.starttls, cfg.user) == ("127.0.0.1", 2525, False,
-                                                                     False, None)
+    assert (cfg.host, cfg.port, cfg.ssl, cfg.starttls, cfg.user) == (
+        "127.0.0.1",
+        2525,
+        False,
+        False,
+        None,
+    )
     cfg = SmtpConfig.from_url("smtp://me%40x.org:p%3Ass@mail.x.org:587?starttls=1&timeout=5")
     assert (cfg.user, cfg.password, cfg.starttls, cfg.timeout) == ("me@x.org", "p:ss", True, 5.0)
     assert "p:ss" not in cfg.describe()
     cfg = SmtpConfig.from_url("smtps://u:p@mail.x.org")
     assert (cfg.ssl, cfg.port) == (True, 465)
-    for bad in ("http://x.org", "smtp://", "smtp://x.org?tls=1", "smtp://x.org:99999",
-                "smtp://x.org?timeout=soon"):
+    for bad in (
+        "http://x.org",
+        "smtp://",
+        "smtp://x.org?tls=1",
+        "smtp://x.org:99999",
+        "smtp://x.org?timeout=soon",
+    ):
         with pytest.raises(SmtpConfigError):
             SmtpConfig.from_url(bad)
 
@@ -203,16 +239,24 @@ def test_period_keys() -> None:
 def _digest(email: str = "ada@example.org") -> Digest:
     sub = Subscriber(id=42, email=email, topics=["attention"], status="confirmed")
     papers = [
-        Paper(id="2401.00001", title="Flash <b>attention</b> & friends",
-              abstract="We make attention fast. " * 30, authors=["A", "B", "C", "D"],
-              published=date(2024, 1, 2), categories=["cs.LG"],
-              pdf_url="https://arxiv.org/pdf/2401.00001",
-              code_urls=["javascript:alert(1)"]),
+        Paper(
+            id="2401.00001",
+            title="Flash <b>attention</b> & friends",
+            abstract="We make attention fast. " * 30,
+            authors=["A", "B", "C", "D"],
+            published=date(2024, 1, 2),
+            categories=["cs.LG"],
+            pdf_url="https://arxiv.org/pdf/2401.00001",
+            code_urls=["javascript:alert(1)"],
+        ),
         Paper(id="hep-th/9901001", title="Old style id", abstract="Strings."),
     ]
-    return Digest(sub, date(2024, 5, 1), "2024-05-01",
-                  [Section("Trending today", papers[:1]), Section("New on attention",
-                                                                  papers[1:])])
+    return Digest(
+        sub,
+        date(2024, 5, 1),
+        "2024-05-01",
+        [Section("Trending today", papers[:1]), Section("New on attention", papers[1:])],
+    )
 
 
 def test_digest_message_headers_and_parts(settings) -> None:

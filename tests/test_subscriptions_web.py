@@ -50,8 +50,9 @@ def live(web_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     smtp = SmtpCapture().start()
-    settings = dataclasses.replace(load_settings(home, f"sqlite:///{home / 'papersift.db'}"),
-                                   base_url=url, smtp_url=smtp.url)
+    settings = dataclasses.replace(
+        load_settings(home, f"sqlite:///{home / 'papersift.db'}"), base_url=url, smtp_url=smtp.url
+    )
     db = Database(settings.db_url)
     app = create_app(settings, db=db, warm_search=False)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -112,9 +113,16 @@ def count_subscribers(live: Live) -> int:
 def test_subscribe_confirm_digest_one_click_unsubscribe(live: Live) -> None:
     email = "e2e@example.org"
     client, csrf = form_client(live)
-    page = client.post("/subscribe", data={"csrf_token": csrf, "email": "E2E@Example.org",
-                                           "topics": "transformers\r\nquantization",
-                                           "max_papers": "4", "frequency": "daily"})
+    page = client.post(
+        "/subscribe",
+        data={
+            "csrf_token": csrf,
+            "email": "E2E@Example.org",
+            "topics": "transformers\r\nquantization",
+            "max_papers": "4",
+            "frequency": "daily",
+        },
+    )
     assert page.status_code == 200 and "Check your inbox" in page.text
     assert status_of(live, email) == "pending"
 
@@ -140,12 +148,20 @@ def test_subscribe_confirm_digest_one_click_unsubscribe(live: Live) -> None:
     assert httpx.get(paper_links[0], timeout=10).status_code == 200  # links work
 
     # RFC 8058: a mail client POSTs the body below, no cookies, no page, no CSRF token
-    one_click = httpx.post(https_link, content=b"List-Unsubscribe=One-Click", timeout=10,
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    one_click = httpx.post(
+        https_link,
+        content=b"List-Unsubscribe=One-Click",
+        timeout=10,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert one_click.status_code == 200 and "unsubscribed" in one_click.text
     assert status_of(live, email) == "unsubscribed"
-    again = httpx.post(https_link, content=b"List-Unsubscribe=One-Click", timeout=10,
-                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    again = httpx.post(
+        https_link,
+        content=b"List-Unsubscribe=One-Click",
+        timeout=10,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert again.status_code == 200 and "already unsubscribed" in again.text
 
     tomorrow = date.today() + timedelta(days=1)
@@ -156,8 +172,9 @@ def test_subscribe_confirm_digest_one_click_unsubscribe(live: Live) -> None:
 def test_unsubscribe_get_shows_a_button_and_changes_nothing(live: Live) -> None:
     email = "button@example.org"
     sub = subs.subscribe(live.db, email, subs.clean_preferences()).subscriber
-    subs.confirm(live.db, live.settings, tokens.make_token(live.settings, tokens.CONFIRM,
-                                                           sub.id, email))
+    subs.confirm(
+        live.db, live.settings, tokens.make_token(live.settings, tokens.CONFIRM, sub.id, email)
+    )
     url = tokens.unsubscribe_url(live.settings, sub.id, email)
     page = httpx.get(url, timeout=10)
     assert page.status_code == 200
@@ -171,15 +188,25 @@ def test_unsubscribe_get_shows_a_button_and_changes_nothing(live: Live) -> None:
     client = httpx.Client(timeout=10)
     page = client.get(manage)
     assert "Resubscribe" in page.text
-    back = client.post(manage, data={"csrf_token": csrf_from(page.text), "action": "resume",
-                                     "frequency": "daily", "max_papers": "20"})
+    back = client.post(
+        manage,
+        data={
+            "csrf_token": csrf_from(page.text),
+            "action": "resume",
+            "frequency": "daily",
+            "max_papers": "20",
+        },
+    )
     assert back.status_code == 200 and status_of(live, email) == "confirmed"
 
 
 def test_api_subscription_is_accepted_and_mailed(live: Live) -> None:
     email = "api@example.org"
-    resp = httpx.post(f"{live.url}/api/v1/subscriptions", timeout=10,
-                      json={"email": email, "topics": ["sparse attention"], "max_papers": 5})
+    resp = httpx.post(
+        f"{live.url}/api/v1/subscriptions",
+        timeout=10,
+        json={"email": email, "topics": ["sparse attention"], "max_papers": 5},
+    )
     assert resp.status_code == 202, resp.text
     assert resp.json()["status"] == "pending"
     mail = wait_mail(live, email)[0].message
@@ -189,14 +216,17 @@ def test_api_subscription_is_accepted_and_mailed(live: Live) -> None:
         assert (row.topics, row.max_papers, row.status) == (["sparse attention"], 5, "pending")
 
 
-def test_subscribing_a_confirmed_address_changes_nothing_and_tells_its_owner(live: Live
-                                                                            ) -> None:
+def test_subscribing_a_confirmed_address_changes_nothing_and_tells_its_owner(live: Live) -> None:
     email = "owner@example.org"
     sub = subs.subscribe(live.db, email, subs.clean_preferences(topics=["mine"])).subscriber
-    subs.confirm(live.db, live.settings, tokens.make_token(live.settings, tokens.CONFIRM,
-                                                           sub.id, email))
-    resp = httpx.post(f"{live.url}/api/v1/subscriptions", timeout=10,
-                      json={"email": email, "topics": ["attacker's choice"]})
+    subs.confirm(
+        live.db, live.settings, tokens.make_token(live.settings, tokens.CONFIRM, sub.id, email)
+    )
+    resp = httpx.post(
+        f"{live.url}/api/v1/subscriptions",
+        timeout=10,
+        json={"email": email, "topics": ["attacker's choice"]},
+    )
     assert resp.status_code == 202  # same answer as for a new address
     note = wait_mail(live, email)[0].message
     assert "already subscribed" in note["Subject"]
@@ -204,17 +234,21 @@ def test_subscribing_a_confirmed_address_changes_nothing_and_tells_its_owner(liv
     assert subs.get_by_email(live.db, email).topics == ["mine"]
 
 
-@pytest.mark.parametrize("payload, fragment", [
-    ({"email": "evil@example.org\r\nBcc: victim@example.org"}, "control characters"),
-    ({"email": "evil@example.org\n"}, "control characters"),
-    ({"email": "evil@example.org", "topics": ["ok", "x\r\nBcc: victim@example.org"]},
-     "control characters"),
-    ({"email": "not-an-address"}, "exactly one @"),
-    ({"email": "a@example.org", "frequency": "hourly"}, "frequency"),
-    ({"email": "a@example.org", "collections": ["no-such-collection"]}, "unknown collection"),
-])
-def test_api_rejects_bad_input_with_a_problem(live: Live, payload: dict, fragment: str
-                                              ) -> None:
+@pytest.mark.parametrize(
+    "payload, fragment",
+    [
+        ({"email": "evil@example.org\r\nBcc: victim@example.org"}, "control characters"),
+        ({"email": "evil@example.org\n"}, "control characters"),
+        (
+            {"email": "evil@example.org", "topics": ["ok", "x\r\nBcc: victim@example.org"]},
+            "control characters",
+        ),
+        ({"email": "not-an-address"}, "exactly one @"),
+        ({"email": "a@example.org", "frequency": "hourly"}, "frequency"),
+        ({"email": "a@example.org", "collections": ["no-such-collection"]}, "unknown collection"),
+    ],
+)
+def test_api_rejects_bad_input_with_a_problem(live: Live, payload: dict, fragment: str) -> None:
     before = count_subscribers(live)
     sent = len(live.smtp.messages)
     resp = httpx.post(f"{live.url}/api/v1/subscriptions", json=payload, timeout=10)
@@ -226,16 +260,20 @@ def test_api_rejects_bad_input_with_a_problem(live: Live, payload: dict, fragmen
     assert len(live.smtp.messages) == sent
 
 
-@pytest.mark.parametrize("fields, fragment", [
-    ({"email": "evil@example.org\r\nBcc: victim@example.org"}, "control characters"),
-    ({"email": "evil2@example.org", "topic": "x\r\nBcc: victim@example.org"},
-     "control characters"),
-    ({"email": "evil3@example.org", "topics": "fine\nbad\rline"}, "control characters"),
-    ({"email": "nobody"}, "exactly one @"),
-    ({"email": "evil4@example.org", "max_papers": "1000"}, "max papers"),
-])
-def test_form_rejects_bad_input_and_keeps_nothing(live: Live, fields: dict, fragment: str
-                                                  ) -> None:
+@pytest.mark.parametrize(
+    "fields, fragment",
+    [
+        ({"email": "evil@example.org\r\nBcc: victim@example.org"}, "control characters"),
+        (
+            {"email": "evil2@example.org", "topic": "x\r\nBcc: victim@example.org"},
+            "control characters",
+        ),
+        ({"email": "evil3@example.org", "topics": "fine\nbad\rline"}, "control characters"),
+        ({"email": "nobody"}, "exactly one @"),
+        ({"email": "evil4@example.org", "max_papers": "1000"}, "max papers"),
+    ],
+)
+def test_form_rejects_bad_input_and_keeps_nothing(live: Live, fields: dict, fragment: str) -> None:
     before = count_subscribers(live)
     client, csrf = form_client(live)
     resp = client.post("/subscribe", data={"csrf_token": csrf, **fields})
@@ -245,8 +283,11 @@ def test_form_rejects_bad_input_and_keeps_nothing(live: Live, fields: dict, frag
 
 
 def test_form_without_valid_csrf_is_refused(live: Live) -> None:
-    resp = httpx.post(f"{live.url}/subscribe", data={"email": "csrf@example.org",
-                                                     "csrf_token": "forged"}, timeout=10)
+    resp = httpx.post(
+        f"{live.url}/subscribe",
+        data={"email": "csrf@example.org", "csrf_token": "forged"},
+        timeout=10,
+    )
     assert resp.status_code == 403
     assert status_of(live, "csrf@example.org") is None
 
@@ -254,8 +295,10 @@ def test_form_without_valid_csrf_is_refused(live: Live) -> None:
 def test_home_page_form_subscribes(live: Live) -> None:
     client = httpx.Client(base_url=live.url, timeout=10)
     home = client.get("/")
-    resp = client.post("/subscribe", data={"csrf_token": csrf_from(home.text),
-                                           "email": "home@example.org", "topic": "LoRA"})
+    resp = client.post(
+        "/subscribe",
+        data={"csrf_token": csrf_from(home.text), "email": "home@example.org", "topic": "LoRA"},
+    )
     assert resp.status_code == 200
     assert subs.get_by_email(live.db, "home@example.org").topics == ["LoRA"]
 
@@ -263,21 +306,27 @@ def test_home_page_form_subscribes(live: Live) -> None:
 def test_forged_and_expired_links_are_rejected(live: Live) -> None:
     email = "links@example.org"
     sub = subs.subscribe(live.db, email, subs.clean_preferences()).subscriber
-    expired = tokens.make_token(live.settings, tokens.CONFIRM, sub.id, email,
-                                now=datetime.now(UTC) - timedelta(days=8))
+    expired = tokens.make_token(
+        live.settings, tokens.CONFIRM, sub.id, email, now=datetime.now(UTC) - timedelta(days=8)
+    )
     resp = httpx.get(f"{live.url}/subscriptions/confirm", params={"token": expired}, timeout=10)
     assert resp.status_code == 400 and "expired" in resp.text
     assert status_of(live, email) == "pending"
     good = tokens.make_token(live.settings, tokens.UNSUBSCRIBE, sub.id, email)
-    forged = [good[:-3] + ("xyz" if not good.endswith("xyz") else "abc"),
-              tokens.make_token(live.settings, tokens.UNSUBSCRIBE, sub.id, "other@example.org"),
-              tokens.make_token(live.settings, tokens.MANAGE, sub.id, email),  # wrong purpose
-              "", "nonsense"]
+    forged = [
+        good[:-3] + ("xyz" if not good.endswith("xyz") else "abc"),
+        tokens.make_token(live.settings, tokens.UNSUBSCRIBE, sub.id, "other@example.org"),
+        tokens.make_token(live.settings, tokens.MANAGE, sub.id, email),  # wrong purpose
+        "",
+        "nonsense",
+    ]
     for token in forged:
-        for method, path in (("GET", "/unsubscribe"), ("POST", "/unsubscribe"),
-                             ("GET", "/subscriptions/confirm")):
-            resp = httpx.request(method, f"{live.url}{path}", params={"token": token},
-                                 timeout=10)
+        for method, path in (
+            ("GET", "/unsubscribe"),
+            ("POST", "/unsubscribe"),
+            ("GET", "/subscriptions/confirm"),
+        ):
+            resp = httpx.request(method, f"{live.url}{path}", params={"token": token}, timeout=10)
             assert resp.status_code == 400, (method, path, token)
     resp = httpx.get(f"{live.url}/subscriptions/manage", params={"token": good}, timeout=10)
     assert resp.status_code == 400
@@ -287,21 +336,35 @@ def test_forged_and_expired_links_are_rejected(live: Live) -> None:
 def test_manage_page_updates_preferences(live: Live) -> None:
     email = "prefs@example.org"
     sub = subs.subscribe(live.db, email, subs.clean_preferences(topics=["old"])).subscriber
-    subs.confirm(live.db, live.settings, tokens.make_token(live.settings, tokens.CONFIRM,
-                                                           sub.id, email))
+    subs.confirm(
+        live.db, live.settings, tokens.make_token(live.settings, tokens.CONFIRM, sub.id, email)
+    )
     manage = tokens.manage_url(live.settings, sub.id, email)
     client = httpx.Client(timeout=10)
     page = client.get(manage)
     assert page.status_code == 200 and "old" in page.text
     assert page.headers["cache-control"] == "private, no-store"
-    saved = client.post(manage, data={"csrf_token": csrf_from(page.text),
-                                      "topics": "diffusion\nLoRA", "frequency": "weekly",
-                                      "max_papers": "7", "collection": "000_e3b0215ea9dd5350"})
+    saved = client.post(
+        manage,
+        data={
+            "csrf_token": csrf_from(page.text),
+            "topics": "diffusion\nLoRA",
+            "frequency": "weekly",
+            "max_papers": "7",
+            "collection": "000_e3b0215ea9dd5350",
+        },
+    )
     assert saved.status_code == 200 and "Saved." in saved.text
     after = subs.get_by_email(live.db, email)
     assert (after.topics, after.frequency, after.max_papers, after.collections) == (
-        ["diffusion", "LoRA"], "weekly", 7, ["000_e3b0215ea9dd5350"])
-    bad = client.post(manage, data={"csrf_token": csrf_from(page.text),
-                                    "topics": "x\r\ny\x00", "frequency": "daily"})
+        ["diffusion", "LoRA"],
+        "weekly",
+        7,
+        ["000_e3b0215ea9dd5350"],
+    )
+    bad = client.post(
+        manage,
+        data={"csrf_token": csrf_from(page.text), "topics": "x\r\ny\x00", "frequency": "daily"},
+    )
     assert bad.status_code == 400 and "control characters" in bad.text
     assert subs.get_by_email(live.db, email).topics == ["diffusion", "LoRA"]

@@ -102,8 +102,13 @@ class Composer:
     """Composes digests for one run; not thread-safe (one per run or thread)."""
 
     def __init__(
-        self, settings: Settings, db: Database, *, now: datetime | None = None,
-        search: Any | None = None, use_search: bool = True,
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        now: datetime | None = None,
+        search: Any | None = None,
+        use_search: bool = True,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -143,8 +148,11 @@ class Composer:
         if service is not None:
             try:
                 results = service.search(topic, k=HITS_PER_TOPIC, mode="hybrid")
-                ids = [h.paper_id for i, h in enumerate(results.hits)
-                       if h.score >= MIN_TOPIC_SCORE or (i < ALWAYS_TOP and h.score > 0)]
+                ids = [
+                    h.paper_id
+                    for i, h in enumerate(results.hits)
+                    if h.score >= MIN_TOPIC_SCORE or (i < ALWAYS_TOP and h.score > 0)
+                ]
             except Exception as exc:  # noqa: BLE001 - one bad topic must not stop a run
                 self.warnings.append(f"topic {topic!r} could not be searched: {exc}")
                 log.warning("digest topic %r: search failed: %s", topic, exc)
@@ -153,11 +161,14 @@ class Composer:
 
     def _collection(self, s: Session, name: str) -> list[str]:
         if name not in self._collections:
-            self._collections[name] = list(s.scalars(
-                select(CollectionEntryRow.paper_id)
-                .join(CollectionRow, CollectionEntryRow.collection_id == CollectionRow.id)
-                .where(CollectionRow.name == name)
-                .order_by(CollectionEntryRow.rank)))
+            self._collections[name] = list(
+                s.scalars(
+                    select(CollectionEntryRow.paper_id)
+                    .join(CollectionRow, CollectionEntryRow.collection_id == CollectionRow.id)
+                    .where(CollectionRow.name == name)
+                    .order_by(CollectionEntryRow.rank)
+                )
+            )
         return self._collections[name]
 
     def _load_first_seen(self, s: Session, ids: Iterable[str]) -> None:
@@ -196,10 +207,12 @@ class Composer:
             candidates = [pid for pid, _ in trend] + [p for _, ids in lists for p in ids]
             self._load_first_seen(s, candidates)
             seen = self._first_seen
-            trend_ids = [pid for pid, score in trend if pid in seen
-                         and (score > 0 or seen[pid] > since)]
-            fresh = [(title, [p for p in ids if p in seen and seen[p] > since])
-                     for title, ids in lists]
+            trend_ids = [
+                pid for pid, score in trend if pid in seen and (score > 0 or seen[pid] > since)
+            ]
+            fresh = [
+                (title, [p for p in ids if p in seen and seen[p] > since]) for title, ids in lists
+            ]
             # Ask the database about the picks only (usually none was sent before); if some
             # were, exclude every already-sent candidate in one more query and pick again.
             picked_trend, picked_lists = self._select(sub.max_papers, trend_ids, fresh)
@@ -208,15 +221,26 @@ class Composer:
                 pool = trend_ids + [p for _, ids in fresh for p in ids]
                 sent = self._already_sent(s, sub.id, pool)
                 picked_trend, picked_lists = self._select(
-                    sub.max_papers, [p for p in trend_ids if p not in sent],
-                    [(t, [p for p in ids if p not in sent]) for t, ids in fresh])
+                    sub.max_papers,
+                    [p for p in trend_ids if p not in sent],
+                    [(t, [p for p in ids if p not in sent]) for t, ids in fresh],
+                )
                 picks = picked_trend + [p for _, ids in picked_lists for p in ids]
             papers = self._load_papers(s, picks)
         label = "Trending this week" if window == "week" else "Trending today"
         sections = [Section(label, [papers[p] for p in picked_trend if p in papers])]
-        sections += [Section(t, [papers[p] for p in ids if p in papers])
-                     for t, ids in picked_lists]
+        sections += [Section(t, [papers[p] for p in ids if p in papers]) for t, ids in picked_lists]
         digest.sections = [sec for sec in sections if sec.papers]
+        return digest
+
+    def recompose(self, sub: Subscriber, day: date, paper_ids: list[str]) -> Digest:
+        """The digest of an earlier attempt again, from the papers the ledger recorded (a
+        resend must carry what the first attempt carried, not the next batch)."""
+        digest = Digest(sub, day, period_key(sub.frequency, day))
+        with self.db.session() as s:
+            papers = self._load_papers(s, paper_ids)
+        found = [papers[p] for p in paper_ids if p in papers]
+        digest.sections = [Section("Your papers", found)] if found else []
         return digest
 
     @staticmethod
@@ -263,9 +287,14 @@ class Composer:
         out: set[str] = set()
         conn = s.connection()  # Core, not ORM: this runs once or twice per subscriber
         for i in range(0, len(unique), 500):
-            out.update(conn.execute(select(SentPaperRow.paper_id).where(
-                SentPaperRow.subscriber_id == subscriber_id,
-                SentPaperRow.paper_id.in_(unique[i : i + 500]))).scalars())
+            out.update(
+                conn.execute(
+                    select(SentPaperRow.paper_id).where(
+                        SentPaperRow.subscriber_id == subscriber_id,
+                        SentPaperRow.paper_id.in_(unique[i : i + 500]),
+                    )
+                ).scalars()
+            )
         return out
 
 
@@ -296,9 +325,12 @@ def _item(settings: Settings, paper: Paper) -> dict:
         meta.append(", ".join(paper.categories[:3]))
     snippet = _snippet(paper.abstract)
     return {
-        "id": paper.id, "title": " ".join(paper.title.split()),
-        "url": paper_url(settings, paper.id), "authors": _authors(paper.authors),
-        "meta": " | ".join(meta), "snippet": snippet,
+        "id": paper.id,
+        "title": " ".join(paper.title.split()),
+        "url": paper_url(settings, paper.id),
+        "authors": _authors(paper.authors),
+        "meta": " | ".join(meta),
+        "snippet": snippet,
         "snippet_lines": textwrap.wrap(snippet, 74, break_on_hyphens=False),
         "pdf_url": paper.pdf_url if (paper.pdf_url or "").startswith("http") else None,
         "code_url": paper.code_url if (paper.code_url or "").startswith("http") else None,
@@ -345,8 +377,11 @@ class MessageBuilder:
         hit = self._fragments.get(paper.id)
         if hit is None:
             item = _item(self.settings, paper)
-            hit = (Markup(mail.render("_item.html", item=item)),
-                   mail.render("_item.txt", item=item), item["title"])
+            hit = (
+                Markup(mail.render("_item.html", item=item)),
+                mail.render("_item.txt", item=item),
+                item["title"],
+            )
             if len(self._fragments) < 100_000:
                 self._fragments[paper.id] = hit
         return hit
@@ -361,24 +396,36 @@ class MessageBuilder:
         for sec in digest.sections:
             frags = [self._fragment(p) for p in sec.papers]
             titles += [f[2] for f in frags]
-            sections.append({"title": sec.title, "html": [f[0] for f in frags],
-                             "text": [f[1] for f in frags]})
+            sections.append(
+                {"title": sec.title, "html": [f[0] for f in frags], "text": [f[1] for f in frags]}
+            )
         subject = subject_of(digest)
         ctx = {
-            "subject": subject, "heading": heading_of(digest), "sections": sections,
+            "subject": subject,
+            "heading": heading_of(digest),
+            "sections": sections,
             "preheader": "; ".join(titles[:3])[:140] if titles else "Nothing new this time",
-            "email": sub.email, "frequency": sub.frequency, "base_url": settings.base_url,
+            "email": sub.email,
+            "frequency": sub.frequency,
+            "base_url": settings.base_url,
             "manage_url": tokens.manage_url(settings, sub.id, sub.email),
             "unsubscribe_url": unsubscribe,
         }
-        msg = mail.new_message(settings, sub.email, subject, mail.render("digest.txt", **ctx),
-                               mail.render("digest.html", **ctx),
-                               message_id=message_id(settings, digest), date=now)
+        msg = mail.new_message(
+            settings,
+            sub.email,
+            subject,
+            mail.render("digest.txt", **ctx),
+            mail.render("digest.html", **ctx),
+            message_id=message_id(settings, digest),
+            date=now,
+        )
         mail.add_list_headers(msg, settings, unsubscribe)
         return msg
 
 
-def build_message(settings: Settings, digest: Digest, *, now: datetime | None = None
-                  ) -> EmailMessage:
+def build_message(
+    settings: Settings, digest: Digest, *, now: datetime | None = None
+) -> EmailMessage:
     """One digest message (a run uses one ``MessageBuilder`` for all of them)."""
     return MessageBuilder(settings).build(digest, now=now)

@@ -70,7 +70,14 @@ from papersift.store.schema import DigestLedgerRow, SentPaperRow, SubscriberRow
 log = logging.getLogger(__name__)
 
 CLAIMED, SENDING, SENT, FAILED, BOUNCED, EMPTY, UNCERTAIN = (
-    "claimed", "sending", "sent", "failed", "bounced", "empty", "uncertain")
+    "claimed",
+    "sending",
+    "sent",
+    "failed",
+    "bounced",
+    "empty",
+    "uncertain",
+)
 DONE = (SENT, EMPTY, BOUNCED)
 LEASE = timedelta(minutes=15)
 PAUSE_AFTER = 3
@@ -99,8 +106,9 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def claimer_dead(claimed_by: str | None, claimed_at: datetime | None, now: datetime,
-                 lease: timedelta = LEASE) -> bool:
+def claimer_dead(
+    claimed_by: str | None, claimed_at: datetime | None, now: datetime, lease: timedelta = LEASE
+) -> bool:
     """True when the run holding a claim is known to be gone (see the module docstring)."""
     if claimed_at is None or not claimed_by:
         return True
@@ -156,9 +164,14 @@ class RunReport:
 
     def to_dict(self) -> dict:
         return {
-            "day": self.day.isoformat(), "dry_run": self.dry_run, "counts": self.counts(),
-            "aborted": self.aborted, "warnings": self.warnings, "paused": self.paused,
-            "composed": self.composed, "seconds": round(self.seconds, 3),
+            "day": self.day.isoformat(),
+            "dry_run": self.dry_run,
+            "counts": self.counts(),
+            "aborted": self.aborted,
+            "warnings": self.warnings,
+            "paused": self.paused,
+            "composed": self.composed,
+            "seconds": round(self.seconds, 3),
             "outcomes": [o.__dict__ for o in self.outcomes],
         }
 
@@ -167,10 +180,18 @@ def _insert_sent(s: Session, subscriber_id: int, period: str, ids: list[str]) ->
     """Record papers as mailed; already-recorded ones are left alone."""
     if not ids:
         return
-    have = set(s.scalars(select(SentPaperRow.paper_id).where(
-        SentPaperRow.subscriber_id == subscriber_id, SentPaperRow.paper_id.in_(ids))))
-    rows = [{"subscriber_id": subscriber_id, "paper_id": p, "period": period}
-            for p in dict.fromkeys(ids) if p not in have]
+    have = set(
+        s.scalars(
+            select(SentPaperRow.paper_id).where(
+                SentPaperRow.subscriber_id == subscriber_id, SentPaperRow.paper_id.in_(ids)
+            )
+        )
+    )
+    rows = [
+        {"subscriber_id": subscriber_id, "paper_id": p, "period": period}
+        for p in dict.fromkeys(ids)
+        if p not in have
+    ]
     if rows:
         s.execute(insert(SentPaperRow), rows)
 
@@ -183,11 +204,21 @@ class DigestRun:
     """One pass over the confirmed subscribers for one day."""
 
     def __init__(
-        self, settings: Settings, db: Database, *, day: date | None = None,
-        dry_run: bool = False, rate: float = 0.0, retries: int = 3, backoff: float = 1.0,
-        lease: timedelta = LEASE, pause_after: int = PAUSE_AFTER,
-        emails: list[str] | None = None, retry_uncertain: bool = False,
-        mailer: Mailer | None = None, composer: Composer | None = None,
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        day: date | None = None,
+        dry_run: bool = False,
+        rate: float = 0.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        lease: timedelta = LEASE,
+        pause_after: int = PAUSE_AFTER,
+        emails: list[str] | None = None,
+        retry_uncertain: bool = False,
+        mailer: Mailer | None = None,
+        composer: Composer | None = None,
         progress: Callable[[Outcome], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
@@ -225,8 +256,12 @@ class DigestRun:
 
     def mailer(self) -> Mailer:
         if self._mailer is None:
-            self._mailer = Mailer(SmtpConfig.from_url(self.settings.smtp_url), rate=self.rate,
-                                  retries=self.retries, backoff=self.backoff)
+            self._mailer = Mailer(
+                SmtpConfig.from_url(self.settings.smtp_url),
+                rate=self.rate,
+                retries=self.retries,
+                backoff=self.backoff,
+            )
         return self._mailer
 
     # -- ledger transitions (each its own short transaction) ---------------------------
@@ -234,83 +269,138 @@ class DigestRun:
     def _pk(sub_id: int, period: str):
         return (DigestLedgerRow.subscriber_id == sub_id) & (DigestLedgerRow.period == period)
 
-    def _claim(self, sub: Subscriber, period: str, prev: DigestLedgerRow | None, status: str,
-               paper_ids: list[str], msg_id: str | None) -> bool:
+    def _claim(
+        self,
+        sub: Subscriber,
+        period: str,
+        prev: DigestLedgerRow | None,
+        status: str,
+        paper_ids: list[str],
+        msg_id: str | None,
+    ) -> bool:
         """Own (sub, period) with ``status``; False if another run has it or the subscriber
         stopped being confirmed meanwhile."""
         now = datetime.now(UTC)
         confirmed = exists().where(SubscriberRow.id == sub.id, SubscriberRow.status == CONFIRMED)
-        values = {"status": status, "claimed_by": self.claimer, "claimed_at": now,
-                  "message_id": msg_id, "paper_ids": paper_ids, "error": None}
+        values = {
+            "status": status,
+            "claimed_by": self.claimer,
+            "claimed_at": now,
+            "message_id": msg_id,
+            "paper_ids": paper_ids,
+            "error": None,
+        }
         try:
             with self.db.session() as s:
                 if prev is None:
                     cols = ["subscriber_id", "period", "attempts", *values]
-                    src = select(literal(sub.id), literal(period), literal(1),
-                                 *[literal(v, type_=DigestLedgerRow.__table__.c[k].type)
-                                   for k, v in values.items()]).where(confirmed)
+                    src = select(
+                        literal(sub.id),
+                        literal(period),
+                        literal(1),
+                        *[
+                            literal(v, type_=DigestLedgerRow.__table__.c[k].type)
+                            for k, v in values.items()
+                        ],
+                    ).where(confirmed)
                     # RETURNING, not rowcount: psycopg reports -1 for INSERT ... SELECT
-                    result = s.execute(insert(DigestLedgerRow).from_select(cols, src)
-                                       .returning(DigestLedgerRow.subscriber_id))
+                    result = s.execute(
+                        insert(DigestLedgerRow)
+                        .from_select(cols, src)
+                        .returning(DigestLedgerRow.subscriber_id)
+                    )
                 else:
                     cond = self._pk(sub.id, period) & (DigestLedgerRow.status == prev.status)
                     if prev.claimed_by is None:
                         cond &= DigestLedgerRow.claimed_by.is_(None)
                     else:
                         cond &= DigestLedgerRow.claimed_by == prev.claimed_by
-                    result = s.execute(update(DigestLedgerRow).where(cond & confirmed).values(
-                        attempts=DigestLedgerRow.attempts + 1, **values)
-                        .returning(DigestLedgerRow.subscriber_id))
+                    result = s.execute(
+                        update(DigestLedgerRow)
+                        .where(cond & confirmed)
+                        .values(attempts=DigestLedgerRow.attempts + 1, **values)
+                        .returning(DigestLedgerRow.subscriber_id)
+                    )
                 return len(result.all()) == 1
         except IntegrityError:
             return False
 
     def _set(self, sub_id: int, period: str, status: str, **extra) -> None:
         with self.db.session() as s:
-            s.execute(update(DigestLedgerRow).where(
-                self._pk(sub_id, period) & (DigestLedgerRow.claimed_by == self.claimer)
-            ).values(status=status, **extra))
+            s.execute(
+                update(DigestLedgerRow)
+                .where(self._pk(sub_id, period) & (DigestLedgerRow.claimed_by == self.claimer))
+                .values(status=status, **extra)
+            )
 
     def _mark_sent(self, digest: Digest) -> None:
         now = datetime.now(UTC)
         sub = digest.subscriber
         with self.db.session() as s:
-            s.execute(update(DigestLedgerRow).where(
-                self._pk(sub.id, digest.period) & (DigestLedgerRow.claimed_by == self.claimer)
-            ).values(status=SENT, sent_at=now, error=None))
+            s.execute(
+                update(DigestLedgerRow)
+                .where(
+                    self._pk(sub.id, digest.period) & (DigestLedgerRow.claimed_by == self.claimer)
+                )
+                .values(status=SENT, sent_at=now, error=None)
+            )
             _insert_sent(s, sub.id, digest.period, digest.paper_ids)
-            s.execute(update(SubscriberRow).where(SubscriberRow.id == sub.id).values(
-                last_digest_at=now, failure_count=0, last_error=None))
+            s.execute(
+                update(SubscriberRow)
+                .where(SubscriberRow.id == sub.id)
+                .values(last_digest_at=now, failure_count=0, last_error=None)
+            )
 
     def _mark_bounced(self, digest: Digest, error: str) -> bool:
         """Record a permanent failure; True if the subscriber is now paused."""
         sub = digest.subscriber
         with self.db.session() as s:
-            s.execute(update(DigestLedgerRow).where(
-                self._pk(sub.id, digest.period) & (DigestLedgerRow.claimed_by == self.claimer)
-            ).values(status=BOUNCED, error=error))
+            s.execute(
+                update(DigestLedgerRow)
+                .where(
+                    self._pk(sub.id, digest.period) & (DigestLedgerRow.claimed_by == self.claimer)
+                )
+                .values(status=BOUNCED, error=error)
+            )
             fails = SubscriberRow.failure_count + 1
-            s.execute(update(SubscriberRow).where(SubscriberRow.id == sub.id).values(
-                failure_count=fails, last_error=error,
-                status=_case_pause(fails, self.pause_after)))
+            s.execute(
+                update(SubscriberRow)
+                .where(SubscriberRow.id == sub.id)
+                .values(
+                    failure_count=fails,
+                    last_error=error,
+                    status=_case_pause(fails, self.pause_after),
+                )
+            )
             row = s.get(SubscriberRow, sub.id)
             return row is not None and row.status == PAUSED
 
     def _mark_failed(self, digest: Digest, error: str) -> None:
         self._set(digest.subscriber.id, digest.period, FAILED, error=error)
         with self.db.session() as s:
-            s.execute(update(SubscriberRow).where(SubscriberRow.id == digest.subscriber.id)
-                      .values(last_error=error))
+            s.execute(
+                update(SubscriberRow)
+                .where(SubscriberRow.id == digest.subscriber.id)
+                .values(last_error=error)
+            )
 
-    def _mark_uncertain(self, sub_id: int, period: str, owner: str | None, ids: list[str],
-                        error: str) -> bool:
+    def _mark_uncertain(
+        self, sub_id: int, period: str, owner: str | None, ids: list[str], error: str
+    ) -> bool:
         """sending -> uncertain for a dead owner (or ourselves); papers count as sent."""
         with self.db.session() as s:
             cond = self._pk(sub_id, period) & (DigestLedgerRow.status == SENDING)
-            cond &= (DigestLedgerRow.claimed_by == owner) if owner else \
-                DigestLedgerRow.claimed_by.is_(None)
-            changed = s.execute(update(DigestLedgerRow).where(cond).values(
-                status=UNCERTAIN, error=error)).rowcount == 1
+            cond &= (
+                (DigestLedgerRow.claimed_by == owner)
+                if owner
+                else DigestLedgerRow.claimed_by.is_(None)
+            )
+            changed = (
+                s.execute(
+                    update(DigestLedgerRow).where(cond).values(status=UNCERTAIN, error=error)
+                ).rowcount
+                == 1
+            )
             if changed:
                 _insert_sent(s, sub_id, period, list(ids or []))
             return changed
@@ -355,14 +445,20 @@ class DigestRun:
                 self._emit(out)
                 return True
             if prev.status in (CLAIMED, SENDING) and not claimer_dead(
-                    prev.claimed_by, prev.claimed_at, now, self.lease):
+                prev.claimed_by, prev.claimed_at, now, self.lease
+            ):
                 out.status = "busy"  # another live run is on it
                 self._emit(out)
                 return True
             if prev.status == SENDING:
                 if not self.dry_run:
-                    self._mark_uncertain(sub.id, period, prev.claimed_by, prev.paper_ids,
-                                         "run died after handing the message to SMTP")
+                    self._mark_uncertain(
+                        sub.id,
+                        period,
+                        prev.claimed_by,
+                        prev.paper_ids,
+                        "run died after handing the message to SMTP",
+                    )
                 out.status, out.error = UNCERTAIN, "a previous run died while sending"
                 out.papers = len(prev.paper_ids or [])
                 self._emit(out)
@@ -373,7 +469,10 @@ class DigestRun:
                 self._emit(out)
                 return True
         t0 = time.perf_counter()
-        digest = self.composer.compose(sub, self.day)
+        if prev is not None and prev.status == UNCERTAIN:  # --retry-uncertain: the same mail
+            digest = self.composer.recompose(sub, self.day, list(prev.paper_ids or []))
+        else:
+            digest = self.composer.compose(sub, self.day)
         self.report.composed += 1
         self.report.compose_seconds += time.perf_counter() - t0
         out.papers = len(digest.paper_ids)
@@ -446,8 +545,9 @@ def run_digests(settings: Settings, db: Database, **kwargs) -> RunReport:
     return DigestRun(settings, db, **kwargs).run()
 
 
-def preview(settings: Settings, db: Database, email: str, day: date | None = None
-            ) -> tuple[Digest, object]:
+def preview(
+    settings: Settings, db: Database, email: str, day: date | None = None
+) -> tuple[Digest, object]:
     """(digest, message) for one subscriber, whatever their status; writes nothing."""
     from papersift.digest.subscriptions import get_by_email
 
