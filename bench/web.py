@@ -1,0 +1,172 @@
+"""Web benchmark: latency of search over HTTP under a fixed request rate, on loopback.
+
+A real ``papersift serve`` process (uvicorn, ``--workers``, default 2) serves the sample corpus from a
+fresh home; an open-loop load generator (httpx, asyncio) fires requests at a fixed rate for
+a bounded time and times each one from its *scheduled* start, so a slow server cannot hide
+its queueing (no coordinated omission). Targets, side by side in one run: the JSON search
+API, the HTML search page, and as a reference the cheapest route with a database read (the
+JSON of one paper). Queries are drawn from the seed titles, so most are cache misses.
+
+Usage: python bench/web.py [--rate 200] [--seconds 15] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import report  # noqa: E402
+import synth  # noqa: E402
+
+PAPERSIFT = Path(sys.executable).with_name("papersift")
+MAX_IN_FLIGHT = 512
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_home(home: Path) -> None:
+    env = {**os.environ, "PAPERSIFT_HOME": str(home)}
+    env.pop("PAPERSIFT_DB", None)
+    subprocess.run([str(PAPERSIFT), "ingest", str(synth.SAMPLE), "-q"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, timeout=900)
+    subprocess.run([str(PAPERSIFT), "index"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, timeout=900)
+
+
+def start_server(home: Path, port: int, workers: int) -> subprocess.Popen:
+    env = {**os.environ, "PAPERSIFT_HOME": str(home)}
+    env.pop("PAPERSIFT_DB", None)
+    proc = subprocess.Popen([str(PAPERSIFT), "serve", "--port", str(port), "--workers", str(workers)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/collections", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("server did not come up: " + (proc.stderr.read() or b"").decode()[-2000:])
+
+
+async def load(base: str, paths: list[str], rate: float, seconds: float) -> dict:
+    """Open-loop load: request i is due at i/rate; latency counts from that moment."""
+    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors = 0
+    sem = asyncio.Semaphore(MAX_IN_FLIGHT)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=10) as client:
+        start = time.perf_counter()
+        total = int(rate * seconds)
+
+        async def one(i: int) -> None:
+            nonlocal errors
+            due = start + i / rate
+            async with sem:
+                try:
+                    resp = await client.get(paths[i % len(paths)])
+                    statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
+                except httpx.HTTPError:
+                    errors += 1
+                    return
+            latencies.append(time.perf_counter() - due)
+
+        tasks = []
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    arr = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
+    return {"requests": total, "ok": statuses.get(200, 0), "errors": errors,
+            "statuses": statuses, "throughput": len(latencies) / elapsed,
+            "p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)),
+            "max": float(arr.max())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    text = synth.load_seed_text()
+    rng = random.Random(5)
+    queries = []
+    for _ in range(2000):
+        words = rng.choice(text.titles).split()
+        n = rng.randint(2, 5)
+        s = rng.randint(0, max(0, len(words) - n))
+        queries.append(" ".join(words[s : s + n]))
+    with tempfile.TemporaryDirectory(prefix="papersift-webbench-") as tmp:
+        home = Path(tmp) / "home"
+        prepare_home(home)
+        port = free_port()
+        proc = start_server(home, port, args.workers)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            ids = [p["id"] for p in httpx.get(f"{base}/api/v1/trending?window=month&k=50",
+                                                timeout=10).json()["results"]]
+            targets = {
+                "GET /api/v1/search?q=...&k=10": [
+                    f"/api/v1/search?{httpx.QueryParams({'q': q, 'k': 10})}" for q in queries],
+                "GET /search?q=... (HTML page)": [
+                    f"/search?{httpx.QueryParams({'q': q})}" for q in queries],
+                "GET /api/v1/papers/{id} (reference)": [f"/api/v1/papers/{i}" for i in ids],
+            }
+            results = {}
+            for name, paths in targets.items():
+                asyncio.run(load(base, paths[:200], 50, 2))  # warm up
+                results[name] = asyncio.run(load(base, paths, args.rate, args.seconds))
+                print(name, results[name], flush=True)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    ref = results["GET /api/v1/papers/{id} (reference)"]
+    lines = ["## Web (bench/web.py)", "",
+             f"Run {date.today().isoformat()} on {report.machine()}.",
+             f"`papersift serve --workers {args.workers}` (uvicorn) on the sample corpus (804 "
+             f"papers, hybrid search), open-loop load from another process on 127.0.0.1 at "
+             f"{args.rate:.0f} requests/s for {args.seconds:.0f} s per target; latency from each "
+             f"request's scheduled start. The load generator shares the 2 cores with the server.",
+             "Target: p99 <= 100 ms at 200 requests/s.", "",
+             "| target | requests | 200 OK | errors | throughput (req/s) | p50 (ms) | p99 (ms) | "
+             "max (ms) | p99 vs reference |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['requests']:,} | {r['ok']:,} | {r['errors']} | "
+                     f"{r['throughput']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.0f} | "
+                     f"{r['p99'] / ref['p99']:.1f}x |")
+    lines.append("")
+    print("\n".join(lines))
+    if not args.no_write:
+        report.write_section("bench/web.py", lines)
+
+
+if __name__ == "__main__":
+    main()
