@@ -19,6 +19,7 @@ from papersift.rank import trending as trending_mod
 from papersift.store.db import Database
 from papersift.web import problems
 from papersift.web.deps import ViewCounter
+from papersift.web.problems import PROBLEM_TYPE
 from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter
 from papersift.web.routes import api, docs, feeds, pages, search
 from papersift.web.schemas import Problem
@@ -142,13 +143,18 @@ def create_app(
 
 
 def _problem_everywhere(schema: dict[str, Any]) -> None:
-    """FastAPI documents 422 as application/json HTTPValidationError; ours is a problem."""
+    """FastAPI documents 422 as application/json HTTPValidationError; ours is a problem.
+    Operations with a body can also answer 400 (unparsable body) and 413 (too large)."""
     ref = {"$ref": "#/components/schemas/Problem"}
+
+    def entry(description: str) -> dict[str, Any]:
+        return {"description": description, "content": {PROBLEM_TYPE: {"schema": ref}}}
+
     for operations in schema.get("paths", {}).values():
         for op in operations.values():
             responses = op.get("responses", {})
             if "422" in responses:
-                responses["422"] = {
-                    "description": "invalid parameters",
-                    "content": {"application/problem+json": {"schema": ref}},
-                }
+                responses["422"] = entry("invalid parameters")
+            if "requestBody" in op:
+                responses.setdefault("400", entry("the body cannot be read (not UTF-8)"))
+                responses.setdefault("413", entry("the body is too large"))

@@ -106,7 +106,9 @@ class Problem(BaseModel):
     status: int
     detail: str
     instance: str | None = None
-    errors: list[dict] | None = None
+    errors: list[dict | str] | None = Field(
+        None, description="what was wrong: field errors as objects, or plain messages"
+    )
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict]:

@@ -185,7 +185,9 @@ def api_paper(request: Request, paper_id: str) -> Response:
 
 
 @router.get(
-    "/trending", response_model=schemas.TrendingOut, responses=schemas.problem_responses(422)
+    "/trending",
+    response_model=schemas.TrendingOut,
+    responses=schemas.problem_responses(400, 422),
 )
 def api_trending(
     request: Request,
