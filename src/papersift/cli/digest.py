@@ -20,9 +20,11 @@ from papersift.digest.tokens import TokenError
 from papersift.digest.validation import ValidationError, clean_preferences, normalize_email
 
 subscribers_app = typer.Typer(
-    name="subscribers", help="Manage digest subscribers (double opt-in).", no_args_is_help=True)
-digest_app = typer.Typer(name="digest", help="Compose and send the email digests.",
-                         no_args_is_help=True)
+    name="subscribers", help="Manage digest subscribers (double opt-in).", no_args_is_help=True
+)
+digest_app = typer.Typer(
+    name="digest", help="Compose and send the email digests.", no_args_is_help=True
+)
 app.add_typer(subscribers_app)
 app.add_typer(digest_app)
 
@@ -37,16 +39,27 @@ def _invalid(exc: ValidationError) -> None:
 @subscribers_app.command("add")
 def subscribers_add(
     email: Annotated[str, typer.Argument(help="Address to subscribe.")],
-    topic: Annotated[list[str] | None, typer.Option(
-        "--topic", "-t", help="A topic to match new papers against (repeatable).")] = None,
-    collection: Annotated[list[str] | None, typer.Option(
-        "--collection", "-c", help="Follow new papers in this collection (repeatable).")] = None,
+    topic: Annotated[
+        list[str] | None,
+        typer.Option("--topic", "-t", help="A topic to match new papers against (repeatable)."),
+    ] = None,
+    collection: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--collection", "-c", help="Follow new papers in this collection (repeatable)."
+        ),
+    ] = None,
     frequency: Annotated[str, typer.Option(help="daily or weekly.")] = "daily",
     max_papers: Annotated[int, typer.Option("--max", help="At most N papers per mail.")] = 20,
-    send_empty: Annotated[bool, typer.Option(
-        "--send-empty", help="Also mail a short note when nothing is new.")] = False,
-    mail: Annotated[bool, typer.Option(
-        "--mail/--no-mail", help="Send the confirmation mail (else only print the link).")] = True,
+    send_empty: Annotated[
+        bool, typer.Option("--send-empty", help="Also mail a short note when nothing is new.")
+    ] = False,
+    mail: Annotated[
+        bool,
+        typer.Option(
+            "--mail/--no-mail", help="Send the confirmation mail (else only print the link)."
+        ),
+    ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Subscribe an address: it gets a confirmation link and no digest until confirmed.
@@ -56,9 +69,13 @@ def subscribers_add(
     Example: papersift subscribers add ada@example.org --topic "sparse attention" --max 10
     """
     try:
-        prefs = clean_preferences(topics=topic or [], collections=collection or [],
-                                  frequency=frequency, max_papers=max_papers,
-                                  send_empty=send_empty)
+        prefs = clean_preferences(
+            topics=topic or [],
+            collections=collection or [],
+            frequency=frequency,
+            max_papers=max_papers,
+            send_empty=send_empty,
+        )
         normalize_email(email)
         result = subs.subscribe(state.db(), email, prefs)
     except ValidationError as exc:
@@ -73,27 +90,39 @@ def subscribers_add(
         except (SmtpError, SmtpConfigError, OSError, ValueError) as exc:
             mail_error = str(exc)
     if json_out:
-        print_json({"subscriber": sub.to_dict(), "action": result.action, "confirm_url": link,
-                    "mailed": mailed, "mail_error": mail_error})
+        print_json(
+            {
+                "subscriber": sub.to_dict(),
+                "action": result.action,
+                "confirm_url": link,
+                "mailed": mailed,
+                "mail_error": mail_error,
+            }
+        )
     else:
-        verb = {"created": "added", "pending": "updated (still pending)",
-                "restarted": "re-subscribed (pending)", "already": "already confirmed; "
-                "preferences unchanged (use the manage link)"}[result.action]
+        verb = {
+            "created": "added",
+            "pending": "updated (still pending)",
+            "restarted": "re-subscribed (pending)",
+            "already": "already confirmed; preferences unchanged (use the manage link)",
+        }[result.action]
         console.print(f"{sub.email}: {verb}", highlight=False)
         if link:
             console.print(f"confirmation link: {link}", highlight=False, soft_wrap=True)
         if mailed:
             console.print("confirmation mail sent", style="dim")
     if mail_error:
-        err_console.print(f"[yellow]warning:[/] the mail could not be sent: {mail_error}",
-                          highlight=False)
+        err_console.print(
+            f"[yellow]warning:[/] the mail could not be sent: {mail_error}", highlight=False
+        )
         raise typer.Exit(1)
 
 
 @subscribers_app.command("confirm")
 def subscribers_confirm(
-    link: Annotated[str, typer.Argument(metavar="LINK_OR_TOKEN",
-                                        help="The confirmation link (or its token).")],
+    link: Annotated[
+        str, typer.Argument(metavar="LINK_OR_TOKEN", help="The confirmation link (or its token).")
+    ],
 ) -> None:
     """Confirm a subscription, exactly as opening the mailed link does.
 
@@ -103,14 +132,17 @@ def subscribers_confirm(
         sub, changed = subs.confirm(state.db(), state.settings, tokens.token_from_link(link))
     except TokenError as exc:
         fail(str(exc), code=2)
-    console.print(f"{sub.email}: {'confirmed' if changed else 'was already confirmed'}",
-                  highlight=False)
+    console.print(
+        f"{sub.email}: {'confirmed' if changed else 'was already confirmed'}", highlight=False
+    )
 
 
 @subscribers_app.command("list")
 def subscribers_list(
-    status: Annotated[str | None, typer.Option(
-        help="Only this status: pending, confirmed, unsubscribed or paused.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only this status: pending, confirmed, unsubscribed or paused."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """List subscribers with their status and preferences.
@@ -124,21 +156,42 @@ def subscribers_list(
     if json_out:
         print_json({"subscribers": [r.to_dict() for r in rows]})
         return
-    table = Table("id", "email", "status", "freq", "max", "topics", "collections",
-                  "last digest", "failures", title=f"{len(rows)} subscribers",
-                  title_justify="left")
+    table = Table(
+        "id",
+        "email",
+        "status",
+        "freq",
+        "max",
+        "topics",
+        "collections",
+        "last digest",
+        "failures",
+        title=f"{len(rows)} subscribers",
+        title_justify="left",
+    )
     for r in rows:
-        table.add_row(str(r.id), r.email, r.status, r.frequency, str(r.max_papers),
-                      "; ".join(r.topics), "; ".join(r.collections),
-                      r.last_digest_at.strftime("%Y-%m-%d %H:%M") if r.last_digest_at else "-",
-                      str(r.failure_count) + (f" ({r.last_error[:40]})" if r.last_error else ""))
+        table.add_row(
+            str(r.id),
+            r.email,
+            r.status,
+            r.frequency,
+            str(r.max_papers),
+            "; ".join(r.topics),
+            "; ".join(r.collections),
+            r.last_digest_at.strftime("%Y-%m-%d %H:%M") if r.last_digest_at else "-",
+            str(r.failure_count) + (f" ({r.last_error[:40]})" if r.last_error else ""),
+        )
     console.print(table)
 
 
 @subscribers_app.command("remove")
 def subscribers_remove(
-    who: Annotated[str, typer.Argument(metavar="EMAIL_OR_LINK",
-                                       help="Address, or an unsubscribe/manage link or token.")],
+    who: Annotated[
+        str,
+        typer.Argument(
+            metavar="EMAIL_OR_LINK", help="Address, or an unsubscribe/manage link or token."
+        ),
+    ],
 ) -> None:
     """Delete a subscriber and their digest history (for an unsubscribe that keeps the
     record, use the link in any digest).
@@ -217,24 +270,41 @@ def _parse_day(value: str | None) -> date:
 
 @digest_app.command("send", help=SEND_HELP)
 def digest_send(
-    period: Annotated[str | None, typer.Option(
-        "--period", metavar="DATE", help="The day to send for (YYYY-MM-DD); default today.")
+    period: Annotated[
+        str | None,
+        typer.Option(
+            "--period", metavar="DATE", help="The day to send for (YYYY-MM-DD); default today."
+        ),
     ] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Compose only: no mail, nothing recorded.")] = False,
-    rate: Annotated[float | None, typer.Option(
-        help="At most this many messages per second (0 = no limit); "
-             "default $PAPERSIFT_SMTP_RATE or 10.")] = None,
-    retries: Annotated[int, typer.Option(
-        help="Retries of a temporary SMTP failure, with exponential backoff.")] = 3,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Compose only: no mail, nothing recorded.")
+    ] = False,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="At most this many messages per second (0 = no limit); "
+            "default $PAPERSIFT_SMTP_RATE or 10."
+        ),
+    ] = None,
+    retries: Annotated[
+        int, typer.Option(help="Retries of a temporary SMTP failure, with exponential backoff.")
+    ] = 3,
     backoff: Annotated[float, typer.Option(help="First backoff delay in seconds.")] = 1.0,
-    pause_after: Annotated[int, typer.Option(
-        help="Pause an address after this many permanent failures in a row.")] = 3,
-    only: Annotated[list[str] | None, typer.Option(
-        "--only", metavar="EMAIL", help="Only these subscribers (repeatable).")] = None,
-    retry_uncertain: Annotated[bool, typer.Option(
-        "--retry-uncertain", help="Also resend digests whose delivery is uncertain (only "
-        "after checking the mail log: they may have arrived).")] = False,
+    pause_after: Annotated[
+        int, typer.Option(help="Pause an address after this many permanent failures in a row.")
+    ] = 3,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", metavar="EMAIL", help="Only these subscribers (repeatable)."),
+    ] = None,
+    retry_uncertain: Annotated[
+        bool,
+        typer.Option(
+            "--retry-uncertain",
+            help="Also resend digests whose delivery is uncertain (only "
+            "after checking the mail log: they may have arrived).",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
 ) -> None:
@@ -264,12 +334,25 @@ def digest_send(
             return
         style = {"sent": "green", "failed": "red", "bounced": "red", "uncertain": "yellow"}
         extra = f" ({o.error})" if o.error else ""
-        err_console.print(f"[{style.get(o.status, 'dim')}]{o.status:>10}[/] {o.email} "
-                          f"{o.period} {o.papers} papers{extra}", highlight=False)
+        err_console.print(
+            f"[{style.get(o.status, 'dim')}]{o.status:>10}[/] {o.email} "
+            f"{o.period} {o.papers} papers{extra}",
+            highlight=False,
+        )
 
-    report = run_digests(settings, state.db(), day=day, dry_run=dry_run, rate=rate,
-                         retries=retries, backoff=backoff, pause_after=pause_after,
-                         emails=emails, retry_uncertain=retry_uncertain, progress=show)
+    report = run_digests(
+        settings,
+        state.db(),
+        day=day,
+        dry_run=dry_run,
+        rate=rate,
+        retries=retries,
+        backoff=backoff,
+        pause_after=pause_after,
+        emails=emails,
+        retry_uncertain=retry_uncertain,
+        progress=show,
+    )
     if json_out:
         data = report.to_dict()
         if quiet:
@@ -278,19 +361,24 @@ def digest_send(
     else:
         counts = report.counts()
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no subscribers"
-        console.print(f"digest {day.isoformat()}{' (dry run)' if dry_run else ''}: {summary} "
-                      f"in {report.seconds:.1f}s", highlight=False)
+        console.print(
+            f"digest {day.isoformat()}{' (dry run)' if dry_run else ''}: {summary} "
+            f"in {report.seconds:.1f}s",
+            highlight=False,
+        )
         for w in report.warnings:
             err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
         for email in report.paused:
-            err_console.print(f"[yellow]paused:[/] {email} after repeated permanent failures",
-                              highlight=False)
+            err_console.print(
+                f"[yellow]paused:[/] {email} after repeated permanent failures", highlight=False
+            )
         if counts.get("uncertain"):
             err_console.print(
                 "[yellow]uncertain:[/] a run died while handing these digests to the SMTP "
                 "server; they were probably delivered and are not resent. Check the mail log "
                 "for their Message-ID, then use --retry-uncertain if they did not arrive.",
-                highlight=False)
+                highlight=False,
+            )
         if report.aborted:
             err_console.print(f"[bold red]error:[/] {report.aborted}", highlight=False)
     if not report.ok:
@@ -300,10 +388,14 @@ def digest_send(
 @digest_app.command("preview")
 def digest_preview(
     email: Annotated[str, typer.Argument(help="A subscriber's address (any status).")],
-    html: Annotated[Path | None, typer.Option(
-        "--html", metavar="FILE", help="Also write the HTML part to FILE.")] = None,
-    period: Annotated[str | None, typer.Option(
-        "--period", metavar="DATE", help="As if sending on this day (default today).")] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", metavar="FILE", help="Also write the HTML part to FILE."),
+    ] = None,
+    period: Annotated[
+        str | None,
+        typer.Option("--period", metavar="DATE", help="As if sending on this day (default today)."),
+    ] = None,
 ) -> None:
     """Print the digest a subscriber would get now (text part); nothing is sent or recorded.
 
@@ -318,11 +410,12 @@ def digest_preview(
         fail(str(exc))
     sub = digest.subscriber
     if sub.status != subs.CONFIRMED:
-        err_console.print(f"[yellow]note:[/] {sub.email} is {sub.status}: a real run sends "
-                          "nothing to it", highlight=False)
+        err_console.print(
+            f"[yellow]note:[/] {sub.email} is {sub.status}: a real run sends nothing to it",
+            highlight=False,
+        )
     if digest.empty and not sub.send_empty:
-        err_console.print("[yellow]note:[/] nothing new: a real run sends no mail",
-                          highlight=False)
+        err_console.print("[yellow]note:[/] nothing new: a real run sends no mail", highlight=False)
     text_part = msg.get_body(("plain",))
     console.print(f"Subject: {msg['Subject']}", highlight=False, markup=False)
     console.print(text_part.get_content() if text_part else "", highlight=False, markup=False)

@@ -105,8 +105,14 @@ def _constant(name: str, value: str):
 
 
 def new_message(
-    settings: Settings, to: str, subject: str, text: str, html: str | None = None,
-    *, message_id: str | None = None, date: datetime | None = None,
+    settings: Settings,
+    to: str,
+    subject: str,
+    text: str,
+    html: str | None = None,
+    *,
+    message_id: str | None = None,
+    date: datetime | None = None,
 ) -> EmailMessage:
     """A multipart/alternative (text first, then HTML) message with the standard headers."""
     msg = EmailMessage(policy=POLICY)
@@ -136,8 +142,7 @@ def add_list_headers(msg: EmailMessage, settings: Settings, unsubscribe_link: st
     token = unsubscribe_link.rsplit("token=", 1)[-1]
     mailto = f"mailto:{addr}?subject={quote('unsubscribe ' + token)}"
     msg["List-Unsubscribe"] = f"<{unsubscribe_link}>, <{mailto}>"
-    msg["List-Unsubscribe-Post"] = _constant("List-Unsubscribe-Post",
-                                             "List-Unsubscribe=One-Click")
+    msg["List-Unsubscribe-Post"] = _constant("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     msg["List-Id"] = _constant("List-Id", f"papersift digest <digest.{mail_domain(settings)}>")
     msg["Auto-Submitted"] = _constant("Auto-Submitted", "auto-generated")
     msg["Precedence"] = _constant("Precedence", "bulk")
@@ -146,15 +151,30 @@ def add_list_headers(msg: EmailMessage, settings: Settings, unsubscribe_link: st
 def confirmation_message(settings: Settings, email: str, confirm_link: str) -> EmailMessage:
     """Double opt-in: the link that turns a pending subscription on."""
     ctx = {"confirm_url": confirm_link, "base_url": settings.base_url, "email": email}
-    return new_message(settings, email, "Confirm your papersift digest subscription",
-                       render("confirm.txt", **ctx), render("confirm.html", **ctx))
+    return new_message(
+        settings,
+        email,
+        "Confirm your papersift digest subscription",
+        render("confirm.txt", **ctx),
+        render("confirm.html", **ctx),
+    )
 
 
-def already_message(settings: Settings, email: str, manage_link: str,
-                    unsubscribe_link: str) -> EmailMessage:
+def already_message(
+    settings: Settings, email: str, manage_link: str, unsubscribe_link: str
+) -> EmailMessage:
     """Sent when someone subscribes an address that is already confirmed: the owner
     learns of it and gets the manage link; the form itself reveals nothing."""
-    ctx = {"manage_url": manage_link, "unsubscribe_url": unsubscribe_link,
-           "base_url": settings.base_url, "email": email}
-    return new_message(settings, email, "You are already subscribed to the papersift digest",
-                       render("already.txt", **ctx), render("already.html", **ctx))
+    ctx = {
+        "manage_url": manage_link,
+        "unsubscribe_url": unsubscribe_link,
+        "base_url": settings.base_url,
+        "email": email,
+    }
+    return new_message(
+        settings,
+        email,
+        "You are already subscribed to the papersift digest",
+        render("already.txt", **ctx),
+        render("already.html", **ctx),
+    )

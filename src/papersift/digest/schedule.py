@@ -36,8 +36,12 @@ def _env_hour() -> int:
 
 
 def start_scheduler(
-    settings: Settings, db: Database, *, hour: int | None = None,
-    interval: float = DEFAULT_INTERVAL, rate: float | None = None,
+    settings: Settings,
+    db: Database,
+    *,
+    hour: int | None = None,
+    interval: float = DEFAULT_INTERVAL,
+    rate: float | None = None,
     clock: Callable[[], datetime] = datetime.now,
     on_report: Callable[[RunReport], None] | None = None,
 ) -> Callable[[], None]:
@@ -52,8 +56,9 @@ def start_scheduler(
             now = clock()
             if now.hour >= hour and last_clean != now.date():
                 try:
-                    report = run_digests(settings, db, day=now.date(), rate=rate,
-                                         should_stop=stop.is_set)
+                    report = run_digests(
+                        settings, db, day=now.date(), rate=rate, should_stop=stop.is_set
+                    )
                     counts = report.counts()
                     log.info("digests for %s: %s", now.date(), counts)
                     if report.aborted:
@@ -68,8 +73,7 @@ def start_scheduler(
 
     thread = threading.Thread(target=loop, name="papersift-digests", daemon=True)
     thread.start()
-    log.info("digest scheduler started: daily after %02d:00, checking every %.0fs",
-             hour, interval)
+    log.info("digest scheduler started: daily after %02d:00, checking every %.0fs", hour, interval)
 
     def stop_scheduler() -> None:
         stop.set()

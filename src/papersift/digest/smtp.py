@@ -102,10 +102,14 @@ class SmtpConfig:
             raise SmtpConfigError(f"bad port or timeout in SMTP URL: {exc}") from None
         flag = lambda name: query.get(name, "0").lower() in ("1", "true", "yes")  # noqa: E731
         return cls(
-            host=parts.hostname, port=port, ssl=parts.scheme == "smtps",
-            starttls=flag("starttls"), user=unquote(parts.username) if parts.username else None,
+            host=parts.hostname,
+            port=port,
+            ssl=parts.scheme == "smtps",
+            starttls=flag("starttls"),
+            user=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
-            timeout=timeout, insecure=flag("insecure"),
+            timeout=timeout,
+            insecure=flag("insecure"),
         )
 
     def describe(self) -> str:
@@ -154,8 +158,14 @@ class Mailer:
     """
 
     def __init__(
-        self, config: SmtpConfig, *, rate: float = 0.0, retries: int = 3, backoff: float = 1.0,
-        max_backoff: float = 30.0, local_hostname: str | None = None,
+        self,
+        config: SmtpConfig,
+        *,
+        rate: float = 0.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        local_hostname: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
@@ -179,14 +189,20 @@ class Mailer:
         try:
             if cfg.ssl:
                 conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                    cfg.host, cfg.port, timeout=cfg.timeout, context=context,
-                    local_hostname=self.local_hostname)
+                    cfg.host,
+                    cfg.port,
+                    timeout=cfg.timeout,
+                    context=context,
+                    local_hostname=self.local_hostname,
+                )
             else:
-                conn = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout,
-                                    local_hostname=self.local_hostname)
+                conn = smtplib.SMTP(
+                    cfg.host, cfg.port, timeout=cfg.timeout, local_hostname=self.local_hostname
+                )
         except smtplib.SMTPConnectError as exc:
-            raise SmtpUnavailable(f"cannot connect to {cfg.describe()}: {exc}",
-                                  exc.smtp_code) from exc
+            raise SmtpUnavailable(
+                f"cannot connect to {cfg.describe()}: {exc}", exc.smtp_code
+            ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise SmtpUnavailable(f"cannot connect to {cfg.describe()}: {exc}") from exc
         try:
@@ -198,16 +214,19 @@ class Mailer:
                 conn.login(cfg.user, cfg.password or "")
         except smtplib.SMTPAuthenticationError as exc:
             self._drop(conn)
-            raise SmtpFatal(f"SMTP login as {cfg.user!r} refused: {_text(exc.smtp_error)}",
-                            exc.smtp_code) from exc
+            raise SmtpFatal(
+                f"SMTP login as {cfg.user!r} refused: {_text(exc.smtp_error)}", exc.smtp_code
+            ) from exc
         except (smtplib.SMTPNotSupportedError, ssl.SSLError) as exc:
             self._drop(conn)
             raise SmtpFatal(f"TLS setup with {cfg.describe()} failed: {exc}") from exc
         except smtplib.SMTPResponseException as exc:
             self._drop(conn)
             cls = SmtpTemporary if 400 <= exc.smtp_code < 500 else SmtpFatal
-            raise cls(f"{cfg.describe()} refused the session: {exc.smtp_code} "
-                      f"{_text(exc.smtp_error)}", exc.smtp_code) from exc
+            raise cls(
+                f"{cfg.describe()} refused the session: {exc.smtp_code} {_text(exc.smtp_error)}",
+                exc.smtp_code,
+            ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             self._drop(conn)
             raise SmtpUnavailable(f"connection to {cfg.describe()} failed: {exc}") from exc
@@ -241,8 +260,12 @@ class Mailer:
 
     # -- one attempt --------------------------------------------------------------------
     def _attempt(
-        self, sender: str, recipients: list[str], payload: bytes,
-        before_data: Callable[[], None] | None, data_refused: Callable[[], None] | None,
+        self,
+        sender: str,
+        recipients: list[str],
+        payload: bytes,
+        before_data: Callable[[], None] | None,
+        data_refused: Callable[[], None] | None,
     ) -> None:
         if self._conn is None:
             self._conn = self._connect()
@@ -275,8 +298,10 @@ class Mailer:
         except (smtplib.SMTPException, OSError) as exc:
             self._drop(conn)
             self._conn = None
-            raise SmtpAmbiguous(f"connection failed while the message was being sent, it may "
-                                f"or may not have been delivered: {exc!r}") from exc
+            raise SmtpAmbiguous(
+                f"connection failed while the message was being sent, it may "
+                f"or may not have been delivered: {exc!r}"
+            ) from exc
         if code == 250:
             return
         if data_refused:
@@ -295,7 +320,10 @@ class Mailer:
 
     # -- public ---------------------------------------------------------------------------
     def send(
-        self, msg: EmailMessage, *, before_data: Callable[[], None] | None = None,
+        self,
+        msg: EmailMessage,
+        *,
+        before_data: Callable[[], None] | None = None,
         data_refused: Callable[[], None] | None = None,
     ) -> int:
         """Deliver ``msg`` to its To/Cc recipients; returns the number of attempts made.
@@ -304,8 +332,13 @@ class Mailer:
         after all retries) or SmtpTemporary (still refused after all retries).
         """
         sender = getaddresses([str(msg["Sender"] or msg["From"])])[0][1]
-        recipients = [a for _n, a in getaddresses([str(v) for v in msg.get_all("To", []) +
-                                                   msg.get_all("Cc", [])]) if a]
+        recipients = [
+            a
+            for _n, a in getaddresses(
+                [str(v) for v in msg.get_all("To", []) + msg.get_all("Cc", [])]
+            )
+            if a
+        ]
         if not sender or not recipients:
             raise SmtpPermanent("message has no sender or no recipient")
         payload = wire_bytes(msg)

@@ -65,30 +65,47 @@ class Subscriber:
     @classmethod
     def from_row(cls, row: SubscriberRow) -> Subscriber:
         return cls(
-            id=row.id, email=row.email, topics=list(row.topics or []),
-            collections=list(row.collections or []), frequency=row.frequency,
-            max_papers=row.max_papers, send_empty=bool(row.send_empty), status=row.status,
-            created_at=as_utc(row.created_at), confirmed_at=as_utc(row.confirmed_at),
+            id=row.id,
+            email=row.email,
+            topics=list(row.topics or []),
+            collections=list(row.collections or []),
+            frequency=row.frequency,
+            max_papers=row.max_papers,
+            send_empty=bool(row.send_empty),
+            status=row.status,
+            created_at=as_utc(row.created_at),
+            confirmed_at=as_utc(row.confirmed_at),
             unsubscribed_at=as_utc(row.unsubscribed_at),
-            last_digest_at=as_utc(row.last_digest_at), failure_count=row.failure_count or 0,
+            last_digest_at=as_utc(row.last_digest_at),
+            failure_count=row.failure_count or 0,
             last_error=row.last_error,
         )
 
     @property
     def preferences(self) -> Preferences:
-        return Preferences(list(self.topics), list(self.collections), self.frequency,
-                           self.max_papers, self.send_empty)
+        return Preferences(
+            list(self.topics),
+            list(self.collections),
+            self.frequency,
+            self.max_papers,
+            self.send_empty,
+        )
 
     def to_dict(self) -> dict:
         return {
-            "id": self.id, "email": self.email, "topics": self.topics,
-            "collections": self.collections, "frequency": self.frequency,
-            "max_papers": self.max_papers, "send_empty": self.send_empty,
+            "id": self.id,
+            "email": self.email,
+            "topics": self.topics,
+            "collections": self.collections,
+            "frequency": self.frequency,
+            "max_papers": self.max_papers,
+            "send_empty": self.send_empty,
             "status": self.status,
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "confirmed_at": self.confirmed_at.isoformat() if self.confirmed_at else None,
             "last_digest_at": self.last_digest_at.isoformat() if self.last_digest_at else None,
-            "failure_count": self.failure_count, "last_error": self.last_error,
+            "failure_count": self.failure_count,
+            "last_error": self.last_error,
         }
 
 
@@ -129,8 +146,9 @@ def subscribe(db: Database, email: object, prefs: Preferences) -> SignupResult:
                 check_collections(s, prefs.collections)
                 row = s.scalar(select(SubscriberRow).where(SubscriberRow.email == address))
                 if row is None:
-                    row = SubscriberRow(email=address, status=PENDING, created_at=now,
-                                        failure_count=0)
+                    row = SubscriberRow(
+                        email=address, status=PENDING, created_at=now, failure_count=0
+                    )
                     _apply(row, prefs)
                     s.add(row)
                     s.flush()
@@ -158,10 +176,14 @@ def signup_message(settings: Settings, result: SignupResult):
     sub = result.subscriber
     if result.action == "already":
         return mail.already_message(
-            settings, sub.email, tokens.manage_url(settings, sub.id, sub.email),
-            tokens.unsubscribe_url(settings, sub.id, sub.email))
+            settings,
+            sub.email,
+            tokens.manage_url(settings, sub.id, sub.email),
+            tokens.unsubscribe_url(settings, sub.id, sub.email),
+        )
     return mail.confirmation_message(
-        settings, sub.email, tokens.confirm_url(settings, sub.id, sub.email))
+        settings, sub.email, tokens.confirm_url(settings, sub.id, sub.email)
+    )
 
 
 _recent_lock = threading.Lock()
@@ -202,8 +224,9 @@ def _by_token(s: Session, settings: Settings, purpose: str, token: object) -> Su
     return row
 
 
-def subscriber_for_token(db: Database, settings: Settings, purpose: str,
-                         token: object) -> Subscriber:
+def subscriber_for_token(
+    db: Database, settings: Settings, purpose: str, token: object
+) -> Subscriber:
     """The subscriber a signed link names (TokenError if forged, expired or stale)."""
     with db.session() as s:
         return Subscriber.from_row(_by_token(s, settings, purpose, token))
@@ -216,8 +239,10 @@ def confirm(db: Database, settings: Settings, token: object) -> tuple[Subscriber
         if row.status == CONFIRMED:
             return Subscriber.from_row(row), False
         if row.status != PENDING:
-            raise tokens.TokenError("this confirmation link is no longer valid "
-                                    "(the subscription was cancelled); please subscribe again")
+            raise tokens.TokenError(
+                "this confirmation link is no longer valid "
+                "(the subscription was cancelled); please subscribe again"
+            )
         row.status = CONFIRMED
         row.confirmed_at = datetime.now(UTC)
         row.failure_count = 0
@@ -235,8 +260,9 @@ def unsubscribe(db: Database, settings: Settings, token: object) -> tuple[Subscr
         return Subscriber.from_row(row), True
 
 
-def update_preferences(db: Database, settings: Settings, token: object,
-                       prefs: Preferences) -> Subscriber:
+def update_preferences(
+    db: Database, settings: Settings, token: object, prefs: Preferences
+) -> Subscriber:
     """Save new preferences through a manage link (validated against known collections)."""
     with db.session() as s:
         row = _by_token(s, settings, tokens.MANAGE, token)
@@ -295,12 +321,24 @@ def set_status(db: Database, subscriber_id: int, status: str) -> None:
     if status not in STATUSES:
         raise ValidationError(f"status must be one of {', '.join(STATUSES)}")
     with db.session() as s:
-        s.execute(update(SubscriberRow).where(SubscriberRow.id == subscriber_id)
-                  .values(status=status, failure_count=0))
+        s.execute(
+            update(SubscriberRow)
+            .where(SubscriberRow.id == subscriber_id)
+            .values(status=status, failure_count=0)
+        )
 
 
 __all__ = [
-    "CONFIRMED", "PAUSED", "PENDING", "UNSUBSCRIBED", "Preferences", "SignupResult",
-    "Subscriber", "ValidationError", "clean_preferences", "confirm", "subscribe",
+    "CONFIRMED",
+    "PAUSED",
+    "PENDING",
+    "UNSUBSCRIBED",
+    "Preferences",
+    "SignupResult",
+    "Subscriber",
+    "ValidationError",
+    "clean_preferences",
+    "confirm",
+    "subscribe",
     "unsubscribe",
 ]

@@ -46,8 +46,10 @@ class _ClockSigner(TimestampSigner):
 @lru_cache(maxsize=64)
 def _cached(secret: str, purpose: str, clock: Callable[[], float]) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(
-        secret, salt=f"papersift.digest.{purpose}",
-        signer=_ClockSigner, signer_kwargs={"clock": clock},
+        secret,
+        salt=f"papersift.digest.{purpose}",
+        signer=_ClockSigner,
+        signer_kwargs={"clock": clock},
     )
 
 
@@ -77,8 +79,12 @@ def _serializer(
 
 
 def make_token(
-    settings: Settings, purpose: str, subscriber_id: int, email: str,
-    *, now: datetime | None = None,
+    settings: Settings,
+    purpose: str,
+    subscriber_id: int,
+    email: str,
+    *,
+    now: datetime | None = None,
 ) -> str:
     """A URL-safe signed token for one subscriber and purpose (``now`` is for tests)."""
     clock = (lambda: now.timestamp()) if now else time.time
@@ -99,12 +105,16 @@ def read_token(settings: Settings, purpose: str, token: object) -> tuple[int, st
         )
     except SignatureExpired:
         days = max_age.days if max_age else 0
-        raise TokenError(f"the link has expired (links are valid for {days} days); "
-                         "please subscribe again") from None
+        raise TokenError(
+            f"the link has expired (links are valid for {days} days); please subscribe again"
+        ) from None
     except BadData:
         raise TokenError("the link is not valid (it was damaged or forged)") from None
-    if (not isinstance(data, dict) or not isinstance(data.get("s"), int)
-            or not isinstance(data.get("e"), str)):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("s"), int)
+        or not isinstance(data.get("e"), str)
+    ):
         raise TokenError("the link is not valid")
     return data["s"], data["e"]
 
@@ -124,8 +134,11 @@ def link(settings: Settings, path: str, token: str) -> str:
 
 
 def confirm_url(settings: Settings, subscriber_id: int, email: str, **kw) -> str:
-    return link(settings, "/subscriptions/confirm",
-                make_token(settings, CONFIRM, subscriber_id, email, **kw))
+    return link(
+        settings,
+        "/subscriptions/confirm",
+        make_token(settings, CONFIRM, subscriber_id, email, **kw),
+    )
 
 
 def unsubscribe_url(settings: Settings, subscriber_id: int, email: str) -> str:
@@ -133,5 +146,6 @@ def unsubscribe_url(settings: Settings, subscriber_id: int, email: str) -> str:
 
 
 def manage_url(settings: Settings, subscriber_id: int, email: str) -> str:
-    return link(settings, "/subscriptions/manage",
-                make_token(settings, MANAGE, subscriber_id, email))
+    return link(
+        settings, "/subscriptions/manage", make_token(settings, MANAGE, subscriber_id, email)
+    )

@@ -54,8 +54,9 @@ def normalize_email(raw: object) -> str:
     if len(text) > MAX_EMAIL:
         raise ValidationError(f"email address is longer than {MAX_EMAIL} characters")
     if not text.isascii():
-        raise ValidationError("email address must be plain ASCII (internationalized addresses "
-                              "are not supported)")
+        raise ValidationError(
+            "email address must be plain ASCII (internationalized addresses are not supported)"
+        )
     if any(ch.isspace() for ch in text):
         raise ValidationError("email address must not contain spaces")
     if text.count("@") != 1:
@@ -112,8 +113,9 @@ def clean_topics(values: Iterable[object] | None) -> list[str]:
 
 
 def clean_collections(values: Iterable[object] | None) -> list[str]:
-    return _clean_items(values, what="collection", max_len=MAX_COLLECTION,
-                        max_count=MAX_COLLECTIONS)
+    return _clean_items(
+        values, what="collection", max_len=MAX_COLLECTION, max_count=MAX_COLLECTIONS
+    )
 
 
 @dataclass
