@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -81,12 +82,14 @@ def test_search_open_upvote_trending(chromium, live_server: str) -> None:
     before = int(count.inner_text())
     page.evaluate("window.__noReload = true")
     page.click(".vote-btn")
-    page.wait_for_function(f"document.querySelector('.vote-count').textContent === '{before + 1}'")
+    # Locator assertions poll from Playwright's own world; a string predicate would be
+    # eval'ed in the page and (rightly) refused by our CSP.
+    expect(page.locator(".vote-count")).to_have_text(str(before + 1))
     assert page.evaluate("window.__noReload") is True  # updated in place, no navigation
     assert page.get_attribute(".vote-btn", "aria-pressed") == "true"
 
     page.click("[data-copy]")
-    page.wait_for_function("document.querySelector('[data-copy]').textContent === 'Copied'")
+    expect(page.locator("[data-copy]")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()").startswith("@")
     page.screenshot(path=str(ARTIFACTS / "paper.png"), full_page=True)
 
@@ -97,7 +100,7 @@ def test_search_open_upvote_trending(chromium, live_server: str) -> None:
     # Undo from the paper page, again without a reload.
     page.goto(href)
     page.click(".vote-btn")
-    page.wait_for_function(f"document.querySelector('.vote-count').textContent === '{before}'")
+    expect(page.locator(".vote-count")).to_have_text(str(before))
     assert console.errors == []
     context.close()
 
