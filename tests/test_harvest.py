@@ -364,8 +364,12 @@ def test_ctrl_c_stops_cleanly_and_keeps_committed_pages(db, server, tmp_path):
     release = threading.Event()
     server.script("first", Reply(body=page("oai_page1.xml")))
     server.script("tok-2", Reply(body=page("oai_page2.xml"), hold=release))
+    # Ctrl-C as a terminal delivers it: with Python's own handler, whatever disposition the
+    # test process inherited (a server started by an earlier test may ignore SIGINT).
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from papersift.cli import main; main()")
     cmd = [
-        sys.executable, "-c", "from papersift.cli import main; main()", "--db", db.url,
+        sys.executable, "-c", code, "--db", db.url,
         "harvest", "--oai", server.url, "--delay", "0", "--quiet",
     ]  # fmt: skip
     env = dict(os.environ, PAPERSIFT_HOME=str(tmp_path / "home"))
@@ -378,7 +382,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_committed_pages(db, server, tmp_path):
         if proc.poll() is None:
             proc.kill()
         release.set()
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err.decode(errors="replace")[-2000:]
     assert b"interrupted: committed pages are kept; rerun to resume" in err
     assert b"Traceback" not in err
     assert arxiv_ids(db) == OAI_IDS[:2]
