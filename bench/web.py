@@ -1,11 +1,12 @@
 """Web benchmark: latency of search over HTTP under a fixed request rate, on loopback.
 
-A real ``papersift serve`` process (uvicorn, ``--workers``, default 2) serves the sample corpus from a
-fresh home; an open-loop load generator (httpx, asyncio) fires requests at a fixed rate for
-a bounded time and times each one from its *scheduled* start, so a slow server cannot hide
-its queueing (no coordinated omission). Targets, side by side in one run: the JSON search
-API, the HTML search page, and as a reference the cheapest route with a database read (the
-JSON of one paper). Queries are drawn from the seed titles, so most are cache misses.
+A real ``papersift serve`` process (uvicorn, ``--workers``, default 2) serves the sample
+corpus from a fresh home; an open-loop load generator (httpx, asyncio) fires requests at a
+fixed rate for a bounded time and times each one from its *scheduled* start, so a slow
+server cannot hide its queueing (no coordinated omission). Targets, side by side in one
+run: the JSON search API, the HTML search page, and as a reference the cheapest route with a
+database read (the JSON of one paper). Queries are drawn from the seed titles, so most are
+cache misses.
 
 Usage: python bench/web.py [--rate 200] [--seconds 15] [--no-write]
 """
@@ -45,21 +46,34 @@ def free_port() -> int:
 def prepare_home(home: Path) -> None:
     env = {**os.environ, "PAPERSIFT_HOME": str(home)}
     env.pop("PAPERSIFT_DB", None)
-    subprocess.run([str(PAPERSIFT), "ingest", str(synth.SAMPLE), "-q"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, timeout=900)
-    subprocess.run([str(PAPERSIFT), "index"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, timeout=900)
+    subprocess.run(
+        [str(PAPERSIFT), "ingest", str(synth.SAMPLE), "-q"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        timeout=900,
+    )
+    subprocess.run(
+        [str(PAPERSIFT), "index"], env=env, check=True, stdout=subprocess.DEVNULL, timeout=900
+    )
 
 
 def start_server(home: Path, port: int, workers: int) -> subprocess.Popen:
     env = {**os.environ, "PAPERSIFT_HOME": str(home)}
     env.pop("PAPERSIFT_DB", None)
-    proc = subprocess.Popen([str(PAPERSIFT), "serve", "--port", str(port), "--workers", str(workers)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(PAPERSIFT), "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/collections", timeout=2).status_code == 200:
+            if (
+                httpx.get(f"http://127.0.0.1:{port}/api/v1/collections", timeout=2).status_code
+                == 200
+            ):
                 return proc
         except httpx.HTTPError:
             time.sleep(0.3)
@@ -99,10 +113,16 @@ async def load(base: str, paths: list[str], rate: float, seconds: float) -> dict
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
     arr = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
-    return {"requests": total, "ok": statuses.get(200, 0), "errors": errors,
-            "statuses": statuses, "throughput": len(latencies) / elapsed,
-            "p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)),
-            "max": float(arr.max())}
+    return {
+        "requests": total,
+        "ok": statuses.get(200, 0),
+        "errors": errors,
+        "statuses": statuses,
+        "throughput": len(latencies) / elapsed,
+        "p50": float(np.percentile(arr, 50)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": float(arr.max()),
+    }
 
 
 def main() -> None:
@@ -127,13 +147,19 @@ def main() -> None:
         proc = start_server(home, port, args.workers)
         base = f"http://127.0.0.1:{port}"
         try:
-            ids = [p["id"] for p in httpx.get(f"{base}/api/v1/trending?window=month&k=50",
-                                                timeout=10).json()["results"]]
+            ids = [
+                p["id"]
+                for p in httpx.get(f"{base}/api/v1/trending?window=month&k=50", timeout=10).json()[
+                    "results"
+                ]
+            ]
             targets = {
                 "GET /api/v1/search?q=...&k=10": [
-                    f"/api/v1/search?{httpx.QueryParams({'q': q, 'k': 10})}" for q in queries],
+                    f"/api/v1/search?{httpx.QueryParams({'q': q, 'k': 10})}" for q in queries
+                ],
                 "GET /search?q=... (HTML page)": [
-                    f"/search?{httpx.QueryParams({'q': q})}" for q in queries],
+                    f"/search?{httpx.QueryParams({'q': q})}" for q in queries
+                ],
                 "GET /api/v1/papers/{id} (reference)": [f"/api/v1/papers/{i}" for i in ids],
             }
             results = {}
@@ -148,20 +174,26 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
     ref = results["GET /api/v1/papers/{id} (reference)"]
-    lines = ["## Web (bench/web.py)", "",
-             f"Run {date.today().isoformat()} on {report.machine()}.",
-             f"`papersift serve --workers {args.workers}` (uvicorn) on the sample corpus (804 "
-             f"papers, hybrid search), open-loop load from another process on 127.0.0.1 at "
-             f"{args.rate:.0f} requests/s for {args.seconds:.0f} s per target; latency from each "
-             f"request's scheduled start. The load generator shares the 2 cores with the server.",
-             "Target: p99 <= 100 ms at 200 requests/s.", "",
-             "| target | requests | 200 OK | errors | throughput (req/s) | p50 (ms) | p99 (ms) | "
-             "max (ms) | p99 vs reference |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "## Web (bench/web.py)",
+        "",
+        f"Run {date.today().isoformat()} on {report.machine()}.",
+        f"`papersift serve --workers {args.workers}` (uvicorn) on the sample corpus (804 "
+        f"papers, hybrid search), open-loop load from another process on 127.0.0.1 at "
+        f"{args.rate:.0f} requests/s for {args.seconds:.0f} s per target; latency from each "
+        f"request's scheduled start. The load generator shares the 2 cores with the server.",
+        "Target: p99 <= 100 ms at 200 requests/s.",
+        "",
+        "| target | requests | 200 OK | errors | throughput (req/s) | p50 (ms) | p99 (ms) | "
+        "max (ms) | p99 vs reference |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['requests']:,} | {r['ok']:,} | {r['errors']} | "
-                     f"{r['throughput']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.0f} | "
-                     f"{r['p99'] / ref['p99']:.1f}x |")
+        lines.append(
+            f"| {name} | {r['requests']:,} | {r['ok']:,} | {r['errors']} | "
+            f"{r['throughput']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.0f} | "
+            f"{r['p99'] / ref['p99']:.1f}x |"
+        )
     lines.append("")
     print("\n".join(lines))
     if not args.no_write:

@@ -14,8 +14,14 @@ from playwright.sync_api import expect
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = pytest.mark.browser
 
@@ -53,12 +59,16 @@ def new_page(chromium, live_server: str, **options):
 
 def trending_rank(page, paper_href: str) -> int | None:
     page.goto("/trending?window=day")
-    hrefs = page.eval_on_selector_all("#trending .card-title a", "els => els.map(e => e.getAttribute('href'))")
+    hrefs = page.eval_on_selector_all(
+        "#trending .card-title a", "els => els.map(e => e.getAttribute('href'))"
+    )
     return hrefs.index(paper_href) + 1 if paper_href in hrefs else None
 
 
 def test_search_open_upvote_trending(chromium, live_server: str) -> None:
-    context, page, console = new_page(chromium, live_server, viewport={"width": 1280, "height": 900})
+    context, page, console = new_page(
+        chromium, live_server, viewport={"width": 1280, "height": 900}
+    )
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server)
     page.goto("/")
     assert page.title().startswith("Find the right paper")
@@ -107,8 +117,13 @@ def test_search_open_upvote_trending(chromium, live_server: str) -> None:
 
 def test_phone_and_dark_mode(chromium, live_server: str) -> None:
     context, page, console = new_page(
-        chromium, live_server, viewport={"width": 390, "height": 844}, device_scale_factor=2,
-        is_mobile=True, has_touch=True, color_scheme="dark",
+        chromium,
+        live_server,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        color_scheme="dark",
     )
     page.goto("/")
     # Nothing wider than the screen: no sideways scrolling on a phone.
@@ -127,9 +142,13 @@ def test_phone_and_dark_mode(chromium, live_server: str) -> None:
 
 
 def test_api_docs_render_offline(chromium, live_server: str) -> None:
-    context, page, console = new_page(chromium, live_server, viewport={"width": 1280, "height": 900})
+    context, page, console = new_page(
+        chromium, live_server, viewport={"width": 1280, "height": 900}
+    )
     outside: list[str] = []
-    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(live_server) else None)
+    page.on(
+        "request", lambda r: outside.append(r.url) if not r.url.startswith(live_server) else None
+    )
     page.goto("/docs")
     page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)
     assert page.locator(".swagger-ui .opblock").count() >= 7

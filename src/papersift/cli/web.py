@@ -54,8 +54,10 @@ def serve_app(host: str, port: int, workers: int = 1, digests: bool = False) -> 
             stop_digests = start_scheduler(settings, state.db())
         except ValueError as exc:
             fail(str(exc), code=2)
-        console.print("digest scheduler on (daily after $PAPERSIFT_DIGEST_HOUR, default 07:00)",
-                      highlight=False)
+        console.print(
+            "digest scheduler on (daily after $PAPERSIFT_DIGEST_HOUR, default 07:00)",
+            highlight=False,
+        )
     try:
         uvicorn.run(
             "papersift.web.app:create_app",
@@ -80,8 +82,12 @@ def serve(
         int, typer.Option(help="Worker processes (each has its own caches and rate limits).")
     ] = 1,
     digests: Annotated[
-        bool, typer.Option("--digests", help="Also send the daily email digests from this "
-                           "process (after $PAPERSIFT_DIGEST_HOUR, default 7).")
+        bool,
+        typer.Option(
+            "--digests",
+            help="Also send the daily email digests from this "
+            "process (after $PAPERSIFT_DIGEST_HOUR, default 7).",
+        ),
     ] = False,
 ) -> None:
     """Serve the web app and JSON API (docs at /docs).
