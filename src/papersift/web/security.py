@@ -24,6 +24,7 @@ VISITOR_MAX_AGE = 2 * 365 * 24 * 3600
 CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE = 7 * 24 * 3600
 MAX_BODY = 64 * 1024
+DRAIN_LIMIT = 4 * 1024 * 1024  # bytes read and dropped before a 413 (then just close)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -112,6 +113,19 @@ def same_origin(conn: HTTPConnection) -> bool:
     return origin != "null"
 
 
+async def _drain(receive: Any) -> None:
+    """Read and drop what the client is still sending, up to DRAIN_LIMIT: answering and
+    closing while it writes would make its TCP stack report a reset instead of our 413."""
+    drained = 0
+    while drained <= DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` once a streamed body passes the limit; an HTTPException so
     that FastAPI's body parsing re-raises it and the problem handlers answer 413."""
@@ -151,7 +165,7 @@ class SecurityMiddleware:
             except ValueError:
                 too_big = True
             if too_big:
-                await self._reject_size(scope, send, is_api)
+                await self._reject_size(scope, receive, send, is_api)
                 return
 
         received = 0
@@ -163,6 +177,8 @@ class SecurityMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
+                    if message.get("more_body", False):
+                        await _drain(receive)
                     raise BodyTooLarge(self.max_body)
             return message
 
@@ -184,7 +200,7 @@ class SecurityMiddleware:
             await self.app(scope, limited_receive, send_with_headers)
         except BodyTooLarge:
             if not started:
-                await self._reject_size(scope, send, is_api)
+                await self._reject_size(scope, receive, send, is_api)
         except Exception as exc:  # answer here so even a 500 carries the security headers
             if started:
                 raise
@@ -207,7 +223,8 @@ class SecurityMiddleware:
             parts.append("Secure")
         return "; ".join(parts)
 
-    async def _reject_size(self, scope: dict, send: Any, is_api: bool) -> None:
+    async def _reject_size(self, scope: dict, receive: Any, send: Any, is_api: bool) -> None:
+        await _drain(receive)
         detail = f"request body larger than {self.max_body} bytes"
         if is_api:
             body = _problem_bytes(413, "Content Too Large", detail)
