@@ -104,7 +104,8 @@ def test_hostile_paper_is_inert(browser: httpx.Client) -> None:
     assert "&lt;script&gt;alert(" in r.text
     assert "&lt;/textarea&gt;&lt;img src=x onerror=alert(1)&gt;" in r.text
     assert "{{ 7*7 }}" in r.text and ">49<" not in r.text  # no template injection
-    assert "javascript:" not in r.text  # the code link was not an http(s) URL
+    assert "javascript:" not in r.text  # the code link was not an http(s) URL...
+    assert 'class="btn code"' not in r.text  # ...so there is no Code button at all
     assert "&lt;b&gt;Mallory&lt;/b&gt;" in r.text
 
 
