@@ -1,0 +1,175 @@
+"""The server around the app: ``papersift serve`` as a real process, its failure modes, the
+500 handler, and the vote/trending flow on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from papersift.config import load_settings
+from papersift.store.db import Database
+from papersift.store.schema import PaperRow
+from papersift.web.app import create_app
+from papersift.web.ratelimit import Limit
+
+PAPERSIFT = [str(Path(sys.executable).with_name("papersift"))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def env_for(home: Path) -> dict[str, str]:
+    env = {**os.environ, "PAPERSIFT_HOME": str(home)}
+    env.pop("PAPERSIFT_DB", None)
+    return env
+
+
+def test_serve_runs_the_app_and_stops_on_sigterm(web_home: Path, tmp_path: Path) -> None:
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(web_home, home)
+    port = free_port()
+    proc = subprocess.Popen(
+        [*PAPERSIFT, "serve", "--port", str(port)],
+        env=env_for(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("serve did not come up: " + (proc.stderr.read() or ""))
+                time.sleep(0.2)
+        assert r.json() == {"status": "ok"}
+        page = httpx.get(f"http://127.0.0.1:{port}/papers/hep-th/9901001", timeout=10)
+        assert page.status_code == 200 and "Strings on a slash" in page.text
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/" in out
+
+
+def test_serve_on_a_busy_port_says_so(home: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [*PAPERSIFT, "serve", "--port", str(port)],
+            env=env_for(home),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert "already in use" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "--workers"),
+        (["--port", "70000"], "--port"),
+        (["--host", "203.0.113.300"], "cannot listen"),
+    ],
+)
+def test_serve_bad_options(home: Path, args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [*PAPERSIFT, "serve", *args], env=env_for(home), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_unhandled_errors_never_show_a_traceback(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path / "home", f"sqlite:///{tmp_path / 'x.db'}")
+    app = create_app(settings, warm_search=False)
+
+    def boom() -> None:
+        raise RuntimeError("secret internals /etc/passwd")
+
+    app.add_api_route("/api/v1/boom", boom)
+    app.add_api_route("/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        api = client.get("/api/v1/boom")
+        assert api.status_code == 500
+        assert api.headers["content-type"].startswith("application/problem+json")
+        assert api.json()["detail"] == "internal error; it has been logged"
+        page = client.get("/boom")
+        assert page.status_code == 500 and page.headers["content-type"].startswith("text/html")
+        for r in (api, page):
+            assert "secret internals" not in r.text and "Traceback" not in r.text
+            assert "default-src 'self'" in r.headers["content-security-policy"]
+
+
+def _papers(db: Database, ids: list[str]) -> None:
+    now = datetime.now(UTC)
+    with db.session() as s:
+        for pid in ids:
+            s.add(
+                PaperRow(
+                    id=pid,
+                    title=f"Paper {pid}",
+                    title_key=pid,
+                    abstract="a",
+                    authors=[],
+                    categories=[],
+                    code_urls=[],
+                    sources=[],
+                    has_code=False,
+                    first_seen=now,
+                    modified_at=now,
+                    content_hash="0" * 40,
+                )
+            )
+
+
+def test_votes_and_trending_on_both_databases(db: Database, tmp_path: Path) -> None:
+    """The same HTTP flow on SQLite and PostgreSQL: votes count once per visitor, undo
+    works, trending follows, and the per-visitor rate limit answers 429 problem+json."""
+    _papers(db, ["one", "two", "cond-mat/0101001"])
+    settings = load_settings(tmp_path / "home", db.url)
+    app = create_app(
+        settings,
+        db=db,
+        warm_search=False,
+        vote_limits=(Limit(capacity=6, rate=0.001), Limit(capacity=100, rate=1)),
+    )
+    with TestClient(app) as alice, TestClient(app) as bob:
+        assert alice.post("/api/v1/papers/cond-mat/0101001/upvote").json()["votes"] == 1
+        assert bob.post("/api/v1/papers/cond-mat/0101001/upvote").json()["votes"] == 2
+        assert alice.post("/api/v1/papers/cond-mat/0101001/upvote").json()["votes"] == 2
+        assert bob.post("/api/v1/papers/two/upvote").json()["votes"] == 1
+        top = [p["id"] for p in alice.get("/api/v1/trending?window=day").json()["results"]]
+        assert top == ["cond-mat/0101001", "two", "one"]
+        assert alice.delete("/api/v1/papers/cond-mat/0101001/upvote").json()["votes"] == 1
+        assert bob.delete("/api/v1/papers/cond-mat/0101001/upvote").json()["votes"] == 0
+        top = [p["id"] for p in alice.get("/api/v1/trending?window=day").json()["results"]]
+        assert top[0] == "two"
+        # alice has used 3 of her 6 tokens; the 4th extra call is refused.
+        statuses = [alice.post("/api/v1/papers/one/upvote").status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        limited = alice.post("/api/v1/papers/one/upvote")
+        assert limited.status_code == 429
+        assert limited.headers["content-type"].startswith("application/problem+json")
+        assert int(limited.headers["retry-after"]) > 0
+        assert bob.post("/api/v1/papers/one/upvote").status_code == 200  # others unaffected
