@@ -139,3 +139,19 @@ def test_parse_params_collects_errors_without_raising() -> None:
     assert ok.has_code is True and ok.date_to == date(2024, 2, 1)
     assert parse_params({"date_from": "2024-02-01", "date_to": "2024-01-01"}).errors
     assert parse_params({"q": "x" * 20_000}).errors
+
+
+def test_result_cache_lru_and_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    from papersift.web import searching
+
+    now = [100.0]
+    monkeypatch.setattr(searching.time, "monotonic", lambda: now[0])
+    cache = searching.ResultCache(size=2, ttl=60)
+    cache.put(("a",), 1)
+    cache.put(("b",), 2)
+    assert cache.get(("a",)) == 1  # "a" is now the most recent
+    cache.put(("c",), 3)  # evicts "b", the least recently used
+    assert cache.get(("b",)) is None and cache.get(("c",)) == 3
+    now[0] += 61
+    assert cache.get(("a",)) is None  # expired
+    assert (cache.hits, cache.misses) == (2, 2)

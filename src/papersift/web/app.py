@@ -23,6 +23,7 @@ from papersift.web.problems import PROBLEM_TYPE
 from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter
 from papersift.web.routes import api, docs, feeds, pages, search
 from papersift.web.schemas import Problem
+from papersift.web.searching import ResultCache
 from papersift.web.security import SecurityMiddleware, Signers
 from papersift.web.templating import STATIC_DIR, make_templates
 
@@ -102,6 +103,7 @@ def create_app(
     app.state.templates = make_templates()
     app.state.vote_limiter = RateLimiter(*vote_limits)
     app.state.views = ViewCounter()
+    app.state.search_cache = ResultCache()
 
     def compute(window: str, limit: int) -> list[tuple[str, float]]:
         with database.session() as session:

@@ -5,6 +5,9 @@ pages, trending and collections when the search package or its index is missing)
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -136,9 +139,72 @@ def service(request: Request):  # -> papersift.search.service.SearchService
         raise SearchUnavailable("search is not available right now") from exc
 
 
+class ResultCache:
+    """Recent search results per exact parameters, for ``ttl`` seconds (thread-safe LRU).
+
+    The API already tells clients results may be 60 s old (Cache-Control: max-age=60), so
+    the server keeps them as long: a repeated query (pagination back and forth, the feed
+    of a popular search, many people following one link) skips the query embedding and
+    both indexes. Papers ingested meanwhile show up at the latest ``ttl`` seconds later.
+    """
+
+    def __init__(self, size: int = 2048, ttl: float = 60.0) -> None:
+        self.size = size
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple, tuple[float, Any]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple) -> Any | None:
+        now = time.monotonic()
+        with self._lock:
+            item = self._items.get(key)
+            if item is None or now - item[0] > self.ttl:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return item[1]
+
+    def put(self, key: tuple, value: Any) -> None:
+        with self._lock:
+            self._items[key] = (time.monotonic(), value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
 def run_search(request: Request, params: SearchParams, offset: int | None = None):
     """SearchResults for params, at ``offset`` or the params' page (``SearchError`` becomes
-    ``BadParams``)."""
+    ``BadParams``); served from the app's ``ResultCache`` when the same search ran lately."""
+    start = params.offset if offset is None else offset
+    key = (
+        params.q,
+        params.k,
+        start,
+        params.mode,
+        params.sort,
+        params.date_from,
+        params.date_to,
+        params.has_code,
+        params.collection,
+        params.category,
+    )
+    cache: ResultCache | None = getattr(request.app.state, "search_cache", None)
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return hit
+    results = _search(request, params, start)
+    if cache is not None:
+        cache.put(key, results)
+    return results
+
+
+def _search(request: Request, params: SearchParams, start: int):
     svc = service(request)
     from papersift.search.service import SearchError, SearchFilters
 
@@ -153,7 +219,7 @@ def run_search(request: Request, params: SearchParams, offset: int | None = None
         return svc.search(
             params.q,
             k=params.k,
-            offset=params.offset if offset is None else offset,
+            offset=start,
             mode=params.mode,
             filters=filters,
             sort=params.sort,
