@@ -226,3 +226,15 @@ def _search(request: Request, params: SearchParams, start: int):
         )
     except SearchError as exc:
         raise BadParams(str(exc)) from exc
+
+
+def similar_papers(request: Request, paper_id: str, k: int) -> list:
+    """``SearchService.similar`` through the result cache (KeyError when not indexed)."""
+    key = ("similar", paper_id, k)
+    cache: ResultCache | None = getattr(request.app.state, "search_cache", None)
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return hit
+    hits = service(request).similar(paper_id, k=k)
+    if cache is not None:
+        cache.put(key, hits)
+    return hits

@@ -22,7 +22,7 @@ from papersift.web.searching import (
     SearchParams,
     SearchUnavailable,
     run_search,
-    service,
+    similar_papers,
 )
 from papersift.web.security import same_origin
 from papersift.web.templating import collection_url, paper_url
@@ -126,7 +126,7 @@ def api_similar(request: Request, paper_id: str, k: K = 10) -> Response:
         paper = load_paper(session, paper_id)
     message = None
     try:
-        hits = [(h.paper_id, h.score) for h in service(request).similar(paper.id, k=k)]
+        hits = [(h.paper_id, h.score) for h in similar_papers(request, paper.id, k)]
     except KeyError:
         hits, message = [], "this paper is not indexed yet"
     except SearchUnavailable as exc:

@@ -21,7 +21,7 @@ from papersift.web.deps import (
     db_of,
     load_paper,
 )
-from papersift.web.searching import SearchUnavailable, service
+from papersift.web.searching import SearchUnavailable, similar_papers
 from papersift.web.security import CSRF_FIELD, verify_csrf, visitor_id
 from papersift.web.templating import paper_url
 
@@ -185,7 +185,7 @@ def paper_page(request: Request, paper_id: str) -> Response:
         count_view(request, session, paper.id)
     similar = []
     try:
-        hits = service(request).similar(paper.id, k=5)
+        hits = similar_papers(request, paper.id, 5)
         with db_of(request).session() as session:
             similar = cards(session, [h.paper_id for h in hits], visitor)
     except (KeyError, SearchUnavailable):
