@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import os
-import platform
 import random
 import socket
 import subprocess
@@ -37,6 +36,9 @@ from sqlalchemy import create_engine, func, insert, select, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import report  # noqa: E402
 
 from papersift.config import Settings, load_settings  # noqa: E402
 from papersift.digest.compose import Composer, MessageBuilder  # noqa: E402
@@ -55,8 +57,6 @@ from papersift.store.schema import (  # noqa: E402
 )
 
 SAMPLE = ROOT / "data" / "sample"
-BENCH_MD = ROOT / "BENCHMARKS.md"
-BEGIN, END = "<!-- bench/digest.py:begin -->", "<!-- bench/digest.py:end -->"
 PG_ADMIN = os.environ.get(
     "PAPERSIFT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -103,19 +103,6 @@ TOPICS = [
     "summarization",
     "adversarial robustness",
 ]
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_gib = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB RAM, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
 
 
 def free_port() -> int:
@@ -296,18 +283,6 @@ def run_backend(label: str, url: str | None, home: Path, n: int, max_seconds: fl
         db.dispose()
 
 
-def write_section(lines: list[str]) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md; other sections stay as they are."""
-    block = "\n".join([BEGIN, *lines, END])
-    current = BENCH_MD.read_text(encoding="utf-8") if BENCH_MD.exists() else "# Benchmarks\n"
-    if BEGIN in current and END in current:
-        before, rest = current.split(BEGIN, 1)
-        current = before + block + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    BENCH_MD.write_text(current, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, default=10_000)
@@ -339,7 +314,7 @@ def main() -> None:
     lines = [
         "## Daily digest (`bench/digest.py`)",
         "",
-        f"Run {dt.date.today().isoformat()} on {machine()}.",
+        f"Run {dt.date.today().isoformat()} on {report.machine()}.",
         f"{args.subscribers:,} confirmed subscribers on their first digest, seed corpus "
         "(804 papers) with votes and views; 0-3 topics each from a pool of 40 (hybrid "
         "search, cached per topic and run), 20 % follow a collection, 5-20 papers per mail. "
@@ -370,8 +345,8 @@ def main() -> None:
     if warnings:
         lines += ["", "Warnings: " + "; ".join(warnings)]
     if not args.no_write:
-        write_section(lines)
-        print(f"wrote the digest section of {BENCH_MD}")
+        report.write_section("bench/digest.py", lines)
+        print(f"wrote the digest section of {report.BENCH_MD}")
     else:
         print("\n".join(lines))
 
