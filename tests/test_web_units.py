@@ -155,3 +155,16 @@ def test_result_cache_lru_and_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
     now[0] += 61
     assert cache.get(("a",)) is None  # expired
     assert (cache.hits, cache.misses) == (2, 2)
+
+
+def test_search_gate_turns_away_what_cannot_start_in_time() -> None:
+    from papersift.web.searching import SearchBusy, SearchGate, SearchUnavailable
+
+    gate = SearchGate(concurrency=1, max_wait=0.05)
+    with gate:
+        with pytest.raises(SearchBusy), gate:
+            pass
+    assert gate.rejected == 1
+    assert issubclass(SearchBusy, SearchUnavailable)  # every route answers it with a 503
+    with gate:  # the slot was released
+        pass

@@ -23,7 +23,7 @@ from papersift.web.problems import PROBLEM_TYPE
 from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter
 from papersift.web.routes import api, docs, feeds, pages, search
 from papersift.web.schemas import Problem
-from papersift.web.searching import ResultCache
+from papersift.web.searching import ResultCache, SearchGate
 from papersift.web.security import SecurityMiddleware, Signers
 from papersift.web.templating import STATIC_DIR, make_templates
 
@@ -74,9 +74,12 @@ def create_app(
     db: Database | None = None,
     warm_search: bool = True,
     vote_limits: tuple[Limit, Limit] = VOTE_LIMITS,
+    search_concurrency: int = 2,
+    search_wait: float = 0.5,
 ) -> FastAPI:
     """A ready app for ``settings`` (default: from the environment); ``db`` shares an open
-    database, ``vote_limits`` are (per visitor, per IP) token buckets."""
+    database, ``vote_limits`` are (per visitor, per IP) token buckets, and at most
+    ``search_concurrency`` searches run at once (others wait ``search_wait`` s, then 503)."""
     settings = settings or load_settings()
     database = db or Database(settings.db_url)
 
@@ -104,6 +107,7 @@ def create_app(
     app.state.vote_limiter = RateLimiter(*vote_limits)
     app.state.views = ViewCounter()
     app.state.search_cache = ResultCache()
+    app.state.search_gate = SearchGate(search_concurrency, search_wait)
 
     def compute(window: str, limit: int) -> list[tuple[str, float]]:
         with database.session() as session:

@@ -4,6 +4,7 @@ pages, trending and collections when the search package or its index is missing)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -25,6 +26,36 @@ PAGE_SIZE = 10
 
 class SearchUnavailable(RuntimeError):
     """The search service cannot run (package missing or index not built)."""
+
+
+class SearchBusy(SearchUnavailable):
+    """Too many searches are running in this worker; the client should retry shortly."""
+
+
+class SearchGate:
+    """Admission control for searches in one worker process.
+
+    A hybrid search costs ~15 ms of CPU (query embedding, two indexes, re-scoring), so a
+    2-core machine answers about 100 a second whatever the web tier does. Letting every
+    request in only makes them share the CPU and wait in line for tens of seconds under
+    overload; instead at most ``concurrency`` searches run at once and a request that
+    cannot start within ``max_wait`` seconds is turned away at once (503 + Retry-After).
+    Cached results never pass the gate.
+    """
+
+    def __init__(self, concurrency: int = 2, max_wait: float = 0.5) -> None:
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self.max_wait = max_wait
+        self.rejected = 0
+
+    def __enter__(self) -> SearchGate:
+        if not self._slots.acquire(timeout=self.max_wait):
+            self.rejected += 1
+            raise SearchBusy("search is busy right now")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots.release()
 
 
 class BadParams(ValueError):
@@ -179,6 +210,10 @@ class ResultCache:
             self._items.clear()
 
 
+def _gate(request: Request) -> SearchGate | contextlib.nullcontext:
+    return getattr(request.app.state, "search_gate", None) or contextlib.nullcontext()
+
+
 def run_search(request: Request, params: SearchParams, offset: int | None = None):
     """SearchResults for params, at ``offset`` or the params' page (``SearchError`` becomes
     ``BadParams``); served from the app's ``ResultCache`` when the same search ran lately."""
@@ -198,7 +233,8 @@ def run_search(request: Request, params: SearchParams, offset: int | None = None
     cache: ResultCache | None = getattr(request.app.state, "search_cache", None)
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit
-    results = _search(request, params, start)
+    with _gate(request):
+        results = _search(request, params, start)
     if cache is not None:
         cache.put(key, results)
     return results
@@ -234,7 +270,8 @@ def similar_papers(request: Request, paper_id: str, k: int) -> list:
     cache: ResultCache | None = getattr(request.app.state, "search_cache", None)
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit
-    hits = service(request).similar(paper_id, k=k)
+    with _gate(request):
+        hits = service(request).similar(paper_id, k=k)
     if cache is not None:
         cache.put(key, hits)
     return hits

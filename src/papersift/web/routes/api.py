@@ -96,7 +96,7 @@ def api_search(
     except BadParams as exc:
         raise HTTPException(400, str(exc)) from exc
     except SearchUnavailable as exc:
-        raise HTTPException(503, str(exc)) from exc
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
     items = _scored(request, [(h.paper_id, h.score) for h in results.hits])
     nxt = None
     if start + k < results.total and results.hits:
@@ -130,7 +130,7 @@ def api_similar(request: Request, paper_id: str, k: K = 10) -> Response:
     except KeyError:
         hits, message = [], "this paper is not indexed yet"
     except SearchUnavailable as exc:
-        raise HTTPException(503, str(exc)) from exc
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
     payload = {"id": paper.id, "message": message, "results": _scored(request, hits)}
     return cached_json(request, payload, SHORT)
 

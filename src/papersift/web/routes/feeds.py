@@ -118,7 +118,7 @@ def _search_feed(request: Request, params) -> Response:
         except BadParams as exc:
             raise HTTPException(400, str(exc)) from exc
         except SearchUnavailable as exc:
-            raise HTTPException(503, str(exc)) from exc
+            raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
         ids = [h.paper_id for h in results.hits]
     query = with_query(params.as_query())
     base = request.app.state.settings.base_url

@@ -67,8 +67,10 @@ def _search_page(request: Request, params) -> Response:
         context["errors"] = [str(exc)]
         return render(request, "search.html", context, status_code=400)
     except SearchUnavailable as exc:
-        context["errors"] = [f"{exc}. Try again in a moment."]
-        return render(request, "search.html", context, status_code=503)
+        context["errors"] = [f"{str(exc).capitalize()}. Try again in a moment."]
+        response = render(request, "search.html", context, status_code=503)
+        response.headers["Retry-After"] = "1"
+        return response
     scores = {h.paper_id: h.score for h in results.hits}
     with db_of(request).session() as session:
         items = cards(
