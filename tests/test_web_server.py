@@ -173,3 +173,21 @@ def test_votes_and_trending_on_both_databases(db: Database, tmp_path: Path) -> N
         assert limited.headers["content-type"].startswith("application/problem+json")
         assert int(limited.headers["retry-after"]) > 0
         assert bob.post("/api/v1/papers/one/upvote").status_code == 200  # others unaffected
+
+
+def test_search_overload_is_shed_with_503(web_home: Path) -> None:
+    """With no room for another search, search routes answer 503 at once; others work."""
+    settings = load_settings(web_home, f"sqlite:///{web_home / 'papersift.db'}")
+    app = create_app(settings, warm_search=False, max_searches_in_flight=0)
+    with TestClient(app) as client:
+        api = client.get("/api/v1/search", params={"q": "attention"})
+        assert api.status_code == 503 and api.headers["retry-after"] == "1"
+        assert api.headers["content-type"].startswith("application/problem+json")
+        assert api.json()["status"] == 503
+        for path in ("/search?q=attention", "/feeds/search.atom?q=x"):
+            page = client.get(path)
+            assert page.status_code == 503 and "busy" in page.text
+            assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert client.get("/api/v1/papers/hep-th/9901001/similar").status_code == 503
+        assert client.get("/api/v1/papers/hep-th/9901001").status_code == 200
+        assert client.get("/").status_code == 200

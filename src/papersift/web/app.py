@@ -25,6 +25,7 @@ from papersift.web.routes import api, docs, feeds, pages, search
 from papersift.web.schemas import Problem
 from papersift.web.searching import ResultCache, SearchGate
 from papersift.web.security import SecurityMiddleware, Signers
+from papersift.web.shedding import SearchShedder
 from papersift.web.templating import STATIC_DIR, make_templates
 
 log = logging.getLogger("papersift.web")
@@ -76,10 +77,12 @@ def create_app(
     vote_limits: tuple[Limit, Limit] = VOTE_LIMITS,
     search_concurrency: int = 2,
     search_wait: float = 0.5,
+    max_searches_in_flight: int = 8,
 ) -> FastAPI:
     """A ready app for ``settings`` (default: from the environment); ``db`` shares an open
     database, ``vote_limits`` are (per visitor, per IP) token buckets, and at most
-    ``search_concurrency`` searches run at once (others wait ``search_wait`` s, then 503)."""
+    ``search_concurrency`` searches run at once (others wait ``search_wait`` s, then 503);
+    more than ``max_searches_in_flight`` search requests get 503 at once."""
     settings = settings or load_settings()
     database = db or Database(settings.db_url)
 
@@ -118,6 +121,7 @@ def create_app(
     app.state.swagger_available = swagger is not None
 
     problems.install(app)
+    app.add_middleware(SearchShedder, max_in_flight=max_searches_in_flight)
     app.add_middleware(SecurityMiddleware, secure_cookies=settings.base_url.startswith("https://"))
     app.mount("/static", CachedStatic(directory=STATIC_DIR), name="static")
     if swagger is not None:

@@ -1,0 +1,74 @@
+"""Load shedding for search routes, decided in the event loop before any thread is used.
+
+A search costs ~15 ms of CPU, so past the machine's capacity requests can only queue. They
+queued in the thread pool and behind the GIL before (tens of seconds at 200 requests/s on
+2 cores); now each worker lets at most ``max_in_flight`` search requests in at once and
+answers the rest at once with 503 + ``Retry-After: 1`` (problem+json under /api, an HTML
+page elsewhere). Accepted requests then wait behind a handful of others at most.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+SEARCH_PATHS = re.compile(
+    r"^/(?:api/v1/search|search|feeds/search\.atom|api/v1/papers/.+/similar)$"
+)
+
+
+class SearchShedder:
+    """Pure ASGI middleware inside ``SecurityMiddleware`` (which adds the security headers
+    to its answers too); ``shed`` counts requests turned away."""
+
+    def __init__(self, app: Any, *, max_in_flight: int = 8) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.shed = 0
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not SEARCH_PATHS.match(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            self.shed += 1
+            await self._busy(scope, send)
+            return
+        self.in_flight += 1  # single-threaded event loop: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _busy(self, scope: dict, send: Any) -> None:
+        detail = "search is busy right now; try again in a second"
+        if scope["path"].startswith("/api/"):
+            body = json.dumps(
+                {
+                    "type": "about:blank",
+                    "title": "Service Unavailable",
+                    "status": 503,
+                    "detail": detail,
+                    "instance": scope["path"],
+                }
+            ).encode()
+            ctype = b"application/problem+json"
+        else:
+            body = (
+                "<!doctype html><html lang=en><meta charset=utf-8>"
+                '<meta name=viewport content="width=device-width, initial-scale=1">'
+                "<title>Busy · papersift</title><link rel=stylesheet href=/static/app.css>"
+                "<main class=wrap><section class='panel error'><h1>Busy</h1>"
+                f"<p>{detail.capitalize()}.</p><p><a href=/>Home</a></p></section></main>"
+            ).encode()
+            ctype = b"text/html; charset=utf-8"
+        headers = [
+            (b"content-type", ctype),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", b"1"),
+            (b"cache-control", b"no-store"),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
