@@ -161,14 +161,21 @@ def _lat(fn, queries: list[str]) -> tuple[float, float]:
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
-def scale(n: int, n_queries: int, workdir: Path) -> dict:
+def scale(n: int, n_queries: int, workdir: Path, *, reuse: bool = False,
+          build_only: bool = False) -> dict | None:
+    """Build (or, with ``reuse``, re-open a kept build of) n papers and measure them."""
     print(f"--- {n:,} papers", flush=True)
     out: dict = {"n": n, "embeddings": "MiniLM" if n <= REAL_EMBEDDINGS_UP_TO else "stand-in"}
     home = workdir / f"home_{n}"
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
+    built = home / "built.json"
     docs = list(synth.generate(n))
     settings = load_settings(home=home, db_url=f"sqlite:///{home / 'papersift.db'}")
+    if reuse and built.is_file():
+        out.update(json.loads(built.read_text()))
+        print(f"re-using the build in {home}", flush=True)
+        return _measure(out, docs, settings, n_queries)
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
     db = Database(settings.db_url)
     # Rows go straight into the papers table (ingest speed is bench/ingest.py's subject; a
     # single 1M-record ingest transaction is far slower than this benchmark can wait for).
@@ -192,7 +199,8 @@ def scale(n: int, n_queries: int, workdir: Path) -> dict:
     hashes = {d.id: content_hash(d.title, d.abstract) for d in docs}
     first = {d.id: i for i, d in enumerate(docs)}
     for start in range(0, len(first), 20_000):
-        part = [(pid, hashes[pid], matrix[i]) for pid, i in list(first.items())[start:start + 20_000]]
+        chunk = list(first.items())[start:start + 20_000]
+        part = [(pid, hashes[pid], matrix[i]) for pid, i in chunk]
         if part:
             with db.session() as s:
                 docstore.save_embeddings(s, part, embedder.model_id)
@@ -204,7 +212,23 @@ def scale(n: int, n_queries: int, workdir: Path) -> dict:
     out["build_s"] = time.perf_counter() - t0
     out["index_disk_mb"] = report.dir_mb(settings.index_dir)
     del service
+    db.dispose()
     gc.collect()
+    built.write_text(json.dumps(out))
+    if build_only:
+        return None
+    return _measure(out, docs, settings, n_queries, matrix)
+
+
+def _measure(out: dict, docs: list[synth.SynthDoc], settings, n_queries: int,
+             matrix: np.ndarray | None = None) -> dict:
+    """Query latency, memory and recall of a built home, and the peers on the same data."""
+    n = out["n"]
+    db = Database(settings.db_url)
+    embedder = get_embedder()
+    if matrix is None:
+        matrix = _vectors(docs, real=n <= REAL_EMBEDDINGS_UP_TO)
+    first = {d.id: i for i, d in enumerate(docs)}
 
     queries = make_queries(n_queries)
     # Serving process view: open the built index read-only (memory-mapped graph) and query.
@@ -328,18 +352,28 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--no-quality", action="store_true")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the built homes here (default: a temporary folder)")
+    parser.add_argument("--build-only", action="store_true",
+                        help="build the homes in --workdir and stop (measure later with --reuse)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure the homes --build-only left in --workdir")
     args = parser.parse_args()
     quality_rows = [] if args.no_quality else quality()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="papersift-bench-"))
     scale_rows = []
     try:
         for n in [int(x) for x in args.sizes.split(",") if x]:
-            scale_rows.append(scale(n, args.queries, workdir))
-            shutil.rmtree(workdir / f"home_{n}", ignore_errors=True)
+            row = scale(n, args.queries, workdir, reuse=args.reuse, build_only=args.build_only)
+            if row is not None:
+                scale_rows.append(row)
+            if args.workdir is None:
+                shutil.rmtree(workdir / f"home_{n}", ignore_errors=True)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+    if args.build_only:
+        return
     lines = render(quality_rows, scale_rows)
     print("\n".join(lines))
     if not args.no_write:

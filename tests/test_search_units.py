@@ -252,10 +252,47 @@ def test_embedder_matches_padded_batches_and_is_normalised(monkeypatch):
     assert np.allclose(batch, one_by_one, atol=1e-4)  # padding does not leak into the mean
     assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
     q = emb.encode_query("  sparse   attention ")
-    assert np.allclose(q, batch[0], atol=1e-5)
+    assert float(q @ batch[0]) > 0.98  # queries run on the int8 copy of the model
     assert emb.encode_query("sparse attention") is q  # LRU cache
     assert np.allclose(np.linalg.norm(q), 1.0, atol=1e-5)
     assert float(batch[0] @ batch[1]) < float(batch[0] @ emb.encode_query("attention sparsity"))
+
+
+def test_int8_query_model_is_made_once_and_close_to_float(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERSIFT_CACHE", str(tmp_path / "cache"))
+    emb = Embedder()
+    assert emb.query_session is not None
+    made = list((tmp_path / "cache" / "models").glob("*-query-int8.onnx"))
+    assert len(made) == 1 and not list((tmp_path / "cache" / "models").glob(".quantize-*"))
+    stamp = made[0].stat().st_mtime_ns
+    again = Embedder()  # re-uses the file
+    assert made[0].stat().st_mtime_ns == stamp and again.query_session is not None
+    texts = ["graph neural networks", "retrieval of scientific abstracts by meaning"]
+    floats = emb.encode(texts)
+    for text, ref in zip(texts, floats, strict=True):
+        q = emb.encode_query(text)
+        assert 0.98 < float(q @ ref) <= 1.0 + 1e-5
+        assert np.isclose(np.linalg.norm(q), 1.0, atol=1e-5)
+
+
+def test_int8_query_model_can_be_switched_off_and_heals_a_corrupt_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERSIFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PAPERSIFT_QUERY_INT8", "0")
+    off = Embedder()
+    assert off.query_session is None
+    float_query = off.encode_query("sparse attention")
+    assert np.allclose(float_query, off.encode(["sparse attention"])[0], atol=2e-3)  # f16 cache
+    assert not (tmp_path / "cache" / "models").exists()
+    monkeypatch.delenv("PAPERSIFT_QUERY_INT8")
+    folder = tmp_path / "cache" / "models"
+    folder.mkdir(parents=True)
+    from papersift.search.embedder import _file_fingerprint
+
+    bad = folder / f"{_file_fingerprint(off.files.onnx_path)}-query-int8.onnx"
+    bad.write_bytes(b"not an onnx model")
+    healed = Embedder()  # the corrupt copy is made again, not a crash
+    assert healed.query_session is not None and bad.stat().st_size > 1_000_000
+    assert float(healed.encode_query("graph") @ off.encode(["graph"])[0]) > 0.98
 
 
 def test_text_cache_round_trip(tmp_path, monkeypatch):

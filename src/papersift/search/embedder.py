@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -28,6 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from papersift.search import quantize
+
+log = logging.getLogger("papersift.search")
 
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 DEFAULT_MAX_SEQ_LENGTH = 256  # sentence_bert_config.json of all-MiniLM-L6-v2
@@ -148,6 +153,19 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Idle worker threads must not spin: they would steal the CPU from tantivy and numpy
+    # in the same request (measured: query embedding and search both slower with spinning).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def _pad(encodings: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """Token ids and attention mask of a batch, right-padded to its longest member."""
     width = max(len(e.ids) for e in encodings)
@@ -168,11 +186,12 @@ class Embedder:
         *,
         threads: int | None = None,
         cache_size: int = QUERY_CACHE_SIZE,
+        query_int8: bool | None = None,
     ) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.files = resolve_model(model_dir)
+        query_int8 = quantize.enabled() if query_int8 is None else query_int8
         self.model_id = self.files.model_id
         try:
             tokenizer = Tokenizer.from_file(str(self.files.tokenizer_path))
@@ -182,17 +201,8 @@ class Embedder:
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=self.files.max_seq_length)
         self.tokenizer = tokenizer
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        # Idle worker threads must not spin: they would steal the CPU from tantivy and numpy
-        # in the same request (measured: query embedding and search both slower with spinning).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(
-                str(self.files.onnx_path), options, providers=["CPUExecutionProvider"]
-            )
+            self.session = _session(self.files.onnx_path, threads or default_threads())
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise EmbedderError(f"cannot load {self.files.onnx_path}: {exc}") from exc
         self._inputs = {i.name for i in self.session.get_inputs()}
@@ -200,25 +210,49 @@ class Embedder:
         self._pooled_output = "sentence_embedding" if "sentence_embedding" in outputs else None
         self._token_output = "last_hidden_state" if "last_hidden_state" in outputs else outputs[0]
         self.dim = int(self._run(["x"]).shape[1])
+        self.query_session = self._query_session() if query_int8 else None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
 
-    def _feeds(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    def _query_session(self):
+        """The int8 copy of the model for single queries (see quantize.py), if it works.
+
+        A cached copy that does not load (truncated, corrupt) is made again once.
+        """
+        fingerprint = _file_fingerprint(self.files.onnx_path)
+        for _attempt in range(2):
+            path = quantize.int8_model(self.files.onnx_path, fingerprint)
+            if path is None:
+                return None
+            try:
+                # One thread: a query is too small to split; waking a second costs more.
+                session = _session(path, 1)
+                ids, mask = _pad(self.tokenizer.encode_batch(["x"]))
+                session.run(None, self._feeds(ids, mask, session))
+                return session
+            except Exception as exc:  # onnxruntime's own error types
+                log.warning("int8 query model %s unusable (%s); making it again", path, exc)
+                path.unlink(missing_ok=True)
+        return None
+
+    def _feeds(self, ids: np.ndarray, mask: np.ndarray, session=None) -> dict[str, np.ndarray]:
+        inputs = {i.name for i in session.get_inputs()} if session else self._inputs
         feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._inputs:
+        if "token_type_ids" in inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        return {k: v for k, v in feeds.items() if k in self._inputs}
+        return {k: v for k, v in feeds.items() if k in inputs}
 
-    def _run(self, texts: Sequence[str]) -> np.ndarray:
+    def _run(self, texts: Sequence[str], session=None) -> np.ndarray:
         """Embed one batch, padded to its longest member."""
-        return self._forward(*_pad(self.tokenizer.encode_batch(list(texts))))
+        return self._forward(*_pad(self.tokenizer.encode_batch(list(texts))), session)
 
-    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _forward(self, ids: np.ndarray, mask: np.ndarray, session=None) -> np.ndarray:
+        session = session or self.session
         if self._pooled_output:
-            pooled = self.session.run([self._pooled_output], self._feeds(ids, mask))[0]
+            pooled = session.run([self._pooled_output], self._feeds(ids, mask, session))[0]
         else:
-            tokens = self.session.run([self._token_output], self._feeds(ids, mask))[0]
+            tokens = session.run([self._token_output], self._feeds(ids, mask, session))[0]
             pooled = self._pool(tokens, mask)
         pooled = pooled.astype(np.float32, copy=False)
         if self.files.normalize:
@@ -278,7 +312,7 @@ class Embedder:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        vec = self._run([key or " "])[0]
+        vec = self._run([key or " "], self.query_session)[0]
         vec.setflags(write=False)
         with self._cache_lock:
             self._cache[key] = vec

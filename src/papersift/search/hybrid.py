@@ -110,30 +110,38 @@ def fuse(
     return sum(w * z for w, z in parts) / total
 
 
+def term_distribution(terms: Sequence[str]) -> dict[str, float]:
+    """P(term | document): each index term's share of the document's terms."""
+    if not terms:
+        return {}
+    share = 1.0 / len(terms)
+    return {term: count * share for term, count in Counter(terms).items()}
+
+
 def relevance_model(
-    feedback: Iterable[tuple[Sequence[str], float]],
+    feedback: Iterable[tuple[Mapping[str, float] | Sequence[str], float]],
     n_terms: int | None = None,
     doc_share: Callable[[str], float] | None = None,
 ) -> dict[str, float]:
-    """RM1 term weights from (document terms, document weight); top ``n_terms``, sum 1.
+    """RM1 term weights from (document, document weight); top ``n_terms``, sum 1.
 
+    A document is its term distribution (see :func:`term_distribution`) or its list of terms.
     ``doc_share(term)`` (fraction of the collection containing the term) drops terms found in
     more than ``MAX_DOC_SHARE`` of all documents before the cut.
     """
     n_terms = FEEDBACK_TERMS if n_terms is None else n_terms
-    model: Counter[str] = Counter()
-    for terms, weight in feedback:
-        if not terms:
-            continue
-        length = len(terms)
-        for term, count in Counter(terms).items():
-            model[term] += weight * count / length
+    model: dict[str, float] = {}
+    for doc, weight in feedback:
+        dist = doc if isinstance(doc, Mapping) else term_distribution(doc)
+        for term, p in dist.items():
+            model[term] = model.get(term, 0.0) + weight * p
     top: list[tuple[str, float]] = []
-    for term, weight in model.most_common():  # doc_share is a lookup: ask only until full
+    # doc_share is a lookup: ask only until the model is full
+    for term in sorted(model, key=model.__getitem__, reverse=True):
         if len(top) >= n_terms:
             break
         if doc_share is None or doc_share(term) <= MAX_DOC_SHARE:
-            top.append((term, weight))
+            top.append((term, model[term]))
     total = sum(w for _t, w in top)
     return {t: w / total for t, w in top} if total > 0 else {}
 

@@ -27,6 +27,7 @@ import shutil
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -55,6 +56,9 @@ DATE_POOL = 200  # sort=date orders the best 200 relevant papers (semantic/hybri
 EMBED_BATCH = 1024  # papers embedded (and written to the database) per step
 EMBED_LIMIT = 20_000  # more changed papers than this: ingest leaves embedding to `index`
 FILTER_EXACT = 5_000  # narrow filters: exact dense search over the papers that pass
+# Term distributions of feedback documents kept per open index (LRU; a few KB each). The top
+# documents of related queries repeat, and a miss costs a database read and an analysis.
+TERM_CACHE = 4_096
 
 ProgressFn = Callable[[int, int], None]  # (papers embedded so far, papers to embed)
 
@@ -121,6 +125,8 @@ class _Live:
     lexical: LexicalIndex
     vectors: VectorIndex | None
     catalog: Catalog
+    terms: OrderedDict[int, dict[str, float]] = field(default_factory=OrderedDict)
+    terms_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class SearchService:
@@ -681,15 +687,11 @@ class SearchService:
         top = np.argsort(-fused, kind="stable")[: hybrid.FEEDBACK_DOCS]
         if len(top) < 2:
             return fused
-        ids = live.catalog.ids([cands[i] for i in top])
-        with self.db.session() as s:
-            texts = docstore.texts(s, list(ids.values()))
+        top_keys = [cands[i] for i in top]
+        dists = self._term_distributions(live, top_keys)
         weights = hybrid.feedback_weights(fused[top])
         model = hybrid.relevance_model(
-            (
-                (live.lexical.analyze(texts.get(ids.get(cands[i], ""), "")), w)
-                for i, w in zip(top, weights, strict=True)
-            ),
+            ((dists.get(key, {}), w) for key, w in zip(top_keys, weights, strict=True)),
             doc_share=live.lexical.doc_share,
         )
         expansion = live.lexical.terms_query(model, title_weight=hybrid.TITLE_WEIGHT)
@@ -720,6 +722,33 @@ class SearchService:
         if tail.any():
             final[tail] = fused[tail] - (fused[tail].max() - rescored.min()) - 1e-6
         return final
+
+    def _term_distributions(self, live: _Live, keys: list[int]) -> dict[int, dict[str, float]]:
+        """Index-term distributions of these papers, from the cache or the database."""
+        out: dict[int, dict[str, float]] = {}
+        with live.terms_lock:
+            for key in keys:
+                dist = live.terms.get(key)
+                if dist is not None:
+                    live.terms.move_to_end(key)
+                    out[key] = dist
+        missing = [key for key in keys if key not in out]
+        if not missing:
+            return out
+        ids = live.catalog.ids(missing)
+        with self.db.session() as s:
+            texts = docstore.texts(s, list(ids.values()))
+        fresh = {
+            key: hybrid.term_distribution(live.lexical.analyze(texts.get(ids.get(key, ""), "")))
+            for key in missing
+        }
+        with live.terms_lock:
+            for key, dist in fresh.items():
+                live.terms[key] = dist
+            while len(live.terms) > TERM_CACHE:
+                live.terms.popitem(last=False)
+        out.update(fresh)
+        return out
 
     def _order_by_date(
         self, live: _Live, keys: list[int], scores: list[float]
