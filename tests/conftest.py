@@ -20,7 +20,9 @@ from papersift.store.schema import Base
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "data" / "sample"
 SHARED = ROOT.parent / "shared"
-PG_ADMIN_URL = os.environ.get("PAPERSIFT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "PAPERSIFT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 # Real MiniLM embeddings of the same seed texts are reused across test sessions (search).
 os.environ.setdefault(
     "PAPERSIFT_EMBED_CACHE", str(Path.home() / ".cache" / "papersift" / "test-embeddings")

@@ -366,8 +366,10 @@ def test_ctrl_c_stops_cleanly_and_keeps_committed_pages(db, server, tmp_path):
     server.script("tok-2", Reply(body=page("oai_page2.xml"), hold=release))
     # Ctrl-C as a terminal delivers it: with Python's own handler, whatever disposition the
     # test process inherited (a server started by an earlier test may ignore SIGINT).
-    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "from papersift.cli import main; main()")
+    code = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from papersift.cli import main; main()"
+    )
     cmd = [
         sys.executable, "-c", code, "--db", db.url,
         "harvest", "--oai", server.url, "--delay", "0", "--quiet",

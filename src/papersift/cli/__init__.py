@@ -5,6 +5,9 @@ Modules here only parse arguments and print; the work happens in the services th
 
 from __future__ import annotations
 
+# isort: off
+# Importing a module registers its commands on the shared app, and --help lists
+# commands in registration order: keep this order rather than sorting it.
 from papersift.cli._app import app
 from papersift.cli import data as _data  # noqa: F401  (registers ingest, stats, show, export)
 from papersift.cli import demo as _demo  # noqa: F401
@@ -12,6 +15,7 @@ from papersift.cli import search as _search  # noqa: F401  (search, similar, eva
 from papersift.cli import web as _web  # noqa: F401  (registers serve)
 from papersift.cli import harvest as _harvest  # noqa: F401
 from papersift.cli import digest as _digest  # noqa: F401  (registers subscribers, digest)
+# isort: on
 
 __all__ = ["app", "main"]
 

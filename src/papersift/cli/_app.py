@@ -77,13 +77,21 @@ def _version(value: bool) -> None:
 def root(
     db: Annotated[
         str | None,
-        typer.Option("--db", help="SQLAlchemy URL; default $PAPERSIFT_DB or SQLite in the home.",
-                     envvar="PAPERSIFT_DB", show_envvar=False),
+        typer.Option(
+            "--db",
+            help="SQLAlchemy URL; default $PAPERSIFT_DB or SQLite in the home.",
+            envvar="PAPERSIFT_DB",
+            show_envvar=False,
+        ),
     ] = None,
     home: Annotated[
         Path | None,
-        typer.Option("--home", help="Data folder; default $PAPERSIFT_HOME or "
-                     "~/.local/share/papersift.", envvar="PAPERSIFT_HOME", show_envvar=False),
+        typer.Option(
+            "--home",
+            help="Data folder; default $PAPERSIFT_HOME or ~/.local/share/papersift.",
+            envvar="PAPERSIFT_HOME",
+            show_envvar=False,
+        ),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")

@@ -24,7 +24,9 @@ def sample_dir() -> Path:
 
 @app.command()
 def demo(
-    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the web app after.")] = True,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve the web app after.")
+    ] = True,
     port: Annotated[int, typer.Option(help="Port for the web app.")] = 8000,
 ) -> None:
     """Ingest the bundled sample corpus (first run only), index it, then serve it.
