@@ -24,7 +24,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/papersift demo
 
-test: install browser-deps
+test: install browser-deps lint
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -62,8 +62,10 @@ def _bm25s_run(docs: list[tuple[str, str, str]], queries: dict[str, str], k: int
     stemmer = Stemmer.Stemmer("english")
     corpus = [f"{t}. {x}" for _i, t, x in docs]
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer, show_progress=False),
-                    show_progress=False)
+    retriever.index(
+        bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer, show_progress=False),
+        show_progress=False,
+    )
     ids = [d[0] for d in docs]
     run = {}
     for qid, text in queries.items():
@@ -71,8 +73,9 @@ def _bm25s_run(docs: list[tuple[str, str, str]], queries: dict[str, str], k: int
         if not tokens.vocab:
             run[qid] = []
             continue
-        res, _scores = retriever.retrieve(tokens, k=min(k, len(ids)), show_progress=False,
-                                          n_threads=1)
+        res, _scores = retriever.retrieve(
+            tokens, k=min(k, len(ids)), show_progress=False, n_threads=1
+        )
         run[qid] = [ids[i] for i in res[0]]
     return run
 
@@ -161,8 +164,9 @@ def _lat(fn, queries: list[str]) -> tuple[float, float]:
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
-def scale(n: int, n_queries: int, workdir: Path, *, reuse: bool = False,
-          build_only: bool = False) -> dict | None:
+def scale(
+    n: int, n_queries: int, workdir: Path, *, reuse: bool = False, build_only: bool = False
+) -> dict | None:
     """Build (or, with ``reuse``, re-open a kept build of) n papers and measure them."""
     print(f"--- {n:,} papers", flush=True)
     out: dict = {"n": n, "embeddings": "MiniLM" if n <= REAL_EMBEDDINGS_UP_TO else "stand-in"}
@@ -183,11 +187,26 @@ def scale(n: int, n_queries: int, workdir: Path, *, reuse: bool = False,
     now = datetime.now(UTC)
     for start in range(0, n, 20_000):
         rows = [
-            {"id": d.id, "arxiv_id": d.id, "doi": None, "title_key": normalize_title(d.title)[:255],
-             "title": d.title, "abstract": d.abstract, "authors": [], "published": None,
-             "updated": None, "categories": [], "abs_url": None, "pdf_url": None,
-             "code_urls": [], "has_code": False, "sources": ["bench"], "first_seen": now,
-             "modified_at": now, "content_hash": content_hash(d.title, d.abstract)}
+            {
+                "id": d.id,
+                "arxiv_id": d.id,
+                "doi": None,
+                "title_key": normalize_title(d.title)[:255],
+                "title": d.title,
+                "abstract": d.abstract,
+                "authors": [],
+                "published": None,
+                "updated": None,
+                "categories": [],
+                "abs_url": None,
+                "pdf_url": None,
+                "code_urls": [],
+                "has_code": False,
+                "sources": ["bench"],
+                "first_seen": now,
+                "modified_at": now,
+                "content_hash": content_hash(d.title, d.abstract),
+            }
             for d in docs[start : start + 20_000]
         ]
         with db.session() as s:
@@ -199,7 +218,7 @@ def scale(n: int, n_queries: int, workdir: Path, *, reuse: bool = False,
     hashes = {d.id: content_hash(d.title, d.abstract) for d in docs}
     first = {d.id: i for i, d in enumerate(docs)}
     for start in range(0, len(first), 20_000):
-        chunk = list(first.items())[start:start + 20_000]
+        chunk = list(first.items())[start : start + 20_000]
         part = [(pid, hashes[pid], matrix[i]) for pid, i in chunk]
         if part:
             with db.session() as s:
@@ -220,8 +239,13 @@ def scale(n: int, n_queries: int, workdir: Path, *, reuse: bool = False,
     return _measure(out, docs, settings, n_queries, matrix)
 
 
-def _measure(out: dict, docs: list[synth.SynthDoc], settings, n_queries: int,
-             matrix: np.ndarray | None = None) -> dict:
+def _measure(
+    out: dict,
+    docs: list[synth.SynthDoc],
+    settings,
+    n_queries: int,
+    matrix: np.ndarray | None = None,
+) -> dict:
     """Query latency, memory and recall of a built home, and the peers on the same data."""
     n = out["n"]
     db = Database(settings.db_url)
@@ -272,7 +296,7 @@ def _measure(out: dict, docs: list[synth.SynthDoc], settings, n_queries: int,
     qv0 = qvecs[0]
     out["numpy_search_only_p50"], _ = _lat(lambda q: np.argpartition(-(mat @ qv0), 99), queries)
     out["numpy_mb"] = mat.nbytes / 1e6
-    del matrix, mat
+    matrix = mat = None  # free them (closures above are done)
     gc.collect()
 
     import bm25s
@@ -282,8 +306,12 @@ def _measure(out: dict, docs: list[synth.SynthDoc], settings, n_queries: int,
     before = report.rss_mb()
     t0 = time.perf_counter()
     retriever = bm25s.BM25()
-    tokens = bm25s.tokenize([f"{d.title}. {d.abstract}" for d in docs], stopwords="en",
-                            stemmer=stemmer, show_progress=False)
+    tokens = bm25s.tokenize(
+        [f"{d.title}. {d.abstract}" for d in docs],
+        stopwords="en",
+        stemmer=stemmer,
+        show_progress=False,
+    )
     retriever.index(tokens, show_progress=False)
     del tokens
     gc.collect()
@@ -296,7 +324,7 @@ def _measure(out: dict, docs: list[synth.SynthDoc], settings, n_queries: int,
             retriever.retrieve(tok, k=100, show_progress=False, n_threads=1)
 
     out["bm25s_p50"], out["bm25s_p99"] = _lat(bm, queries)
-    del retriever, docs
+    retriever = docs = None
     db.dispose()
     gc.collect()
     print(json.dumps(out), flush=True)
@@ -307,24 +335,36 @@ def _measure(out: dict, docs: list[synth.SynthDoc], settings, n_queries: int,
 
 
 def render(quality_rows: list[dict], scale_rows: list[dict]) -> list[str]:
-    lines = ["## Search (bench/search.py)", "",
-             f"Run {date.today().isoformat()} on {report.machine()}.", ""]
+    lines = [
+        "## Search (bench/search.py)",
+        "",
+        f"Run {date.today().isoformat()} on {report.machine()}.",
+        "",
+    ]
     if quality_rows:
-        lines += ["### Ranking quality (all judged queries; peers recomputed in this run)", "",
-                  "| collection | system | nDCG@10 | Recall@100 | MRR@10 |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "### Ranking quality (all judged queries; peers recomputed in this run)",
+            "",
+            "| collection | system | nDCG@10 | Recall@100 | MRR@10 |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for r in quality_rows:
-            lines.append(f"| {r['collection']} | {r['system']} | {r['ndcg@10']:.3f} | "
-                         f"{r['recall@100']:.3f} | {r['mrr@10']:.3f} |")
+            lines.append(
+                f"| {r['collection']} | {r['system']} | {r['ndcg@10']:.3f} | "
+                f"{r['recall@100']:.3f} | {r['mrr@10']:.3f} |"
+            )
         lines.append("")
     if scale_rows:
-        lines += ["### Speed and memory at scale (k=10 through `SearchService.search`, query "
-                  "embedding included; peers top 100)", "",
-                  "| papers | doc vectors | build (s) | index on disk (MB) | service RSS (MB) | "
-                  "vector index | recall@100 vs exact | lexical p50/p99 (ms) | semantic p50/p99 | "
-                  "hybrid p50/p99 | bm25s p50/p99 | bm25s build (s) / RSS (MB) | "
-                  "numpy exact p50/p99 (search only p50) / matrix MB |",
-                  "| " + " | ".join(["---"] * 13) + " |"]
+        lines += [
+            "### Speed and memory at scale (k=10 through `SearchService.search`, query "
+            "embedding included; peers top 100)",
+            "",
+            "| papers | doc vectors | build (s) | index on disk (MB) | service RSS (MB) | "
+            "vector index | recall@100 vs exact | lexical p50/p99 (ms) | semantic p50/p99 | "
+            "hybrid p50/p99 | bm25s p50/p99 | bm25s build (s) / RSS (MB) | "
+            "numpy exact p50/p99 (search only p50) / matrix MB |",
+            "| " + " | ".join(["---"] * 13) + " |",
+        ]
         for r in scale_rows:
             lines.append(
                 f"| {r['n']:,} | {r['embeddings']} | {r['build_s']:.0f} | "
@@ -335,14 +375,24 @@ def render(quality_rows: list[dict], scale_rows: list[dict]) -> list[str]:
                 f"{r['bm25s_p50']:.1f} / {r['bm25s_p99']:.1f} | "
                 f"{r['bm25s_build_s']:.0f} / {r['bm25s_rss_mb']:.0f} | "
                 f"{r['numpy_p50']:.1f} / {r['numpy_p99']:.1f} ({r['numpy_search_only_p50']:.1f})"
-                f" / {r['numpy_mb']:.0f} |")
-        lines += ["", "Ratios (papersift hybrid p50 / peer p50): " + "; ".join(
-            f"{r['n']:,}: vs bm25s {r['hybrid_p50'] / r['bm25s_p50']:.2f}x, "
-            f"vs numpy exact {r['hybrid_p50'] / r['numpy_p50']:.2f}x" for r in scale_rows) + ".",
-            "", "Service RSS is the growth of the process that opens the built index "
+                f" / {r['numpy_mb']:.0f} |"
+            )
+        lines += [
+            "",
+            "Ratios (papersift hybrid p50 / peer p50): "
+            + "; ".join(
+                f"{r['n']:,}: vs bm25s {r['hybrid_p50'] / r['bm25s_p50']:.2f}x, "
+                f"vs numpy exact {r['hybrid_p50'] / r['numpy_p50']:.2f}x"
+                for r in scale_rows
+            )
+            + ".",
+            "",
+            "Service RSS is the growth of the process that opens the built index "
             "(graph memory-mapped) and answers all queries; the build itself runs in a "
             "separate phase. Papers are loaded straight into the table; ingest speed is in the "
-            "ingest section.", ""]
+            "ingest section.",
+            "",
+        ]
     return lines
 
 
@@ -352,12 +402,20 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--no-quality", action="store_true")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep the built homes here (default: a temporary folder)")
-    parser.add_argument("--build-only", action="store_true",
-                        help="build the homes in --workdir and stop (measure later with --reuse)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="measure the homes --build-only left in --workdir")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the built homes here (default: a temporary folder)",
+    )
+    parser.add_argument(
+        "--build-only",
+        action="store_true",
+        help="build the homes in --workdir and stop (measure later with --reuse)",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure the homes --build-only left in --workdir"
+    )
     args = parser.parse_args()
     quality_rows = [] if args.no_quality else quality()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="papersift-bench-"))

@@ -66,7 +66,7 @@ FEEDBACK_DOCS = 10
 FEEDBACK_TERMS = 20
 FEEDBACK_LAMBDA = 0.5
 MAX_DOC_SHARE = 0.5  # feedback ignores terms in more than half the documents
-FEEDBACK_RESCORE = 400  # feedback re-scores at most this many best candidates
+FEEDBACK_RESCORE = 200  # feedback re-scores at most this many best candidates
 # No extra title weight inside hybrid ranking: MiniLM already reads the title first, and a
 # lexical title boost on top double-counts it (measured -0.007 nDCG@10 on CISI at 0.25,
 # -0.012 at 0.5, Cranfield flat). Lexical mode keeps its title boost (+0.02 on CISI there).

@@ -63,7 +63,7 @@ TERM_CACHE = 4_096
 ProgressFn = Callable[[int, int], None]  # (papers embedded so far, papers to embed)
 
 
-# Overlaps a hybrid query's embedding with its lexical search; two workers cover two
+# Overlaps a hybrid query's dense side with its lexical search; two workers cover two
 # concurrent requests without queueing, more would only compete for the same cores.
 _QUERY_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="papersift-embed")
 
@@ -643,13 +643,18 @@ class SearchService:
             ranked.notes = notes + ranked.notes
             return ranked
         pool = max(hybrid.POOL, need)
-        # The query embedding (onnxruntime, GIL released) runs while tantivy searches.
-        pending = _QUERY_POOL.submit(self.embedder.encode_query, clean.semantic)
+
+        def dense_side() -> tuple[np.ndarray, tuple[list[int], list[float], int]]:
+            qvec = self.embedder.encode_query(clean.semantic)
+            return qvec, self._dense(live, qvec, pool, fq)
+
+        # The dense side (onnxruntime, then usearch or numpy: all release the GIL) runs in
+        # another thread while tantivy searches in this one.
+        pending = _QUERY_POOL.submit(dense_side)
         try:
             lex = lexical.search(query, limit=pool, filters=[fq]) if query is not None else None
         finally:
-            qvec = pending.result()
-        d_keys, d_sims, _allowed = self._dense(live, qvec, pool, fq)
+            qvec, (d_keys, d_sims, _allowed) = pending.result()
         if lex is None or not lex.keys:
             return _Ranked(d_keys[:need], d_sims[:need], len(d_keys), notes)
         # Explicit syntax (phrases, fields, +/-) is a constraint: rank lexical matches only.
