@@ -295,6 +295,20 @@ def test_int8_query_model_can_be_switched_off_and_heals_a_corrupt_file(tmp_path,
     assert float(healed.encode_query("graph") @ off.encode(["graph"])[0]) > 0.98
 
 
+def test_int8_query_model_is_refused_when_it_strays_from_the_float_model(
+    tmp_path, monkeypatch, caplog
+):
+    import papersift.search.embedder as embedder_module
+
+    monkeypatch.setenv("PAPERSIFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(embedder_module, "MIN_QUERY_AGREEMENT", 1.01)  # nothing agrees so well
+    with caplog.at_level("WARNING", logger="papersift.search"):
+        emb = Embedder()
+    assert emb.query_session is None and "agrees too little" in caplog.text
+    q = emb.encode_query("graph neural networks")
+    assert float(q @ emb._run(["graph neural networks"])[0]) > 0.9999
+
+
 def test_text_cache_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("PAPERSIFT_EMBED_CACHE", str(tmp_path / "cache"))
     emb = get_embedder()

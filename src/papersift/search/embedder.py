@@ -37,6 +37,10 @@ log = logging.getLogger("papersift.search")
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 DEFAULT_MAX_SEQ_LENGTH = 256  # sentence_bert_config.json of all-MiniLM-L6-v2
 QUERY_CACHE_SIZE = 2048
+# The int8 query model is used only if its vectors of these probes stay this close to the
+# float model's (the bundled model gives 0.99+).
+QUERY_PROBES = ("graph neural networks", "a survey of retrieval-augmented language models")
+MIN_QUERY_AGREEMENT = 0.98
 
 ProgressFn = Callable[[int], None]
 
@@ -228,12 +232,24 @@ class Embedder:
             try:
                 # One thread: a query is too small to split; waking a second costs more.
                 session = _session(path, 1)
-                ids, mask = _pad(self.tokenizer.encode_batch(["x"]))
-                session.run(None, self._feeds(ids, mask, session))
-                return session
+                agreement = min(
+                    float(self._run([probe], session)[0] @ self._run([probe])[0])
+                    for probe in QUERY_PROBES
+                )
             except Exception as exc:  # onnxruntime's own error types
                 log.warning("int8 query model %s unusable (%s); making it again", path, exc)
                 path.unlink(missing_ok=True)
+                continue
+            if agreement >= MIN_QUERY_AGREEMENT:
+                return session
+            # e.g. a model that was quantized already: int8 on top of it loses too much
+            log.warning(
+                "int8 query model of %s agrees too little with it (cosine %.3f); "
+                "queries use the float model",
+                self.files.onnx_path,
+                agreement,
+            )
+            return None
         return None
 
     def _feeds(self, ids: np.ndarray, mask: np.ndarray, session=None) -> dict[str, np.ndarray]:

@@ -22,34 +22,40 @@ The method (the default search mode), in three steps:
    ln 2: little evidence, long posting lists; measured: same quality, cheaper query).
    The 20 most likely remaining terms are added to the query with weight 1/2 (the original
    query keeps 1/2, each part normalised to total weight 1), the lexical scores of the
-   candidates (at most ``FEEDBACK_RESCORE``, the best by fused score) are
+   candidates (at most ``FEEDBACK_RESCORE``, the best 200 by fused score) are
    recomputed with the expanded query, and step 2 is repeated. Feedback re-scores the
    candidates only (no new documents): this measured the same as a full second retrieval and
-   costs one small tantivy query over a few hundred documents, whatever the collection size.
+   costs one small tantivy query over a few hundred documents, whatever the collection size
+   (re-scoring the best 200 measured the same as the best 400, at half the cost).
    Feedback uses the fused list rather than BM25's own: fused top documents are cleaner, so
    the expansion drifts less (measured: +0.02 nDCG@10 on CISI, equal on Cranfield, over
-   feedback from BM25's own top documents).
+   feedback from BM25's own top documents). The feedback documents' term distributions are
+   cached per open index, so a query whose top documents were seen before reads no text.
 
 Measured with ``papersift eval`` (nDCG@10, Recall@100 in brackets), all 76 CISI and 225
-Cranfield queries; peers from ../shared/eval/BASELINES.md:
+Cranfield queries; peers from ../shared/eval/BASELINES.md. Queries are embedded by the int8
+copy of the model (see quantize.py; ``PAPERSIFT_QUERY_INT8=0`` for the float one, last
+column of numbers):
 
-=========================  ===============  ===============
-method                     CISI             Cranfield
-=========================  ===============  ===============
+=========================  ===============  ===============  ==========================
+method                     CISI             Cranfield        float queries (CISI, Cran.)
+=========================  ===============  ===============  ==========================
 peer bm25s                 0.396 (0.453)    0.532 (0.757)
 peer MiniLM exact cosine   0.427 (0.472)    0.508 (0.792)
-peer RRF k=60              0.447 (0.513)    0.560 (0.805)
+peer RRF k=60 (the bar)    0.447 (0.513)    0.560 (0.805)
 lexical mode               0.398 (0.449)    0.531 (0.768)
-semantic mode              0.429 (0.471)    0.508 (0.795)
-z-score fusion (steps 1-2) 0.458 (0.517)    0.570 (0.810)
-hybrid (steps 1-3)         0.467 (0.506)    0.583 (0.832)
-=========================  ===============  ===============
+semantic mode              0.431 (0.474)    0.506 (0.794)    0.429, 0.508
+z-score fusion (steps 1-2) 0.448 (0.518)    0.570 (0.815)    0.458, 0.570
+hybrid (steps 1-3)         0.461 (0.503)    0.582 (0.831)    0.470, 0.583
+=========================  ===============  ===============  ==========================
 
 The parameters are textbook defaults (10 feedback documents, 20 terms, lambda 0.5; z over the
 top 100; equal weights) and are not tuned per collection. Changing any one of them (5
-documents, 30 terms, lambda 0.3 or 0.7, dense weight 0.4 or 0.6, pool 100, z over the top 50)
-keeps CISI within 0.458-0.469 and Cranfield within 0.570-0.587. Feedback costs CISI a little
-recall@100 (0.517 -> 0.506) while raising the top of the ranking; Cranfield gains both.
+documents, 30 terms, lambda 0.3 or 0.7, dense weight 0.4 or 0.6, pool 100, z over the top 50,
+re-scoring 400) keeps CISI within 0.449-0.463 and Cranfield within 0.571-0.587. Feedback costs
+CISI a little recall@100 while raising the top of the ranking; Cranfield gains both. Tried and
+not kept: Rocchio feedback on the dense side too (query vector plus the weighted mean of the
+feedback documents' vectors: Cranfield +0.009, CISI -0.007 to -0.009).
 """
 
 from __future__ import annotations
