@@ -191,3 +191,44 @@ def test_search_overload_is_shed_with_503(web_home: Path) -> None:
         assert client.get("/api/v1/papers/hep-th/9901001/similar").status_code == 503
         assert client.get("/api/v1/papers/hep-th/9901001").status_code == 200
         assert client.get("/").status_code == 200
+
+
+def test_vote_limit_holds_across_workers(web_home: Path, tmp_path: Path) -> None:
+    """`serve --workers 2`: one visitor gets the per-visitor burst (20) once, not per worker."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(web_home, home)
+    (home / "ratelimit.sqlite").unlink(missing_ok=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [*PAPERSIFT, "serve", "--port", str(port), "--workers", "2"],
+        env=env_for(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("serve did not come up: " + (proc.stderr.read() or ""))
+                time.sleep(0.2)
+        ids = [
+            p["id"] for p in httpx.get(f"{base}/api/v1/trending?k=30", timeout=10).json()["results"]
+        ]
+        assert len(ids) == 30
+        # A new connection per request, so the kernel spreads them over both workers.
+        no_reuse = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=base, limits=no_reuse, timeout=10) as visitor:
+            statuses = [visitor.post(f"/api/v1/papers/{pid}/upvote").status_code for pid in ids]
+            assert visitor.cookies.get("ps_visitor")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert statuses[:20] == [200] * 20 and set(statuses[20:]) == {429}, statuses

@@ -4,6 +4,7 @@ signed visitor ids and CSRF tokens, search parameter parsing."""
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,55 @@ def test_search_gate_turns_away_what_cannot_start_in_time() -> None:
     assert issubclass(SearchBusy, SearchUnavailable)  # every route answers it with a 503
     with gate:  # the slot was released
         pass
+
+
+def test_shared_buckets_are_one_budget_for_every_worker(tmp_path: Path) -> None:
+    from papersift.web.ratelimit import SharedTokenBuckets
+
+    now = [1000.0]
+    store = tmp_path / "ratelimit.sqlite"
+    worker_a = SharedTokenBuckets(Limit(3, 1.0), store, "votes", clock=lambda: now[0])
+    worker_b = SharedTokenBuckets(Limit(3, 1.0), store, "votes", clock=lambda: now[0])
+    assert [worker_a.take("v"), worker_b.take("v"), worker_a.take("v")] == [0, 0, 0]
+    assert worker_b.take("v") == pytest.approx(1.0)  # the third token went to worker a
+    other_scope = SharedTokenBuckets(Limit(3, 1.0), store, "signups", clock=lambda: now[0])
+    assert other_scope.take("v") == 0  # scopes do not share
+    now[0] += 1.0
+    assert worker_a.take("v") == 0 and worker_b.take("v") > 0
+
+
+def _hammer(store: str, takes: int, out) -> None:
+    from papersift.web.ratelimit import SharedTokenBuckets
+
+    buckets = SharedTokenBuckets(Limit(50, 0.0001), Path(store), "votes")
+    out.put(sum(1 for _ in range(takes) if buckets.take("visitor") == 0))
+
+
+def test_shared_buckets_hold_across_concurrent_processes(tmp_path: Path) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_hammer, args=(str(tmp_path / "rl.sqlite"), 40, out)) for _ in range(3)
+    ]
+    for p in procs:
+        p.start()
+    allowed = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert sum(allowed) == 50  # 120 attempts, one budget of 50, none lost or doubled
+
+
+def test_unusable_store_falls_back_to_per_process_limits(tmp_path: Path, caplog) -> None:
+    from papersift.web.ratelimit import SharedTokenBuckets
+
+    store = tmp_path / "ratelimit.sqlite"
+    store.write_bytes(b"this is not a database, it is garbage " * 100)
+    limiter = RateLimiter(Limit(2, 0.001), Limit(10, 0.001), store=store, scope="votes")
+    with caplog.at_level("WARNING", logger="papersift.web"):
+        results = [limiter.check("v1", "1.1.1.1") for _ in range(3)]
+    assert results[:2] == [0, 0] and results[2] > 0  # still limited, in this process
+    assert "limiting per process instead" in caplog.text
+    assert store.read_bytes().startswith(b"this is not a database")  # left as it was
+    assert isinstance(limiter.visitors, SharedTokenBuckets)

@@ -20,7 +20,7 @@ from papersift.store.db import Database
 from papersift.web import problems
 from papersift.web.deps import ViewCounter
 from papersift.web.problems import PROBLEM_TYPE
-from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter
+from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter, store_path
 from papersift.web.routes import api, docs, feeds, pages, search
 from papersift.web.schemas import Problem
 from papersift.web.searching import ResultCache, SearchGate
@@ -107,7 +107,9 @@ def create_app(
     app.state.db = database
     app.state.signers = Signers(settings.secret_key())
     app.state.templates = make_templates()
-    app.state.vote_limiter = RateLimiter(*vote_limits)
+    app.state.vote_limiter = RateLimiter(
+        *vote_limits, store=store_path(settings.home), scope="votes"
+    )
     app.state.views = ViewCounter()
     app.state.search_cache = ResultCache()
     app.state.search_gate = SearchGate(search_concurrency, search_wait)

@@ -41,7 +41,7 @@ from papersift.digest.validation import (
 from papersift.store import collections as collection_store
 from papersift.web.deps import client_ip, db_of, settings_of
 from papersift.web.problems import error_page, problem
-from papersift.web.ratelimit import Limit, RateLimiter
+from papersift.web.ratelimit import Limit, RateLimiter, store_path
 from papersift.web.security import CSRF_FIELD, verify_csrf, visitor_id
 
 log = logging.getLogger("papersift.web")
@@ -59,7 +59,8 @@ def _limiter(request: Request) -> RateLimiter:
     """One limiter per app (kept here so the app factory needs no digest knowledge)."""
     key = id(request.app)
     if key not in _limiters:
-        _limiters[key] = RateLimiter(*SIGNUP_LIMITS)
+        home = request.app.state.settings.home
+        _limiters[key] = RateLimiter(*SIGNUP_LIMITS, store=store_path(home), scope="signups")
     return _limiters[key]
 
 
