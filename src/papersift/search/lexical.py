@@ -200,31 +200,55 @@ class LexicalIndex:
         query = tantivy.Query.term_query(self.schema, field, term)
         return tantivy.Occur.Should, tantivy.Query.boost_query(query, float(weight))
 
-    def terms_query(
-        self,
-        weights: Mapping[str, float],
-        names: Mapping[str, float] | None = None,
-        *,
-        title_weight: float | None = None,
-    ) -> tantivy.Query | None:
-        """OR of weighted index terms over text (+ title); ``names`` adds author-name terms."""
+    def bag_weights(
+        self, text: str, *, title_weight: float | None = None
+    ) -> dict[tuple[str, str], float]:
+        """(field, term) -> weight of the bag-of-words query of ``text`` (query-term counts)."""
         tw = self.title_weight if title_weight is None else title_weight
-        clauses = []
-        for term, weight in weights.items():
-            clauses.append(self._term("text", term, weight))
+        out: dict[tuple[str, str], float] = {}
+        for term, count in Counter(self.analyze(text)).items():
+            out["text", term] = float(count)
             if tw:
-                clauses.append(self._term("title", term, weight * tw))
-        for term, weight in (names or {}).items():
-            clauses.append(self._term("authors", term, weight))
-        return tantivy.Query.boolean_query(clauses) if clauses else None
+                out["title", term] = count * tw
+        for term, count in Counter(self._names.analyze(text)).items():
+            out["authors", term] = float(count)
+        return out
 
     def bag_of_words(self, text: str, *, title_weight: float | None = None) -> tantivy.Query | None:
         """BM25 query with query-term frequencies as weights; None if no term survives."""
-        terms = Counter(self.analyze(text))
-        if not terms:  # only stop words (or nothing indexable): match nothing, say so
-            return None
-        names = Counter(self._names.analyze(text))
-        return self.terms_query(terms, names, title_weight=title_weight)
+        weights = self.bag_weights(text, title_weight=title_weight)
+        if not any(field == "text" for field, _term in weights):
+            return None  # only stop words (or nothing indexable): match nothing, say so
+        return tantivy.Query.boolean_query(
+            [self._term(field, term, w) for (field, term), w in weights.items()]
+        )
+
+    def scores_among(
+        self,
+        weights: Mapping[tuple[str, str], float],
+        keys: Sequence[int],
+        extra: tantivy.Query | None = None,
+    ) -> dict[int, float]:
+        """Scores of the documents with these keys for the OR of weighted (field, term)
+        clauses (plus ``extra``), as one flat query.
+
+        Flat, because tantivy's union scorer seeks by refilling a 4,096-document window
+        around each key, for every term in it: a union nested in a union (original query
+        OR expansion) did that work twice, 12 ms at a million papers for 200 keys and 25
+        terms, against 7 ms flat. (One small query per term measured 15 ms: every query
+        looks up the 200 keys again.)
+        """
+        if not keys:
+            return {}
+        clauses = [self._term(field, term, w) for (field, term), w in weights.items()]
+        if extra is not None:
+            clauses.append((tantivy.Occur.Should, extra))
+        if not clauses:
+            return {}
+        res = self.search(
+            tantivy.Query.boolean_query(clauses), limit=len(keys), filters=[self.key_set(keys)]
+        )
+        return dict(zip(res.keys, res.scores, strict=True))
 
     def build_query(
         self, query: CleanQuery, *, title_weight: float | None = None

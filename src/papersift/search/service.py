@@ -699,27 +699,35 @@ class SearchService:
             ((dists.get(key, {}), w) for key, w in zip(top_keys, weights, strict=True)),
             doc_share=live.lexical.doc_share,
         )
-        expansion = live.lexical.terms_query(model, title_weight=hybrid.TITLE_WEIGHT)
-        if expansion is None:
+        if not model:
             return fused
-        n_terms = max(1, len(live.lexical.analyze(clean.semantic or clean.text)))
+        lexical = live.lexical
         lam = hybrid.FEEDBACK_LAMBDA
-        second = tantivy.Query.boolean_query(
-            [
-                (tantivy.Occur.Should, tantivy.Query.boost_query(query, (1 - lam) / n_terms)),
-                (tantivy.Occur.Should, tantivy.Query.boost_query(expansion, lam)),
-            ]
-        )
+        # Expanded query = (1 - lam) x original (per query term) + lam x relevance model.
+        weights: dict[tuple[str, str], float] = {}
+        extra = None
+        if clean.has_syntax:  # phrases, fields, operators: kept as one query
+            n_terms = max(1, len(lexical.analyze(clean.semantic or clean.text)))
+            extra = tantivy.Query.boost_query(query, (1 - lam) / n_terms)
+        else:
+            original = lexical.bag_weights(clean.text, title_weight=hybrid.TITLE_WEIGHT)
+            n_terms = max(1, int(sum(w for (f, _t), w in original.items() if f == "text")))
+            for clause, w in original.items():
+                weights[clause] = (1 - lam) / n_terms * w
+        for term, w in model.items():
+            weights["text", term] = weights.get(("text", term), 0.0) + lam * w
+            if hybrid.TITLE_WEIGHT:
+                weights["title", term] = (
+                    weights.get(("title", term), 0.0) + lam * w * hybrid.TITLE_WEIGHT
+                )
         # Re-score the best FEEDBACK_RESCORE candidates; the rest keep their order below them.
         head = np.argsort(-fused, kind="stable")[: hybrid.FEEDBACK_RESCORE]
         head_keys = [cands[i] for i in head]
-        res = live.lexical.search(
-            second, limit=len(head_keys), filters=[live.lexical.key_set(head_keys)]
-        )
-        if not res.keys:
+        scores = lexical.scores_among(weights, head_keys, extra)
+        if not scores:
             return fused
-        lex2 = hybrid.lookup(dict(zip(res.keys, res.scores, strict=True)), head_keys, 0.0)
-        rescored = hybrid.fuse(lex2, res.scores, dense[head], d_sims or dense.tolist())
+        lex2 = hybrid.lookup(scores, head_keys, 0.0)
+        rescored = hybrid.fuse(lex2, list(scores.values()), dense[head], d_sims or dense.tolist())
         final = fused.copy()
         final[head] = rescored
         tail = np.ones(len(cands), dtype=bool)
