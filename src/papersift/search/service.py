@@ -659,7 +659,7 @@ class SearchService:
             return _Ranked(d_keys[:need], d_sims[:need], len(d_keys), notes)
         # Explicit syntax (phrases, fields, +/-) is a constraint: rank lexical matches only.
         cands = hybrid.merge_candidates(lex.keys, [] if clean.has_syntax else d_keys)
-        dense = self._exact_dense(live, cands, qvec, d_sims)
+        dense = self._exact_dense(live, cands, qvec, d_sims, dict(zip(d_keys, d_sims, strict=True)))
         lex_scores = dict(zip(lex.keys, lex.scores, strict=True))
         floor = min(lex.scores) if len(lex.keys) >= pool else 0.0
         lex_vec = hybrid.lookup(lex_scores, cands, floor)
@@ -669,13 +669,28 @@ class SearchService:
         return _Ranked([cands[i] for i in order], fused[order].tolist(), len(cands), notes)
 
     def _exact_dense(
-        self, live: _Live, cands: list[int], qvec: np.ndarray, ref: list[float]
+        self,
+        live: _Live,
+        cands: list[int],
+        qvec: np.ndarray,
+        ref: list[float],
+        known: dict[int, float] | None = None,
     ) -> np.ndarray:
-        """Cosine of every candidate from its stored vector (floor if it has none)."""
-        found, vecs = live.vectors.get(cands)
+        """Cosine of every candidate from its stored vector (floor if it has none).
+
+        ``known`` are similarities the vector search already computed against the same
+        stored vectors; only the other candidates' vectors are read.
+        """
+        known = known or {}
         out = np.full(len(cands), min(ref) if ref else 0.0, dtype=np.float64)
-        if len(vecs):
-            out[found] = vecs @ qvec
+        rest = [i for i, key in enumerate(cands) if key not in known]
+        for i, key in enumerate(cands):
+            if key in known:
+                out[i] = known[key]
+        if rest:
+            found, vecs = live.vectors.get([cands[i] for i in rest])
+            if len(vecs):
+                out[np.asarray(rest)[found]] = vecs @ qvec
         return out
 
     def _feedback(
