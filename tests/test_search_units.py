@@ -162,6 +162,45 @@ def test_lexical_replace_delete_and_filters(tmp_path):
     assert index.count(index.filter_query(FilterSpec(has_code=False))) == 1
 
 
+def test_scores_among_equals_the_nested_feedback_query(tmp_path):
+    """The flat per-term re-scoring gives what (0.4 x query) OR (0.6 x expansion) gives."""
+    import tantivy
+
+    index = _lex(tmp_path)
+    keys = [paper_key("a"), paper_key("b")]
+    query = index.bag_of_words("sparse attention documents", title_weight=0)
+    expansion = {"retriev": 0.7, "attent": 0.3}
+    should = tantivy.Occur.Should
+    nested = tantivy.Query.boolean_query(
+        [
+            (should, tantivy.Query.boost_query(query, 0.4)),
+            (
+                should,
+                tantivy.Query.boost_query(
+                    tantivy.Query.boolean_query(
+                        [index._term("text", t, w) for t, w in expansion.items()]
+                    ),
+                    0.6,
+                ),
+            ),
+        ]
+    )
+    ref = index.search(nested, limit=5, filters=[index.key_set(keys)])
+    flat = {
+        c: 0.4 * w
+        for c, w in index.bag_weights("sparse attention documents", title_weight=0).items()
+    }
+    for term, w in expansion.items():
+        flat["text", term] = flat.get(("text", term), 0.0) + 0.6 * w
+    got = index.scores_among(flat, keys)
+    assert set(got) == set(ref.keys) == set(keys)
+    for key, score in zip(ref.keys, ref.scores, strict=True):
+        assert got[key] == pytest.approx(score, rel=1e-5)
+    assert index.scores_among(flat, []) == {} and index.scores_among({}, keys) == {}
+    only_a = index.scores_among(flat, [paper_key("a")])
+    assert list(only_a) == [paper_key("a")]  # documents outside the keys are never scored
+
+
 def test_lexical_keep_passing(tmp_path):
     index = _lex(tmp_path)
     keys = [paper_key("a"), paper_key("b")]
