@@ -653,6 +653,10 @@ class SearchService:
         pending = _QUERY_POOL.submit(dense_side)
         try:
             lex = lexical.search(query, limit=pool, filters=[fq]) if query is not None else None
+            if lex is not None and not pending.done():
+                # While the dense side runs: read the terms of the best lexical papers, most
+                # of which will be feedback documents (off the critical path at scale).
+                self._term_distributions(live, lex.keys[: hybrid.FEEDBACK_DOCS])
         finally:
             qvec, (d_keys, d_sims, _allowed) = pending.result()
         if lex is None or not lex.keys:
