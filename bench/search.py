@@ -38,14 +38,13 @@ import report  # noqa: E402
 import synth  # noqa: E402
 
 from papersift.config import load_settings  # noqa: E402
-from papersift.model import normalize_title  # noqa: E402
 from papersift.search import documents as docstore  # noqa: E402
 from papersift.search import eval as search_eval  # noqa: E402
 from papersift.search.embedder import get_embedder  # noqa: E402
 from papersift.search.metrics import evaluate  # noqa: E402
 from papersift.search.service import SearchService  # noqa: E402
 from papersift.store.db import Database  # noqa: E402
-from papersift.store.papers import content_hash, insert_rows  # noqa: E402
+from papersift.store.papers import bare_row, content_hash, insert_rows  # noqa: E402
 
 EVAL_ROOT = report.ROOT.parent / "shared" / "eval"
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -187,26 +186,7 @@ def scale(
     now = datetime.now(UTC)
     for start in range(0, n, 20_000):
         rows = [
-            {
-                "id": d.id,
-                "arxiv_id": d.id,
-                "doi": None,
-                "title_key": normalize_title(d.title)[:255],
-                "title": d.title,
-                "abstract": d.abstract,
-                "authors": [],
-                "published": None,
-                "updated": None,
-                "categories": [],
-                "abs_url": None,
-                "pdf_url": None,
-                "code_urls": [],
-                "has_code": False,
-                "sources": ["bench"],
-                "first_seen": now,
-                "modified_at": now,
-                "content_hash": content_hash(d.title, d.abstract),
-            }
+            bare_row(d.id, d.title, d.abstract, source="bench", now=now, arxiv_id=d.id)
             for d in docs[start : start + 20_000]
         ]
         with db.session() as s:

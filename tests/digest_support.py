@@ -9,6 +9,7 @@ which is how the kill -9 test makes the kill land while the client waits for the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import socket
@@ -16,6 +17,8 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -137,6 +140,27 @@ def copy_home(seeded: Path, dest: Path) -> Path:
     """A private, writable copy of the session's seeded home (database and indexes)."""
     shutil.copytree(seeded, dest)
     return dest
+
+
+@contextmanager
+def private_app(seeded: Path, dest: Path) -> Iterator:
+    """The web app on a private copy of ``seeded``, mailing to a loopback SMTP server: what
+    the fuzzing tests need so their votes and sign-ups never reach other tests."""
+    from papersift.config import load_settings
+    from papersift.store.db import Database
+    from papersift.web.app import create_app
+
+    home = copy_home(seeded, dest)
+    smtp = SmtpCapture().start()
+    settings = dataclasses.replace(
+        load_settings(home, f"sqlite:///{home / 'papersift.db'}"), smtp_url=smtp.url
+    )
+    db = Database(settings.db_url)
+    try:
+        yield create_app(settings, db=db, warm_search=False)
+    finally:
+        smtp.stop()
+        db.dispose()
 
 
 def cli_env(home: Path, smtp_url: str, db_url: str | None = None, **extra: str) -> dict:

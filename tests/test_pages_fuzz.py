@@ -10,7 +10,6 @@ copy of the web test home, so the votes and sign-ups fuzzed here never reach oth
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -20,11 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from papersift.config import load_settings
-from papersift.store.db import Database
-from papersift.web.app import create_app
-
-from .digest_support import SmtpCapture, copy_home
+from .digest_support import private_app
 
 HOSTILE = st.one_of(
     st.text(max_size=300),
@@ -60,21 +55,11 @@ SETTINGS = settings(
 
 
 @pytest.fixture(scope="module")
-def client(web_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    home = copy_home(web_home, tmp_path_factory.mktemp("pages-fuzz") / "home")
-    smtp = SmtpCapture().start()
-    app_settings = dataclasses.replace(
-        load_settings(home, f"sqlite:///{home / 'papersift.db'}"), smtp_url=smtp.url
-    )
-    db = Database(app_settings.db_url)
-    app = create_app(app_settings, db=db, warm_search=False)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    try:
+def client(web_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_SyncASGI]:
+    with private_app(web_home, tmp_path_factory.mktemp("pages-fuzz") / "home") as app:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         with _SyncASGI(transport) as c:
             yield c
-    finally:
-        smtp.stop()
-        db.dispose()
 
 
 class _SyncASGI:

@@ -10,7 +10,6 @@ in-process over ASGI, which keeps the run short and needs no port.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,11 +24,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from papersift.config import load_settings
-from papersift.store.db import Database
-from papersift.web.app import create_app
-
-from .digest_support import SmtpCapture, copy_home
+from .digest_support import private_app
 
 CHECKS = [
     not_a_server_error,
@@ -41,18 +36,8 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def api_schema(web_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    home = copy_home(web_home, tmp_path_factory.mktemp("schemathesis") / "home")
-    smtp = SmtpCapture().start()
-    app_settings = dataclasses.replace(
-        load_settings(home, f"sqlite:///{home / 'papersift.db'}"), smtp_url=smtp.url
-    )
-    db = Database(app_settings.db_url)
-    app = create_app(app_settings, db=db, warm_search=False)
-    try:
+    with private_app(web_home, tmp_path_factory.mktemp("schemathesis") / "home") as app:
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
-    finally:
-        smtp.stop()
-        db.dispose()
 
 
 # Every operation of /openapi.json; test_every_operation_is_covered fails when one is added

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from papersift.config import load_settings
-from papersift.model import normalize_title
 from papersift.search import documents as docstore
 from papersift.search.metrics import Qrels, evaluate
 from papersift.store import papers as paper_store
@@ -94,31 +93,11 @@ def load_collection(folder: Path, split: str = "test") -> Collection:
 
 def _paper_rows(coll: Collection) -> list[dict]:
     now = datetime.now(UTC)
-    rows = []
-    for doc_id, title, text in coll.docs:
-        rows.append(
-            {
-                "id": doc_id,
-                "arxiv_id": None,
-                "doi": None,
-                "title_key": normalize_title(title)[:255],
-                "title": title,
-                "abstract": text,
-                "authors": [],
-                "published": None,
-                "updated": None,
-                "categories": [],
-                "abs_url": None,
-                "pdf_url": None,
-                "code_urls": [],
-                "has_code": False,
-                "sources": [f"eval:{coll.name}"],
-                "first_seen": now,
-                "modified_at": now,
-                "content_hash": paper_store.content_hash(title, text),
-            }
-        )
-    return rows
+    source = f"eval:{coll.name}"
+    return [
+        paper_store.bare_row(doc_id, title, text, source=source, now=now)
+        for doc_id, title, text in coll.docs
+    ]
 
 
 def _cached_embeddings(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 from typing import Any
@@ -13,7 +14,7 @@ from sqlalchemy import JSON, func, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from papersift.model import Paper, normalize_arxiv_id
+from papersift.model import Paper, normalize_arxiv_id, normalize_title
 from papersift.store.schema import PaperRow
 
 _IN_CHUNK = 500  # stays well under SQLite's bound-parameter limit
@@ -169,6 +170,39 @@ def _insert_plan(dialect: Dialect) -> _InsertPlan:
         )
         _PLANS[dialect.name] = plan
     return plan
+
+
+def bare_row(
+    paper_id: str,
+    title: str,
+    abstract: str,
+    *,
+    source: str,
+    now: datetime,
+    arxiv_id: str | None = None,
+) -> dict:
+    """A complete papers row with only a title and an abstract (evaluation corpora and
+    benchmarks load such rows straight into the table with :func:`insert_rows`)."""
+    return {
+        "id": paper_id,
+        "arxiv_id": arxiv_id,
+        "doi": None,
+        "title_key": normalize_title(title)[:255],
+        "title": title,
+        "abstract": abstract,
+        "authors": [],
+        "published": None,
+        "updated": None,
+        "categories": [],
+        "abs_url": None,
+        "pdf_url": None,
+        "code_urls": [],
+        "has_code": False,
+        "sources": [source],
+        "first_seen": now,
+        "modified_at": now,
+        "content_hash": content_hash(title, abstract),
+    }
 
 
 def insert_rows(session: Session, rows: list[dict]) -> None:
