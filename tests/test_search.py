@@ -500,6 +500,36 @@ def test_concurrent_searches_agree(svc: SearchService):
     assert not errors
 
 
+def test_hybrid_ranks_the_same_with_the_dense_side_overlapped_or_inline(
+    svc: SearchService, monkeypatch
+):
+    """One search alone overlaps its dense side in a thread; under load it runs inline."""
+    from papersift.search import service as service_mod
+
+    monkeypatch.setattr(service_mod, "_CORES", 2)
+    submitted: list[object] = []
+    pool = service_mod._QUERY_POOL
+
+    class CountingPool:
+        def submit(self, fn):
+            submitted.append(fn)
+            return pool.submit(fn)
+
+    monkeypatch.setattr(service_mod, "_QUERY_POOL", CountingPool())
+    queries = ["graph neural networks", "speech recognition", 'title:"language model"']
+
+    def ranking(q: str) -> list[tuple[str, float]]:
+        return [(h.paper_id, round(h.score, 6)) for h in svc.search(q, k=20).hits]
+
+    overlapped = {q: ranking(q) for q in queries}
+    assert len(submitted) == len(queries)
+    with service_mod._HYBRID_RUNNING.enter() as others:  # as if another search were running
+        assert others == 0
+        inline = {q: ranking(q) for q in queries}
+    assert len(submitted) == len(queries)  # no thread hand-off
+    assert inline == overlapped and all(overlapped.values())
+
+
 def test_get_service_is_cached_per_home(search_home: Path):
     settings, db = _open(search_home)
     assert get_service(settings, db) is get_service(load_settings(search_home, settings.db_url), db)

@@ -201,6 +201,44 @@ def test_scores_among_equals_the_nested_feedback_query(tmp_path):
     assert list(only_a) == [paper_key("a")]  # documents outside the keys are never scored
 
 
+def test_doc_shares_are_remembered_until_the_index_changes(tmp_path):
+    index = _lex(tmp_path)
+    shares = index.doc_shares(["attent", "retriev", "unseenterm"])
+    assert shares == {"attent": 1.0, "retriev": 0.5, "unseenterm": 0.0}
+    assert index.doc_share("retriev") == 0.5
+    index.write([LexicalDoc(paper_key("c"), "c", "Retrieval", "Retrieval again.", [])])
+    assert index.doc_share("retriev") == pytest.approx(2 / 3)  # not the remembered 0.5
+    assert index.doc_share("attent") == pytest.approx(2 / 3)
+
+
+def test_feedback_distributions_without_common_terms_give_the_same_model(tmp_path):
+    """Dropping common terms when a distribution is cached (the service does) gives the
+    relevance model that cutting them at query time gives."""
+    index = _lex(tmp_path)
+    index.write([LexicalDoc(paper_key("c"), "c", "Graphs", "Graph attention for retrieval.", [])])
+    texts = [
+        "Long documents need sparse attention patterns graph graph.",
+        "Attention is all you need for retrieval of documents documents documents.",
+    ]
+    dists = [hybrid.term_distribution(index.analyze(t)) for t in texts]
+    shares = [index.doc_shares(d) for d in dists]
+    cut = 0.5
+    rare = [{t: p for t, p in d.items() if s[t] <= cut} for d, s in zip(dists, shares, strict=True)]
+    weights = [0.7, 0.3]
+    old = hybrid.MAX_DOC_SHARE
+    try:
+        hybrid.MAX_DOC_SHARE = cut
+        at_query = hybrid.relevance_model(
+            zip(dists, weights, strict=True), doc_share=index.doc_share
+        )
+    finally:
+        hybrid.MAX_DOC_SHARE = old
+    cached = hybrid.relevance_model(zip(rare, weights, strict=True))
+    assert cached == pytest.approx(at_query) and list(cached) == list(at_query)
+    assert "attent" not in cached  # in every document: cut
+    assert cached["graph"] > 0
+
+
 def test_lexical_keep_passing(tmp_path):
     index = _lex(tmp_path)
     keys = [paper_key("a"), paper_key("b")]

@@ -52,6 +52,8 @@ def test_bulk_reads_cross_the_chunk_size(db):
         assert paper_store.count_papers(s) == 1202
         got = paper_store.get_papers(s, [*ids, "missing"])
         assert set(got) == set(ids)
+        # the Core read for lists gives exactly what the ORM read of one paper gives
+        assert all(got[i] == paper_store.get_paper(s, i) for i in ids[:3])
         assert paper_store.existing_ids(s, [*ids[:700], "nope"]) == set(ids[:700])
         walked = [p.id for p in paper_store.iter_papers(s, batch=250)]
         matches = paper_store.find_matches(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,17 +53,24 @@ def vote_count(session: Session, paper_id: str) -> int:
     return session.scalar(select(func.count()).where(VoteRow.paper_id == paper_id)) or 0
 
 
+# Built once (see store.papers: composing a statement per call costs more than running it).
+_IDS = bindparam("ids", expanding=True)
+_COUNTS = (
+    select(VoteRow.paper_id, func.count())
+    .where(VoteRow.paper_id.in_(_IDS))
+    .group_by(VoteRow.paper_id)
+)
+_VOTED = select(VoteRow.paper_id).where(
+    VoteRow.visitor_id == bindparam("visitor"), VoteRow.paper_id.in_(_IDS)
+)
+
+
 def vote_counts(session: Session, paper_ids: Iterable[str]) -> dict[str, int]:
     """Votes per paper for a page of papers (papers without votes map to 0)."""
     ids = list(dict.fromkeys(paper_ids))
     out = dict.fromkeys(ids, 0)
     for i in range(0, len(ids), 500):
-        stmt = (
-            select(VoteRow.paper_id, func.count())
-            .where(VoteRow.paper_id.in_(ids[i : i + 500]))
-            .group_by(VoteRow.paper_id)
-        )
-        out.update({pid: int(n) for pid, n in session.execute(stmt)})
+        out.update({pid: int(n) for pid, n in session.execute(_COUNTS, {"ids": ids[i : i + 500]})})
     return out
 
 
@@ -74,11 +81,6 @@ def voted_by(session: Session, visitor_id: str | None, paper_ids: Iterable[str])
         return set()
     out: set[str] = set()
     for i in range(0, len(ids), 500):
-        out.update(
-            session.scalars(
-                select(VoteRow.paper_id).where(
-                    VoteRow.visitor_id == visitor_id, VoteRow.paper_id.in_(ids[i : i + 500])
-                )
-            )
-        )
+        rows = session.execute(_VOTED, {"visitor": visitor_id, "ids": ids[i : i + 500]})
+        out.update(pid for (pid,) in rows)
     return out

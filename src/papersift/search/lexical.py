@@ -38,6 +38,7 @@ TITLE_WEIGHT = 0.25  # extra weight of a title match on top of its match in ``te
 EPOCH = date(1970, 1, 1)
 NO_DATE = -(2**31)  # documents without a date fail any date filter and sort last
 MAX_DATE = 2**31 - 1
+SHARE_CACHE = 500_000  # remembered document shares per open index (~60 MB at most)
 
 
 @dataclass
@@ -131,6 +132,10 @@ class LexicalIndex:
         self.index.register_tokenizer(NAME_ANALYZER, self._names)
         self.title_weight = title_weight
         self._write_lock = threading.Lock()
+        # term -> share of documents containing it, for feedback's common-word cut. Terms
+        # repeat across queries (a Zipfian vocabulary), and a tantivy lookup per term per
+        # query was a tenth of a hybrid search on a small corpus.
+        self._shares: dict[str, float] = {}
 
     # -- writing -------------------------------------------------------------------------
 
@@ -176,12 +181,14 @@ class LexicalIndex:
             finally:
                 writer.wait_merging_threads()
         self.index.reload()
+        self.forget_shares()
         return written
 
     # -- queries -------------------------------------------------------------------------
 
     def reload(self) -> None:
         self.index.reload()
+        self.forget_shares()
 
     @property
     def num_docs(self) -> int:
@@ -193,8 +200,29 @@ class LexicalIndex:
 
     def doc_share(self, term: str) -> float:
         """Fraction of documents whose text contains ``term``."""
-        searcher = self.index.searcher()
-        return searcher.doc_freq("text", term) / max(searcher.num_docs, 1)
+        return self.doc_shares([term])[term]
+
+    def doc_shares(self, terms: Iterable[str]) -> dict[str, float]:
+        """Fraction of documents whose text contains each term (remembered per index)."""
+        shares = self._shares
+        out: dict[str, float] = {}
+        searcher = None
+        for term in terms:
+            share = shares.get(term)
+            if share is None:
+                if searcher is None:
+                    searcher = self.index.searcher()
+                    docs = max(searcher.num_docs, 1)
+                share = searcher.doc_freq("text", term) / docs
+                if len(shares) >= SHARE_CACHE:
+                    shares.clear()  # rare; cheaper than an LRU's bookkeeping on every hit
+                shares[term] = share
+            out[term] = share
+        return out
+
+    def forget_shares(self) -> None:
+        """Drop remembered document shares (after the index changed)."""
+        self._shares = {}
 
     def _term(self, field: str, term: str, weight: float) -> tuple[tantivy.Occur, tantivy.Query]:
         query = tantivy.Query.term_query(self.schema, field, term)

