@@ -221,3 +221,39 @@ def test_unusable_store_falls_back_to_per_process_limits(tmp_path: Path, caplog)
     assert "limiting per process instead" in caplog.text
     assert store.read_bytes().startswith(b"this is not a database")  # left as it was
     assert isinstance(limiter.visitors, SharedTokenBuckets)
+
+
+def test_paper_cache_serves_lists_and_votes_stay_fresh(sqlite_db, monkeypatch) -> None:
+    """List reads go through the paper cache (at most its ttl old); vote counts never do."""
+    from datetime import UTC, datetime
+
+    from papersift.ingest.merge import new_row
+    from papersift.ingest.records import PaperRecord
+    from papersift.rank import votes
+    from papersift.store import papers as paper_store
+    from papersift.web import searching
+    from papersift.web.deps import cards, papers_by_id
+    from papersift.web.searching import ResultCache
+
+    now = datetime(2024, 6, 1, tzinfo=UTC)
+    rows = [
+        new_row(PaperRecord(title=f"Paper {i}", abstract="Old.").finalize(), f"p{i}", "t", now)
+        for i in (1, 2)
+    ]
+    with sqlite_db.session() as s:
+        paper_store.insert_rows(s, rows)
+    clock = [1000.0]
+    monkeypatch.setattr(searching.time, "monotonic", lambda: clock[0])
+    cache = ResultCache(size=10, ttl=60)
+    with sqlite_db.session() as s:
+        assert set(papers_by_id(s, ["p1", "nope"], cache)) == {"p1"}
+        paper_store.update_rows(s, [dict(rows[0], abstract="New.")])
+        votes.upvote(s, "p1", "visitor-1")
+    with sqlite_db.session() as s:
+        assert papers_by_id(s, ["p1"], cache)["p1"].abstract == "Old."  # cached
+        assert papers_by_id(s, ["p1"])["p1"].abstract == "New."  # no cache: the database
+        (card,) = cards(s, ["p1"], "visitor-1", cache=cache)
+        assert card.paper.abstract == "Old." and card.votes == 1 and card.voted
+        clock[0] += 61
+        assert papers_by_id(s, ["p1", "p2"], cache)["p1"].abstract == "New."  # ttl passed
+    assert cache.hits == 2 and cache.misses == 4

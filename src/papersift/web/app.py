@@ -112,6 +112,7 @@ def create_app(
     )
     app.state.views = ViewCounter()
     app.state.search_cache = ResultCache()
+    app.state.paper_cache = ResultCache(size=4096)  # papers shown in result lists
     app.state.search_gate = SearchGate(search_concurrency, search_wait)
 
     def compute(window: str, limit: int) -> list[tuple[str, float]]:

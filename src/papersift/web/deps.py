@@ -17,6 +17,7 @@ from papersift.rank import trending as trending_mod
 from papersift.rank import votes as vote_store
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
+from papersift.web.searching import ResultCache
 from papersift.web.security import visitor_id
 
 MAX_ID = 255  # ids, names and other path values longer than this cannot exist
@@ -61,11 +62,47 @@ class Card:
     score: float | None = None
 
 
+def paper_cache(request: Request) -> ResultCache | None:
+    return getattr(request.app.state, "paper_cache", None)
+
+
+def papers_by_id(
+    session: Session, ids: list[str], cache: ResultCache | None = None
+) -> dict[str, Paper]:
+    """Papers for list pages, through ``cache`` when given (missing ids are absent).
+
+    Lists (search results, similar papers) show the same popular papers again and again;
+    reading them costs more than the search on a small corpus. A cached paper is at most
+    the cache's ttl old, like the cached search results that name it; paper pages always
+    read the database.
+    """
+    if cache is None:
+        return paper_store.get_papers(session, ids)
+    found: dict[str, Paper] = {}
+    missing = []
+    for paper_id in ids:
+        paper = cache.get(("paper", paper_id))
+        if paper is None:
+            missing.append(paper_id)
+        else:
+            found[paper_id] = paper
+    if missing:
+        for paper_id, paper in paper_store.get_papers(session, missing).items():
+            cache.put(("paper", paper_id), paper)
+            found[paper_id] = paper
+    return found
+
+
 def cards(
-    session: Session, ids: list[str], visitor: str | None, scores: dict[str, float] | None = None
+    session: Session,
+    ids: list[str],
+    visitor: str | None,
+    scores: dict[str, float] | None = None,
+    *,
+    cache: ResultCache | None = None,
 ) -> list[Card]:
-    """Cards for ids in their order (unknown ids dropped)."""
-    papers = paper_store.get_papers(session, ids)
+    """Cards for ids in their order (unknown ids dropped); vote counts are always fresh."""
+    papers = papers_by_id(session, ids, cache)
     counts = vote_store.vote_counts(session, list(papers))
     mine = vote_store.voted_by(session, visitor, list(papers))
     return [

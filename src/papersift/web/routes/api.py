@@ -16,7 +16,7 @@ from papersift.rank import votes as vote_store
 from papersift.store import collections as collection_store
 from papersift.web import schemas
 from papersift.web.caching import REVALIDATE, SHORT, cached_json
-from papersift.web.deps import cast_vote, clean_ref, db_of, load_paper
+from papersift.web.deps import cast_vote, clean_ref, db_of, load_paper, paper_cache, papers_by_id
 from papersift.web.searching import (
     BadParams,
     SearchParams,
@@ -49,10 +49,8 @@ def _offset(offset: int, k: int, page: int | None) -> int:
 
 def _scored(request: Request, hits: list[tuple[str, float]]) -> list[dict]:
     """Papers for (id, score) pairs in order, with vote counts (unknown ids dropped)."""
-    from papersift.store import papers as paper_store
-
     with db_of(request).session() as session:
-        papers = paper_store.get_papers(session, [i for i, _ in hits])
+        papers = papers_by_id(session, [i for i, _ in hits], paper_cache(request))
         counts = vote_store.vote_counts(session, list(papers))
     return [
         {**paper_json(papers[i], counts.get(i, 0)), "score": round(float(s), 6)}

@@ -20,6 +20,7 @@ from papersift.web.deps import (
     count_view,
     db_of,
     load_paper,
+    paper_cache,
 )
 from papersift.web.searching import SearchUnavailable, similar_papers
 from papersift.web.security import CSRF_FIELD, verify_csrf, visitor_id
@@ -187,7 +188,9 @@ def paper_page(request: Request, paper_id: str) -> Response:
     try:
         hits = similar_papers(request, paper.id, 5)
         with db_of(request).session() as session:
-            similar = cards(session, [h.paper_id for h in hits], visitor)
+            similar = cards(
+                session, [h.paper_id for h in hits], visitor, cache=paper_cache(request)
+            )
     except (KeyError, SearchUnavailable):
         similar = []
     return render(

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from papersift.store import collections as collection_store
-from papersift.web.deps import cards, db_of
+from papersift.web.deps import cards, db_of, paper_cache
 from papersift.web.routes.pages import render
 from papersift.web.searching import (
     MAX_PAGE,
@@ -32,8 +32,15 @@ router = APIRouter(include_in_schema=False)
 
 
 def _collections(request: Request) -> list[str]:
+    """Collection names for the filter menu (counted over all entries: kept a while)."""
+    cache = getattr(request.app.state, "search_cache", None)
+    if cache is not None and (names := cache.get(("collection names",))) is not None:
+        return names
     with db_of(request).session() as session:
-        return [name for name, _, _ in collection_store.collection_sizes(session)]
+        names = [name for name, _, _ in collection_store.collection_sizes(session)]
+    if cache is not None:
+        cache.put(("collection names",), names)
+    return names
 
 
 @router.get("/search")
@@ -74,7 +81,11 @@ def _search_page(request: Request, params) -> Response:
     scores = {h.paper_id: h.score for h in results.hits}
     with db_of(request).session() as session:
         items = cards(
-            session, [h.paper_id for h in results.hits], visitor_id(request, create=False), scores
+            session,
+            [h.paper_id for h in results.hits],
+            visitor_id(request, create=False),
+            scores,
+            cache=paper_cache(request),
         )
     context.update(
         items=items,
