@@ -503,10 +503,11 @@ def test_concurrent_searches_agree(svc: SearchService):
 def test_hybrid_ranks_the_same_with_the_dense_side_overlapped_or_inline(
     svc: SearchService, monkeypatch
 ):
-    """One search alone overlaps its dense side in a thread; under load it runs inline."""
+    """An idle process overlaps a search's dense side in a thread; a busy one runs it inline."""
     from papersift.search import service as service_mod
 
     monkeypatch.setattr(service_mod, "_CORES", 2)
+    monkeypatch.setattr(service_mod._Running, "RECENT", 0.0)  # back-to-back counts as idle
     submitted: list[object] = []
     pool = service_mod._QUERY_POOL
 
@@ -523,10 +524,13 @@ def test_hybrid_ranks_the_same_with_the_dense_side_overlapped_or_inline(
 
     overlapped = {q: ranking(q) for q in queries}
     assert len(submitted) == len(queries)
-    with service_mod._HYBRID_RUNNING.enter() as others:  # as if another search were running
-        assert others == 0
+    with service_mod._HYBRID_RUNNING.enter() as busy:  # as if another search were running
+        assert not busy
         inline = {q: ranking(q) for q in queries}
     assert len(submitted) == len(queries)  # no thread hand-off
+    monkeypatch.setattr(service_mod._Running, "RECENT", 60.0)
+    assert ranking(queries[0]) == overlapped[queries[0]]  # right after another: inline too
+    assert len(submitted) == len(queries)
     assert inline == overlapped and all(overlapped.values())
 
 

@@ -69,23 +69,33 @@ _QUERY_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="papersift-em
 
 
 class _Running:
-    """How many hybrid searches this process runs right now (to decide on overlap)."""
+    """Hybrid searches of this process: how many run now, and when the last one ended.
+
+    Overlapping a search's dense side with its lexical side in a second thread shortens
+    it when a core is idle, but each hand-off costs CPU (measured 0.6 ms a query). A busy
+    process (another search running, or one ended moments ago: requests keep coming) has
+    no idle core to gain from, so it runs the two sides one after the other.
+    """
+
+    RECENT = 0.02  # seconds: a search that ended this recently means steady traffic
 
     def __init__(self) -> None:
         self._count = 0
+        self._last_end = float("-inf")
         self._lock = threading.Lock()
 
     @contextmanager
-    def enter(self) -> Iterator[int]:
-        """Count this search while the block runs; yields how many others run."""
+    def enter(self) -> Iterator[bool]:
+        """Count this search while the block runs; yields whether the process is busy."""
         with self._lock:
-            others = self._count
+            busy = self._count > 0 or time.monotonic() - self._last_end < self.RECENT
             self._count += 1
         try:
-            yield others
+            yield busy
         finally:
             with self._lock:
                 self._count -= 1
+                self._last_end = time.monotonic()
 
 
 _HYBRID_RUNNING = _Running()
@@ -672,10 +682,9 @@ class SearchService:
             qvec = self.embedder.encode_query(clean.semantic)
             return qvec, self._dense(live, qvec, pool, fq)
 
-        with _HYBRID_RUNNING.enter() as others:
-            if others or _CORES < 2:
-                # Another search already keeps a core busy: handing the dense side to a
-                # thread would only add its switches (measured 0.6 ms of CPU a query).
+        with _HYBRID_RUNNING.enter() as busy:
+            if busy or _CORES < 2:
+                # No idle core to gain from: the dense side runs here, after tantivy.
                 lex = lexical.search(query, limit=pool, filters=[fq]) if query is not None else None
                 qvec, (d_keys, d_sims, _allowed) = dense_side()
             else:

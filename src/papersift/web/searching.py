@@ -35,13 +35,13 @@ class SearchBusy(SearchUnavailable):
 class SearchGate:
     """Admission control for searches in one worker process.
 
-    A hybrid search costs ~7 ms of CPU on the sample corpus (query embedding, two indexes,
-    re-scoring, the response), so a 2-core machine answers at most ~280 a second whatever the
-    web tier does. Letting every
-    request in only makes them share the CPU and wait in line for tens of seconds under
-    overload; instead at most ``concurrency`` searches run at once and a request that
-    cannot start within ``max_wait`` seconds is turned away at once (503 + Retry-After).
-    Cached results never pass the gate.
+    A hybrid search costs ~8 ms of CPU under load on the sample corpus (query embedding,
+    two indexes, re-scoring, the response), so a 2-core machine answers at most ~250 a
+    second whatever the web tier does. Letting every request in only makes them share the
+    CPU and wait in line for tens of seconds under overload; instead at most
+    ``concurrency`` searches run at once and a request that cannot start within
+    ``max_wait`` seconds is turned away at once (503 + Retry-After). Cached results never
+    pass the gate.
     """
 
     def __init__(self, concurrency: int = 2, max_wait: float = 0.5) -> None:
