@@ -185,8 +185,17 @@ async def load(base: str, paths: list[str], rate: float, seconds: float) -> dict
         "throughput": len(latencies) / elapsed,
         "p50": float(np.percentile(arr, 50)),
         "p99": float(np.percentile(arr, 99)),
+        # The strict reading of a latency target: a request shed or failed never got its
+        # answer, so it counts as slower than any answer (inf when over 1% were not answered).
+        "p99_all": float(
+            np.percentile(np.concatenate([arr, np.full(total - len(latencies), np.inf)]), 99)
+        ),
         "max": float(arr.max()),
     }
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if np.isfinite(value) else "not met (over 1% unanswered)"
 
 
 def make_queries(titles: list[str], seed: int, count: int = 4000) -> list[str]:
@@ -299,24 +308,26 @@ def main() -> None:
         "Target: p99 <= 100 ms at 200 requests/s.",
         "",
         "| target | requests | 200 OK | 503 shed | errors | 200s per second | p50 (ms) | "
-        "p99 (ms) | max (ms) | p99 vs reference | server CPU per request (ms) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "p99 (ms) | max (ms) | p99 of all requests, shed = never (ms) | p99 vs reference | "
+        "server CPU per request (ms) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in results.items():
         lines.append(
             f"| {name} | {r['requests']:,} | {r['ok']:,} | {r['shed']:,} | {r['errors']} | "
             f"{r['throughput']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.0f} | "
-            f"{r['p99'] / ref['p99']:.1f}x | {r['cpu_ms']:.1f} |"
+            f"{_ms(r['p99_all'])} | {r['p99'] / ref['p99']:.1f}x | {r['cpu_ms']:.1f} |"
         )
     hybrid = results["GET /api/v1/search?q=...&k=10 (hybrid)"]
-    met = [n for n, r in results.items() if r["rate"] == args.rate and r["p99"] <= 100]
+    met = [n for n, r in results.items() if r["rate"] == args.rate and r["p99_all"] <= 100]
     lines += [
         "",
         f"Server CPU per request is the CPU time of the server's processes (all workers, from "
         f"/proc) over the requests it answered: {hybrid['cpu_ms']:.1f} ms for a hybrid search "
         f"(query embedding, both indexes, re-scoring, the JSON), so these 2 cores could answer "
         f"at most ~{2000 / max(hybrid['cpu_ms'], 0.1):.0f} hybrid searches a second if the "
-        f"load generator took nothing. Targets with p99 <= 100 ms at {args.rate:.0f}/s in "
+        f"load generator took nothing. Targets with p99 <= 100 ms over all requests (a shed "
+        f"one counted as unanswered) at {args.rate:.0f}/s in "
         f"this run: {len(met)} of {sum(1 for r in results.values() if r['rate'] == args.rate)}"
         f". Past capacity the server sheds at once (503) instead of queueing.",
         "",

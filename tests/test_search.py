@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from papersift.cli import app
 from papersift.config import Settings, load_settings
 from papersift.model import normalize_title
+from papersift.search import documents as docstore
+from papersift.search.catalog import paper_key
 from papersift.search.service import (
     SearchError,
     SearchFilters,
@@ -532,6 +534,31 @@ def test_hybrid_ranks_the_same_with_the_dense_side_overlapped_or_inline(
     assert ranking(queries[0]) == overlapped[queries[0]]  # right after another: inline too
     assert len(submitted) == len(queries)
     assert inline == overlapped and all(overlapped.values())
+
+
+def test_warm_fills_the_feedback_cache_and_ranks_the_same(search_home: Path):
+    """warm() reads every indexed paper of a small corpus (newest first, capped by the
+    limit) into the feedback cache; searches then rank exactly as from a cold cache."""
+    settings, db = _open(search_home)
+    cold = SearchService(settings, db)
+    queries = ["graph neural networks", "speech recognition", 'title:"language model"']
+    before = {
+        q: [(h.paper_id, round(h.score, 6)) for h in cold.search(q, k=20).hits] for q in queries
+    }
+    live = cold._current()
+    assert live is not None and 0 < len(live.terms) < 804
+    live.terms.clear()
+    assert cold.warm(limit=5) == 5 and len(live.terms) == 5
+    with db.session() as s:
+        newest = docstore.newest_ids(s, 5)
+    assert {paper_key(i) for i in newest} == set(live.terms)
+    indexed = len(live.catalog)
+    assert cold.warm() == indexed and len(live.terms) == indexed
+    after = {
+        q: [(h.paper_id, round(h.score, 6)) for h in cold.search(q, k=20).hits] for q in queries
+    }
+    assert after == before and all(after.values())
+    db.dispose()
 
 
 def test_get_service_is_cached_per_home(search_home: Path):

@@ -232,3 +232,28 @@ def test_vote_limit_holds_across_workers(web_home: Path, tmp_path: Path) -> None
         proc.terminate()
         proc.communicate(timeout=30)
     assert statuses[:20] == [200] * 20 and set(statuses[20:]) == {429}, statuses
+
+
+def test_served_warm_up_fills_caches_and_freezes_what_it_loaded(web_home: Path) -> None:
+    """What each ``serve`` worker does at start: model, indexes and feedback cache loaded,
+    then the survivors frozen out of full collections (undone here for the other tests)."""
+    import gc
+
+    from papersift.search.service import get_service
+    from papersift.web.app import _warm_search
+
+    settings = load_settings(web_home, f"sqlite:///{web_home / 'papersift.db'}")
+    db = Database(settings.db_url)
+    app = create_app(settings, db=db, warm_search=False)
+    assert gc.get_freeze_count() == 0
+    try:
+        _warm_search(app, freeze_gc=True)
+        assert gc.get_freeze_count() > 10_000
+        live = get_service(settings, db)._current()
+        assert live is not None and len(live.terms) == len(live.catalog)
+        with TestClient(app) as client:
+            r = client.get("/api/v1/search", params={"q": "graph neural networks", "k": 3})
+        assert r.status_code == 200 and len(r.json()["results"]) == 3
+    finally:
+        gc.unfreeze()
+        db.dispose()

@@ -64,7 +64,7 @@ def serve_app(host: str, port: int, workers: int = 1, digests: bool = False) -> 
         )
     try:
         uvicorn.run(
-            "papersift.web.app:create_app",
+            "papersift.web.app:create_served_app",
             factory=True,
             host=host,
             port=port,

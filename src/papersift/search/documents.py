@@ -132,6 +132,16 @@ def published_dates(session: Session, ids: Sequence[str]) -> dict[str, date | No
     return out
 
 
+def newest_ids(session: Session, limit: int) -> list[str]:
+    """Ids of the ``limit`` most recently published papers (undated ones last)."""
+    stmt = (
+        select(PaperRow.id)
+        .order_by(PaperRow.published.is_(None), PaperRow.published.desc(), PaperRow.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
 def texts(session: Session, ids: Sequence[str]) -> dict[str, str]:
     """The indexed text (title. abstract) by paper id."""
     out: dict[str, str] = {}

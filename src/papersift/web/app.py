@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -49,15 +50,26 @@ class CachedStatic(StaticFiles):
         await super().__call__(scope, receive, send_cached)
 
 
-def _warm_search(app: FastAPI) -> None:
-    """Load the search service (model, indexes) in the background so the first visitor
-    does not wait for it; failures only mean search loads on first use instead."""
+def _warm_search(app: FastAPI, freeze_gc: bool = False) -> None:
+    """Load the search service (model, indexes) and its feedback cache in the background so
+    the first visitors do not wait for them; failures only mean search loads on first use.
+
+    With ``freeze_gc`` (served processes), everything alive afterwards (modules, model,
+    indexes, caches: ~130k objects) moves to the collector's permanent generation. A full
+    collection scanned them all again while every request waited: measured 80 ms pauses
+    under load on the sample corpus, none in 40 s at 80 searches/s after freezing.
+    """
     try:
         from papersift.search.service import get_service
 
-        get_service(app.state.settings, app.state.db).search("warm up", k=1)
+        service = get_service(app.state.settings, app.state.db)
+        service.search("warm up", k=1)
+        service.warm()
     except Exception:  # noqa: BLE001
         log.info("search warm-up skipped", exc_info=True)
+    if freeze_gc:
+        gc.collect()  # what is garbage now should not be frozen
+        gc.freeze()
 
 
 def _include_subscriptions(app: FastAPI) -> None:
@@ -74,14 +86,16 @@ def create_app(
     *,
     db: Database | None = None,
     warm_search: bool = True,
+    freeze_gc: bool = False,
     vote_limits: tuple[Limit, Limit] = VOTE_LIMITS,
     search_concurrency: int = 2,
     search_wait: float = 0.5,
     max_searches_in_flight: int = 8,
 ) -> FastAPI:
     """A ready app for ``settings`` (default: from the environment); ``db`` shares an open
-    database, ``vote_limits`` are (per visitor, per IP) token buckets, and at most
-    ``search_concurrency`` searches run at once (others wait ``search_wait`` s, then 503);
+    database, ``freeze_gc`` is for served processes (see ``_warm_search``), ``vote_limits``
+    are (per visitor, per IP) token buckets, and at most ``search_concurrency`` searches run
+    at once (others wait ``search_wait`` s, then 503);
     more than ``max_searches_in_flight`` search requests get 503 at once."""
     settings = settings or load_settings()
     database = db or Database(settings.db_url)
@@ -89,7 +103,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warm_search:
-            threading.Thread(target=_warm_search, args=(app,), daemon=True).start()
+            threading.Thread(target=_warm_search, args=(app, freeze_gc), daemon=True).start()
         yield
         if db is None:
             database.dispose()
@@ -153,6 +167,11 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The app as ``papersift serve`` runs it in each worker process."""
+    return create_app(freeze_gc=True)
 
 
 def _problem_everywhere(schema: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ class SearchBusy(SearchUnavailable):
 class SearchGate:
     """Admission control for searches in one worker process.
 
-    A hybrid search costs ~8 ms of CPU under load on the sample corpus (query embedding,
+    A hybrid search costs ~7 ms of CPU under load on the sample corpus (query embedding,
     two indexes, re-scoring, the response), so a 2-core machine answers at most ~250 a
     second whatever the web tier does. Letting every request in only makes them share the
     CPU and wait in line for tens of seconds under overload; instead at most

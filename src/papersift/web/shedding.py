@@ -1,6 +1,6 @@
 """Load shedding for search routes, decided in the event loop before any thread is used.
 
-A hybrid search costs ~8 ms of CPU under load on the sample corpus (more on a big one), so past the
+A hybrid search costs ~7 ms of CPU under load on the sample corpus (more on a big one), so past the
 machine's capacity requests can only queue. They
 queued in the thread pool and behind the GIL before (tens of seconds at 200 requests/s on
 2 cores); now each worker lets at most ``max_in_flight`` search requests in at once and
