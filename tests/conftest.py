@@ -6,6 +6,7 @@ dropped at the end; tables are emptied between tests instead of re-created, to s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -189,20 +190,15 @@ def web_home(seeded_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return path
 
 
-@pytest.fixture(scope="session")
-def live_server(web_home: Path) -> Iterator[str]:
-    """The real app under uvicorn on 127.0.0.1 (free port) in a thread; yields its URL."""
+@contextlib.contextmanager
+def serve_in_thread(app) -> Iterator[str]:
+    """``app`` under a real uvicorn on 127.0.0.1 (free port) in a thread; yields its URL."""
     import socket
     import threading
     import time
 
     import uvicorn
 
-    from papersift.config import load_settings
-    from papersift.web.app import create_app
-
-    settings = load_settings(web_home, f"sqlite:///{web_home / 'papersift.db'}")
-    app = create_app(settings)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -221,3 +217,14 @@ def live_server(web_home: Path) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(web_home: Path) -> Iterator[str]:
+    """The real app under uvicorn on 127.0.0.1 (free port) in a thread; yields its URL."""
+    from papersift.config import load_settings
+    from papersift.web.app import create_app
+
+    settings = load_settings(web_home, f"sqlite:///{web_home / 'papersift.db'}")
+    with serve_in_thread(create_app(settings)) as url:
+        yield url

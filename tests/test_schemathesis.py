@@ -5,7 +5,8 @@ as documented).
 It runs on a private copy of the web test home (seeds + hand-made papers + search index),
 so the votes and sign-ups it makes never reach the shared ``live_server`` that other test
 modules count votes on; confirmation mails go to a loopback SMTP server. The app is called
-in-process over ASGI, which keeps the run short and needs no port.
+in-process over ASGI, which keeps the run short and needs no port; one more pass sends
+every operation's cases over HTTP to the same app under a real uvicorn on loopback.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from .conftest import serve_in_thread
 from .digest_support import private_app
 
 CHECKS = [
@@ -98,12 +100,30 @@ def test_a_valid_subscription_is_accepted_as_documented(api_schema) -> None:
     assert validated(api_schema, "POST /api/v1/subscriptions", body=body) == 202
 
 
-def run(strategy) -> set[int]:
+@pytest.fixture(scope="module")
+def http_schema(web_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """The schema as a client sees it: fetched over HTTP from a real server."""
+    with (
+        private_app(web_home, tmp_path_factory.mktemp("schemathesis-http") / "home") as app,
+        serve_in_thread(app) as url,
+    ):
+        yield schemathesis.openapi.from_url(f"{url}/openapi.json")
+
+
+@pytest.mark.parametrize("label", OPERATIONS)
+def test_over_http_valid_and_invalid_requests(http_schema, label: str) -> None:
+    operation = http_schema.find_operation_by_label(label)
+    run(operation.as_strategy(GenerationMode.POSITIVE), examples=10)
+    if label not in NO_INVALID_INPUT:
+        run(operation.as_strategy(GenerationMode.NEGATIVE), examples=10)
+
+
+def run(strategy, examples: int = 25) -> set[int]:
     """Run one operation's cases; the statuses seen."""
 
     @given(case=strategy)
     @settings(
-        max_examples=25,
+        max_examples=examples,
         deadline=None,
         phases=[Phase.explicit, Phase.generate],  # no shrinking: failures are shown as found
         suppress_health_check=list(HealthCheck),
