@@ -160,4 +160,5 @@ def test_subscription_pages_survive_any_form(client, email, topics, token) -> No
         [email, topics],
     )
     _check(client.request("GET", "/subscriptions/confirm", params={"token": token}), [token])
+    _check(client.request("POST", "/subscriptions/confirm", data={"token": token}), [token])
     _check(client.request("GET", "/unsubscribe", params={"token": token}), [token])

@@ -8,6 +8,7 @@ one-click POST to its List-Unsubscribe URL -> nothing more. Plus the JSON API, b
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
 import socket
 import threading
@@ -132,10 +133,18 @@ def test_subscribe_confirm_digest_one_click_unsubscribe(live: Live) -> None:
     assert link.startswith(live.url)
     # an unconfirmed address gets nothing
     assert run_digests(live.settings, live.db, emails=[email]).outcomes == []
-    confirmed = httpx.get(link, timeout=10)
+    # Following the link (as mail scanners do) only shows a button: still pending.
+    for _ in range(2):
+        asked = httpx.get(link, timeout=10)
+        assert asked.status_code == 200 and "Yes, subscribe me" in asked.text
+        assert status_of(live, email) == "pending"
+    button = re.search(r'<form action="([^"]+)" method="post"', asked.text)
+    assert button is not None and button.group(1).startswith("/subscriptions/confirm?token=")
+    confirmed = httpx.post(live.url + html.unescape(button.group(1)), timeout=10)
     assert confirmed.status_code == 200 and "You are subscribed" in confirmed.text
     assert status_of(live, email) == "confirmed"
-    assert "Already confirmed" in httpx.get(link, timeout=10).text  # idempotent
+    assert "Already confirmed" in httpx.post(link, timeout=10).text  # idempotent
+    assert "Already confirmed" in httpx.get(link, timeout=10).text
 
     report = run_digests(live.settings, live.db, emails=[email], backoff=0.01)
     assert report.counts() == {"sent": 1}
@@ -303,14 +312,30 @@ def test_home_page_form_subscribes(live: Live) -> None:
     assert subs.get_by_email(live.db, "home@example.org").topics == ["LoRA"]
 
 
+def test_a_confirmation_link_of_a_cancelled_subscription_confirms_nothing(live: Live) -> None:
+    email = "cancelled@example.org"
+    sub = subs.subscribe(live.db, email, subs.clean_preferences()).subscriber
+    link = tokens.confirm_url(live.settings, sub.id, email)
+    subs.unsubscribe(
+        live.db, live.settings, tokens.make_token(live.settings, tokens.UNSUBSCRIBE, sub.id, email)
+    )
+    for method in ("GET", "POST"):
+        resp = httpx.request(method, link, timeout=10)
+        assert resp.status_code == 400 and "no longer valid" in resp.text
+        assert status_of(live, email) == "unsubscribed"
+
+
 def test_forged_and_expired_links_are_rejected(live: Live) -> None:
     email = "links@example.org"
     sub = subs.subscribe(live.db, email, subs.clean_preferences()).subscriber
     expired = tokens.make_token(
         live.settings, tokens.CONFIRM, sub.id, email, now=datetime.now(UTC) - timedelta(days=8)
     )
-    resp = httpx.get(f"{live.url}/subscriptions/confirm", params={"token": expired}, timeout=10)
-    assert resp.status_code == 400 and "expired" in resp.text
+    for method in ("GET", "POST"):
+        resp = httpx.request(
+            method, f"{live.url}/subscriptions/confirm", params={"token": expired}, timeout=10
+        )
+        assert resp.status_code == 400 and "expired" in resp.text
     assert status_of(live, email) == "pending"
     good = tokens.make_token(live.settings, tokens.UNSUBSCRIBE, sub.id, email)
     forged = [
@@ -325,6 +350,7 @@ def test_forged_and_expired_links_are_rejected(live: Live) -> None:
             ("GET", "/unsubscribe"),
             ("POST", "/unsubscribe"),
             ("GET", "/subscriptions/confirm"),
+            ("POST", "/subscriptions/confirm"),
         ):
             resp = httpx.request(method, f"{live.url}{path}", params={"token": token}, timeout=10)
             assert resp.status_code == 400, (method, path, token)

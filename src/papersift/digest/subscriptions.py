@@ -232,17 +232,29 @@ def subscriber_for_token(
         return Subscriber.from_row(_by_token(s, settings, purpose, token))
 
 
+def _confirmable(s: Session, settings: Settings, token: object) -> SubscriberRow:
+    row = _by_token(s, settings, tokens.CONFIRM, token)
+    if row.status not in (PENDING, CONFIRMED):
+        raise tokens.TokenError(
+            "this confirmation link is no longer valid "
+            "(the subscription was cancelled); please subscribe again"
+        )
+    return row
+
+
+def confirmation(db: Database, settings: Settings, token: object) -> Subscriber:
+    """What a confirmation link would confirm, changing nothing (TokenError if it cannot):
+    the link's page asks for a click, so a mail scanner fetching links confirms no one."""
+    with db.session() as s:
+        return Subscriber.from_row(_confirmable(s, settings, token))
+
+
 def confirm(db: Database, settings: Settings, token: object) -> tuple[Subscriber, bool]:
     """Turn a pending subscription on; (subscriber, changed). Idempotent when confirmed."""
     with db.session() as s:
-        row = _by_token(s, settings, tokens.CONFIRM, token)
+        row = _confirmable(s, settings, token)
         if row.status == CONFIRMED:
             return Subscriber.from_row(row), False
-        if row.status != PENDING:
-            raise tokens.TokenError(
-                "this confirmation link is no longer valid "
-                "(the subscription was cancelled); please subscribe again"
-            )
         row.status = CONFIRMED
         row.confirmed_at = datetime.now(UTC)
         row.failure_count = 0

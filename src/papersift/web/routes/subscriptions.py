@@ -3,7 +3,9 @@
 - ``GET/POST /subscribe``: the form (CSRF-protected, rate limited). Whatever the address,
   the answer is "check your inbox": the page never reveals who is subscribed.
 - ``POST /api/v1/subscriptions``: the same as JSON, answering 202.
-- ``GET /subscriptions/confirm?token=``: the double opt-in link from the mail.
+- ``GET /subscriptions/confirm?token=``: the double opt-in link from the mail shows a
+  button; its ``POST`` confirms. Mail scanners (Safe Links and the like) fetch every link
+  in a message, so a GET that confirmed would sign up anyone whose address was typed in.
 - ``GET/POST /subscriptions/manage?token=``: preferences, through the signed link in every
   digest.
 - ``GET /unsubscribe?token=`` shows a button; ``POST`` unsubscribes. The POST needs no page
@@ -248,16 +250,39 @@ async def subscribe_api(body: SubscriptionIn, request: Request, background: Back
 def confirm_page(request: Request, token: str | None = None) -> Response:
     settings = settings_of(request)
     try:
-        sub, changed = subs.confirm(db_of(request), settings, token)
+        sub = subs.confirmation(db_of(request), settings, token)
     except TokenError as exc:
         return _token_error(request, exc)
+    if sub.status == subs.CONFIRMED:
+        return _confirmed(request, sub, changed=False)
+    return _render(request, "confirm.html", {"sub": sub, "token": token})
+
+
+@router.post("/subscriptions/confirm", include_in_schema=False)
+async def confirm_post(request: Request, token: str | None = None) -> Response:
+    """Confirm from the page's button; the signed token is the proof (no CSRF token needed:
+    a forged request could only confirm an address its owner asked to subscribe)."""
+    if token is None:
+        form = await request.form(max_files=0, max_fields=5)
+        value = form.get("token")
+        token = value if isinstance(value, str) else None
+    try:
+        sub, changed = await run_in_threadpool(
+            subs.confirm, db_of(request), settings_of(request), token
+        )
+    except TokenError as exc:
+        return _token_error(request, exc)
+    return _confirmed(request, sub, changed=changed)
+
+
+def _confirmed(request: Request, sub: subs.Subscriber, *, changed: bool) -> Response:
     return _render(
         request,
         "confirmed.html",
         {
             "sub": sub,
             "changed": changed,
-            "manage_url": tokens.manage_url(settings, sub.id, sub.email),
+            "manage_url": tokens.manage_url(settings_of(request), sub.id, sub.email),
         },
     )
 
