@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,31 @@ from papersift.store.schema import Base
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "data" / "sample"
-SHARED = ROOT.parent / "shared"
+
+
+def _shared_folder() -> Path:
+    """The team's shared folder (evaluation collections): $PAPERSIFT_SHARED, else
+    ``../shared`` beside this checkout, else beside the local repository it was cloned
+    from (CI tests a fresh clone that may live elsewhere)."""
+    if env := os.environ.get("PAPERSIFT_SHARED"):
+        return Path(env)
+    here = ROOT.parent / "shared"
+    if here.is_dir():
+        return here
+    try:
+        origin = subprocess.run(
+            ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return here
+    beside_origin = Path(origin.removeprefix("file://")).parent / "shared"
+    return beside_origin if origin and beside_origin.is_dir() else here
+
+
+SHARED = _shared_folder()
 PG_ADMIN_URL = os.environ.get(
     "PAPERSIFT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

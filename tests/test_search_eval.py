@@ -46,7 +46,9 @@ def run_eval_cli(collection: str, mode: str) -> dict:
     return data
 
 
-pytestmark = pytest.mark.skipif(not EVAL.is_dir(), reason="../shared/eval not present")
+pytestmark = pytest.mark.skipif(
+    not EVAL.is_dir(), reason=f"{EVAL} not present (set PAPERSIFT_SHARED)"
+)
 
 
 @pytest.mark.parametrize("collection", COLLECTIONS)

@@ -27,6 +27,7 @@ from papersift.store.collections import upsert_collection
 from papersift.store.db import Database
 
 BATCH = 2000
+SQLITE_CACHE_KIB = 65_536  # page cache of an ingest transaction on SQLite (see merge_records)
 SUFFIXES = {".txt", ".xml", ".atom", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".gz"}
 
 ProgressFn = Callable[[int], None]
@@ -230,7 +231,7 @@ def merge_records(
         # SQLite's default 2 MB page cache spills the growing indexes to the WAL mid-
         # transaction; 64 MB keeps the indexes of a few hundred thousand papers in memory
         # (measured: about 15% more papers/s at 100k). Memory is only used as pages are.
-        session.execute(text("PRAGMA cache_size = -65536"))
+        session.execute(text(f"PRAGMA cache_size = -{int(SQLITE_CACHE_KIB)}"))
     if dialect == "postgresql":
         # A table filled inside this very transaction has no statistics yet, so the
         # planner scans it whole for every identity lookup: quadratic on a big first
