@@ -85,6 +85,15 @@ def _render(request: Request, name: str, context: dict, status_code: int = 200) 
     return response
 
 
+async def _posted_token(request: Request, token: str | None) -> str | None:
+    """The signed token of a POST: from the query string, else from the form."""
+    if token is not None:
+        return token
+    form = await request.form(max_files=0, max_fields=5)
+    value = form.get("token")
+    return value if isinstance(value, str) else None
+
+
 def _token_error(request: Request, exc: TokenError) -> Response:
     response = error_page(request, 400, str(exc).capitalize() + ".")
     response.headers["Cache-Control"] = PAGE_CACHE
@@ -262,10 +271,7 @@ def confirm_page(request: Request, token: str | None = None) -> Response:
 async def confirm_post(request: Request, token: str | None = None) -> Response:
     """Confirm from the page's button; the signed token is the proof (no CSRF token needed:
     a forged request could only confirm an address its owner asked to subscribe)."""
-    if token is None:
-        form = await request.form(max_files=0, max_fields=5)
-        value = form.get("token")
-        token = value if isinstance(value, str) else None
+    token = await _posted_token(request, token)
     try:
         sub, changed = await run_in_threadpool(
             subs.confirm, db_of(request), settings_of(request), token
@@ -374,10 +380,7 @@ def unsubscribe_page(request: Request, token: str | None = None) -> Response:
 @router.post("/unsubscribe", include_in_schema=False)
 async def unsubscribe_post(request: Request, token: str | None = None) -> Response:
     """Unsubscribe: from the page's button or a mail client's RFC 8058 one-click POST."""
-    if token is None:
-        form = await request.form(max_files=0, max_fields=5)
-        value = form.get("token")
-        token = value if isinstance(value, str) else None
+    token = await _posted_token(request, token)
     db, settings = db_of(request), settings_of(request)
     try:
         sub, changed = await run_in_threadpool(subs.unsubscribe, db, settings, token)
