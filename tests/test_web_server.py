@@ -238,6 +238,7 @@ def test_served_warm_up_fills_caches_and_freezes_what_it_loaded(web_home: Path) 
     """What each ``serve`` worker does at start: model, indexes and feedback cache loaded,
     then the survivors frozen out of full collections (undone here for the other tests)."""
     import gc
+    import weakref
 
     from papersift.search.service import get_service
     from papersift.web.app import _warm_search
@@ -254,6 +255,14 @@ def test_served_warm_up_fills_caches_and_freezes_what_it_loaded(web_home: Path) 
         with TestClient(app) as client:
             r = client.get("/api/v1/search", params={"q": "graph neural networks", "k": 3})
         assert r.status_code == 200 and len(r.json()["results"]) == 3
+        # A frozen object is freed by reference counting only: an index generation that a
+        # reload drops must hold no reference cycle, or each reload would leak it whole.
+        service = get_service(settings, db)
+        gone = weakref.ref(live)
+        del live
+        with service._lock:
+            service._live = None  # what an index update does
+        assert gone() is None
     finally:
         gc.unfreeze()
         db.dispose()
