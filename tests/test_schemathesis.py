@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import schemathesis
@@ -110,15 +111,26 @@ def http_schema(web_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield schemathesis.openapi.from_url(f"{url}/openapi.json")
 
 
+# uvicorn's HTTP parser refuses a request line of more than about 64 KB with a plain-text
+# 400 before any application code runs (nginx's default is 8 KB). The schema allows a
+# 10,000-character query, which percent-encodes to up to 120 KB: such cases must get that
+# 400, not a crash or a hang; shorter ones must be answered as documented.
+TRANSPORT_LIMIT_FROM = 60_000  # bytes of path and query string
+
+
+def _target_bytes(case) -> int:
+    return len(case.formatted_path) + len(urlencode(case.query or {}, doseq=True))
+
+
 @pytest.mark.parametrize("label", OPERATIONS)
 def test_over_http_valid_and_invalid_requests(http_schema, label: str) -> None:
     operation = http_schema.find_operation_by_label(label)
-    run(operation.as_strategy(GenerationMode.POSITIVE), examples=10)
+    run(operation.as_strategy(GenerationMode.POSITIVE), examples=10, over_http=True)
     if label not in NO_INVALID_INPUT:
-        run(operation.as_strategy(GenerationMode.NEGATIVE), examples=10)
+        run(operation.as_strategy(GenerationMode.NEGATIVE), examples=10, over_http=True)
 
 
-def run(strategy, examples: int = 25) -> set[int]:
+def run(strategy, examples: int = 25, over_http: bool = False) -> set[int]:
     """Run one operation's cases; the statuses seen."""
 
     @given(case=strategy)
@@ -130,7 +142,15 @@ def run(strategy, examples: int = 25) -> set[int]:
         database=None,
     )
     def check(case) -> None:
-        response = case.call_and_validate(checks=CHECKS)
+        response = case.call()
+        refused = (
+            over_http
+            and _target_bytes(case) > TRANSPORT_LIMIT_FROM
+            and response.status_code == 400
+            and response.headers.get("content-type", [""])[0].startswith("text/plain")
+        )
+        if not refused:  # (a refused request never reached the app: nothing to validate)
+            case.validate_response(response, checks=CHECKS)
         assert response.status_code < 500, response.text[:500]  # explicitly, whatever the config
         statuses.add(response.status_code)
 

@@ -266,3 +266,27 @@ def test_served_warm_up_fills_caches_and_freezes_what_it_loaded(web_home: Path) 
     finally:
         gc.unfreeze()
         db.dispose()
+
+
+def test_queries_at_and_past_the_http_limits(live_server: str) -> None:
+    """A 10,000-character query (the most a search takes) is answered over real HTTP; a
+    request line past the HTTP parser's ~64 KB is refused by the server itself with a 400
+    (no traceback, no hang) and the server goes on serving."""
+    long_query = " ".join(["attention"] * 1000)[:10_000]
+    with httpx.Client(base_url=live_server, timeout=30) as client:
+        ok = client.get("/api/v1/search", params={"q": long_query, "k": 3})
+        assert ok.status_code == 200 and ok.json()["results"]
+        page = client.get("/search", params={"q": long_query})
+        assert page.status_code == 200
+        host, port = live_server.removeprefix("http://").split(":")
+        for path in ("/api/v1/search", "/search"):
+            # httpx itself refuses URLs this long, so the request goes over a bare socket
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(f"GET {path}?q={'x' * 70_000} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            status_line, _, rest = answer.partition(b"\r\n")
+            assert status_line.startswith(b"HTTP/1.1 400"), status_line
+            assert b"Traceback" not in rest and len(rest) < 500
+        assert client.get("/healthz").json() == {"status": "ok"}
