@@ -190,3 +190,144 @@ def test_send_with_smtp_down_exits_1_and_reports(
 def test_send_help_documents_cron_and_systemd(home: Path) -> None:
     text = CliRunner().invoke(app, ["digest", "send", "--help"], env={"COLUMNS": "120"}).stdout
     assert "0 7 * * *" in text and "OnCalendar=" in text and "--dry-run" in text
+
+
+# -- unsubscribe by mail -------------------------------------------------------------------------
+
+
+def _subscribed_and_mailed(smtp: SmtpCapture) -> tuple[str, str]:
+    """Ada confirmed and sent one digest; (its https unsubscribe link, its mailto)."""
+    link = last_json(
+        cli("subscribers", "add", "ada@example.org", "--max", "3", "--no-mail", "--json").stdout
+    )["confirm_url"]
+    assert cli("subscribers", "confirm", link).exit_code == 0
+    sent = cli("digest", "send", "--quiet")
+    assert sent.exit_code == 0, sent.output
+    header = str(smtp.messages[-1].message["List-Unsubscribe"])
+    targets = [t.strip().strip("<>") for t in header.split(",")]
+    https = next(t for t in targets if t.startswith("https:"))
+    mailto = next((t for t in targets if t.startswith("mailto:")), "")
+    return https, mailto
+
+
+def _request_for(mailto: str, sender: str = "ada@example.org") -> bytes:
+    """The message a mail client composes from a mailto: URL (RFC 6068)."""
+    from email.message import EmailMessage
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    parts = urlsplit(mailto)
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = unquote(parts.path)
+    msg["Subject"] = parse_qs(parts.query)["subject"][0]
+    msg.set_content("")
+    return bytes(msg)
+
+
+def _status(email: str) -> str:
+    listed = last_json(cli("subscribers", "list", "--json").stdout)["subscribers"]
+    return next(s["status"] for s in listed if s["email"] == email)
+
+
+def unsubscribe_mail(raw: bytes, *extra: str):
+    return CliRunner().invoke(app, ["subscribers", "unsubscribe-mail", *extra], input=raw)
+
+
+def test_digests_offer_a_mailto_only_to_an_address_that_is_read(
+    home: Path, smtp: SmtpCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _https, mailto = _subscribed_and_mailed(smtp)
+    assert mailto == ""  # no PAPERSIFT_UNSUBSCRIBE_MAILTO: a mailto would go unread
+    monkeypatch.setenv("PAPERSIFT_UNSUBSCRIBE_MAILTO", "Unsubscribe <leave@papers.example.org>")
+    assert cli("digest", "preview", "ada@example.org").exit_code == 0
+    monkeypatch.setenv("PAPERSIFT_UNSUBSCRIBE_MAILTO", "not an address\r\nBcc: x@y")
+    bad = cli("digest", "send")
+    assert bad.exit_code == 2 and "PAPERSIFT_UNSUBSCRIBE_MAILTO" in bad.stderr
+
+
+def test_the_mailto_of_a_digest_unsubscribes_when_piped_in(
+    home: Path, smtp: SmtpCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAPERSIFT_UNSUBSCRIBE_MAILTO", "leave@papers.example.org")
+    _https, mailto = _subscribed_and_mailed(smtp)
+    assert mailto.startswith("mailto:leave@papers.example.org?subject=unsubscribe%20")
+    request = _request_for(mailto)
+    done = unsubscribe_mail(request)
+    assert done.exit_code == 0, done.output
+    assert "ada@example.org: unsubscribed" in done.stdout
+    assert _status("ada@example.org") == "unsubscribed"
+    again = unsubscribe_mail(request)
+    assert again.exit_code == 0 and "already unsubscribed" in again.stdout
+
+
+def test_a_forwarded_digest_with_the_link_in_its_body_unsubscribes(
+    home: Path, smtp: SmtpCapture, tmp_path: Path
+) -> None:
+    https, _ = _subscribed_and_mailed(smtp)
+    forwarded = (
+        "From: someone@example.net\r\nTo: leave@papers.example.org\r\n"
+        "Subject: Fwd: papersift daily\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"please stop these\r\n> Unsubscribe: {https}\r\n"
+    ).encode()
+    path = tmp_path / "request.eml"
+    path.write_bytes(forwarded)
+    done = unsubscribe_mail(b"", str(path))
+    assert done.exit_code == 0, done.output
+    assert _status("ada@example.org") == "unsubscribed"
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b"", "empty message"),
+        (b"\x00\xff\xfe garbage \x80" * 50, "no unsubscribe token"),
+        (b"Subject: unsubscribe please\r\n\r\njust stop", "no unsubscribe token"),
+        (b"Subject: unsubscribe aaaaaaaaaaaa.bbbbbb.cccccccccccccccccccccc\r\n\r\n", "no valid"),
+        (b"Subject: x\r\n\r\n" + b"a" * 1_000_001, "over 1,000,000 bytes"),
+        (
+            b"Subject: =?x-unknown?B?////?=\r\n"
+            b"Content-Type: text/plain; charset=x-nope\r\n\r\n\xff",
+            "no unsubscribe token",
+        ),
+    ],
+    ids=["empty", "binary", "no-token", "forged", "oversize", "bad-charset"],
+)
+def test_unsubscribe_mail_refuses_what_it_cannot_act_on(
+    home: Path, smtp: SmtpCapture, raw: bytes, says: str
+) -> None:
+    _subscribed_and_mailed(smtp)
+    result = unsubscribe_mail(raw)
+    assert result.exit_code == 1 and says in result.stderr, result.output
+    assert "Traceback" not in result.output
+    assert _status("ada@example.org") == "confirmed"
+
+
+def test_unsubscribe_mail_asks_the_mail_system_to_retry_when_the_database_is_down(
+    home: Path, tmp_path: Path
+) -> None:
+    """Exit 75 (EX_TEMPFAIL): the mail system keeps the request and tries again later."""
+    url = "postgresql+psycopg://nobody@127.0.0.1:1/none"  # nothing listens on port 1
+    result = CliRunner().invoke(
+        app, ["--db", url, "subscribers", "unsubscribe-mail"], input=b"Subject: x\r\n\r\n"
+    )
+    assert result.exit_code == 75, result.output
+    missing = unsubscribe_mail(b"", str(tmp_path / "nope.eml"))
+    assert missing.exit_code == 1 and "cannot read" in missing.stderr
+
+
+def test_unsubscribe_mail_reads_a_real_pipe(home: Path, smtp: SmtpCapture, monkeypatch) -> None:
+    """As an /etc/aliases pipe runs it: a separate process reading standard input."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("PAPERSIFT_UNSUBSCRIBE_MAILTO", "leave@papers.example.org")
+    _https, mailto = _subscribed_and_mailed(smtp)
+    exe = str(Path(sys.executable).with_name("papersift"))
+    done = subprocess.run(
+        [exe, "subscribers", "unsubscribe-mail"],
+        input=_request_for(mailto),
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert _status("ada@example.org") == "unsubscribed"

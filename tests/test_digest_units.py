@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_h
+from hypothesis import strategies as st
 
 from papersift.config import load_settings
-from papersift.digest import tokens
+from papersift.digest import inbound, tokens
 from papersift.digest.compose import Composer, Digest, Section, build_message, period_key
 from papersift.digest.mail import new_message, to_bytes
 from papersift.digest.run import claimer_dead, new_claimer
@@ -266,11 +270,16 @@ def test_digest_message_headers_and_parts(settings) -> None:
     assert msg["Message-ID"].startswith("<digest.2024-05-01.42.")
     assert msg["Date"]
     assert "Flash <b>attention</b>" in msg["Subject"] and "(+1 more)" in msg["Subject"]
-    unsub = str(msg["List-Unsubscribe"])
-    https, mailto = [p.strip().strip("<>") for p in unsub.split(",")]
+    [https] = [p.strip().strip("<>") for p in str(msg["List-Unsubscribe"]).split(",")]
     assert https.startswith("https://papers.example.org/unsubscribe?token=")
-    assert mailto.startswith("mailto:digest@papers.example.org?subject=unsubscribe")
     token = https.split("token=")[1]
+    read_by = dataclasses.replace(settings, unsubscribe_mailto="leave@papers.example.org")
+    with_mailto = build_message(read_by, _digest())
+    https2, mailto = [
+        p.strip().strip("<>") for p in str(with_mailto["List-Unsubscribe"]).split(",")
+    ]
+    assert https2 == https
+    assert mailto == f"mailto:leave@papers.example.org?subject=unsubscribe%20{token}"
     assert tokens.read_token(settings, tokens.UNSUBSCRIBE, token) == (42, "ada@example.org")
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg.get_content_type() == "multipart/alternative"
@@ -317,3 +326,41 @@ def test_claims_of_dead_processes_are_recognised() -> None:
     assert claimer_dead(alive_other, now - timedelta(hours=1), now)  # lease expired
     assert not claimer_dead("otherhost:123:abc", now, now)  # another machine: wait the lease
     assert claimer_dead(None, None, now)
+
+
+@settings_h(max_examples=300, deadline=None, database=None)
+@given(
+    raw=st.one_of(
+        st.binary(max_size=2000),
+        st.text(max_size=500).map(lambda t: f"Subject: {t}\r\n\r\n{t}".encode("utf-8", "replace")),
+        st.lists(
+            st.sampled_from(
+                [
+                    b"Subject: ",
+                    b"=?utf-8?B?",
+                    b"?=",
+                    b"\r\n",
+                    b"Content-Type: ",
+                    b"multipart/mixed; boundary=x",
+                    b"--x\r\n",
+                    b"text/plain; charset=",
+                    b"x-nope",
+                    b"\xff",
+                    b"Content-Transfer-Encoding: base64\r\n",
+                    b"a" * 30 + b"." + b"b" * 6,
+                ]
+            ),
+            max_size=40,
+        ).map(b"".join),
+    )
+)
+def test_inbound_messages_give_tokens_or_a_clear_error(raw: bytes) -> None:
+    """Whatever arrives at the unsubscribe address, reading it gives candidate tokens or
+    an InboundError, never another exception."""
+    try:
+        found = inbound.candidate_tokens(raw)
+    except inbound.InboundError as exc:
+        assert str(exc)
+    else:
+        assert len(found) <= inbound.MAX_CANDIDATES
+        assert all(inbound._TOKEN.fullmatch(t) for t in found)

@@ -29,6 +29,7 @@ class Settings:
     smtp_url: str = "smtp://127.0.0.1:25"
     mail_from: str = "papersift <digest@localhost>"
     model_dir: str | None = None
+    unsubscribe_mailto: str | None = None  # an address piped into `unsubscribe-mail`
 
     @property
     def index_dir(self) -> Path:
@@ -68,4 +69,5 @@ def load_settings(home: str | Path | None = None, db_url: str | None = None) -> 
         smtp_url=os.environ.get("PAPERSIFT_SMTP_URL", "smtp://127.0.0.1:25"),
         mail_from=os.environ.get("PAPERSIFT_MAIL_FROM", "papersift <digest@localhost>"),
         model_dir=os.environ.get("PAPERSIFT_MODEL_DIR"),
+        unsubscribe_mailto=os.environ.get("PAPERSIFT_UNSUBSCRIBE_MAILTO") or None,
     )

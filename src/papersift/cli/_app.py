@@ -43,13 +43,13 @@ class State:
             self._settings = load_settings(self.home, self.db_url)
         return self._settings
 
-    def db(self) -> Database:
-        """The migrated database; a clear message and exit 2 if it cannot be opened."""
+    def db(self, *, exit_code: int = 2) -> Database:
+        """The migrated database; a clear message and ``exit_code`` if it cannot be opened."""
         if self._db is None:
             try:
                 self._db = Database(self.settings.db_url)
             except DatabaseError as exc:
-                fail(str(exc), code=2)
+                fail(str(exc), code=exit_code)
         return self._db
 
 

@@ -4,20 +4,25 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from papersift.cli._app import app, console, err_console, fail, print_json, state
+from papersift.digest import inbound, tokens
 from papersift.digest import subscriptions as subs
-from papersift.digest import tokens
+from papersift.digest.mail import check_addresses
 from papersift.digest.run import Outcome, preview, run_digests
 from papersift.digest.smtp import SmtpConfig, SmtpConfigError, SmtpError
 from papersift.digest.tokens import TokenError
 from papersift.digest.validation import ValidationError, clean_preferences, normalize_email
+
+EX_TEMPFAIL = 75  # sysexits.h: mail systems retry the delivery later
 
 subscribers_app = typer.Typer(
     name="subscribers", help="Manage digest subscribers (double opt-in).", no_args_is_help=True
@@ -221,6 +226,44 @@ def subscribers_remove(
     console.print(f"{sub.email}: removed", highlight=False)
 
 
+@subscribers_app.command("unsubscribe-mail")
+def subscribers_unsubscribe_mail(
+    message: Annotated[
+        Path | None,
+        typer.Argument(help="The mail as a file (RFC 5322); default: standard input."),
+    ] = None,
+) -> None:
+    """Act on an unsubscribe request sent by mail (the mailto in a digest's List-Unsubscribe
+    header, offered when PAPERSIFT_UNSUBSCRIBE_MAILTO is set): route that address here.
+    Exit status 1 (so the mail system bounces the request, saying why) when the message
+    holds no valid unsubscribe token, nothing changed; 75 (EX_TEMPFAIL) when the database
+    cannot be reached, so the mail system keeps the request and retries.
+
+    \b
+    /etc/aliases (then run newaliases):
+      unsubscribe: "|papersift --home /srv/papersift subscribers unsubscribe-mail"
+
+    Example: papersift subscribers unsubscribe-mail request.eml
+    """
+    try:
+        if message is None:
+            raw = sys.stdin.buffer.read(inbound.MAX_MESSAGE + 1)
+        else:
+            with message.open("rb") as fh:
+                raw = fh.read(inbound.MAX_MESSAGE + 1)
+    except OSError as exc:
+        fail(f"cannot read {message}: {exc.strerror or exc}")
+    try:
+        db = state.db(exit_code=EX_TEMPFAIL)
+        sub, changed = inbound.unsubscribe_by_mail(db, state.settings, raw)
+    except inbound.InboundError as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:  # the request must not be lost: let the mail system retry
+        fail(f"database unavailable, try again later ({exc.__class__.__name__})", code=EX_TEMPFAIL)
+    note = "unsubscribed" if changed else "already unsubscribed"
+    console.print(f"{sub.email}: {note}", highlight=False)
+
+
 # -- digest ------------------------------------------------------------------------------------
 _SEND_INTRO = (
     "Every (subscriber, period) is sent at most once however often this runs, so run it from "
@@ -317,6 +360,10 @@ def digest_send(
     if rate < 0 or retries < 0 or backoff < 0 or pause_after < 1:
         fail("--rate, --retries and --backoff must be >= 0, --pause-after >= 1", code=2)
     settings = state.settings
+    try:
+        check_addresses(settings)
+    except ValueError as exc:
+        fail(str(exc), code=2)
     if not dry_run:
         try:
             SmtpConfig.from_url(settings.smtp_url)

@@ -81,16 +81,23 @@ def render(name: str, **context: object) -> str:
 
 
 @lru_cache(maxsize=16)
-def _sender(mail_from: str) -> tuple[str, str]:
+def _sender(mail_from: str, setting: str = "PAPERSIFT_MAIL_FROM") -> tuple[str, str]:
     name, addr = parseaddr(mail_from)
     if not addr or "@" not in addr or any(c in mail_from for c in "\r\n"):
-        raise ValueError(f"PAPERSIFT_MAIL_FROM is not a usable address: {mail_from!r}")
+        raise ValueError(f"{setting} is not a usable address: {mail_from!r}")
     return name, addr
 
 
 def sender(settings: Settings) -> tuple[str, str]:
     """(display name, address) of ``settings.mail_from``."""
     return _sender(settings.mail_from)
+
+
+def check_addresses(settings: Settings) -> None:
+    """ValueError naming the setting if a configured address is unusable (before a run)."""
+    sender(settings)
+    if settings.unsubscribe_mailto:
+        _sender(settings.unsubscribe_mailto, "PAPERSIFT_UNSUBSCRIBE_MAILTO")
 
 
 def mail_domain(settings: Settings) -> str:
@@ -137,11 +144,15 @@ def new_message(
 
 
 def add_list_headers(msg: EmailMessage, settings: Settings, unsubscribe_link: str) -> None:
-    """RFC 2369 / RFC 8058 headers: https and mailto unsubscribe, one-click POST."""
-    _name, addr = sender(settings)
-    token = unsubscribe_link.rsplit("token=", 1)[-1]
-    mailto = f"mailto:{addr}?subject={quote('unsubscribe ' + token)}"
-    msg["List-Unsubscribe"] = f"<{unsubscribe_link}>, <{mailto}>"
+    """RFC 2369 / RFC 8058 headers: https unsubscribe with one-click POST, and a mailto
+    only to an address the operator routes into ``subscribers unsubscribe-mail`` (a mailto
+    that nobody reads would lose the request)."""
+    targets = [f"<{unsubscribe_link}>"]
+    if settings.unsubscribe_mailto:
+        _name, addr = _sender(settings.unsubscribe_mailto, "PAPERSIFT_UNSUBSCRIBE_MAILTO")
+        token = unsubscribe_link.rsplit("token=", 1)[-1]
+        targets.append(f"<mailto:{addr}?subject={quote('unsubscribe ' + token)}>")
+    msg["List-Unsubscribe"] = ", ".join(targets)
     msg["List-Unsubscribe-Post"] = _constant("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     msg["List-Id"] = _constant("List-Id", f"papersift digest <digest.{mail_domain(settings)}>")
     msg["Auto-Submitted"] = _constant("Auto-Submitted", "auto-generated")
