@@ -321,6 +321,24 @@ def test_a_repeated_resumption_token_stops_the_harvest(db, server):
     assert len(server.log) == 2 and arxiv_ids(db) == OAI_IDS[:2]
 
 
+def test_oai_until_bounds_the_request_and_is_a_harvest_of_its_own(db, server):
+    script_oai(server)
+    since, until = date(2024, 1, 1), date(2024, 1, 31)
+    result = harvest_oai(db, server.url, from_date=since, until_date=until, config=FAST)
+    assert result.done and result.records == 5
+    assert server.log[0].params == {
+        "verb": "ListRecords",
+        "metadataPrefix": "arXiv",
+        "from": "2024-01-01",
+        "until": "2024-01-31",
+    }
+    assert state_row(db, oai_key(server.url, "arXiv", None, since, until)).done
+    assert state_row(db, oai_key(server.url, "arXiv", None, since)) is None  # another range
+    with pytest.raises(HarvestError, match="before"):
+        harvest_oai(db, server.url, from_date=until, until_date=since, config=FAST)
+    assert len(server.log) == 3  # refused before any request
+
+
 def test_oai_no_records_match_is_a_finished_empty_harvest(db, server):
     body = (
         b'<?xml version="1.0"?><OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/">'
@@ -477,6 +495,14 @@ def test_cli_harvest_summary_and_errors(db, server, home):
     assert both.exit_code == 2 and "exactly one" in both.stderr
     bad_date = _cli(db, "harvest", "--oai", server.url, "--from", "2023-02-30")
     assert bad_date.exit_code == 2 and "--from" in bad_date.stderr
+    bad_until = _cli(db, "harvest", "--oai", server.url, "--until", "May 5")
+    assert bad_until.exit_code == 2 and "--until" in bad_until.stderr
+    backwards = _cli(
+        db, "harvest", "--oai", server.url, "--from", "2024-05-02", "--until", "2024-05-01"
+    )
+    assert backwards.exit_code == 2 and "before --from" in backwards.stderr
+    not_oai = _cli(db, "harvest", "--arxiv-query", "x", "--until", "2024-05-01")
+    assert not_oai.exit_code == 2 and "--oai" in not_oai.stderr
     bad_prefix = _cli(db, "harvest", "--oai", server.url, "--prefix", "marc")
     assert bad_prefix.exit_code == 2
     for bad_url in ("ftp://127.0.0.1/oai", "not a url", "http://"):

@@ -22,13 +22,13 @@ from papersift.ingest.harvest import (
 )
 
 
-def _parse_from(value: str | None) -> date | None:
+def _parse_day(value: str | None, option: str) -> date | None:
     if value is None:
         return None
     try:
         return date.fromisoformat(value)
     except ValueError:
-        fail(f"--from must be a date like 2024-01-31, not {value!r}", code=2)
+        fail(f"{option} must be a date like 2024-01-31, not {value!r}", code=2)
 
 
 def _summary(result: HarvestResult, json_out: bool) -> None:
@@ -78,6 +78,9 @@ def harvest(
     from_date: Annotated[
         str | None, typer.Option("--from", help="OAI: records changed on or after YYYY-MM-DD.")
     ] = None,
+    until_date: Annotated[
+        str | None, typer.Option("--until", help="OAI: records changed on or before YYYY-MM-DD.")
+    ] = None,
     prefix: Annotated[
         str, typer.Option("--prefix", help=f"OAI metadata format: {', '.join(PREFIXES)}.")
     ] = "arXiv",
@@ -115,13 +118,20 @@ def harvest(
 
     Example: papersift harvest --oai https://oaipmh.arxiv.org/oai --set cs --from 2024-05-01
 
+    Example: papersift harvest --oai https://oaipmh.arxiv.org/oai --set cs --until 2024-05-31
+
     Example: papersift harvest --arxiv-query 'cat:cs.CL AND ti:retrieval' --max 500
     """
     if (oai is None) == (arxiv_query is None):
         fail("give exactly one of --oai URL or --arxiv-query QUERY", code=2)
     if prefix not in PREFIXES:
         fail(f"--prefix must be one of {', '.join(PREFIXES)}", code=2)
-    since = _parse_from(from_date)
+    since = _parse_day(from_date, "--from")
+    until = _parse_day(until_date, "--until")
+    if since and until and until < since:
+        fail("--until must not be before --from", code=2)
+    if (since or until) and oai is None:
+        fail("--from and --until apply to --oai harvests", code=2)
     config = HarvestConfig(
         delay=delay, retries=retries, backoff=backoff, timeout=timeout, page_size=page_size
     )
@@ -150,7 +160,7 @@ def harvest(
             if oai is not None:
                 result = harvest_oai(
                     db, oai, prefix=prefix, set_spec=set_spec, from_date=since,
-                    config=config, restart=restart, progress=on_page, log=log,
+                    until_date=until, config=config, restart=restart, progress=on_page, log=log,
                 )  # fmt: skip
             else:
                 result = harvest_arxiv(

@@ -175,13 +175,21 @@ def check_url(url: str) -> None:
         raise HarvestError(f"not an http(s) URL: {url!r}")
 
 
-def oai_key(url: str, prefix: str, set_spec: str | None, from_date: date | None) -> str:
+def oai_key(
+    url: str,
+    prefix: str,
+    set_spec: str | None,
+    from_date: date | None,
+    until_date: date | None = None,
+) -> str:
     """The harvest_state key: one row per distinct request."""
     parts = [f"oai {url}", f"prefix={prefix}"]
     if set_spec:
         parts.append(f"set={set_spec}")
     if from_date:
         parts.append(f"from={from_date.isoformat()}")
+    if until_date:
+        parts.append(f"until={until_date.isoformat()}")
     return " ".join(parts)[:512]
 
 
@@ -255,12 +263,14 @@ def harvest_oai(
     prefix: str = "arXiv",
     set_spec: str | None = None,
     from_date: date | None = None,
+    until_date: date | None = None,
     config: HarvestConfig | None = None,
     restart: bool = False,
     progress: ProgressFn | None = None,
     log: LogFn | None = None,
 ) -> HarvestResult:
-    """ListRecords from an OAI-PMH endpoint, following resumption tokens to the end.
+    """ListRecords from an OAI-PMH endpoint, following resumption tokens to the end;
+    ``from_date``/``until_date`` bound the records' datestamps (both days included).
 
     A finished harvest is not repeated unless ``restart``; an unfinished one resumes with
     its stored resumption token.
@@ -268,8 +278,10 @@ def harvest_oai(
     if prefix not in PREFIXES:
         raise HarvestError(f"unknown metadata prefix {prefix!r}; use one of {', '.join(PREFIXES)}")
     check_url(url)
+    if from_date and until_date and until_date < from_date:
+        raise HarvestError(f"until ({until_date}) is before from ({from_date})")
     config = config or HarvestConfig()
-    key = oai_key(url, prefix, set_spec, from_date)
+    key = oai_key(url, prefix, set_spec, from_date, until_date)
     result, state = _start(db, key, restart)
     if result.already_done:
         return result
@@ -287,6 +299,8 @@ def harvest_oai(
                     params["set"] = set_spec
                 if from_date:
                     params["from"] = from_date.isoformat()
+                if until_date:
+                    params["until"] = until_date.isoformat()
             body = fetcher.get(url, params)
             result.retries = fetcher.retries
             try:
