@@ -364,3 +364,17 @@ def test_inbound_messages_give_tokens_or_a_clear_error(raw: bytes) -> None:
     else:
         assert len(found) <= inbound.MAX_CANDIDATES
         assert all(inbound._TOKEN.fullmatch(t) for t in found)
+
+
+def test_inbound_finds_compressed_and_plain_tokens(settings) -> None:
+    """itsdangerous compresses a long payload and marks it with a leading dot: both kinds
+    are found, also right after a sentence's full stop."""
+    long_addr = "a" * 300 + "@example.org"
+    compressed = tokens.make_token(settings, tokens.UNSUBSCRIBE, 7, long_addr)
+    plain = tokens.make_token(settings, tokens.UNSUBSCRIBE, 8, "ada@example.org")
+    assert compressed.startswith(".") and not plain.startswith(".")
+    raw = f"Subject: unsubscribe {compressed}\r\n\r\nStop.{plain}\r\n".encode()
+    found = inbound.candidate_tokens(raw)
+    assert found[0] == compressed and plain in found
+    for token in (compressed, plain):
+        assert tokens.read_token(settings, tokens.UNSUBSCRIBE, token)[0] in (7, 8)

@@ -21,8 +21,9 @@ from papersift.store.db import Database
 
 MAX_MESSAGE = 1_000_000  # bytes; an unsubscribe request is a few hundred
 MAX_CANDIDATES = 20
-# itsdangerous URL-safe timed tokens: payload.timestamp.signature, base64url pieces
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{16,}")
+# itsdangerous URL-safe timed tokens: payload.timestamp.signature, base64url pieces; a
+# payload it compressed starts with one more dot
+_TOKEN = re.compile(r"\.?[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{16,}")
 
 
 class InboundError(ValueError):
@@ -40,7 +41,12 @@ def candidate_tokens(raw: bytes) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - the email package raises assorted types
         # on hostile input (IndexError, HeaderParseError, ...): the message is unreadable.
         raise InboundError(f"unreadable message ({exc.__class__.__name__})") from exc
-    found = [m.group(0) for text in texts for m in _TOKEN.finditer(text)]
+    found: list[str] = []
+    for text in texts:
+        for match in _TOKEN.finditer(text):
+            token = match.group(0)
+            # a dot before an uncompressed token is the sentence's, not the token's
+            found += [token, token[1:]] if token.startswith(".") else [token]
     return list(dict.fromkeys(found))[:MAX_CANDIDATES]
 
 
