@@ -241,8 +241,14 @@ def test_digests_offer_a_mailto_only_to_an_address_that_is_read(
     monkeypatch.setenv("PAPERSIFT_UNSUBSCRIBE_MAILTO", "Unsubscribe <leave@papers.example.org>")
     assert cli("digest", "preview", "ada@example.org").exit_code == 0
     monkeypatch.setenv("PAPERSIFT_UNSUBSCRIBE_MAILTO", "not an address\r\nBcc: x@y")
-    bad = cli("digest", "send")
-    assert bad.exit_code == 2 and "PAPERSIFT_UNSUBSCRIBE_MAILTO" in bad.stderr
+    for command in (("digest", "send"), ("digest", "preview", "ada@example.org")):
+        bad = CliRunner().invoke(app, list(command))
+        assert bad.exit_code == 2 and "PAPERSIFT_UNSUBSCRIBE_MAILTO" in bad.stderr, bad.output
+        assert bad.exception is None or isinstance(bad.exception, SystemExit)
+    monkeypatch.setenv("PAPERSIFT_UNSUBSCRIBE_MAILTO", "leave@papers.example.org")
+    monkeypatch.setenv("PAPERSIFT_MAIL_FROM", "bad")
+    bad_from = CliRunner().invoke(app, ["digest", "preview", "ada@example.org"])
+    assert bad_from.exit_code == 2 and "PAPERSIFT_MAIL_FROM" in bad_from.stderr
 
 
 def test_the_mailto_of_a_digest_unsubscribes_when_piped_in(

@@ -450,6 +450,10 @@ def digest_preview(
     """
     day = _parse_day(period)
     try:
+        check_addresses(state.settings)
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    try:
         digest, msg = preview(state.settings, state.db(), email, day)
     except ValidationError as exc:
         _invalid(exc)
