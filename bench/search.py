@@ -34,17 +34,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import report  # noqa: E402
-import synth  # noqa: E402
+import report
+import synth
 
-from papersift.config import load_settings  # noqa: E402
-from papersift.search import documents as docstore  # noqa: E402
-from papersift.search import eval as search_eval  # noqa: E402
-from papersift.search.embedder import get_embedder  # noqa: E402
-from papersift.search.metrics import evaluate  # noqa: E402
-from papersift.search.service import SearchService  # noqa: E402
-from papersift.store.db import Database  # noqa: E402
-from papersift.store.papers import bare_row, content_hash, insert_rows  # noqa: E402
+from papersift.search import documents as docstore
+from papersift.search import eval as search_eval
+from papersift.search.embedder import get_embedder
+from papersift.search.metrics import evaluate
+from papersift.search.service import SearchService
+from papersift.settings import load_settings
+from papersift.store.db import Database
+from papersift.store.papers import bare_row, content_hash, insert_rows
 
 EVAL_ROOT = report.ROOT.parent / "shared" / "eval"
 CACHE = Path(__file__).resolve().parent / ".cache"

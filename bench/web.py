@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import report  # noqa: E402
-import synth  # noqa: E402
+import report
+import synth
 
 PAPERSIFT = Path(sys.executable).with_name("papersift")
 CONNECTIONS = 64

@@ -62,7 +62,7 @@ def _pg_available() -> str | None:
             conn.execute(text("select 1"))
         engine.dispose()
         return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
+    except Exception as exc:
         return str(exc).splitlines()[0]
 
 
@@ -198,7 +198,7 @@ def web_home(seeded_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     """A writable copy of the seeded home plus WEB_EXTRA_PAPERS, search index built."""
     import shutil
 
-    from papersift.config import load_settings
+    from papersift.settings import load_settings
 
     path = tmp_path_factory.mktemp("web") / "home"
     shutil.copytree(seeded_home, path)
@@ -247,7 +247,7 @@ def serve_in_thread(app) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def live_server(web_home: Path) -> Iterator[str]:
     """The real app under uvicorn on 127.0.0.1 (free port) in a thread; yields its URL."""
-    from papersift.config import load_settings
+    from papersift.settings import load_settings
     from papersift.web.app import create_app
 
     settings = load_settings(web_home, f"sqlite:///{web_home / 'papersift.db'}")

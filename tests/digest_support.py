@@ -61,7 +61,7 @@ class _Handler:
     data_seen: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
             self.rcpt_seen += 1
             reply = self.rcpt_replies.popleft() if self.rcpt_replies else None
@@ -70,7 +70,7 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         with self.lock:
             self.data_seen += 1
             reply = self.data_replies.popleft() if self.data_replies else None
@@ -146,7 +146,7 @@ def copy_home(seeded: Path, dest: Path) -> Path:
 def private_app(seeded: Path, dest: Path) -> Iterator:
     """The web app on a private copy of ``seeded``, mailing to a loopback SMTP server: what
     the fuzzing tests need so their votes and sign-ups never reach other tests."""
-    from papersift.config import load_settings
+    from papersift.settings import load_settings
     from papersift.store.db import Database
     from papersift.web.app import create_app
 

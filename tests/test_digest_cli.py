@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from papersift.cli import app
-from papersift.config import load_settings
 from papersift.digest import tokens
+from papersift.settings import load_settings
 from papersift.store.db import Database
 
 from .digest_support import SmtpCapture, copy_home, free_port

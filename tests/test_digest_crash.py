@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from papersift.config import Settings, load_settings
 from papersift.digest import subscriptions as subs
 from papersift.digest import tokens
 from papersift.digest.compose import period_key
 from papersift.digest.run import run_digests
 from papersift.digest.validation import clean_preferences
 from papersift.ingest import ingest_paths
+from papersift.settings import Settings, load_settings
 from papersift.store.db import Database
 from papersift.store.schema import DigestLedgerRow, SentPaperRow
 

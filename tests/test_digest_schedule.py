@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from papersift.config import load_settings
 from papersift.digest import subscriptions as subs
 from papersift.digest import tokens
 from papersift.digest.schedule import start_scheduler
 from papersift.digest.validation import clean_preferences
+from papersift.settings import load_settings
 from papersift.store.db import Database
 
 from .digest_support import PAPERSIFT, SmtpCapture, cli_env, copy_home, free_port

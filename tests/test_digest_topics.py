@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from papersift.config import load_settings
 from papersift.digest import subscriptions as subs
 from papersift.digest import tokens
 from papersift.digest.compose import HITS_PER_TOPIC, Composer
 from papersift.digest.validation import clean_preferences
+from papersift.settings import load_settings
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
 

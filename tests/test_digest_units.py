@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import settings as settings_h
 from hypothesis import strategies as st
 
-from papersift.config import load_settings
 from papersift.digest import inbound, tokens
 from papersift.digest.compose import Composer, Digest, Section, build_message, period_key
 from papersift.digest.mail import new_message, to_bytes
@@ -28,6 +27,7 @@ from papersift.digest.validation import (
     normalize_email,
 )
 from papersift.model import Paper
+from papersift.settings import load_settings
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ def server() -> Iterator[Recorder]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             parts = urlsplit(self.path)
             params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
             reply = recorder.reply_for(parts.path, params)
@@ -293,7 +293,7 @@ def test_database_error_on_a_page_rolls_that_page_back_and_resumes(db, server, t
     script_oai(server)
     other = tmp_path / "other.jsonl"
     other.write_text('{"id": "2301.99999", "title": "Hybrid Search Without Tuning"}\n')
-    from papersift.ingest import ingest_paths  # noqa: PLC0415
+    from papersift.ingest import ingest_paths
 
     assert not ingest_paths(db, [other]).failed
     with db.engine.begin() as conn:

@@ -18,7 +18,6 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from papersift.cli import app
-from papersift.config import Settings, load_settings
 from papersift.model import normalize_title
 from papersift.search import documents as docstore
 from papersift.search.catalog import paper_key
@@ -29,6 +28,7 @@ from papersift.search.service import (
     get_service,
     index_changed,
 )
+from papersift.settings import Settings, load_settings
 from papersift.store import papers as paper_store
 from papersift.store.collections import get_collection
 from papersift.store.db import Database
@@ -491,7 +491,7 @@ def test_concurrent_searches_agree(svc: SearchService):
         try:
             for q in queries * 3:
                 assert [h.paper_id for h in svc.search(q).hits] == expected[q]
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]

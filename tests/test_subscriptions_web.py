@@ -21,10 +21,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from papersift.config import Settings, load_settings
 from papersift.digest import subscriptions as subs
 from papersift.digest import tokens
 from papersift.digest.run import run_digests
+from papersift.settings import Settings, load_settings
 from papersift.store.db import Database
 from papersift.store.schema import SubscriberRow
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from papersift.config import load_settings
+from papersift.settings import load_settings
 from papersift.store.db import Database
 from papersift.store.schema import PaperRow
 from papersift.web.app import create_app

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from papersift import __version__
-from papersift.config import Settings, load_settings
+from papersift.settings import Settings, load_settings
 from papersift.store.db import Database, DatabaseError
 
 app = typer.Typer(

@@ -60,12 +60,12 @@ def update_search_index(paper_ids: list[str], *, quiet: bool = False) -> None:
     if not paper_ids:
         return
     try:
-        from papersift.search.service import index_changed  # noqa: PLC0415
+        from papersift.search.service import index_changed
     except ImportError:  # the search layer is optional for ingest
         return
     try:
         index_changed(state.settings, state.db(), paper_ids, quiet=quiet)
-    except Exception as exc:  # noqa: BLE001 - any indexing failure leaves the data intact
+    except Exception as exc:
         err_console.print(
             f"[yellow]warning:[/] papers are stored but the search index was not updated "
             f"({escape(f'{exc.__class__.__name__}: {exc}')}); run `papersift index`",

@@ -35,11 +35,11 @@ from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from papersift.config import Settings
 from papersift.digest import mail, tokens
 from papersift.digest.subscriptions import Subscriber, as_utc
 from papersift.model import Paper
 from papersift.rank.trending import WINDOWS, trending
+from papersift.settings import Settings
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
 from papersift.store.schema import CollectionEntryRow, CollectionRow, PaperRow, SentPaperRow
@@ -131,7 +131,7 @@ class Composer:
     def _service(self) -> Any | None:
         if self._search is None and self._use_search:
             try:
-                from papersift.search.service import get_service  # noqa: PLC0415
+                from papersift.search.service import get_service
             except ImportError:
                 self._use_search = False
                 self.warnings.append("search is not installed: topics are not matched")
@@ -153,7 +153,7 @@ class Composer:
                     for i, h in enumerate(results.hits)
                     if h.score >= MIN_TOPIC_SCORE or (i < ALWAYS_TOP and h.score > 0)
                 ]
-            except Exception as exc:  # noqa: BLE001 - one bad topic must not stop a run
+            except Exception as exc:
                 self.warnings.append(f"topic {topic!r} could not be searched: {exc}")
                 log.warning("digest topic %r: search failed: %s", topic, exc)
         self._topic_hits[key] = ids

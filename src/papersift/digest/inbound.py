@@ -14,9 +14,9 @@ import re
 from email import policy
 from email.parser import BytesParser
 
-from papersift.config import Settings
 from papersift.digest import subscriptions as subs
 from papersift.digest.tokens import TokenError
+from papersift.settings import Settings
 from papersift.store.db import Database
 
 MAX_MESSAGE = 1_000_000  # bytes; an unsubscribe request is a few hundred
@@ -38,7 +38,7 @@ def candidate_tokens(raw: bytes) -> list[str]:
         raise InboundError("empty message")
     try:
         texts = _texts(raw)
-    except Exception as exc:  # noqa: BLE001 - the email package raises assorted types
+    except Exception as exc:
         # on hostile input (IndexError, HeaderParseError, ...): the message is unreadable.
         raise InboundError(f"unreadable message ({exc.__class__.__name__})") from exc
     found: list[str] = []

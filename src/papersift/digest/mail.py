@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from papersift.config import Settings
 from papersift.digest.smtp import wire_bytes
+from papersift.settings import Settings
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_LINE = 998  # RFC 5322's hard limit for a line of a message

@@ -45,7 +45,6 @@ from sqlalchemy import case, exists, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from papersift.config import Settings
 from papersift.digest.compose import (
     Composer,
     Digest,
@@ -64,6 +63,7 @@ from papersift.digest.smtp import (
     SmtpUnavailable,
 )
 from papersift.digest.subscriptions import CONFIRMED, PAUSED, Subscriber, as_utc
+from papersift.settings import Settings
 from papersift.store.db import Database
 from papersift.store.schema import DigestLedgerRow, SentPaperRow, SubscriberRow
 

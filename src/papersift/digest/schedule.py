@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable
 from datetime import date, datetime
 
-from papersift.config import Settings
 from papersift.digest.run import RunReport, run_digests
+from papersift.settings import Settings
 from papersift.store.db import Database
 
 log = logging.getLogger("papersift.digest")
@@ -67,7 +67,7 @@ def start_scheduler(
                         last_clean = now.date()  # nothing left to retry today
                     if on_report:
                         on_report(report)
-                except Exception:  # noqa: BLE001 - the web server must keep running
+                except Exception:
                     log.exception("digest run failed")
             stop.wait(interval)
 

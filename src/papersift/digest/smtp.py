@@ -239,7 +239,7 @@ class Mailer:
             return
         try:
             conn.close()
-        except Exception:  # noqa: BLE001 - closing a broken socket may fail in any way
+        except Exception:
             pass
 
     def close(self) -> None:
@@ -249,7 +249,7 @@ class Mailer:
         if conn is not None:
             try:
                 conn.quit()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self._drop(conn)
 
     def __enter__(self) -> Mailer:

@@ -20,7 +20,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from papersift.config import Settings
 from papersift.digest import mail, tokens
 from papersift.digest.validation import (
     Preferences,
@@ -28,6 +27,7 @@ from papersift.digest.validation import (
     clean_preferences,
     normalize_email,
 )
+from papersift.settings import Settings
 from papersift.store.db import Database
 from papersift.store.schema import CollectionRow, SubscriberRow
 

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.timed import TimestampSigner
 
-from papersift.config import Settings
+from papersift.settings import Settings
 
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from papersift.config import load_settings
 from papersift.search import documents as docstore
 from papersift.search.metrics import Qrels, evaluate
+from papersift.settings import load_settings
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
 

@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import tantivy
 
-from papersift.config import Settings
 from papersift.search import documents as docstore
 from papersift.search import hybrid
 from papersift.search.catalog import Catalog, paper_key
@@ -46,6 +45,7 @@ from papersift.search.embedder import EmbedderError
 from papersift.search.lexical import FilterSpec, LexicalDoc, LexicalIndex
 from papersift.search.query import CleanQuery, clean_query
 from papersift.search.vectors import VectorIndex, VectorParams
+from papersift.settings import Settings
 from papersift.store.db import Database
 
 MODES = ("hybrid", "lexical", "semantic")

@@ -15,8 +15,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from papersift import __version__
-from papersift.config import Settings, load_settings
 from papersift.rank import trending as trending_mod
+from papersift.settings import Settings, load_settings
 from papersift.store.db import Database
 from papersift.web import problems
 from papersift.web.deps import ViewCounter
@@ -65,7 +65,7 @@ def _warm_search(app: FastAPI, freeze_gc: bool = False) -> None:
         service = get_service(app.state.settings, app.state.db)
         service.search("warm up", k=1)
         service.warm()
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.info("search warm-up skipped", exc_info=True)
     if freeze_gc:
         gc.collect()  # what is garbage now should not be frozen

@@ -11,10 +11,10 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
-from papersift.config import Settings
 from papersift.model import Paper
 from papersift.rank import trending as trending_mod
 from papersift.rank import votes as vote_store
+from papersift.settings import Settings
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
 from papersift.web.searching import ResultCache

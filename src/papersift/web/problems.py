@@ -69,7 +69,7 @@ def error_page(
             status_code=status,
             headers=headers,
         )
-    except Exception:  # noqa: BLE001 - the error page must never fail in turn
+    except Exception:
         log.exception("error page failed")
         return HTMLResponse(
             f"<!doctype html><title>{status}</title><p>Error {status}.</p>",

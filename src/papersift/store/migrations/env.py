@@ -7,7 +7,7 @@ from papersift.store.schema import Base
 config = context.config
 connection = config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only when someone runs the alembic CLI directly
-    from papersift.config import load_settings
+    from papersift.settings import load_settings
     from papersift.store.db import create_db_engine
 
     connection = create_db_engine(load_settings().db_url).connect()
