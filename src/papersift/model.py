@@ -65,6 +65,13 @@ def clean_text(text: str | None) -> str:
     return " ".join(text.split())
 
 
+def paper_text(title: str | None, abstract: str | None) -> str:
+    """The text search indexes and embeds: the title, then the abstract (one definition, so the
+    content hash of stored embeddings, the lexical index and evaluation always agree)."""
+    title = title or ""
+    return f"{title}. {abstract}" if abstract else title
+
+
 @dataclass
 class Paper:
     """A research paper as papersift knows it, merged from every source that mentioned it."""
@@ -92,7 +99,7 @@ class Paper:
     @property
     def text(self) -> str:
         """The text that search indexes and embeds: title then abstract."""
-        return f"{self.title}. {self.abstract}" if self.abstract else self.title
+        return paper_text(self.title, self.abstract)
 
     def to_dict(self) -> dict:
         """JSON-ready mapping (dates as ISO strings)."""
