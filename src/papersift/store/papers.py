@@ -108,6 +108,18 @@ def iter_papers(session: Session, batch: int = 2000) -> Iterator[Paper]:
         last = rows[-1].id
 
 
+def newest_ids(session: Session, limit: int, *, offset: int = 0) -> list[str]:
+    """Ids of the most recently published papers first; undated papers after them, and ties
+    broken by first-seen time (newest first), then id. The one "newest" order of the app."""
+    stmt = (
+        select(PaperRow.id)
+        .order_by(PaperRow.published.desc().nulls_last(), PaperRow.first_seen.desc(), PaperRow.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
 def find_matches(
     session: Session, arxiv_ids: Sequence[str], dois: Sequence[str], title_keys: Sequence[str]
 ) -> list[dict]:
