@@ -20,7 +20,6 @@ Usage: python bench/digest.py [--subscribers 10000] [--no-postgres] [--no-write]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import os
 import random
@@ -221,7 +220,7 @@ def bench_compose(settings: Settings, db: Database) -> dict:
 def bench_send(settings: Settings, db: Database, max_seconds: float) -> dict:
     sink, port = start_sink()
     try:
-        live = dataclasses.replace(settings, smtp_url=f"smtp://127.0.0.1:{port}")
+        live = settings.replace(smtp_url=f"smtp://127.0.0.1:{port}")
         deadline = time.monotonic() + max_seconds
         t0 = time.perf_counter()
         report = DigestRun(live, db, rate=0, should_stop=lambda: time.monotonic() > deadline).run()

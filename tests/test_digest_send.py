@@ -7,7 +7,6 @@ connection for many messages, the rate limit, dry runs and concurrent runs.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from datetime import UTC, date, datetime, timedelta
@@ -44,7 +43,7 @@ def corpus(db: Database, tmp_path: Path, smtp: SmtpCapture) -> tuple[Settings, D
     summary = ingest_paths(db, [SEEDS])
     assert not summary.failed
     settings = load_settings(tmp_path / "home", db.url)
-    return dataclasses.replace(settings, smtp_url=smtp.url), db
+    return settings.replace(smtp_url=smtp.url), db
 
 
 def add_confirmed(settings: Settings, db: Database, email: str, **prefs) -> subs.Subscriber:
@@ -176,7 +175,7 @@ def test_smtp_down_is_retried_then_recorded_and_nothing_marked_sent(corpus) -> N
     settings, db = corpus
     ada = add_confirmed(settings, db, "ada@example.org")
     add_confirmed(settings, db, "bob@example.org")
-    down = dataclasses.replace(settings, smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    down = settings.replace(smtp_url=f"smtp://127.0.0.1:{free_port()}")
     sleeps: list[float] = []
     mailer = Mailer(
         SmtpConfig.from_url(down.smtp_url), retries=3, backoff=0.01, sleep=sleeps.append
@@ -196,7 +195,7 @@ def test_smtp_down_is_retried_then_recorded_and_nothing_marked_sent(corpus) -> N
 def test_failed_digest_is_sent_once_when_smtp_is_back(corpus, smtp: SmtpCapture) -> None:
     settings, db = corpus
     add_confirmed(settings, db, "ada@example.org")
-    down = dataclasses.replace(settings, smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    down = settings.replace(smtp_url=f"smtp://127.0.0.1:{free_port()}")
     assert run(down, db, retries=0).count("failed") == 1
     report = run(settings, db)
     assert report.counts() == {"sent": 1}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -273,7 +272,7 @@ def test_digest_message_headers_and_parts(settings) -> None:
     [https] = [p.strip().strip("<>") for p in str(msg["List-Unsubscribe"]).split(",")]
     assert https.startswith("https://papers.example.org/unsubscribe?token=")
     token = https.split("token=")[1]
-    read_by = dataclasses.replace(settings, unsubscribe_mailto="leave@papers.example.org")
+    read_by = settings.replace(unsubscribe_mailto="leave@papers.example.org")
     with_mailto = build_message(read_by, _digest())
     https2, mailto = [
         p.strip().strip("<>") for p in str(with_mailto["List-Unsubscribe"]).split(",")

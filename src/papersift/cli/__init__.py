@@ -15,6 +15,7 @@ from papersift.cli import search as _search  # noqa: F401  (search, similar, eva
 from papersift.cli import web as _web  # noqa: F401  (registers serve)
 from papersift.cli import harvest as _harvest  # noqa: F401
 from papersift.cli import digest as _digest  # noqa: F401  (registers subscribers, digest)
+from papersift.cli import settings as _settings  # noqa: F401  (registers settings)
 # isort: on
 
 __all__ = ["app", "main"]

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from papersift import __version__
-from papersift.settings import Settings, load_settings
+from papersift.settings import Settings, SettingsError, load_settings
 from papersift.store.db import Database, DatabaseError
 
 app = typer.Typer(
@@ -34,13 +34,17 @@ class State:
     def __init__(self) -> None:
         self.home: Path | None = None
         self.db_url: str | None = None
+        self.config: Path | None = None
         self._settings: Settings | None = None
         self._db: Database | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings(self.home, self.db_url)
+            try:
+                self._settings = load_settings(self.home, self.db_url, self.config)
+            except SettingsError as exc:
+                fail(str(exc), code=2)
         return self._settings
 
     def db(self, *, exit_code: int = 2) -> Database:
@@ -93,6 +97,15 @@ def root(
             show_envvar=False,
         ),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A TOML file of settings (see `papersift settings`); default "
+            "$PAPERSIFT_CONFIG or papersift.toml in the home.",
+            show_envvar=False,
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
@@ -100,5 +113,6 @@ def root(
     """papersift: self-hostable research-paper discovery."""
     state.home = home
     state.db_url = db
+    state.config = config
     state._settings = None
     state._db = None

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -353,10 +352,7 @@ def digest_send(
 ) -> None:
     day = _parse_day(period)
     if rate is None:
-        try:
-            rate = float(os.environ.get("PAPERSIFT_SMTP_RATE", "10"))
-        except ValueError:
-            fail("PAPERSIFT_SMTP_RATE must be a number", code=2)
+        rate = state.settings.smtp_rate
     if rate < 0 or retries < 0 or backoff < 0 or pause_after < 1:
         fail("--rate, --retries and --backoff must be >= 0, --pause-after >= 1", code=2)
     settings = state.settings

@@ -8,7 +8,6 @@ working. Tokens carry no other state, so nothing needs to be stored to check the
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -59,9 +58,8 @@ _secrets: dict[str, str] = {}
 def _secret(settings: Settings) -> str:
     """The signing key; read from the home once per process (a digest run signs two links
     per mail, and ``Settings.secret_key`` reads a file)."""
-    env = os.environ.get("PAPERSIFT_SECRET")
-    if env:
-        return env
+    if settings.secret:
+        return settings.secret
     home = str(settings.home)
     if home not in _secrets:
         _secrets[home] = settings.secret_key()

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from papersift.search import quantize
+from papersift.settings import current as current_settings
 
 log = logging.getLogger("papersift.search")
 
@@ -151,9 +152,9 @@ def resolve_model(model_dir: str | Path | None = None) -> ModelFiles:
 
 def default_threads() -> int:
     """Intra-op threads: all cores up to four (more gives little for a 6-layer model)."""
-    env = os.environ.get("PAPERSIFT_THREADS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
+    threads = current_settings().threads
+    if threads:
+        return threads
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -355,8 +356,8 @@ class TextCache:
 
     @classmethod
     def from_env(cls, model_id: str) -> TextCache | None:
-        folder = os.environ.get("PAPERSIFT_EMBED_CACHE")
-        return cls(Path(folder).expanduser(), model_id) if folder else None
+        folder = current_settings().embed_cache
+        return cls(folder, model_id) if folder else None
 
     @staticmethod
     def _sha(text: str) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 
 from papersift.search import documents as docstore
 from papersift.search.metrics import Qrels, evaluate
+from papersift.settings import current as current_settings
 from papersift.settings import load_settings
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
@@ -41,9 +42,7 @@ class Collection:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("PAPERSIFT_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "papersift"
-    return base / "eval"
+    return current_settings().cache / "eval"
 
 
 def _read_jsonl(path: Path) -> list[dict]:

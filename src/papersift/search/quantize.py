@@ -24,17 +24,17 @@ import os
 import tempfile
 from pathlib import Path
 
+from papersift.settings import current as current_settings
+
 log = logging.getLogger("papersift.search")
 
 
 def enabled() -> bool:
-    return os.environ.get("PAPERSIFT_QUERY_INT8", "1").strip().lower() not in ("0", "no", "false")
+    return current_settings().query_int8
 
 
 def models_dir() -> Path:
-    env = os.environ.get("PAPERSIFT_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "papersift"
-    return base / "models"
+    return current_settings().cache / "models"
 
 
 def _fold_weight_dequantization(model) -> None:

@@ -20,12 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from papersift.settings import current as current_settings
+
 EXACT_LIMIT = 20_000
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.isdigit() and int(value) > 0 else default
 
 
 @dataclass
@@ -45,13 +42,14 @@ class VectorParams:
 
     @classmethod
     def from_env(cls) -> VectorParams:
-        dtype = os.environ.get("PAPERSIFT_VECTOR_DTYPE", "f16")
+        """The deployment's settings (validated there: a bad value is an error, not ignored)."""
+        settings = current_settings()
         return cls(
-            dtype=dtype if dtype in ("f16", "i8", "f32") else "f16",
-            connectivity=_env_int("PAPERSIFT_HNSW_CONNECTIVITY", cls.connectivity),
-            expansion_add=_env_int("PAPERSIFT_HNSW_EXPANSION_ADD", cls.expansion_add),
-            expansion_search=_env_int("PAPERSIFT_HNSW_EXPANSION_SEARCH", cls.expansion_search),
-            exact_limit=_env_int("PAPERSIFT_EXACT_LIMIT", EXACT_LIMIT),
+            dtype=settings.vector_dtype,
+            connectivity=settings.hnsw_connectivity,
+            expansion_add=settings.hnsw_expansion_add,
+            expansion_search=settings.hnsw_expansion_search,
+            exact_limit=settings.exact_limit,
         )
 
 
