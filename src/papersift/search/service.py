@@ -28,11 +28,10 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +43,22 @@ from papersift.search.catalog import Catalog, paper_key
 from papersift.search.embedder import EmbedderError
 from papersift.search.lexical import FilterSpec, LexicalDoc, LexicalIndex
 from papersift.search.query import CleanQuery, clean_query
+from papersift.search.types import (
+    MAX_K,
+    MAX_OFFSET,
+    MODES,
+    SORTS,
+    IndexReport,
+    SearchError,
+    SearchFilters,
+    SearchHit,
+    SearchResults,
+)
+from papersift.search.types import Progress as ProgressFn
 from papersift.search.vectors import VectorIndex, VectorParams
 from papersift.settings import Settings
 from papersift.store.db import Database
 
-MODES = ("hybrid", "lexical", "semantic")
-SORTS = ("relevance", "date")
-MAX_K = 1000
-MAX_OFFSET = 10_000
 DATE_POOL = 200  # sort=date orders the best 200 relevant papers (semantic/hybrid) by date
 EMBED_BATCH = 1024  # papers embedded (and written to the database) per step
 EMBED_LIMIT = 20_000  # more changed papers than this: ingest leaves embedding to `index`
@@ -59,9 +66,6 @@ FILTER_EXACT = 5_000  # narrow filters: exact dense search over the papers that 
 # Term distributions of feedback documents kept per open index (LRU; a few KB each). The top
 # documents of related queries repeat, and a miss costs a database read and an analysis.
 TERM_CACHE = 4_096
-
-ProgressFn = Callable[[int, int], None]  # (papers embedded so far, papers to embed)
-
 
 # Overlaps a hybrid query's dense side with its lexical search; two workers cover two
 # concurrent requests without queueing, more would only compete for the same cores.
@@ -100,45 +104,6 @@ class _Running:
 
 _HYBRID_RUNNING = _Running()
 _CORES = os.cpu_count() or 1
-
-
-class SearchError(ValueError):
-    """A request that cannot be served as asked (message is for the user)."""
-
-
-@dataclass
-class SearchFilters:
-    date_from: date | None = None
-    date_to: date | None = None
-    has_code: bool | None = None
-    collection: str | None = None
-    category: str | None = None
-
-
-@dataclass
-class SearchHit:
-    paper_id: str
-    score: float
-
-
-@dataclass
-class SearchResults:
-    hits: list[SearchHit]
-    total: int
-    query: str
-    mode: str
-    message: str | None = None
-
-
-@dataclass
-class IndexReport:
-    """What an index run did."""
-
-    indexed: int = 0
-    embedded: int = 0
-    removed: int = 0
-    pending_vectors: int = 0  # papers left without a vector (too many to embed now)
-    seconds: float = 0.0
 
 
 @dataclass
