@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
+from typing import Any, get_type_hints
 
 # arXiv identifiers: new style 2301.00001(v2), old style hep-th/9901001(v1).
 _ARXIV_NEW = re.compile(r"^(\d{4}\.\d{4,5})(v\d+)?$")
@@ -72,11 +74,14 @@ def paper_text(title: str | None, abstract: str | None) -> str:
     return f"{title}. {abstract}" if abstract else title
 
 
-@dataclass
-class Paper:
-    """A research paper as papersift knows it, merged from every source that mentioned it."""
+@dataclass(kw_only=True)
+class PaperMetadata:
+    """What a source can say about a paper: the descriptive fields, without identity.
 
-    id: str
+    Parsed records (``ingest.records.PaperRecord``) and stored papers (:class:`Paper`)
+    both extend it, so each field is declared once.
+    """
+
     title: str
     abstract: str = ""
     authors: list[str] = field(default_factory=list)
@@ -88,8 +93,6 @@ class Paper:
     abs_url: str | None = None
     pdf_url: str | None = None
     code_urls: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    first_seen: datetime | None = None
 
     @property
     def code_url(self) -> str | None:
@@ -101,25 +104,53 @@ class Paper:
         """The text that search indexes and embeds: title then abstract."""
         return paper_text(self.title, self.abstract)
 
-    def to_dict(self) -> dict:
-        """JSON-ready mapping (dates as ISO strings)."""
-        return {
-            "id": self.id,
-            "title": self.title,
-            "abstract": self.abstract,
-            "authors": list(self.authors),
-            "published": self.published.isoformat() if self.published else None,
-            "updated": self.updated.isoformat() if self.updated else None,
-            "categories": list(self.categories),
-            "doi": self.doi,
-            "arxiv_id": self.arxiv_id,
-            "abs_url": self.abs_url,
-            "pdf_url": self.pdf_url,
-            "code_url": self.code_url,
-            "code_urls": list(self.code_urls),
-            "sources": list(self.sources),
-            "first_seen": self.first_seen.isoformat() if self.first_seen else None,
-        }
+
+@dataclass(kw_only=True)
+class Paper(PaperMetadata):
+    """A research paper as papersift knows it, merged from every source that mentioned it."""
+
+    id: str
+    sources: list[str] = field(default_factory=list)
+    first_seen: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping of :data:`PAPER_FIELDS` plus ``code_url`` (dates as ISO text)."""
+        out: dict[str, Any] = {}
+        for name in PAPER_FIELDS:
+            if name == "code_urls":
+                out["code_url"] = self.code_url
+            value = getattr(self, name)
+            if isinstance(value, date):  # datetime is a date too
+                value = value.isoformat()
+            elif isinstance(value, list):
+                value = list(value)
+            out[name] = value
+        return out
+
+
+# The paper's fields, id first, then in declaration order: the one list every other form
+# of a paper (database rows, search documents, API schemas, exports) is derived from.
+PAPER_FIELDS: tuple[str, ...] = ("id", *(f.name for f in fields(Paper) if f.name != "id"))
+# The descriptive fields a source provides (no id, sources or first-seen time).
+METADATA_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PaperMetadata))
+# Fields holding lists (copied, and never None, when a paper is built from a row).
+LIST_FIELDS: frozenset[str] = frozenset(f.name for f in fields(Paper) if f.default_factory is list)
+
+
+def paper_field_types() -> dict[str, Any]:
+    """Field name -> resolved type annotation, for deriving schemas (e.g. pydantic models)."""
+    hints = get_type_hints(Paper)
+    return {name: hints[name] for name in PAPER_FIELDS}
+
+
+def paper_from_mapping(row: Mapping[Any, Any]) -> Paper:
+    """A :class:`Paper` from any mapping that has its fields (a database row, a dict);
+    extra keys are ignored, missing or NULL lists become empty, a NULL abstract ''."""
+    values: dict[str, Any] = {name: row.get(name) for name in PAPER_FIELDS}
+    for name in LIST_FIELDS:
+        values[name] = list(values[name] or [])
+    values["abstract"] = values["abstract"] or ""
+    return Paper(**values)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from papersift.ingest.records import PaperRecord
 from papersift.model import title_paper_id
-from papersift.store.papers import content_hash
+from papersift.store.papers import content_hash, new_paper_row
 
 
 def _union(existing: list, new: list) -> list:
@@ -24,26 +24,10 @@ def _union(existing: list, new: list) -> list:
 
 
 def new_row(record: PaperRecord, paper_id: str, source: str, now: datetime) -> dict:
-    return {
-        "id": paper_id,
-        "arxiv_id": record.arxiv_id,
-        "doi": record.doi,
-        "title_key": record.title_key,
-        "title": record.title,
-        "abstract": record.abstract,
-        "authors": record.authors,
-        "published": record.published,
-        "updated": record.updated,
-        "categories": record.categories,
-        "abs_url": record.abs_url,
-        "pdf_url": record.pdf_url,
-        "code_urls": record.code_urls,
-        "has_code": bool(record.code_urls),
-        "sources": [source],
-        "first_seen": now,
-        "modified_at": now,
-        "content_hash": content_hash(record.title, record.abstract),
-    }
+    """The papers row of a record that matched no stored paper."""
+    return new_paper_row(
+        record, paper_id=paper_id, source=source, now=now, title_key=record.title_key
+    )
 
 
 def preferred_id(record: PaperRecord) -> str:

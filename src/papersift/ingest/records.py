@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from papersift.ingest.errors import IngestError
-from papersift.model import clean_text, normalize_arxiv_id, normalize_doi, normalize_title
+from papersift.model import (
+    PaperMetadata,
+    clean_text,
+    normalize_arxiv_id,
+    normalize_doi,
+    normalize_title,
+)
 
 MAX_TITLE_CHARS = 2_000
 MAX_ABSTRACT_CHARS = 100_000
@@ -98,21 +104,10 @@ def split_authors(value: object) -> list[str]:
     return [n for n in names if n]
 
 
-@dataclass
-class PaperRecord:
+@dataclass(kw_only=True)
+class PaperRecord(PaperMetadata):
     """One source's description of a paper; ``location`` says where in the source it was."""
 
-    title: str
-    abstract: str = ""
-    authors: list[str] = field(default_factory=list)
-    published: date | None = None
-    updated: date | None = None
-    categories: list[str] = field(default_factory=list)
-    doi: str | None = None
-    arxiv_id: str | None = None
-    abs_url: str | None = None
-    pdf_url: str | None = None
-    code_urls: list[str] = field(default_factory=list)
     location: str = ""
     extra_text: str = ""  # e.g. arXiv comments: searched for code links, not stored
     title_key: str = ""  # set by finalize(): the normalized title used for merging

@@ -26,25 +26,20 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 
-from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from papersift.store.schema import PaperRow, PaperViewRow, VoteRow
+from papersift.store import papers as paper_store
+from papersift.store import votes as vote_store
 
 WINDOWS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
 GRAVITY = 1.5
 VIEW_WEIGHT = 0.1
 
 
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything here is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _arrival(published: date | None, first_seen: datetime | None, now: datetime) -> datetime:
     if published is not None:
         return datetime.combine(published, dtime(), tzinfo=UTC)
-    return _aware(first_seen) if first_seen else now
+    return first_seen or now
 
 
 def decayed_score(points: float, age_hours: float, window: timedelta) -> float:
@@ -63,14 +58,10 @@ def check_window(window: str) -> timedelta:
 def activity(session: Session, since: datetime) -> dict[str, float]:
     """Points (votes + weighted views) per paper since ``since``."""
     points: dict[str, float] = {}
-    votes = select(VoteRow.paper_id, func.count()).where(VoteRow.created_at >= since)
-    for paper_id, count in session.execute(votes.group_by(VoteRow.paper_id)):
+    for paper_id, count in vote_store.votes_since(session, since).items():
         points[paper_id] = points.get(paper_id, 0.0) + float(count)
-    views = select(PaperViewRow.paper_id, func.sum(PaperViewRow.count)).where(
-        PaperViewRow.day >= since.date()
-    )
-    for paper_id, count in session.execute(views.group_by(PaperViewRow.paper_id)):
-        points[paper_id] = points.get(paper_id, 0.0) + VIEW_WEIGHT * float(count or 0)
+    for paper_id, count in vote_store.views_since(session, since.date()).items():
+        points[paper_id] = points.get(paper_id, 0.0) + VIEW_WEIGHT * float(count)
     return points
 
 
@@ -81,31 +72,22 @@ def trending(
     span = check_window(window)
     if limit <= 0:
         return []
-    now = _aware(now) if now else datetime.now(UTC)
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None:  # a naive "now" is UTC, as everywhere in the store
+        now = now.replace(tzinfo=UTC)
     points = activity(session, now - span)
     scored: list[tuple[str, float, datetime]] = []
-    ids = list(points)
-    for i in range(0, len(ids), 500):
-        rows = session.execute(
-            select(PaperRow.id, PaperRow.published, PaperRow.first_seen).where(
-                PaperRow.id.in_(ids[i : i + 500])
-            )
-        )
-        for paper_id, published, first_seen in rows:
-            age = (now - _arrival(published, first_seen, now)).total_seconds() / 3600
-            seen = _aware(first_seen) if first_seen else now
-            scored.append((paper_id, decayed_score(points[paper_id], age, span), seen))
+    for paper_id, published, first_seen in paper_store.arrivals(session, list(points)):
+        age = (now - _arrival(published, first_seen, now)).total_seconds() / 3600
+        seen = first_seen or now
+        scored.append((paper_id, decayed_score(points[paper_id], age, span), seen))
     scored.sort(key=lambda t: (-t[1], -t[2].timestamp(), t[0]))
     out = [(pid, score) for pid, score, _ in scored[:limit]]
     if len(out) < limit:
         taken = {pid for pid, _ in out}
         # Over-fetch by the number already taken so the filler never comes up short.
-        filler = session.scalars(
-            select(PaperRow.id)
-            .order_by(PaperRow.first_seen.desc(), PaperRow.id)
-            .limit(limit - len(out) + len(taken))
-        )
-        for paper_id in filler:
+        for paper_id in paper_store.recently_seen_ids(session, limit - len(out) + len(taken)):
             if paper_id not in taken:
                 out.append((paper_id, 0.0))
                 if len(out) == limit:
@@ -115,28 +97,7 @@ def trending(
 
 def record_view(session: Session, paper_id: str, day: date | None = None) -> None:
     """Count one view of a paper on a day (UTC today by default); an upsert, race-safe."""
-    day = day or datetime.now(UTC).date()
-    dialect = session.get_bind().dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        stmt = insert(PaperViewRow).values(paper_id=paper_id, day=day, count=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[PaperViewRow.paper_id, PaperViewRow.day],
-            set_={"count": PaperViewRow.count + 1},
-        )
-        session.execute(stmt)
-        return
-    result = session.execute(
-        update(PaperViewRow)
-        .where(PaperViewRow.paper_id == paper_id, PaperViewRow.day == day)
-        .values(count=PaperViewRow.count + 1)
-    )
-    if result.rowcount == 0:
-        session.add(PaperViewRow(paper_id=paper_id, day=day, count=1))
-        session.flush()
+    vote_store.add_view(session, paper_id, day or datetime.now(UTC).date())
 
 
 class TrendingCache:

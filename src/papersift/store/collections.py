@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from papersift.model import Collection, CollectionEntry
@@ -34,7 +34,7 @@ def upsert_collection(session: Session, name: str, origin: str, paper_ids: list[
         state = "updated"
     if paper_ids:
         session.execute(
-            CollectionEntryRow.__table__.insert(),
+            insert(CollectionEntryRow),
             [
                 {"collection_id": row.id, "rank": rank, "paper_id": pid}
                 for rank, pid in enumerate(paper_ids, start=1)
