@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -26,6 +27,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from papersift.home import ensure_private_dir
 
 ENV_PREFIX = "PAPERSIFT_"
 CONFIG_NAME = "papersift.toml"
@@ -216,21 +219,40 @@ class Settings(BaseSettings):
         """Key for signed cookies and email tokens; generated once per home if not set."""
         if self.secret:
             return self.secret
-        path = self.home / "secret.key"
-        if path.exists():
-            return path.read_text().strip()
-        self.home.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(32)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(key)
-        os.chmod(tmp, 0o600)
+        return _file_key(self.home / "secret.key")
+
+
+def _file_key(path: Path) -> str:
+    """The key in ``path``, created once: each process writes a complete key to a file of its
+    own and hard-links it into place, so the first link wins and no reader ever sees a
+    partial or empty key, however many processes start at once."""
+    key = _read_key(path)
+    if key:
+        return key
+    ensure_private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)  # 0600 by construction
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+            fh.flush()
+            os.fsync(fh.fileno())
         try:
-            os.link(tmp, path)  # first writer wins if two processes race
+            os.link(tmp, path)
         except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path.read_text().strip()
+            pass  # another process won; use its key
+    finally:
+        os.unlink(tmp)
+    key = _read_key(path)
+    if not key:
+        raise SettingsError(f"{path} is empty or unreadable: remove it to make a new key")
+    return key
+
+
+def _read_key(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
 
 
 def worker_environment(

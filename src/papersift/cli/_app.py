@@ -12,7 +12,7 @@ from rich.console import Console
 
 from papersift import __version__
 from papersift.settings import Settings, SettingsError, load_settings
-from papersift.store.db import Database, DatabaseError
+from papersift.store.db import Database, DatabaseError, sqlite_folder
 
 app = typer.Typer(
     name="papersift",
@@ -50,6 +50,10 @@ class State:
     def db(self, *, exit_code: int = 2) -> Database:
         """The migrated database; a clear message and ``exit_code`` if it cannot be opened."""
         if self._db is None:
+            folder = sqlite_folder(self.settings.db_url)
+            if folder is not None and folder != self.settings.home and not folder.is_dir():
+                # A database path someone typed: a typo must not become a new folder.
+                fail(f"folder {folder} of the --db path does not exist", code=exit_code)
             try:
                 self._db = Database(self.settings.db_url)
             except DatabaseError as exc:
