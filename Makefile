@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: install demo test lint bench browser-deps clean
+.PHONY: install demo test lint typecheck audit bench browser-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,12 +21,20 @@ install: $(STAMP)
 demo: install
 	$(BIN)/papersift demo
 
-test: install browser-deps lint
+test: install browser-deps lint typecheck audit
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
+
+typecheck: install
+	$(BIN)/mypy
+
+# Known vulnerabilities in the installed dependencies (pip-audit); a visible note, not a
+# failure, where the vulnerability service cannot be reached.
+audit: install
+	$(BIN)/python tools/audit.py
 
 bench: install
 	$(BIN)/python bench/ingest.py
