@@ -1,4 +1,4 @@
-"""signing keys in the database, view de-duplication, index progress
+"""view de-duplication and vote eligibility (votes and views that one client cannot inflate)
 
 Revision ID: 0004
 Revises: 0003

@@ -1,4 +1,4 @@
-"""accounts, sessions, API tokens, library tags, notes, comments, saved searches
+"""accounts, sign-in links, sessions, API tokens, account votes, comments
 
 Revision ID: 0005
 Revises: 0004
