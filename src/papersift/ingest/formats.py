@@ -31,9 +31,9 @@ class ParsedSource:
     deleted: int = 0  # OAI-PMH records marked deleted: skipped, but not "no papers"
 
 
-def _open_bytes(path: Path) -> io.BufferedIOBase:
+def _open_bytes(path: Path) -> gzip.GzipFile | io.BufferedReader:
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return gzip.open(path, "rb")
     return path.open("rb")
 
 

@@ -14,17 +14,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
-
 from papersift.ingest.errors import IngestError
 from papersift.ingest.formats import open_source
 from papersift.ingest.merge import conflicts, merge_into, new_row, preferred_id
 from papersift.ingest.records import PaperRecord
 from papersift.store import papers as paper_store
 from papersift.store.collections import upsert_collection
-from papersift.store.db import Database
+from papersift.store.db import (
+    Database,
+    Session,
+    StoreError,
+    prepare_bulk_write,
+    store_error_text,
+)
 
 BATCH = 2000
 SQLITE_CACHE_KIB = 65_536  # page cache of an ingest transaction on SQLite (see merge_records)
@@ -226,17 +228,7 @@ def merge_records(
     progress: ProgressFn | None = None,
 ) -> tuple[Merger, list[str]]:
     """Merge ``records`` into the session's transaction; the merger and ids in record order."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        # SQLite's default 2 MB page cache spills the growing indexes to the WAL mid-
-        # transaction; 64 MB keeps the indexes of a few hundred thousand papers in memory
-        # (measured: about 15% more papers/s at 100k). Memory is only used as pages are.
-        session.execute(text(f"PRAGMA cache_size = -{int(SQLITE_CACHE_KIB)}"))
-    if dialect == "postgresql":
-        # A table filled inside this very transaction has no statistics yet, so the
-        # planner scans it whole for every identity lookup: quadratic on a big first
-        # ingest (450 papers/s at 100k). Lookups here are always by indexed columns.
-        session.execute(text("SET LOCAL enable_seqscan = off"))
+    prepare_bulk_write(session, sqlite_cache_kib=SQLITE_CACHE_KIB)
     merger = Merger(session, source, now or datetime.now(UTC))
     order: list[str] = []
     for batch in _batched(iter(records), batch_size):
@@ -244,12 +236,6 @@ def merge_records(
         if progress:
             progress(len(batch))
     return merger, order
-
-
-def _db_error_text(exc: SQLAlchemyError) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
-    return f"{orig.__class__.__name__}: {first}"[:500]
 
 
 def ingest_file(
@@ -280,8 +266,8 @@ def ingest_file(
     except IngestError as exc:
         exc.at(source=str(path))
         _clear(result, str(exc))
-    except SQLAlchemyError as exc:
-        _clear(result, f"{path}: database error, file not ingested ({_db_error_text(exc)})")
+    except StoreError as exc:
+        _clear(result, f"{path}: database error, file not ingested ({store_error_text(exc)})")
     except (OSError, EOFError, ValueError, zlib.error) as exc:  # corrupt .gz, vanished file
         _clear(result, f"{path}: cannot read file ({exc.__class__.__name__}: {exc})")
     return result
