@@ -39,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report  # noqa: E402
 
-from papersift.digest.compose import Composer, MessageBuilder  # noqa: E402
-from papersift.digest.mail import to_bytes  # noqa: E402
+from papersift.digest.compose import Composer  # noqa: E402
+from papersift.digest.mail import MessageBuilder  # noqa: E402
 from papersift.digest.run import DigestRun  # noqa: E402
+from papersift.digest.smtp import wire_bytes as to_bytes  # noqa: E402
 from papersift.digest.subscriptions import Subscriber  # noqa: E402
 from papersift.ingest import ingest_paths  # noqa: E402
 from papersift.settings import Settings, load_settings  # noqa: E402

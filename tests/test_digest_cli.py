@@ -187,6 +187,28 @@ def test_send_with_smtp_down_exits_1_and_reports(
     assert bad.exit_code == 2 and "smtp://" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--rate", "-1"], "rate must be >= 0"),
+        (["--pause-after", "0"], "pause after must be >= 1"),
+        (["--only", "not-an-address"], "exactly one @"),
+    ],
+    ids=["rate", "pause-after", "only"],
+)
+def test_send_refuses_bad_options_with_exit_2(
+    home: Path, smtp: SmtpCapture, args: list[str], says: str
+) -> None:
+    link = last_json(cli("subscribers", "add", "ada@example.org", "--no-mail", "--json").stdout)[
+        "confirm_url"
+    ]
+    cli("subscribers", "confirm", link)
+    result = CliRunner().invoke(app, ["digest", "send", *args])
+    assert result.exit_code == 2 and says in result.stderr, result.output
+    assert "Traceback" not in result.output and smtp.messages == []
+    assert "1 sent" in cli("digest", "send").stdout  # nothing was claimed by the refused run
+
+
 def test_send_help_documents_cron_and_systemd(home: Path) -> None:
     text = CliRunner().invoke(app, ["digest", "send", "--help"], env={"COLUMNS": "120"}).stdout
     assert "0 7 * * *" in text and "OnCalendar=" in text and "--dry-run" in text

@@ -322,3 +322,48 @@ def test_concurrent_runs_in_threads_never_double_send(corpus, smtp: SmtpCapture)
     assert sorted(r for m in smtp.messages for r in m.rcpt_tos) == sorted(emails)
     assert sum(r.count("sent") for r in reports) == 12
     assert set(ledger(db).values()) == {"sent"}
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"rate": -1}, "rate must be >= 0"),
+        ({"retries": -2, "backoff": -0.5}, "retries must be >= 0, got -2; backoff must be >= 0"),
+        ({"pause_after": 0}, "pause after must be >= 1"),
+        ({"emails": ["not an address"]}, "must not contain spaces"),
+        ({"emails": ["ada@example.org\r\nBcc: x@y"]}, "control characters"),
+    ],
+    ids=["rate", "retries-backoff", "pause-after", "bad-only", "header-injection"],
+)
+def test_a_run_with_bad_options_is_refused_before_anything_is_written(
+    corpus, smtp: SmtpCapture, options: dict, says: str
+) -> None:
+    settings, db = corpus
+    add_confirmed(settings, db, "ada@example.org")
+    with pytest.raises(ValueError, match=says):
+        DigestRun(settings, db, day=TODAY, **options)
+    assert ledger(db) == {} and smtp.messages == []
+
+
+def test_a_run_with_an_unusable_sender_or_smtp_url_is_refused(corpus, smtp: SmtpCapture) -> None:
+    settings, db = corpus
+    add_confirmed(settings, db, "ada@example.org")
+    with pytest.raises(ValueError, match="PAPERSIFT_MAIL_FROM"):
+        DigestRun(settings.replace(mail_from="nobody"), db, day=TODAY)
+    with pytest.raises(ValueError, match="smtp://"):
+        DigestRun(settings.replace(smtp_url="http://mail.example.org"), db, day=TODAY)
+    # a dry run never connects, so its SMTP URL does not matter
+    report = run(settings.replace(smtp_url="http://mail.example.org"), db, dry_run=True)
+    assert report.counts() == {"would-send": 1}
+    assert ledger(db) == {} and smtp.messages == []
+
+
+def test_only_accepts_addresses_as_typed_and_matches_them_normalised(
+    corpus, smtp: SmtpCapture
+) -> None:
+    settings, db = corpus
+    add_confirmed(settings, db, "ada@example.org")
+    add_confirmed(settings, db, "bob@example.org")
+    report = run(settings, db, emails=["  Ada@Example.ORG "])
+    assert [o.email for o in report.outcomes] == ["ada@example.org"]
+    assert [m.rcpt_tos for m in smtp.messages] == [["ada@example.org"]]

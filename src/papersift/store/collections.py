@@ -68,6 +68,13 @@ def get_collection(session: Session, name: str) -> Collection | None:
     )
 
 
+def existing_names(session: Session, names: list[str]) -> set[str]:
+    """Which of ``names`` are collections."""
+    if not names:
+        return set()
+    return set(session.scalars(select(CollectionRow.name).where(CollectionRow.name.in_(names))))
+
+
 def collections_of_paper(session: Session, paper_id: str) -> list[tuple[str, int]]:
     """(collection name, rank) for every collection listing the paper."""
     stmt = (
