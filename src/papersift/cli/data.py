@@ -1,9 +1,8 @@
-"""Data commands: ingest, harvest, stats, show, export."""
+"""Data commands: ingest, stats, show, export (through the public API, papersift.api)."""
 
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -11,21 +10,20 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import select
 
+from papersift.api import IngestReport, Library, LibraryError
 from papersift.cli._app import app, console, err_console, fail, print_json, state
-from papersift.export import to_bibtex, to_jsonl
-from papersift.ingest.pipeline import FileResult, IngestSummary, expand_paths, ingest_file
-from papersift.store import collections as coll_store
-from papersift.store import papers as paper_store
-from papersift.store.schema import PaperRow
+from papersift.cli.search import embedding_progress
+from papersift.ingest.pipeline import FileResult, ProgressFn
 
 
-def run_ingest(paths: list[str], *, quiet: bool = False) -> IngestSummary:
-    """Ingest with a progress bar (on stderr) and return the summary."""
-    db = state.db()
-    files, missing = expand_paths(paths)
-    summary = IngestSummary(files=list(missing))
+def library() -> Library:
+    """The library of this invocation's --home/--db (exit 2 if its database cannot open)."""
+    return Library(settings=state.settings, db=state.db())
+
+
+def run_ingest(paths: list[str], *, quiet: bool = False) -> IngestReport:
+    """Ingest with a progress bar (on stderr), update the search index, return the report."""
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -36,22 +34,39 @@ def run_ingest(paths: list[str], *, quiet: bool = False) -> IngestSummary:
         disable=quiet,
         transient=False,
     )
+    task = progress.add_task("ingesting", total=None, records=0)
+
+    def on_files(files: list[Path]) -> None:
+        progress.update(task, total=len(files))
+
+    def on_file_start(path: Path) -> ProgressFn:
+        progress.update(task, description=f"ingesting {path.name}")
+
+        def advance(n: int) -> None:
+            progress.update(task, records=progress.tasks[task].fields["records"] + n)
+
+        return advance
+
+    def on_file_done(_result: FileResult) -> None:
+        progress.advance(task)
+
+    lib = library()
     with progress:
-        task = progress.add_task("ingesting", total=len(files), records=0)
-        for path in files:
-            progress.update(task, description=f"ingesting {path.name}")
-
-            def advance(n: int) -> None:
-                progress.update(task, records=progress.tasks[task].fields["records"] + n)
-
-            summary.files.append(ingest_file(db, path, progress=advance))
-            progress.advance(task)
+        report = lib.ingest(
+            paths,
+            index=False,
+            on_files=on_files,
+            on_file_start=on_file_start,
+            on_file_done=on_file_done,
+        )
         progress.update(task, description="ingested")
-    update_search_index(summary.changed_ids, quiet=quiet)
-    return summary
+    update_search_index(report.changed_ids, quiet=quiet, lib=lib)
+    return report
 
 
-def update_search_index(paper_ids: list[str], *, quiet: bool = False) -> None:
+def update_search_index(
+    paper_ids: list[str], *, quiet: bool = False, lib: Library | None = None
+) -> None:
     """Keep the search index in step after papers were committed (ingest, harvest).
 
     The papers are stored whatever happens here, so a failure is reported as a warning
@@ -60,11 +75,8 @@ def update_search_index(paper_ids: list[str], *, quiet: bool = False) -> None:
     if not paper_ids:
         return
     try:
-        from papersift.search.service import index_changed
-    except ImportError:  # the search layer is optional for ingest
-        return
-    try:
-        index_changed(state.settings, state.db(), paper_ids, quiet=quiet)
+        with embedding_progress(quiet) as on_embed:
+            report = (lib or library()).update_index(paper_ids, on_embed=on_embed)
     except Exception as exc:
         err_console.print(
             f"[yellow]warning:[/] papers are stored but the search index was not updated "
@@ -72,9 +84,17 @@ def update_search_index(paper_ids: list[str], *, quiet: bool = False) -> None:
             highlight=False,
             soft_wrap=True,
         )
+        return
+    if report is not None and report.pending_vectors and not quiet:
+        err_console.print(
+            f"{report.pending_vectors:,} papers are searchable by keyword only for now: run "
+            "`papersift index` to embed them for semantic and hybrid search.",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
-def print_summary(summary: IngestSummary) -> None:
+def print_summary(summary: IngestReport) -> None:
     table = Table(title="ingest summary", title_justify="left")
     for col in ("file", "format", "added", "updated", "unchanged", "status"):
         table.add_column(
@@ -93,9 +113,9 @@ def print_summary(summary: IngestSummary) -> None:
     table.add_row(
         "[bold]total",
         "",
-        f"{summary.total('added'):,}",
-        f"{summary.total('updated'):,}",
-        f"{summary.total('unchanged'):,}",
+        f"{summary.added:,}",
+        f"{summary.updated:,}",
+        f"{summary.unchanged:,}",
         f"{len(summary.files) - len(summary.failed)} ok, {len(summary.failed)} failed",
     )
     console.print(table)
@@ -105,18 +125,6 @@ def print_summary(summary: IngestSummary) -> None:
         err_console.print(
             f"[bold red]failed:[/] {escape(f.error or '')}", highlight=False, soft_wrap=True
         )
-
-
-def _result_dict(f: FileResult) -> dict:
-    return {
-        "path": f.path,
-        "format": f.format,
-        "added": f.added,
-        "updated": f.updated,
-        "unchanged": f.unchanged,
-        "collection": f.collection,
-        "error": f.error,
-    }
 
 
 @app.command()
@@ -132,39 +140,13 @@ def ingest(
 
     Example: papersift ingest data/sample/ 'feeds/*.xml' arxiv-metadata-oai-snapshot.json
     """
-    summary = run_ingest(paths, quiet=quiet or json_out)
+    report = run_ingest(paths, quiet=quiet or json_out)
     if json_out:
-        print_json(
-            {
-                "files": [_result_dict(f) for f in summary.files],
-                "added": summary.total("added"),
-                "updated": summary.total("updated"),
-                "unchanged": summary.total("unchanged"),
-                "failed": len(summary.failed),
-            }
-        )
+        print_json(report.to_dict())
     else:
-        print_summary(summary)
-    if summary.failed or not summary.files:
+        print_summary(report)
+    if not report.ok:
         raise typer.Exit(1)
-
-
-def gather_stats() -> dict:
-    db = state.db()
-    with db.session() as s:
-        papers = paper_store.count_papers(s)
-        colls = coll_store.collection_sizes(s)
-        sources: Counter[str] = Counter()
-        with_code = 0
-        for srcs, has_code in s.execute(select(PaperRow.sources, PaperRow.has_code)):
-            sources.update(srcs or [])
-            with_code += bool(has_code)
-    return {
-        "papers": papers,
-        "with_code": with_code,
-        "collections": {name: size for name, _origin, size in colls},
-        "sources": dict(sources.most_common()),
-    }
 
 
 @app.command()
@@ -175,7 +157,7 @@ def stats(
 
     Example: papersift stats --json | tail -1 | jq .collections
     """
-    data = gather_stats()
+    data = library().stats()
     if json_out:
         print_json(data)
         return
@@ -199,12 +181,11 @@ def show(
 
     Example: papersift show 2106.09685
     """
-    db = state.db()
-    with db.session() as s:
-        paper = paper_store.get_paper(s, paper_id)
-        colls = coll_store.collections_of_paper(s, paper.id) if paper else []
+    lib = library()
+    paper = lib.paper(paper_id)
     if paper is None:
         fail(f"no paper with id {paper_id!r}")
+    colls = lib.collections_of(paper.id)
     if json_out:
         data = paper.to_dict()
         data["collections"] = [{"name": n, "rank": r} for n, r in colls]
@@ -246,23 +227,13 @@ def export(
 
     Example: papersift export --format bibtex --collection 000_e3b0215ea9dd5350 > refs.bib
     """
-    if fmt not in ("jsonl", "bibtex"):
-        fail(f"unknown format {fmt!r}; use jsonl or bibtex")
-    render = to_jsonl if fmt == "jsonl" else to_bibtex
-    db = state.db()
+    try:
+        chunks = library().export(fmt, collection)
+    except LibraryError as exc:
+        fail(str(exc))
     out = output.open("w", encoding="utf-8") if output else sys.stdout
     try:
-        with db.session() as s:
-            if collection is not None:
-                coll = coll_store.get_collection(s, collection)
-                if coll is None:
-                    fail(f"no collection named {collection!r}")
-                by_id = paper_store.get_papers(s, [e.paper_id for e in coll.entries])
-                papers = (by_id[e.paper_id] for e in coll.entries if e.paper_id in by_id)
-            else:
-                papers = paper_store.iter_papers(s)
-            for i, paper in enumerate(papers):
-                out.write(("\n" if fmt == "bibtex" and i else "") + render(paper))
+        out.writelines(chunks)
     finally:
         if output:
             out.close()

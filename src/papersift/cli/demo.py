@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from papersift.cli._app import app, console, fail, state
-from papersift.cli.data import print_summary, run_ingest
-from papersift.store import papers as paper_store
+from papersift.cli.data import library, print_summary, run_ingest
 
 
 def sample_dir() -> Path:
@@ -33,10 +32,7 @@ def demo(
 
     Example: papersift demo --no-serve
     """
-    db = state.db()
-    with db.session() as s:
-        empty = paper_store.count_papers(s) == 0
-    if empty:
+    if library().count() == 0:
         console.print(f"ingesting the sample corpus into {state.settings.home}")
         summary = run_ingest([str(sample_dir())])
         print_summary(summary)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from papersift.ingest.errors import IngestError
 from papersift.ingest.formats import open_source
@@ -56,9 +57,23 @@ class FileResult:
     def records(self) -> int:
         return self.added + self.updated + self.unchanged
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping (the changed ids are left out: they can be many)."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "collection": self.collection,
+            "error": self.error,
+        }
+
 
 @dataclass
 class IngestSummary:
+    """Every file's result, in the order the files were given."""
+
     files: list[FileResult] = field(default_factory=list)
 
     @property
@@ -67,6 +82,18 @@ class IngestSummary:
 
     def total(self, attr: str) -> int:
         return sum(getattr(f, attr) for f in self.files if f.ok)
+
+    @property
+    def added(self) -> int:
+        return self.total("added")
+
+    @property
+    def updated(self) -> int:
+        return self.total("updated")
+
+    @property
+    def unchanged(self) -> int:
+        return self.total("unchanged")
 
     @property
     def changed_ids(self) -> list[str]:
@@ -283,12 +310,22 @@ def ingest_paths(
     db: Database,
     paths: Iterable[str | Path],
     *,
+    on_files: Callable[[list[Path]], None] | None = None,
     on_file_start: Callable[[Path], ProgressFn | None] | None = None,
     on_file_done: Callable[[FileResult], None] | None = None,
 ) -> IngestSummary:
-    """Ingest every file under ``paths``; each file is its own all-or-nothing transaction."""
+    """Ingest every file under ``paths``; each file is its own all-or-nothing transaction.
+
+    The hooks let a front end follow along: ``on_files`` gets the files found (before any
+    is read), ``on_file_start`` is called as each file begins and may return a callback
+    told how many records went in per batch, ``on_file_done`` gets each file's result
+    (errors included: a bad file is reported there and the next file still goes in).
+    Names that match nothing come first in the summary, as failed results.
+    """
     files, missing = expand_paths(paths)
     summary = IngestSummary(files=list(missing))
+    if on_files:
+        on_files(files)
     for path in files:
         progress = on_file_start(path) if on_file_start else None
         result = ingest_file(db, path, progress=progress)

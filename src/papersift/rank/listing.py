@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
 from papersift.store import papers as paper_store
+from papersift.store.db import Session
 
 
 def newest(session: Session, *, limit: int = 20, offset: int = 0) -> list[str]:

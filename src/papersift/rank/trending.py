@@ -26,10 +26,9 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 
-from sqlalchemy.orm import Session
-
 from papersift.store import papers as paper_store
 from papersift.store import votes as vote_store
+from papersift.store.db import Session
 
 WINDOWS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
 GRAVITY = 1.5

@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy.orm import Session
-
 from papersift.store import papers as paper_store
 from papersift.store import votes as vote_store
+from papersift.store.db import Session
 
 MAX_VISITOR_ID = 64
 
