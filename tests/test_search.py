@@ -19,15 +19,12 @@ from typer.testing import CliRunner
 
 from papersift.cli import app
 from papersift.model import normalize_title
-from papersift.search import documents as docstore
+from papersift.cli.search import index_changed
+from papersift.search import SearchError, SearchFilters, SearchService, get_service
+from papersift.search import execute as execute_mod
+from papersift.search import indexer as indexer_mod
 from papersift.search.catalog import paper_key
-from papersift.search.service import (
-    SearchError,
-    SearchFilters,
-    SearchService,
-    get_service,
-    index_changed,
-)
+from papersift.search.service import forget_services
 from papersift.settings import Settings, load_settings
 from papersift.store import papers as paper_store
 from papersift.store.collections import get_collection
@@ -448,8 +445,6 @@ def test_corrupt_current_file_means_rebuild(own_home: Path):
 
 
 def test_index_changed_defers_big_embedding_jobs(own_home: Path, monkeypatch, capsys):
-    import papersift.search.service as service_mod
-
     settings, db = _open(own_home)
     now = datetime.now(UTC)
     new = [
@@ -463,8 +458,8 @@ def test_index_changed_defers_big_embedding_jobs(own_home: Path, monkeypatch, ca
     ]
     with db.session() as s:
         s.add_all(_row(p, now) for p in new)
-    monkeypatch.setattr(service_mod, "EMBED_LIMIT", 2)
-    service_mod._SERVICES.clear()
+    monkeypatch.setattr(indexer_mod, "EMBED_LIMIT", 2)
+    forget_services()
     index_changed(settings, db, [p["id"] for p in new])
     assert "papersift index" in capsys.readouterr().err
     service = get_service(settings, db)
@@ -478,7 +473,7 @@ def test_index_changed_defers_big_embedding_jobs(own_home: Path, monkeypatch, ca
     assert report.embedded == 3 and report.pending_vectors == 0
     res = service.search("quantum annealing schedule", k=3, mode="semantic")
     assert {h.paper_id for h in res.hits} == expected and res.message is None
-    service_mod._SERVICES.clear()
+    forget_services()
     db.dispose()
 
 
@@ -506,19 +501,17 @@ def test_hybrid_ranks_the_same_with_the_dense_side_overlapped_or_inline(
     svc: SearchService, monkeypatch
 ):
     """An idle process overlaps a search's dense side in a thread; a busy one runs it inline."""
-    from papersift.search import service as service_mod
-
-    monkeypatch.setattr(service_mod, "_CORES", 2)
-    monkeypatch.setattr(service_mod._Running, "RECENT", 0.0)  # back-to-back counts as idle
+    monkeypatch.setattr(execute_mod, "_CORES", 2)
+    monkeypatch.setattr(execute_mod._Running, "RECENT", 0.0)  # back-to-back counts as idle
     submitted: list[object] = []
-    pool = service_mod._QUERY_POOL
+    pool = execute_mod._QUERY_POOL
 
     class CountingPool:
         def submit(self, fn):
             submitted.append(fn)
             return pool.submit(fn)
 
-    monkeypatch.setattr(service_mod, "_QUERY_POOL", CountingPool())
+    monkeypatch.setattr(execute_mod, "_QUERY_POOL", CountingPool())
     queries = ["graph neural networks", "speech recognition", 'title:"language model"']
 
     def ranking(q: str) -> list[tuple[str, float]]:
@@ -526,11 +519,11 @@ def test_hybrid_ranks_the_same_with_the_dense_side_overlapped_or_inline(
 
     overlapped = {q: ranking(q) for q in queries}
     assert len(submitted) == len(queries)
-    with service_mod._HYBRID_RUNNING.enter() as busy:  # as if another search were running
+    with execute_mod._HYBRID_RUNNING.enter() as busy:  # as if another search were running
         assert not busy
         inline = {q: ranking(q) for q in queries}
     assert len(submitted) == len(queries)  # no thread hand-off
-    monkeypatch.setattr(service_mod._Running, "RECENT", 60.0)
+    monkeypatch.setattr(execute_mod._Running, "RECENT", 60.0)
     assert ranking(queries[0]) == overlapped[queries[0]]  # right after another: inline too
     assert len(submitted) == len(queries)
     assert inline == overlapped and all(overlapped.values())
@@ -550,7 +543,7 @@ def test_warm_fills_the_feedback_cache_and_ranks_the_same(search_home: Path):
     live.terms.clear()
     assert cold.warm(limit=5) == 5 and len(live.terms) == 5
     with db.session() as s:
-        newest = docstore.newest_ids(s, 5)
+        newest = paper_store.newest_ids(s, 5)
     assert {paper_key(i) for i in newest} == set(live.terms)
     indexed = len(live.catalog)
     assert cold.warm() == indexed and len(live.terms) == indexed

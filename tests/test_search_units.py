@@ -11,10 +11,11 @@ import pytest
 from papersift.search import hybrid
 from papersift.search.catalog import Catalog, paper_key
 from papersift.search.embedder import Embedder, EmbedderError, get_embedder, resolve_model
-from papersift.search.lexical import FilterSpec, LexicalDoc, LexicalIndex
+from papersift.search.lexical import FilterSpec, LexicalIndex
 from papersift.search.metrics import evaluate, mrr_at, ndcg_at, recall_at
 from papersift.search.query import MAX_QUERY_CHARS, clean_query, plain_terms
 from papersift.search.vectors import VectorIndex, VectorParams
+from papersift.store.search_docs import PaperDoc
 
 # -- query cleaning ----------------------------------------------------------------------
 
@@ -119,8 +120,7 @@ def _lex(tmp_path) -> LexicalIndex:
     index = LexicalIndex(tmp_path / "lex")
     index.write(
         [
-            LexicalDoc(
-                paper_key("a"),
+            PaperDoc(
                 "a",
                 "Sparse attention",
                 "Long documents need sparse attention patterns.",
@@ -128,8 +128,7 @@ def _lex(tmp_path) -> LexicalIndex:
                 has_code=True,
                 categories=["cs.CL"],
             ),
-            LexicalDoc(
-                paper_key("b"),
+            PaperDoc(
                 "b",
                 "Dense retrieval",
                 "Attention is all you need for retrieval of documents documents documents.",
@@ -152,7 +151,7 @@ def test_lexical_title_weight_and_query_term_frequency(tmp_path):
 
 def test_lexical_replace_delete_and_filters(tmp_path):
     index = _lex(tmp_path)
-    index.write([LexicalDoc(paper_key("a"), "a", "Renamed paper", "Nothing in common.")])
+    index.write([PaperDoc("a", "Renamed paper", "Nothing in common.")])
     assert index.num_docs == 2
     assert index.search(index.bag_of_words("sparse"), limit=5).keys == []
     index.write([], delete_ids=["b"])
@@ -206,7 +205,7 @@ def test_doc_shares_are_remembered_until_the_index_changes(tmp_path):
     shares = index.doc_shares(["attent", "retriev", "unseenterm"])
     assert shares == {"attent": 1.0, "retriev": 0.5, "unseenterm": 0.0}
     assert index.doc_share("retriev") == 0.5
-    index.write([LexicalDoc(paper_key("c"), "c", "Retrieval", "Retrieval again.", [])])
+    index.write([PaperDoc("c", "Retrieval", "Retrieval again.", [])])
     assert index.doc_share("retriev") == pytest.approx(2 / 3)  # not the remembered 0.5
     assert index.doc_share("attent") == pytest.approx(2 / 3)
 
@@ -215,7 +214,7 @@ def test_feedback_distributions_without_common_terms_give_the_same_model(tmp_pat
     """Dropping common terms when a distribution is cached (the service does) gives the
     relevance model that cutting them at query time gives."""
     index = _lex(tmp_path)
-    index.write([LexicalDoc(paper_key("c"), "c", "Graphs", "Graph attention for retrieval.", [])])
+    index.write([PaperDoc("c", "Graphs", "Graph attention for retrieval.", [])])
     texts = [
         "Long documents need sparse attention patterns graph graph.",
         "Attention is all you need for retrieval of documents documents documents.",

@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import calendar
 import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from papersift.cli._app import app, console, err_console, fail, print_json, state
-from papersift.search.embedder import EmbedderError
-from papersift.search.service import (
+from papersift.search import (
+    MODES,
+    EmbedderError,
     IndexReport,
+    Progress,
     SearchError,
     SearchFilters,
+    SearchHit,
     get_service,
 )
+from papersift.settings import Settings
 from papersift.store import papers as paper_store
+from papersift.store.db import Database
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2}))?(?:-(\d{1,2}))?$")
 
@@ -44,19 +53,61 @@ def parse_day(text: str | None, *, end: bool) -> date | None:
         fail(f"not a date: {text!r}")
 
 
-def _progress_bar(quiet: bool) -> Progress:
-    return Progress(
+@contextmanager
+def embedding_progress(quiet: bool = False) -> Iterator[Progress | None]:
+    """A progress bar on stderr for the service's (done, total) embedding callbacks; None
+    when ``quiet``. The bar appears with the first callback and is gone afterwards."""
+    if quiet:
+        yield None
+        return
+    bar = ProgressBar(
         TextColumn("[bold]embedding"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err_console,
-        disable=quiet,
         transient=True,
     )
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("embedding", total=total)
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield update
 
 
-def _hit_rows(hits) -> list[dict]:
+def index_changed(
+    settings: Settings, db: Database, paper_ids: list[str], quiet: bool = False
+) -> None:
+    """After ``papersift ingest`` commits: make the changed papers searchable.
+
+    The lexical index is updated at once. Embeddings are computed here (with a progress bar
+    unless ``quiet``) when there are not too many papers to embed; for a bigger load (e.g. a
+    full arXiv snapshot, hours of CPU) ingest does not block: it says so, and ``papersift
+    index`` embeds the rest, resumable, since finished embeddings are stored.
+    """
+    if not paper_ids:
+        return
+    service = get_service(settings, db)
+    try:
+        with embedding_progress(quiet) as progress:
+            report = service.papers_changed(list(paper_ids), progress=progress)
+    except (SearchError, EmbedderError) as exc:  # the data is in; only the index lags
+        print(f"search index not updated: {exc}", file=sys.stderr)
+        return
+    if report.pending_vectors and not quiet:
+        print(
+            f"{report.pending_vectors:,} papers are searchable by keyword only for now: run "
+            "`papersift index` to embed them for semantic and hybrid search.",
+            file=sys.stderr,
+        )
+
+
+def _hit_rows(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
     """Search hits with the paper fields a reader needs."""
     with state.db().session() as s:
         papers = paper_store.get_papers(s, [h.paper_id for h in hits])
@@ -81,7 +132,7 @@ def _hit_rows(hits) -> list[dict]:
     return rows
 
 
-def _print_hits(rows: list[dict]) -> None:
+def _print_hits(rows: list[dict[str, Any]]) -> None:
     table = Table("#", "score", "id", "date", "title", title_justify="left", show_lines=False)
     for row in rows:
         table.add_row(  # Text(): titles like "[RE] ..." are not rich markup
@@ -183,29 +234,10 @@ def similar(
     _print_hits(rows)
 
 
-def _report_dict(report: IndexReport) -> dict:
-    return {
-        "indexed": report.indexed,
-        "embedded": report.embedded,
-        "removed": report.removed,
-        "pending_vectors": report.pending_vectors,
-        "seconds": round(report.seconds, 2),
-    }
-
-
 def build_index(*, rebuild: bool = False, quiet: bool = False) -> IndexReport:
     """Sync (or rebuild) the search indexes with a progress bar; used by index and demo."""
     service = get_service(state.settings, state.db())
-    bar = _progress_bar(quiet)
-    task = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:
-            task = bar.add_task("embedding", total=total)
-        bar.update(task, completed=done, total=total)
-
-    with bar:
+    with embedding_progress(quiet) as progress:
         return service.rebuild(progress=progress) if rebuild else service.sync(progress=progress)
 
 
@@ -228,7 +260,7 @@ def index(
         report = build_index(rebuild=rebuild, quiet=quiet or json_out)
     except (SearchError, EmbedderError) as exc:
         fail(str(exc))
-    data = _report_dict(report)
+    data = report.to_dict()
     if json_out:
         print_json(data)
         return
@@ -265,21 +297,11 @@ def eval_cmd(
     Example: papersift eval ../shared/eval/cisi --mode hybrid --json
     """
     from papersift.search.eval import EvalError, run_eval
-    from papersift.search.service import MODES
 
     if mode not in MODES:
         fail(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    bar = _progress_bar(json_out)
-    task = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:
-            task = bar.add_task("embedding", total=total)
-        bar.update(task, completed=done, total=total)
-
     try:
-        with bar:
+        with embedding_progress(json_out) as progress:
             result = run_eval(folder, mode=mode, progress=progress)
     except EvalError as exc:
         fail(str(exc))

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from papersift.search import documents as docstore
 from papersift.search.metrics import Qrels, evaluate
 from papersift.settings import current as current_settings
 from papersift.settings import load_settings
 from papersift.store import papers as paper_store
+from papersift.store import search_docs as docstore
 from papersift.store.db import Database
 
 

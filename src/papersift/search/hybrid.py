@@ -162,7 +162,7 @@ def relevance_model(
     return {t: w / total for t, w in top} if total > 0 else {}
 
 
-def feedback_weights(scores: Sequence[float]) -> np.ndarray:
+def feedback_weights(scores: Sequence[float] | np.ndarray) -> np.ndarray:
     """Softmax of fused scores: how much each feedback document speaks for the query."""
     values = np.asarray(scores, dtype=np.float64)
     if not len(values):
@@ -178,3 +178,42 @@ def merge_candidates(*lists: Iterable[int]) -> list[int]:
 
 def lookup(scores: Mapping[int, float], keys: Sequence[int], missing: float) -> np.ndarray:
     return np.array([scores.get(k, missing) for k in keys], dtype=np.float64)
+
+
+def query_length(clauses: Mapping[tuple[str, str], float]) -> int:
+    """How many words a bag-of-words query has: its summed ``text`` weights (at least 1)."""
+    return max(1, int(sum(w for (f, _t), w in clauses.items() if f == "text")))
+
+
+def original_share(n_terms: int) -> float:
+    """Weight of each original query term in the expanded query (together 1 - lambda)."""
+    return (1 - FEEDBACK_LAMBDA) / n_terms
+
+
+def expanded_query(
+    original: Mapping[tuple[str, str], float], n_terms: int, model: Mapping[str, float]
+) -> dict[tuple[str, str], float]:
+    """RM3's expanded query as (field, term) -> weight: (1 - lambda) x the original query
+    (``original``'s clauses, per query term) + lambda x the relevance model, both merged
+    per term into one flat query (see ``LexicalIndex.scores_among``)."""
+    lam = FEEDBACK_LAMBDA
+    weights: dict[tuple[str, str], float] = {}
+    for clause, w in original.items():
+        weights[clause] = (1 - lam) / n_terms * w
+    for term, w in model.items():
+        weights["text", term] = weights.get(("text", term), 0.0) + lam * w
+        if TITLE_WEIGHT:
+            weights["title", term] = weights.get(("title", term), 0.0) + lam * w * TITLE_WEIGHT
+    return weights
+
+
+def splice_rescored(fused: np.ndarray, head: np.ndarray, rescored: np.ndarray) -> np.ndarray:
+    """Fused scores with the ``head`` candidates replaced by their feedback scores and every
+    other candidate kept in its order just below the lowest of them."""
+    final = fused.copy()
+    final[head] = rescored
+    tail = np.ones(len(fused), dtype=bool)
+    tail[head] = False
+    if tail.any():
+        final[tail] = fused[tail] - (fused[tail].max() - rescored.min()) - 1e-6
+    return final

@@ -27,9 +27,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Protocol
 
 import tantivy
 
+from papersift.model import paper_text
+from papersift.search.catalog import paper_key
 from papersift.search.query import CleanQuery, plain_terms
 
 ANALYZER = "papersift_en"
@@ -41,18 +44,23 @@ MAX_DATE = 2**31 - 1
 SHARE_CACHE = 500_000  # remembered document shares per open index (~60 MB at most)
 
 
-@dataclass
-class LexicalDoc:
-    """What the lexical index stores about one paper."""
+class LexicalDoc(Protocol):
+    """What the lexical index reads of a paper (``store.search_docs.PaperDoc`` has it)."""
 
-    key: int
-    paper_id: str
-    title: str
-    abstract: str = ""
-    authors: Sequence[str] = ()
-    published: date | None = None
-    has_code: bool = False
-    categories: Sequence[str] = ()
+    @property
+    def id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def abstract(self) -> str: ...
+    @property
+    def authors(self) -> Sequence[str]: ...
+    @property
+    def published(self) -> date | None: ...
+    @property
+    def has_code(self) -> bool: ...
+    @property
+    def categories(self) -> Sequence[str]: ...
 
 
 @dataclass
@@ -141,11 +149,10 @@ class LexicalIndex:
 
     def _document(self, doc: LexicalDoc) -> tantivy.Document:
         out = tantivy.Document()
-        out.add_unsigned("key", doc.key)
-        out.add_text("id", doc.paper_id)
-        title = doc.title or ""
-        out.add_text("text", f"{title}. {doc.abstract}" if doc.abstract else title)
-        out.add_text("title", title)
+        out.add_unsigned("key", paper_key(doc.id))
+        out.add_text("id", doc.id)
+        out.add_text("text", paper_text(doc.title, doc.abstract))
+        out.add_text("title", doc.title or "")
         for author in doc.authors:
             out.add_text("authors", author)
         for cat in doc.categories:
@@ -171,7 +178,7 @@ class LexicalIndex:
                     writer.delete_documents_by_term("id", paper_id)
                 for doc in docs:
                     if not fresh:
-                        writer.delete_documents_by_term("id", doc.paper_id)
+                        writer.delete_documents_by_term("id", doc.id)
                     writer.add_document(self._document(doc))
                     written += 1
                 writer.commit()
