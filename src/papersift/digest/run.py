@@ -109,40 +109,9 @@ def _short(exc: BaseException | str) -> str:
     return str(exc)[:MAX_ERROR]
 
 
-def check_options(
-    settings: Settings,
-    *,
-    dry_run: bool = False,
-    rate: float = 0.0,
-    retries: int = 3,
-    backoff: float = 1.0,
-    pause_after: int = PAUSE_AFTER,
-    emails: list[str] | None = None,
-    smtp: bool = True,
-) -> list[str] | None:
-    """Refuse a run that cannot work before it touches anything: ValueError naming the
-    option or setting (ValidationError for a bad address in ``emails``, SmtpConfigError
-    for an unusable SMTP URL when ``smtp``). Returns the normalised ``emails``."""
-    bad = [
-        f"{name} must be >= {low}, got {value}"
-        for name, value, low in (
-            ("rate", rate, 0),
-            ("retries", retries, 0),
-            ("backoff", backoff, 0),
-            ("pause after", pause_after, 1),
-        )
-        if value < low
-    ]
-    if bad:
-        raise ValueError("; ".join(bad))
-    mail.check_addresses(settings)
-    if smtp and not dry_run:
-        SmtpConfig.from_url(settings.smtp_url)
-    return [normalize_email(e) for e in emails] if emails is not None else None
-
-
 class DigestRun:
-    """One pass over the confirmed subscribers for one day (options checked on creation)."""
+    """One pass over the confirmed subscribers for one day; its options are checked when it
+    is created, so a caller (the CLI) can report a bad one before anything runs."""
 
     def __init__(
         self,
@@ -163,21 +132,13 @@ class DigestRun:
         progress: Callable[[Outcome], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
-        self.emails = check_options(
-            settings,
-            dry_run=dry_run,
-            rate=rate,
-            retries=retries,
-            backoff=backoff,
-            pause_after=pause_after,
-            emails=emails,
-            smtp=mailer is None,
-        )
         self.settings = settings
         self.db = db
         self.day = day or date.today()
         self.dry_run = dry_run
         self.rate, self.retries, self.backoff = rate, retries, backoff
+        self.pause_after = pause_after
+        self.emails = self._checked(emails, smtp=mailer is None)
         self.lease = lease
         self.retry_uncertain = retry_uncertain
         self._mailer = mailer
@@ -190,6 +151,26 @@ class DigestRun:
         self.claimer = new_claimer()
         self.ledger = Ledger(db, self.claimer, pause_after=pause_after)
         self.report = RunReport(self.day, dry_run)
+
+    def _checked(self, emails: list[str] | None, *, smtp: bool) -> list[str] | None:
+        """Refuse a run that cannot work before it touches anything: ValueError naming the
+        option or setting (ValidationError for a bad address in ``emails``, SmtpConfigError
+        for an unusable SMTP URL when ``smtp``). Returns the normalised ``emails``."""
+        limits = (
+            ("rate", self.rate, 0),
+            ("retries", self.retries, 0),
+            ("backoff", self.backoff, 0),
+            ("pause after", self.pause_after, 1),
+        )
+        bad = [
+            f"{name} must be >= {low}, got {value}" for name, value, low in limits if value < low
+        ]
+        if bad:
+            raise ValueError("; ".join(bad))
+        mail.check_addresses(self.settings)
+        if smtp and not self.dry_run:
+            SmtpConfig.from_url(self.settings.smtp_url)
+        return [normalize_email(e) for e in emails] if emails is not None else None
 
     def mailer(self) -> Mailer:
         """The run's SMTP connection, opened on the first digest that goes out."""
