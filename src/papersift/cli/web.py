@@ -49,7 +49,7 @@ def serve_app(host: str, port: int, workers: int = 1, digests: bool = False) -> 
         f"serving papersift on [bold]http://{shown}:{port}/[/] (Ctrl-C to stop)", highlight=False
     )
     stop_digests = None
-    if digests:  # the digest scheduler (issue 5) lives in the serving process, not a worker
+    if digests:  # the digest scheduler lives in the serving process, not in a worker
         from papersift.digest.schedule import start_scheduler
 
         try:

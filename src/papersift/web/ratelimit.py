@@ -27,8 +27,6 @@ from pathlib import Path
 
 from papersift.store.web_state import BucketFile, BucketFileError
 
-from papersift.home import create_private_file, ensure_private_dir
-
 log = logging.getLogger("papersift.web")
 
 
@@ -104,7 +102,9 @@ class SharedTokenBuckets:
     def take(self, key: str) -> float:
         """Take a token for ``key``: 0.0 if allowed, else the seconds until one is free."""
         self._takes += 1
-        prune = self.limit.capacity / self.limit.rate if self._takes % self.PRUNE_EVERY == 0 else None
+        prune = (
+            self.limit.capacity / self.limit.rate if self._takes % self.PRUNE_EVERY == 0 else None
+        )
         try:
             return self._file.take(
                 self.scope, key, self._clock, self.limit.refill, prune_older_than=prune
