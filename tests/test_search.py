@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 
 from papersift.cli import app
 from papersift.model import normalize_title
-from papersift.cli.search import index_changed
 from papersift.search import SearchError, SearchFilters, SearchService, get_service
 from papersift.search import execute as execute_mod
 from papersift.search import indexer as indexer_mod
@@ -444,7 +443,9 @@ def test_corrupt_current_file_means_rebuild(own_home: Path):
     db.dispose()
 
 
-def test_index_changed_defers_big_embedding_jobs(own_home: Path, monkeypatch, capsys):
+def test_papers_changed_defers_big_embedding_jobs(own_home: Path, monkeypatch):
+    """After ingest: too many papers to embed are indexed by keyword at once, embedded by
+    the next sync (what `papersift index` runs)."""
     settings, db = _open(own_home)
     now = datetime.now(UTC)
     new = [
@@ -460,9 +461,9 @@ def test_index_changed_defers_big_embedding_jobs(own_home: Path, monkeypatch, ca
         s.add_all(_row(p, now) for p in new)
     monkeypatch.setattr(indexer_mod, "EMBED_LIMIT", 2)
     forget_services()
-    index_changed(settings, db, [p["id"] for p in new])
-    assert "papersift index" in capsys.readouterr().err
     service = get_service(settings, db)
+    report = service.papers_changed([p["id"] for p in new])
+    assert report.indexed == 3 and report.embedded == 0 and report.pending_vectors == 3
     expected = {p["id"] for p in new}
     res = service.search("quantum annealing schedule", k=3, mode="lexical")
     assert {h.paper_id for h in res.hits} == expected  # keyword-searchable at once

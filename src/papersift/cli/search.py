@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import calendar
 import re
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -28,9 +27,7 @@ from papersift.search import (
     SearchHit,
     get_service,
 )
-from papersift.settings import Settings
 from papersift.store import papers as paper_store
-from papersift.store.db import Database
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2}))?(?:-(\d{1,2}))?$")
 
@@ -78,33 +75,6 @@ def embedding_progress(quiet: bool = False) -> Iterator[Progress | None]:
 
     with bar:
         yield update
-
-
-def index_changed(
-    settings: Settings, db: Database, paper_ids: list[str], quiet: bool = False
-) -> None:
-    """After ``papersift ingest`` commits: make the changed papers searchable.
-
-    The lexical index is updated at once. Embeddings are computed here (with a progress bar
-    unless ``quiet``) when there are not too many papers to embed; for a bigger load (e.g. a
-    full arXiv snapshot, hours of CPU) ingest does not block: it says so, and ``papersift
-    index`` embeds the rest, resumable, since finished embeddings are stored.
-    """
-    if not paper_ids:
-        return
-    service = get_service(settings, db)
-    try:
-        with embedding_progress(quiet) as progress:
-            report = service.papers_changed(list(paper_ids), progress=progress)
-    except (SearchError, EmbedderError) as exc:  # the data is in; only the index lags
-        print(f"search index not updated: {exc}", file=sys.stderr)
-        return
-    if report.pending_vectors and not quiet:
-        print(
-            f"{report.pending_vectors:,} papers are searchable by keyword only for now: run "
-            "`papersift index` to embed them for semantic and hybrid search.",
-            file=sys.stderr,
-        )
 
 
 def _hit_rows(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:

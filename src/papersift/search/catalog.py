@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
 
 _CHUNK = 500
 
@@ -39,7 +40,7 @@ class Catalog:
             )
             conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS docs_paper ON docs(paper_id)")
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> _Tx:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
@@ -137,6 +138,11 @@ class _Tx:
     def __enter__(self) -> sqlite3.Connection:
         return self.conn
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is not None and self.conn.in_transaction:
             self.conn.rollback()

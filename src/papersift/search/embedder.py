@@ -28,11 +28,15 @@ from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from papersift.search import quantize
 from papersift.settings import current as current_settings
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
 log = logging.getLogger("papersift.search")
 
@@ -185,7 +189,7 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _session(path: Path, threads: int):
+def _session(path: Path, threads: int) -> InferenceSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -247,7 +251,7 @@ class Embedder:
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
 
-    def _query_session(self):
+    def _query_session(self) -> InferenceSession | None:
         """The int8 copy of the model for single queries (see quantize.py), if it works.
 
         A cached copy that does not load (truncated, corrupt) is made again once.
@@ -280,18 +284,22 @@ class Embedder:
             return None
         return None
 
-    def _feeds(self, ids: np.ndarray, mask: np.ndarray, session=None) -> dict[str, np.ndarray]:
+    def _feeds(
+        self, ids: np.ndarray, mask: np.ndarray, session: InferenceSession | None = None
+    ) -> dict[str, np.ndarray]:
         inputs = {i.name for i in session.get_inputs()} if session else self._inputs
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
         return {k: v for k, v in feeds.items() if k in inputs}
 
-    def _run(self, texts: Sequence[str], session=None) -> np.ndarray:
+    def _run(self, texts: Sequence[str], session: InferenceSession | None = None) -> np.ndarray:
         """Embed one batch, padded to its longest member."""
         return self._forward(*_pad(self.tokenizer.encode_batch(list(texts))), session)
 
-    def _forward(self, ids: np.ndarray, mask: np.ndarray, session=None) -> np.ndarray:
+    def _forward(
+        self, ids: np.ndarray, mask: np.ndarray, session: InferenceSession | None = None
+    ) -> np.ndarray:
         session = session or self.session
         if self._pooled_output:
             pooled = session.run([self._pooled_output], self._feeds(ids, mask, session))[0]

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -123,7 +124,7 @@ def fuse(
         size = len(lex) if lex is not None else len(dense) if dense is not None else 0
         return np.zeros(size)
     total = sum(w for w, _ in parts)
-    return sum(w * z for w, z in parts) / total
+    return cast(np.ndarray, sum(w * z for w, z in parts) / total)
 
 
 def term_distribution(terms: Sequence[str]) -> dict[str, float]:

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import tantivy
 
@@ -124,6 +124,12 @@ def _schema() -> tantivy.Schema:
     builder.add_integer_field("published", indexed=True, fast=True)
     builder.add_unsigned_field("has_code", indexed=True, fast=True)
     return builder.build()
+
+
+def _count(result: tantivy.SearchResult) -> int | None:
+    """How many documents matched (searched with ``count=True``; the stubs lack it)."""
+    count = getattr(result, "count", None)
+    return int(count) if count is not None else None
 
 
 class LexicalIndex:
@@ -353,10 +359,14 @@ class LexicalIndex:
 
     # -- searching -----------------------------------------------------------------------
 
-    def _keys(self, searcher: tantivy.Searcher, hits: list) -> list[int]:
+    def _keys(
+        self, searcher: tantivy.Searcher, hits: list[tuple[Any, tantivy.DocAddress]]
+    ) -> list[int]:
         if not hits:
             return []
-        return [int(k) for k in searcher.fast_field_values("key", [addr for _s, addr in hits])]
+        # (u64 values: the stubs' union covers every fast-field type)
+        values = cast(list[int], searcher.fast_field_values("key", [addr for _s, addr in hits]))
+        return [int(k) for k in values]
 
     def search(
         self,
@@ -385,12 +395,13 @@ class LexicalIndex:
         else:
             result = searcher.search(query, limit, count=count, offset=offset)
             scores = [float(s) for s, _a in result.hits]
-        total = result.count if count and result.count is not None else len(result.hits)
+        matched = _count(result) if count else None
+        total = matched if matched is not None else len(result.hits)
         return LexicalResult(self._keys(searcher, result.hits), scores, total)
 
     def count(self, filters: tantivy.Query) -> int:
         result = self.index.searcher().search(filters, 1, count=True)  # limit 0 panics
-        return int(result.count or 0)
+        return _count(result) or 0
 
     def filtered_keys(self, filters: tantivy.Query, limit: int) -> list[int]:
         """Keys of up to ``limit`` documents passing ``filters``."""

@@ -23,8 +23,12 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from papersift.settings import current as current_settings
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
 log = logging.getLogger("papersift.search")
 
@@ -37,7 +41,7 @@ def models_dir() -> Path:
     return current_settings().cache / "models"
 
 
-def _fold_weight_dequantization(model) -> None:
+def _fold_weight_dequantization(model: ModelProto) -> None:
     """Turn ``Mul(Cast(int8 initializer), scale initializer)`` pairs into float initializers.
 
     Some exports (the bundled model among them) store weights as int8 plus a scale and
