@@ -47,6 +47,7 @@ def bibtex_key(paper: Paper) -> str:
 
 
 def to_bibtex(paper: Paper) -> str:
+    """One BibTeX entry (``@article`` with a DOI, else ``@misc``), specials escaped."""
     fields: list[tuple[str, str]] = [("title", "{" + _bib_escape(paper.title) + "}")]
     if paper.authors:
         fields.append(("author", _bib_escape(" and ".join(paper.authors), keep_math=False)))
@@ -70,4 +71,20 @@ def to_bibtex(paper: Paper) -> str:
 
 
 def to_jsonl(paper: Paper) -> str:
+    """One JSON line of :meth:`Paper.to_dict` (non-ASCII kept as is)."""
     return json.dumps(paper.to_dict(), ensure_ascii=False) + "\n"
+
+
+class BibtexExport:
+    def __init__(self):
+        self.u = set()
+
+    def key(self, paper):
+        return bibtex_key(paper)
+
+    def __call__(self, paper):
+        return to_bibtex(paper)
+
+
+def to_bibtex_all(papers):
+    return "\n".join(to_bibtex(p) for p in papers)

@@ -28,12 +28,7 @@ def load_position(session: Session, key: str) -> HarvestPosition | None:
     if row is None:
         return None
     return HarvestPosition(
-        key=row.key,
-        resumption_token=row.resumption_token,
-        offset=row.offset,
-        records=row.records,
-        done=row.done,
-        updated_at=row.updated_at,
+        row.key, row.resumption_token, row.offset, row.records, row.done, row.updated_at
     )
 
 

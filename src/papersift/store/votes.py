@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -96,19 +96,11 @@ def views_since(session: Session, since: date) -> dict[str, int]:
 def add_view(session: Session, paper_id: str, day: date) -> None:
     """Count one view of a paper on a day: an upsert, safe against concurrent viewers."""
     dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        lite = sqlite.insert(PaperViewRow).values(paper_id=paper_id, day=day, count=1)
+    upsert = _UPSERTS.get(dialect)
+    if upsert is not None:
+        stmt = upsert(PaperViewRow).values(paper_id=paper_id, day=day, count=1)
         session.execute(
-            lite.on_conflict_do_update(
-                index_elements=[PaperViewRow.paper_id, PaperViewRow.day],
-                set_={"count": PaperViewRow.count + 1},
-            )
-        )
-        return
-    if dialect == "postgresql":
-        pg = postgresql.insert(PaperViewRow).values(paper_id=paper_id, day=day, count=1)
-        session.execute(
-            pg.on_conflict_do_update(
+            stmt.on_conflict_do_update(
                 index_elements=[PaperViewRow.paper_id, PaperViewRow.day],
                 set_={"count": PaperViewRow.count + 1},
             )
@@ -122,3 +114,10 @@ def add_view(session: Session, paper_id: str, day: date) -> None:
     if not (isinstance(result, CursorResult) and result.rowcount):
         session.add(PaperViewRow(paper_id=paper_id, day=day, count=1))
         session.flush()
+
+
+# INSERT ... ON CONFLICT DO UPDATE, where the dialect has it (both spell it alike).
+_UPSERTS: dict[str, Callable[..., Any]] = {
+    "sqlite": sqlite.insert,
+    "postgresql": postgresql.insert,
+}
