@@ -63,6 +63,11 @@ class SearchService:
         self.generations = Generations(self.root, self.params, view=view)
         self.indexer = indexing.Indexer(db, self.generations, self._get_embedder)
         self.executor = Executor(db, self._get_embedder)
+        # Writing is the indexer's: rebuild(), index_papers(ids) and sync(), each taking an
+        # optional progress callback and returning an IndexReport.
+        self.rebuild = self.indexer.rebuild
+        self.index_papers = self.indexer.index_papers
+        self.sync = self.indexer.sync
 
     @property
     def embedder(self) -> Embedder:
@@ -95,28 +100,6 @@ class SearchService:
         """What the current index holds (for ``papersift index`` and the web app)."""
         return self.generations.status()
 
-    def rebuild(
-        self,
-        *,
-        progress: Progress | None = None,
-        embed_limit: int | None = None,
-        only_if_missing: bool = False,
-    ) -> IndexReport:
-        """Build fresh indexes from the database and switch to them atomically."""
-        return self.indexer.rebuild(
-            progress=progress, embed_limit=embed_limit, only_if_missing=only_if_missing
-        )
-
-    def index_papers(
-        self,
-        paper_ids: list[str],
-        *,
-        progress: Progress | None = None,
-        embed_limit: int | None = None,
-    ) -> IndexReport:
-        """Add or update these papers (ids no longer in the database are removed)."""
-        return self.indexer.index_papers(paper_ids, progress=progress, embed_limit=embed_limit)
-
     def papers_changed(
         self, paper_ids: list[str], *, progress: Progress | None = None
     ) -> IndexReport:
@@ -125,10 +108,6 @@ class SearchService:
         return self.indexer.index_papers(
             list(paper_ids), progress=progress, embed_limit=indexing.EMBED_LIMIT
         )
-
-    def sync(self, *, progress: Progress | None = None) -> IndexReport:
-        """Bring the indexes in step with the database, looking at content hashes only."""
-        return self.indexer.sync(progress=progress)
 
     def warm(self, limit: int = TERM_CACHE) -> int:
         """Fill the feedback term cache with the newest ``limit`` papers (all of a small
