@@ -17,13 +17,15 @@ from sqlalchemy import func, select
 
 from papersift.digest import subscriptions as subs
 from papersift.digest import tokens
+from papersift.digest.compose import period_key
+from papersift.digest.ledger import CLAIMED, SENDING, UNCERTAIN, Ledger, new_claimer
 from papersift.digest.run import DigestRun, run_digests
 from papersift.digest.smtp import Mailer, SmtpConfig
 from papersift.digest.validation import clean_preferences
 from papersift.ingest import ingest_paths
 from papersift.settings import Settings, load_settings
 from papersift.store.db import Database
-from papersift.store.schema import DigestLedgerRow, SentPaperRow, SubscriberRow, VoteRow
+from papersift.store.schema import DigestLedgerRow, PaperRow, SentPaperRow, SubscriberRow, VoteRow
 
 from .conftest import SEEDS
 from .digest_support import SmtpCapture, free_port
@@ -367,3 +369,36 @@ def test_only_accepts_addresses_as_typed_and_matches_them_normalised(
     report = run(settings, db, emails=["  Ada@Example.ORG "])
     assert [o.email for o in report.outcomes] == ["ada@example.org"]
     assert [m.rcpt_tos for m in smtp.messages] == [["ada@example.org"]]
+
+
+def test_the_ledger_moves_a_row_only_from_the_state_it_was_read_in(corpus) -> None:
+    settings, db = corpus
+    sub = add_confirmed(settings, db, "ada@example.org")
+    with db.session() as s:
+        papers = list(s.scalars(select(PaperRow.id).order_by(PaperRow.id).limit(2)))
+    one, two = Ledger(db, new_claimer()), Ledger(db, new_claimer())
+    period = period_key("daily", TODAY)
+    assert one.claim(sub.id, period, None, CLAIMED, papers, "<m@x>")
+    assert not two.claim(sub.id, period, None, CLAIMED, papers, "<m@x>")  # the row exists
+    prev = one.entries([period])[(sub.id, period)]
+    assert two.claim(sub.id, period, prev, CLAIMED, papers, "<m@x>")  # taken over as read
+    assert not one.claim(sub.id, period, prev, CLAIMED, papers, "<m@x>")  # no longer as read
+    one.sending(sub.id, period)  # no longer one's row: nothing changes
+    assert ledger(db)[(sub.id, period)] == CLAIMED
+    two.sending(sub.id, period)
+    assert ledger(db)[(sub.id, period)] == SENDING
+    assert not one.uncertain(sub.id, period, one.claimer, papers, "gone")  # not one's
+    assert one.uncertain(sub.id, period, two.claimer, papers, "gone")
+    assert ledger(db)[(sub.id, period)] == UNCERTAIN and sent_count(db, sub.id) == 2
+    assert with_attempts(db, sub.id, period) == 2
+    subs.unsubscribe(
+        db, settings, tokens.make_token(settings, tokens.UNSUBSCRIBE, sub.id, sub.email)
+    )
+    later = period_key("daily", TODAY + timedelta(days=1))
+    assert not one.claim(sub.id, later, None, CLAIMED, papers, "<n@x>")  # not confirmed
+    assert (sub.id, later) not in ledger(db)
+
+
+def with_attempts(db: Database, sub_id: int, period: str) -> int:
+    with db.session() as s:
+        return s.get(DigestLedgerRow, (sub_id, period)).attempts

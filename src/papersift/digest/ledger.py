@@ -137,9 +137,8 @@ class Ledger:
         paper_ids: list[str],
         message_id: str | None,
     ) -> bool:
-        """Own (sub, period) with ``status``: a new row, or ``prev`` taken over if it is still
-        as it was read (retryable, or a dead run's claim). False if another run has it or
-        the subscriber stopped being confirmed meanwhile."""
+        """Own (sub, period) with ``status``: a new row, or ``prev`` taken over. False if
+        another run has it or the subscriber stopped being confirmed meanwhile."""
         values = {
             "status": status,
             "claimed_by": self.claimer,
@@ -148,24 +147,31 @@ class Ledger:
             "paper_ids": paper_ids,
             "error": None,
         }
+        if prev is not None:
+            return self._take_over(sub_id, period, prev, values)
         try:
             with self.db.session() as s:
-                if prev is None:
-                    return store.insert_if_subscriber(
-                        s, sub_id, period, values, subscriber_status=CONFIRMED
-                    )
-                return store.update_row(
-                    s,
-                    sub_id,
-                    period,
-                    values,
-                    claimed_by=prev.claimed_by,
-                    status=prev.status,
-                    subscriber_status=CONFIRMED,
-                    count_attempt=True,
+                return store.insert_if_subscriber(
+                    s, sub_id, period, values, subscriber_status=CONFIRMED
                 )
         except store.RowTaken:
             return False
+
+    def _take_over(self, sub_id: int, period: str, prev: Entry, values: dict[str, object]) -> bool:
+        """Claim a row that is still as ``prev`` was read: retryable (failed, uncertain
+        with --retry-uncertain) or the claim of a run known to be dead. Of two runs trying
+        at once, the first UPDATE changes the row and the second finds it changed."""
+        with self.db.session() as s:
+            return store.update_row(
+                s,
+                sub_id,
+                period,
+                values,
+                claimed_by=prev.claimed_by,
+                status=prev.status,
+                subscriber_status=CONFIRMED,
+                count_attempt=True,
+            )
 
     def _move(self, sub_id: int, period: str, status: str, **values: object) -> None:
         with self.db.session() as s:
