@@ -19,10 +19,18 @@ from typer.testing import CliRunner
 
 from papersift.cli import app
 from papersift.model import normalize_title
-from papersift.search import SearchError, SearchFilters, SearchService, get_service
+from papersift.search import (
+    EmbedderError,
+    SearchError,
+    SearchFilters,
+    SearchRequest,
+    SearchService,
+    get_service,
+)
 from papersift.search import execute as execute_mod
 from papersift.search import indexer as indexer_mod
 from papersift.search.catalog import paper_key
+from papersift.search.embedder import Embedder
 from papersift.search.service import forget_services
 from papersift.settings import Settings, load_settings
 from papersift.store import papers as paper_store
@@ -558,6 +566,53 @@ def test_warm_fills_the_feedback_cache_and_ranks_the_same(search_home: Path):
 def test_get_service_is_cached_per_home(search_home: Path):
     settings, db = _open(search_home)
     assert get_service(settings, db) is get_service(load_settings(search_home, settings.db_url), db)
+    db.dispose()
+
+
+def test_bad_request_writes_nothing(seeded_home: Path, tmp_path: Path):
+    """A request the service refuses fails before any index is built or model loaded (the
+    home has papers but no index yet: a good request would build one)."""
+    shutil.copytree(seeded_home, tmp_path / "home")
+    settings, db = _open(tmp_path / "home")
+    assert not settings.index_dir.exists()
+    loads: list[int] = []
+
+    def load() -> Embedder:
+        loads.append(1)
+        raise AssertionError("the model is not needed to refuse a request")
+
+    service = SearchService(settings, db, load_embedder=load)
+    for request in (
+        SearchRequest("graph", mode="fuzzy"),
+        SearchRequest("graph", k=0),
+        SearchRequest(
+            "graph", filters=SearchFilters(date_from=date(2024, 2, 1), date_to=date(2024, 1, 1))
+        ),
+    ):
+        with pytest.raises(SearchError):
+            service.run(request)
+    assert not settings.index_dir.exists() and not loads
+    db.dispose()
+
+
+def test_model_that_cannot_load_leaves_keyword_search(own_home: Path):
+    """The embedder is loaded through the service's loader, only when a search needs it; if
+    it fails, semantic and hybrid searches answer by keyword and say why."""
+    settings, db = _open(own_home)
+    calls: list[int] = []
+
+    def broken() -> Embedder:
+        calls.append(1)
+        raise EmbedderError("model folder is empty")
+
+    service = SearchService(settings, db, load_embedder=broken)
+    lexical = service.search("protein structure prediction", k=3, mode="lexical")
+    assert lexical.hits and lexical.message is None and not calls
+    for mode in ("hybrid", "semantic"):
+        res = service.search("protein structure prediction", k=3, mode=mode)
+        assert [h.paper_id for h in res.hits] == [h.paper_id for h in lexical.hits]
+        assert "model folder is empty" in res.message and "keyword results only" in res.message
+    assert calls
     db.dispose()
 
 

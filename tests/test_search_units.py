@@ -4,18 +4,33 @@ embedder. Real tantivy, usearch, onnxruntime; no index of the seed corpus needed
 from __future__ import annotations
 
 import random
+from datetime import date
+from typing import get_type_hints
 
 import numpy as np
 import pytest
 
-from papersift.search import hybrid
+from papersift.model import paper_field_types, paper_text
+from papersift.search import (
+    DEFAULT_MODE,
+    DEFAULT_SORT,
+    MAX_K,
+    MAX_OFFSET,
+    MODES,
+    SORTS,
+    SearchError,
+    SearchFilters,
+    SearchRequest,
+    hybrid,
+)
 from papersift.search.catalog import Catalog, paper_key
 from papersift.search.embedder import Embedder, EmbedderError, get_embedder, resolve_model
 from papersift.search.lexical import FilterSpec, LexicalIndex
 from papersift.search.metrics import evaluate, mrr_at, ndcg_at, recall_at
 from papersift.search.query import MAX_QUERY_CHARS, clean_query, plain_terms
 from papersift.search.vectors import VectorIndex, VectorParams
-from papersift.store.search_docs import PaperDoc
+from papersift.store.papers import DERIVED_COLUMNS
+from papersift.store.search_docs import DOC_FIELDS, PaperDoc, decode_vector, encode_vector
 
 # -- query cleaning ----------------------------------------------------------------------
 
@@ -425,3 +440,106 @@ def test_custom_model_dir_is_honoured(tmp_path, monkeypatch):
     assert emb.model_id != default.model_id
     text = "graph neural networks for molecules"
     assert np.allclose(emb.encode([text]), get_embedder().encode([text]), atol=1e-4)
+
+
+# -- the search vocabulary ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_", "text"),
+    [
+        (SearchRequest("q", mode="fuzzy"), "unknown mode"),
+        (SearchRequest("q", sort="stars"), "unknown sort"),
+        (SearchRequest("q", k=0), "k must be"),
+        (SearchRequest("q", k=MAX_K + 1), "k must be"),
+        (SearchRequest("q", k="10"), "k must be"),  # type: ignore[arg-type]
+        (SearchRequest("q", offset=-1), "offset must be"),
+        (SearchRequest("q", offset=MAX_OFFSET + 1), "offset must be"),
+    ],
+)
+def test_search_request_refuses_what_the_service_does_not_serve(request_, text):
+    with pytest.raises(SearchError, match=text):
+        request_.validate()
+
+
+def test_search_vocabulary_bounds_and_filters():
+    for mode in MODES:
+        for sort in SORTS:
+            SearchRequest("q", k=MAX_K, offset=MAX_OFFSET, mode=mode, sort=sort).validate()
+    assert DEFAULT_MODE in MODES and DEFAULT_SORT in SORTS
+    SearchFilters(date_from=date(2024, 1, 1), date_to=date(2024, 1, 1)).validate()
+    with pytest.raises(SearchError, match="start date"):
+        SearchFilters(date_from=date(2024, 1, 2), date_to=date(2024, 1, 1)).validate()
+    assert not SearchFilters().active and not SearchFilters(collection="").active
+    assert SearchFilters(has_code=False).active and SearchFilters(category="cs.CL").active
+
+
+def test_requests_and_filters_are_cache_keys():
+    """Equal requests are one key; any differing parameter is another."""
+    a = SearchRequest("graphs", k=5, filters=SearchFilters(category="cs.LG"))
+    b = SearchRequest("graphs", k=5, filters=SearchFilters(category="cs.LG"))
+    cache = {a: 1}
+    assert cache[b] == 1 and hash(a) == hash(b)
+    assert SearchRequest("graphs", k=5, filters=SearchFilters(category="cs.CL")) not in cache
+    assert SearchRequest("graphs", k=5, sort="date", filters=a.filters) not in cache
+    with pytest.raises(AttributeError):
+        a.filters.category = "x"  # type: ignore[misc]
+
+
+def test_paper_doc_is_a_projection_of_the_paper_fields():
+    """PaperDoc's fields are Paper's (same names, same types) plus columns the store derives;
+    its text is the one paper_text."""
+    paper_types = paper_field_types()
+    doc_types = get_type_hints(PaperDoc)
+    for name in DOC_FIELDS:
+        if name in paper_types:
+            assert doc_types[name] == paper_types[name], name
+        else:
+            assert name in DERIVED_COLUMNS, name
+    doc = PaperDoc("x", "A title", "An abstract.")
+    assert doc.text == paper_text("A title", "An abstract.") == "A title. An abstract."
+    assert PaperDoc("y", "Only a title").text == "Only a title"
+
+
+# -- feedback query ----------------------------------------------------------------------
+
+
+def test_expanded_query_is_rm3_over_the_original_per_term():
+    lam = hybrid.FEEDBACK_LAMBDA
+    original = {("text", "graph"): 2.0, ("text", "neural"): 1.0, ("authors", "curie"): 1.0}
+    n = hybrid.query_length(original)
+    assert n == 3  # authors clauses are not words of the text
+    model = {"graph": 0.6, "molecul": 0.4}
+    weights = hybrid.expanded_query(original, n, model)
+    assert weights == pytest.approx(
+        {
+            ("text", "graph"): (1 - lam) / 3 * 2 + lam * 0.6,
+            ("text", "neural"): (1 - lam) / 3,
+            ("authors", "curie"): (1 - lam) / 3,
+            ("text", "molecul"): lam * 0.4,
+        }
+    )
+    assert hybrid.original_share(4) == pytest.approx((1 - lam) / 4)
+    assert hybrid.query_length({("authors", "x"): 1.0}) == 1  # never zero
+    assert hybrid.expanded_query({}, 1, model) == pytest.approx(
+        {("text", "graph"): lam * 0.6, ("text", "molecul"): lam * 0.4}
+    )
+
+
+def test_splice_rescored_keeps_the_rest_below_the_head_in_order():
+    fused = np.array([0.9, 0.1, 0.5, 0.3, 0.7])
+    head = np.array([0, 4, 2])
+    rescored = np.array([0.2, 0.8, 0.4])
+    final = hybrid.splice_rescored(fused, head, rescored)
+    assert list(final[head]) == list(rescored)
+    order = list(np.argsort(-final, kind="stable"))
+    assert order == [4, 2, 0, 3, 1]  # head by new score, then the tail in its old order
+    assert hybrid.splice_rescored(fused, np.arange(5), fused).tolist() == fused.tolist()
+
+
+def test_stored_vectors_round_trip_and_reject_wrong_sizes():
+    vec = np.linspace(-1, 1, 8, dtype=np.float32)
+    assert np.allclose(decode_vector(encode_vector(vec), 8), vec, atol=1e-3)
+    assert np.array_equal(decode_vector(vec.astype("<f4").tobytes(), 8), vec)
+    assert decode_vector(encode_vector(vec), 7) is None
+    assert decode_vector(b"", 8) is None
