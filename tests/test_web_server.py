@@ -296,7 +296,7 @@ def test_served_warm_up_fills_caches_and_freezes_what_it_loaded(web_home: Path) 
     try:
         _warm_search(app, freeze_gc=True)
         assert gc.get_freeze_count() > 10_000
-        live = get_service(settings, db)._current()
+        live = get_service(settings, db).generations.current()
         assert live is not None and len(live.terms) == len(live.catalog)
         with TestClient(app) as client:
             r = client.get("/api/v1/search", params={"q": "graph neural networks", "k": 3})
@@ -306,8 +306,7 @@ def test_served_warm_up_fills_caches_and_freezes_what_it_loaded(web_home: Path) 
         service = get_service(settings, db)
         gone = weakref.ref(live)
         del live
-        with service._lock:
-            service._live = None  # what an index update does
+        service.generations.forget()  # what an index update does
         assert gone() is None
     finally:
         gc.unfreeze()
