@@ -354,6 +354,7 @@ def test_forged_and_expired_links_are_rejected(live: Live) -> None:
         ):
             resp = httpx.request(method, f"{live.url}{path}", params={"token": token}, timeout=10)
             assert resp.status_code == 400, (method, path, token)
+            assert resp.headers["cache-control"] == "private, no-store"  # a page about a link
     resp = httpx.get(f"{live.url}/subscriptions/manage", params={"token": good}, timeout=10)
     assert resp.status_code == 400
     assert status_of(live, email) == "pending"

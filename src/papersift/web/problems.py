@@ -2,9 +2,9 @@
 
 Every exception reaching the app boundary goes through ``install(app)``'s handlers: HTTP
 errors, invalid parameters, bad search parameters (400), search unavailable (503 with
-Retry-After); the catch-all one logs the traceback server-side and tells the client only
-"internal error". A page that shows search errors inside its own form (the search page)
-says so with :func:`show_search_errors_in`.
+Retry-After), bad or expired signed links (400, never cached); the catch-all one logs the
+traceback server-side and tells the client only "internal error". A page that shows search
+errors inside its own form (the search page) says so with :func:`show_search_errors_in`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from papersift.digest.tokens import TokenError
 from papersift.web.searching import BadParams, SearchUnavailable
 from papersift.web.state import web_state
 from papersift.web.templating import render
@@ -172,6 +173,14 @@ async def search_unavailable(request: Request, exc: Exception) -> Response:
     return _search_error(request, 503, str(exc), RETRY_SOON)
 
 
+async def bad_token(request: Request, exc: Exception) -> Response:
+    """A forged, damaged or expired link: 400, and the page is never cached (it answers a
+    URL that carries a signed token)."""
+    response = _respond(request, 400, str(exc).capitalize() + ".")
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _respond(request, 500, "internal error; it has been logged")
@@ -183,4 +192,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(BadParams, bad_params)
     app.add_exception_handler(SearchUnavailable, search_unavailable)
+    app.add_exception_handler(TokenError, bad_token)
     app.add_exception_handler(Exception, server_error)

@@ -12,7 +12,7 @@
   and no CSRF token, so mail clients' RFC 8058 one-click POST (body
   ``List-Unsubscribe=One-Click``) works: the signed token is the proof.
 
-Forged, damaged or expired links get a 400 page (problem+json under /api). The work is
+Forged, damaged or expired links (``TokenError``) get the app's 400 page. The work is
 done by ``papersift.digest.subscriptions``; this module only parses and renders.
 """
 
@@ -29,7 +29,6 @@ from starlette.responses import Response
 from papersift.digest import subscriptions as subs
 from papersift.digest import tokens
 from papersift.digest.smtp import SmtpConfigError, SmtpError
-from papersift.digest.tokens import TokenError
 from papersift.digest.validation import (
     FREQUENCIES,
     MAX_PAPERS_LIMIT,
@@ -50,7 +49,7 @@ from papersift.web.deps import (
     StateDep,
     VisitorDep,
 )
-from papersift.web.problems import ProblemResponse, error_page, problem
+from papersift.web.problems import ProblemResponse, problem
 from papersift.web.ratelimit import Limit, RateLimiter
 from papersift.web.resources import check_rate
 from papersift.web.schemas import SubscriptionAccepted, SubscriptionIn
@@ -93,11 +92,6 @@ class Pages:
             cache_control=PAGE_CACHE,
             headers=NO_REFERRER,
         )
-
-    def token_error(self, exc: TokenError) -> Response:
-        response = error_page(self.request, 400, str(exc).capitalize() + ".")
-        response.headers["Cache-Control"] = PAGE_CACHE
-        return response
 
     def _collections(self) -> list[tuple[str, int]]:
         with self.db.session() as s:
@@ -297,10 +291,7 @@ async def subscribe_api(
 # -- confirm -----------------------------------------------------------------------------------
 @router.get("/subscriptions/confirm", include_in_schema=False)
 def confirm_page(pages: PagesDep, token: str | None = None) -> Response:
-    try:
-        sub = subs.confirmation(pages.db, pages.settings, token)
-    except TokenError as exc:
-        return pages.token_error(exc)
+    sub = subs.confirmation(pages.db, pages.settings, token)
     if sub.status == subs.CONFIRMED:
         return pages.confirmed(sub, changed=False)
     return pages.render("confirm.html", {"sub": sub, "token": token})
@@ -311,20 +302,14 @@ async def confirm_post(request: Request, pages: PagesDep, token: str | None = No
     """Confirm from the page's button; the signed token is the proof (no CSRF token needed:
     a forged request could only confirm an address its owner asked to subscribe)."""
     token = await _posted_token(request, token)
-    try:
-        sub, changed = await run_in_threadpool(subs.confirm, pages.db, pages.settings, token)
-    except TokenError as exc:
-        return pages.token_error(exc)
+    sub, changed = await run_in_threadpool(subs.confirm, pages.db, pages.settings, token)
     return pages.confirmed(sub, changed=changed)
 
 
 # -- manage ------------------------------------------------------------------------------------
 @router.get("/subscriptions/manage", include_in_schema=False)
 def manage_page(pages: PagesDep, token: str | None = None) -> Response:
-    try:
-        sub = subs.subscriber_for_token(pages.db, pages.settings, tokens.MANAGE, token)
-    except TokenError as exc:
-        return pages.token_error(exc)
+    sub = subs.subscriber_for_token(pages.db, pages.settings, tokens.MANAGE, token)
     return pages.manage(sub, token or "", sub.preferences, [])
 
 
@@ -333,10 +318,7 @@ async def manage_save(request: Request, pages: PagesDep, token: str | None = Non
     form = await request.form(max_files=0, max_fields=MAX_FIELDS)
     token = token or _field(form, "token")
     db, settings = pages.db, pages.settings
-    try:
-        sub = subs.subscriber_for_token(db, settings, tokens.MANAGE, token)
-    except TokenError as exc:
-        return pages.token_error(exc)
+    sub = subs.subscriber_for_token(db, settings, tokens.MANAGE, token)
     prefs, errors = _form_preferences(form)
     if not verify_csrf(request, _field(form, CSRF_FIELD)):
         errors = ["This form has expired; please save again."] + errors
@@ -349,8 +331,6 @@ async def manage_save(request: Request, pages: PagesDep, token: str | None = Non
                 sub = await run_in_threadpool(subs.update_preferences, db, settings, token, prefs)
         except ValidationError as exc:
             errors = exc.errors
-        except TokenError as exc:
-            return pages.token_error(exc)
     if errors:
         return pages.manage(sub, token or "", prefs, errors, status_code=400)
     return pages.manage(sub, token or "", sub.preferences, [], saved=True)
@@ -359,10 +339,7 @@ async def manage_save(request: Request, pages: PagesDep, token: str | None = Non
 # -- unsubscribe -------------------------------------------------------------------------------
 @router.get("/unsubscribe", include_in_schema=False)
 def unsubscribe_page(pages: PagesDep, token: str | None = None) -> Response:
-    try:
-        sub = subs.subscriber_for_token(pages.db, pages.settings, tokens.UNSUBSCRIBE, token)
-    except TokenError as exc:
-        return pages.token_error(exc)
+    sub = subs.subscriber_for_token(pages.db, pages.settings, tokens.UNSUBSCRIBE, token)
     return pages.render(
         "unsubscribe.html", {"sub": sub, "token": token, "done": False, "changed": False}
     )
@@ -372,10 +349,7 @@ def unsubscribe_page(pages: PagesDep, token: str | None = None) -> Response:
 async def unsubscribe_post(request: Request, pages: PagesDep, token: str | None = None) -> Response:
     """Unsubscribe: from the page's button or a mail client's RFC 8058 one-click POST."""
     token = await _posted_token(request, token)
-    try:
-        sub, changed = await run_in_threadpool(subs.unsubscribe, pages.db, pages.settings, token)
-    except TokenError as exc:
-        return pages.token_error(exc)
+    sub, changed = await run_in_threadpool(subs.unsubscribe, pages.db, pages.settings, token)
     return pages.render(
         "unsubscribe.html",
         {
