@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from papersift.export import to_bibtex, to_jsonl
+from papersift.export import BibtexExport, to_jsonl
 from papersift.ingest.pipeline import FileResult, IngestSummary, ProgressFn, ingest_paths
 from papersift.model import Paper
 from papersift.search import (
@@ -339,7 +339,7 @@ class Library:
         return self._export(format, ids)
 
     def _export(self, format: str, ids: list[str] | None) -> Iterator[str]:
-        render = to_jsonl if format == "jsonl" else to_bibtex
+        render = to_jsonl if format == "jsonl" else BibtexExport()  # keys unique per export
         separator = "\n" if format == "bibtex" else ""
         with self.db.session() as session:
             if ids is None:
