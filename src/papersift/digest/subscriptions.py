@@ -44,6 +44,8 @@ SIGNUP_MAIL_INTERVAL = 600.0
 
 @dataclass
 class Subscriber:
+    """A subscriber as the services and pages see it (read from a ``SubscriberRow``)."""
+
     id: int
     email: str
     topics: list[str] = field(default_factory=list)
