@@ -37,11 +37,14 @@ _BIBTEX_SPECIAL = {
     ">": r"\textgreater{}",
     "|": r"\textbar{}",
 }
-# Control characters (C0, DEL, C1) and bidirectional overrides; whitespace among them
-# becomes a space and is then collapsed with the rest.
+# Control characters (C0, DEL, C1), bidirectional overrides and lone surrogates are dropped;
+# the whitespace ones among them (tab, newline, ...) are left to str.split, which collapses
+# them with the rest.
 _DROPPED = [*range(0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F]
 _DROPPED += [*range(0x202A, 0x202F), *range(0x2066, 0x206A), *range(0xD800, 0xE000)]
-_CLEAN_TABLE = {c: (" " if chr(c).isspace() else None) for c in _DROPPED}
+_DROP_RE = re.compile(
+    "[" + "".join(re.escape(chr(c)) for c in _DROPPED if not chr(c).isspace()) + "]"
+)
 _BIBTEX_TABLE = str.maketrans(_BIBTEX_SPECIAL)  # one C pass instead of a Python loop per char
 # RFC 3986 reserved and unreserved characters: everything else in a URL is percent-encoded,
 # which leaves no backslash, brace, quote or space for BibTeX or LaTeX to act on.
@@ -68,7 +71,7 @@ _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
 
 def clean_text(text: str) -> str:
     """The text as it can stand in BibTeX: control characters dropped, whitespace collapsed."""
-    return " ".join(text.translate(_CLEAN_TABLE).split())
+    return " ".join(_DROP_RE.sub("", text).split())
 
 
 def bibtex_text(text: str) -> str:
