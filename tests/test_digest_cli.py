@@ -114,6 +114,20 @@ def test_confirm_rejects_forged_and_expired(home: Path) -> None:
     assert status == "pending"
 
 
+def test_remove_by_manage_link_and_refusing_other_links(home: Path) -> None:
+    sub = last_json(cli("subscribers", "add", "ada@example.org", "--no-mail", "--json").stdout)
+    confirm = sub["confirm_url"]
+    settings = load_settings(home)
+    manage = tokens.manage_url(settings, sub["subscriber"]["id"], "ada@example.org")
+    for wrong in (confirm, manage[:-4] + "AAAA", "https://papers.example.org/unsubscribe?token="):
+        refused = cli("subscribers", "remove", wrong)
+        assert refused.exit_code == 2 and "link" in refused.stderr, refused.output
+    assert len(last_json(cli("subscribers", "list", "--json").stdout)["subscribers"]) == 1
+    removed = cli("subscribers", "remove", manage)
+    assert removed.exit_code == 0 and "ada@example.org: removed" in removed.stdout
+    assert last_json(cli("subscribers", "list", "--json").stdout)["subscribers"] == []
+
+
 def test_add_with_smtp_down_still_records_and_prints_the_link(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -208,16 +208,10 @@ def subscribers_remove(
         except ValidationError as exc:
             _invalid(exc)
     else:
-        sub = None
-        token = tokens.token_from_link(who)
-        for purpose in (tokens.UNSUBSCRIBE, tokens.MANAGE):
-            try:
-                sub = subs.subscriber_for_token(db, state.settings, purpose, token)
-                break
-            except TokenError as exc:
-                error = exc
-        if sub is None:
-            fail(str(error), code=2)
+        try:
+            sub = subs.subscriber_for_link(db, state.settings, who)
+        except TokenError as exc:
+            fail(str(exc), code=2)
     if sub is None:
         fail(f"no subscriber with address {who!r}")
     subs.remove(db, sub.id)

@@ -239,6 +239,16 @@ def subscriber_for_token(
         return Subscriber.from_row(_by_token(s, settings, purpose, token))
 
 
+def subscriber_for_link(db: Database, settings: Settings, link: str) -> Subscriber:
+    """The subscriber an unsubscribe or manage link (or its bare token) names, as an
+    operator pastes it from a digest; TokenError if it is neither."""
+    token = tokens.token_from_link(link)
+    try:
+        return subscriber_for_token(db, settings, tokens.UNSUBSCRIBE, token)
+    except tokens.TokenError:
+        return subscriber_for_token(db, settings, tokens.MANAGE, token)
+
+
 def _confirmable(s: Session, settings: Settings, token: object) -> SubscriberRow:
     row = _by_token(s, settings, tokens.CONFIRM, token)
     if row.status not in (PENDING, CONFIRMED):
