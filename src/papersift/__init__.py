@@ -16,9 +16,38 @@ CLI command) does not load the search stack with it.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+from collections.abc import Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+
+class _OnnxruntimeBeforeUsearch(importlib.abc.MetaPathFinder):
+    """Imports onnxruntime just before usearch is first imported, by anyone.
+
+    With the installed wheels importing onnxruntime after usearch crashes the process
+    (see :mod:`papersift.search`). papersift.search imports onnxruntime first itself; this
+    keeps the order also for a script that imports papersift, then usearch on its own,
+    without making ``import papersift`` load onnxruntime (0.4 s) when nothing needs it.
+    """
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname == "usearch" and "onnxruntime" not in sys.modules:
+            importlib.import_module("onnxruntime")
+        return None  # the ordinary finders import the module itself
+
+
+if not any(isinstance(f, _OnnxruntimeBeforeUsearch) for f in sys.meta_path):
+    sys.meta_path.insert(0, _OnnxruntimeBeforeUsearch())
 
 if TYPE_CHECKING:
     from papersift.api import CollectionInfo, IngestReport, Library, LibraryError
