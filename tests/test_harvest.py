@@ -167,9 +167,19 @@ def test_client_errors_are_not_retried(db, server):
 
 def test_requests_are_spaced_by_the_delay(db, server):
     script_oai(server)
-    harvest_oai(db, server.url, config=HarvestConfig(delay=0.3, backoff=0.01, timeout=5))
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    config = HarvestConfig(delay=0.3, backoff=0.01, timeout=5, sleep=sleep)
+    harvest_oai(db, server.url, config=config)
     gaps = [b.at - a.at for a, b in zip(server.log, server.log[1:], strict=False)]
-    assert len(gaps) == 2 and min(gaps) >= 0.29
+    # The harvester spaces the starts of its requests; where they arrive also depends on
+    # how fast a loaded machine schedules the server's threads, hence the margin.
+    assert len(waits) == 2 and all(0 < w <= 0.3 for w in waits)
+    assert len(gaps) == 2 and min(gaps) >= 0.25
 
 
 def test_broken_page_keeps_earlier_pages_and_resumes(db, server):
