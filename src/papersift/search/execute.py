@@ -88,7 +88,7 @@ class _Ranked:
 def _vectors(live: Generation) -> VectorIndex:
     """The generation's vector index (callers checked ``vector_problem`` first)."""
     if live.vectors is None:
-        raise EmbedderError("no embeddings yet (run `papersift index`)")
+        raise RuntimeError("dense search on a generation without vectors")
     return live.vectors
 
 
@@ -103,7 +103,7 @@ class Executor:
 
     def filter_spec(self, filters: SearchFilters | None) -> tuple[FilterSpec | None, str | None]:
         """The filters as the index understands them, or a message why nothing can match."""
-        if filters is None:
+        if filters is None or not filters.active:
             return None, None
         filters.validate()
         spec = FilterSpec(

@@ -62,15 +62,12 @@ class Generations:
 
     def __init__(self, root: Path, params: VectorParams, *, view: bool = True) -> None:
         self.root = Path(root)
+        self.current_path = self.root / "CURRENT"  # stat()ed on every search
         self.params = params
         self._view = view  # readers memory-map the vector graph
         self._live: Generation | None = None
         self._lock = threading.RLock()
         self._writing = threading.RLock()
-
-    @property
-    def current_path(self) -> Path:
-        return self.root / "CURRENT"
 
     def stamp(self) -> Stamp | None:
         """Identity of the CURRENT file as it is now (None if there is none)."""

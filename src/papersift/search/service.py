@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from papersift.search import indexer as indexing
 from papersift.search.embedder import Embedder, EmbedderError, get_embedder
@@ -22,6 +23,7 @@ from papersift.search.types import (
     DEFAULT_MODE,
     DEFAULT_SORT,
     MAX_K,
+    NO_FILTERS,
     IndexReport,
     Progress,
     SearchError,
@@ -96,7 +98,7 @@ class SearchService:
         self.indexer.rebuild(embed_limit=indexing.EMBED_LIMIT, only_if_missing=True)
         return self.generations.current()
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         """What the current index holds (for ``papersift index`` and the web app)."""
         return self.generations.status()
 
@@ -136,7 +138,7 @@ class SearchService:
     ) -> SearchResults:
         """Ranked papers for ``query``; bad syntax is simplified, never an exception."""
         text = query if isinstance(query, str) else ""
-        return self.run(SearchRequest(text, k, offset, mode, sort, filters or SearchFilters()))
+        return self.run(SearchRequest(text, k, offset, mode, sort, filters or NO_FILTERS))
 
     def run(self, request: SearchRequest) -> SearchResults:
         """The results of one request (SearchError if it asks for what is not served)."""

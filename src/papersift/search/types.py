@@ -8,7 +8,7 @@ loads no index, model or database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Literal, Protocol, get_args
 
@@ -61,6 +61,9 @@ class SearchFilters:
             raise SearchError("the start date is after the end date")
 
 
+NO_FILTERS = SearchFilters()
+
+
 @dataclass(frozen=True)
 class SearchRequest:
     """One search as asked: hashable, so a front end can key a result cache by it."""
@@ -70,7 +73,7 @@ class SearchRequest:
     offset: int = 0
     mode: str = DEFAULT_MODE
     sort: str = DEFAULT_SORT
-    filters: SearchFilters = field(default_factory=SearchFilters)
+    filters: SearchFilters = NO_FILTERS
 
     def validate(self) -> None:
         """Raise SearchError for a mode, sort, size or offset the service does not serve.
