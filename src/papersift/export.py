@@ -36,6 +36,9 @@ _BIBTEX_SPECIAL = {
     "<": r"\textless{}",
     ">": r"\textgreater{}",
     "|": r"\textbar{}",
+    # Styles put author names into \bibitem[label]: a bare ] there ends the label early.
+    "[": "{[}",
+    "]": "{]}",
 }
 # Control characters (C0, DEL, C1), bidirectional overrides and lone surrogates are dropped;
 # the whitespace ones among them (tab, newline, ...) are left to str.split, which collapses
