@@ -11,7 +11,7 @@ the other order is fine.
 
 import onnxruntime as _onnxruntime  # noqa: F401  (import order matters, see above)
 
-from papersift.search.embedder import EmbedderError
+from papersift.search.embedder import Embedder, EmbedderError
 from papersift.search.query import MAX_QUERY_CHARS
 from papersift.search.service import SearchService, get_service
 from papersift.search.types import (
@@ -24,6 +24,7 @@ from papersift.search.types import (
     MAX_OFFSET,
     MAX_QUERY_LENGTH,
     MODES,
+    NO_FILTERS,
     SORTS,
     IndexReport,
     Mode,
@@ -47,7 +48,9 @@ __all__ = [
     "MAX_QUERY_CHARS",
     "MAX_QUERY_LENGTH",
     "MODES",
+    "NO_FILTERS",
     "SORTS",
+    "Embedder",
     "EmbedderError",
     "IndexReport",
     "Mode",
