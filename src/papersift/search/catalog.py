@@ -52,16 +52,19 @@ class Catalog:
         return _Tx(conn)
 
     def close(self) -> None:
+        """Close this thread's connection (writers do, before CURRENT switches)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
 
     def __len__(self) -> int:
+        """How many papers are indexed."""
         with self._conn() as conn:
             return conn.execute("SELECT count(*) FROM docs").fetchone()[0]
 
     def count_vectors(self) -> int:
+        """How many indexed papers have a vector."""
         with self._conn() as conn:
             sql = "SELECT count(*) FROM docs WHERE vec_hash IS NOT NULL"
             return conn.execute(sql).fetchone()[0]
@@ -109,6 +112,7 @@ class Catalog:
             conn.execute("COMMIT")
 
     def remove(self, keys: Sequence[int]) -> None:
+        """Forget these keys (papers that left the database)."""
         with self._conn() as conn:
             conn.execute("BEGIN")
             conn.executemany("DELETE FROM docs WHERE key = ?", [(int(k),) for k in keys])
