@@ -232,3 +232,21 @@ def test_a_library_on_an_open_database_leaves_it_open(web_home: Path, tmp_path: 
             assert again.db is database
     finally:
         database.dispose()
+
+
+def test_the_same_calls_on_sqlite_and_postgresql(db, tmp_path: Path) -> None:
+    """A library on either database: ingest, read back by DOI, search, export."""
+    from papersift.settings import load_settings
+
+    settings = load_settings(tmp_path / "home", db.url)
+    with papersift.Library(settings=settings, db=db) as library:
+        report = library.ingest([FIXTURES / "oai_arxiv.xml"])
+        assert report.ok and report.added > 0 and report.index_error is None
+        paper = library.paper("10.1145/3539618.3591999")
+        assert paper is not None and paper.arxiv_id == "2301.01234"
+        assert paper.first_seen is not None and paper.first_seen.utcoffset() is not None
+        hits = library.search(paper.title, k=3, mode="lexical").hits
+        assert hits and hits[0].paper_id == paper.id
+        exported = [json.loads(line) for line in "".join(library.export()).splitlines()]
+        assert len(exported) == library.count() == report.added
+        assert library.stats()["papers"] == report.added
