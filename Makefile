@@ -39,6 +39,7 @@ audit: install
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/embed.py
 	$(BIN)/python bench/web.py
 	$(BIN)/python bench/digest.py
 
