@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, get_type_hints
 
 # arXiv identifiers: new style 2301.00001(v2), old style hep-th/9901001(v1).
@@ -87,12 +87,16 @@ class PaperMetadata:
     authors: list[str] = field(default_factory=list)
     published: date | None = None
     updated: date | None = None
+    # The day arXiv listed the paper (its "day" on the daily pages), when a source says so.
+    announced: date | None = None
     categories: list[str] = field(default_factory=list)
+    primary_category: str | None = None
     doi: str | None = None
     arxiv_id: str | None = None
     abs_url: str | None = None
     pdf_url: str | None = None
     code_urls: list[str] = field(default_factory=list)
+    comment: str | None = None  # the arXiv comments field (pages, venue, code link)
 
     @property
     def code_url(self) -> str | None:
@@ -137,6 +141,21 @@ METADATA_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PaperMetadata))
 LIST_FIELDS: frozenset[str] = frozenset(f.name for f in fields(Paper) if f.default_factory is list)
 
 
+def paper_day(paper: PaperMetadata | Paper) -> date | None:
+    """The day a paper belongs to on the daily pages: the day arXiv listed it, else its
+    submission date, else the UTC date papersift first saw it (None when it has none)."""
+    if paper.announced is not None:
+        return paper.announced
+    if paper.published is not None:
+        return paper.published
+    seen = getattr(paper, "first_seen", None)
+    if seen is None:
+        return None
+    if seen.tzinfo is not None:
+        seen = seen.astimezone(UTC)
+    return seen.date()
+
+
 def paper_field_types() -> dict[str, Any]:
     """Field name -> resolved type annotation, for deriving schemas (e.g. pydantic models)."""
     hints = get_type_hints(Paper)
@@ -163,10 +182,16 @@ class CollectionEntry:
 
 @dataclass
 class Collection:
-    """An ordered list of papers, e.g. one saved listing page, in page order."""
+    """An ordered list of papers, e.g. one saved listing page, in page order.
+
+    ``name`` is the stable key (URLs, ``--collection``); ``title`` is what people read
+    (set by ``--collection-title`` or ``collections rename``, else derived, never a hash).
+    """
 
     name: str
     origin: str = ""
+    title: str = ""
+    description: str = ""
     entries: list[CollectionEntry] = field(default_factory=list)
 
     @property

@@ -52,6 +52,12 @@ def merge_into(row: dict, record: PaperRecord, source: str, now: datetime) -> bo
         row["published"] = record.published
     if newer:
         row["updated"] = record.updated
+    if record.announced and (row["announced"] is None or record.announced < row["announced"]):
+        row["announced"] = record.announced  # the first listing is the paper's day
+    if record.primary_category and (newer or not row["primary_category"]):
+        row["primary_category"] = record.primary_category
+    if record.comment and (newer or not row["comment"]):
+        row["comment"] = record.comment
     for key in ("arxiv_id", "doi", "abs_url", "pdf_url"):
         if not row[key] and getattr(record, key):
             row[key] = getattr(record, key)

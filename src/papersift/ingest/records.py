@@ -19,6 +19,8 @@ from papersift.model import (
 MAX_TITLE_CHARS = 2_000
 MAX_ABSTRACT_CHARS = 100_000
 MAX_AUTHORS = 5_000
+MAX_COMMENT_CHARS = 10_000
+MAX_CATEGORY_CHARS = 64
 
 # Code hosts whose links count as "code". Stop at whitespace, quotes and brackets; trailing
 # sentence punctuation is trimmed afterwards because URLs may legitimately contain dots.
@@ -143,6 +145,21 @@ class PaperRecord(PaperMetadata):
                     links.append(found)
         self.code_urls = links
         self.categories = [c for c in dict.fromkeys(self.categories) if c]
+        self.comment = clean_text(self.comment) or None
+        if self.comment and len(self.comment) > MAX_COMMENT_CHARS:
+            raise IngestError(
+                f"comment is {len(self.comment):,} characters (limit {MAX_COMMENT_CHARS:,})",
+                location=self.location,
+            )
+        self.primary_category = clean_text(self.primary_category) or None
+        if self.primary_category is None and self.arxiv_id and self.categories:
+            self.primary_category = self.categories[0]  # arXiv lists the primary first
+        if self.primary_category and len(self.primary_category) > MAX_CATEGORY_CHARS:
+            raise IngestError(
+                f"primary category is {len(self.primary_category):,} characters"
+                f" (limit {MAX_CATEGORY_CHARS})",
+                location=self.location,
+            )
         self.title_key = normalize_title(self.title)[:255]
         return self
 

@@ -70,10 +70,14 @@ class PaperRow(Base):
     authors: Mapped[list] = mapped_column(JSON, default=list)
     published: Mapped[date | None] = mapped_column(Date, index=True)
     updated: Mapped[date | None] = mapped_column(Date)
+    # The daily pages query by it.
+    announced: Mapped[date | None] = mapped_column(Date, index=True)
     categories: Mapped[list] = mapped_column(JSON, default=list)
+    primary_category: Mapped[str | None] = mapped_column(String(64))
     abs_url: Mapped[str | None] = mapped_column(Text)
     pdf_url: Mapped[str | None] = mapped_column(Text)
     code_urls: Mapped[list] = mapped_column(JSON, default=list)
+    comment: Mapped[str | None] = mapped_column(Text)
     has_code: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     sources: Mapped[list] = mapped_column(JSON, default=list)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
@@ -88,6 +92,8 @@ class CollectionRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     origin: Mapped[str] = mapped_column(Text, default="")
+    title: Mapped[str] = mapped_column(Text, default="", server_default="")
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -19,13 +19,16 @@ class PaperOut(BaseModel):
     authors: list[str]
     published: str | None = Field(None, description="ISO date")
     updated: str | None = None
+    announced: str | None = Field(None, description="ISO date arXiv listed it")
     categories: list[str]
+    primary_category: str | None = None
     doi: str | None = None
     arxiv_id: str | None = None
     abs_url: str | None = None
     pdf_url: str | None = None
     code_url: str | None = Field(None, description="first code link, if any")
     code_urls: list[str]
+    comment: str | None = None
     first_seen: str | None = None
     url: str = Field(description="the paper's page on this server")
     votes: int
