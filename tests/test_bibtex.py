@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import calendar
 import json
+import random
 import re
+import shutil
+import subprocess
 import unicodedata
 from datetime import date
 from pathlib import Path
@@ -260,8 +263,9 @@ _PIECES = [
     "{", "}", "}}", "}, author = {Injected Author", "@misc{x,", "@", "%", "#", "\\", "\\\\",
     "$", r"$\input{/etc/passwd}$", r"\include{x}", r"\write18{id}", r"\immediate", r"\openout",
     r"\catcode`\{=12", "^^5c", "~", "^", "_", "&", '"', "and", " AND ", ",", "others", "--",
-    "<script>", "|", "é", "Müller", "Ørsted", "中文", "\x00", "\x1b[31m", "\u202e", "\ud800",
-    "\n\n", "\t", "\r\n", "\u2028", "\xa0", "http://", "https://x.org/", "10.48550/", "%2",
+    "<script>", "|", "]", "[", "é", "Müller", "Ørsted", "中文", "\x00", "\x1b[31m", "\u202e",
+    "\ud800", "\n\n", "\t", "\r\n", "\u2028", "\xa0", "http://", "https://x.org/",
+    "10.48550/", "%2",
 ]  # fmt: skip
 hostile = st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=12)), max_size=10).map(
     "".join
@@ -282,7 +286,7 @@ papers = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(papers, min_size=1, max_size=4))
 def test_fuzzed_papers_read_back(batch: list[Paper]) -> None:
     assert_export_reads_back(batch, to_bibtex_all(batch))
@@ -380,3 +384,63 @@ def test_empty_title_and_authors_are_omitted_not_written_empty(bad: str) -> None
     text = to_bibtex(_paper(title=bad, authors=[bad], abstract=bad))
     entry = parse_pybtex(text).entries["2301_00001"]
     assert "title" not in entry.fields and not entry.persons and "abstract" not in entry.fields
+
+
+# --- what TeX itself makes of a hostile export (where TeX Live is installed) -----------
+
+_DOC = r"""\documentclass{article}
+\usepackage[T1]{fontenc}
+\usepackage{natbib}
+\usepackage{hyperref}
+\begin{document}
+\nocite{*}
+\bibliographystyle{STYLE}
+\bibliography{refs}
+\end{document}
+"""
+
+
+def _hostile_batch(n: int) -> list[Paper]:
+    """Deterministic hostile papers in scripts pdflatex's fonts have, plus TeX attacks."""
+    rng = random.Random(7)
+    pieces = [p for p in _PIECES if all(ord(c) < 0x250 for c in p)]
+
+    def text() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+
+    attack = r"$\input{/etc/passwd}$ \immediate\openout5=pwned.tex \immediate\write5{x} "
+    return [
+        Paper(
+            id=f"{rng.getrandbits(40):010x}",
+            title=text(),
+            abstract=attack + text(),
+            authors=[text() for _ in range(rng.randint(0, 3))],
+            published=date(2000 + i % 30, 1 + i % 12, 1) if i % 3 else None,
+            doi=f"10.1000/{text()}" if i % 4 == 0 else None,
+            arxiv_id=text() if i % 5 == 0 else None,
+            categories=[text()],
+            abs_url=f"https://x.org/{text()}" if i % 2 else None,
+            code_urls=[f"https://g.io/{text()}"] if i % 3 == 0 else [],
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["plainnat", "unsrt"])
+def test_bibtex_and_pdflatex_typeset_a_hostile_export(style: str, tmp_path: Path) -> None:
+    if not (shutil.which("bibtex") and shutil.which("pdflatex")):
+        pytest.skip("TeX Live not installed (apt-get install texlive-latex-recommended)")
+    batch = _hostile_batch(80)
+    (tmp_path / "refs.bib").write_text(to_bibtex_all(batch), encoding="utf-8")
+    (tmp_path / "doc.tex").write_text(_DOC.replace("STYLE", style), encoding="utf-8")
+    latex = ["pdflatex", "-interaction=nonstopmode", "-no-shell-escape", "doc.tex"]
+    subprocess.run(latex, cwd=tmp_path, capture_output=True, timeout=120)
+    bib = subprocess.run(["bibtex", "doc"], cwd=tmp_path, capture_output=True, timeout=120)
+    assert bib.returncode < 2, (tmp_path / "doc.blg").read_text(errors="replace")  # warnings only
+    subprocess.run(latex, cwd=tmp_path, capture_output=True, timeout=120)
+    log = (tmp_path / "doc.log").read_text(encoding="latin-1")
+    errors = [line for line in log.splitlines() if line.startswith("! ")]
+    assert errors == [], errors
+    assert (tmp_path / "doc.bbl").read_text(encoding="utf-8").count(r"\bibitem") == len(batch)
+    assert "(/etc/passwd" not in log and not (tmp_path / "pwned.tex").exists()
