@@ -2,8 +2,8 @@
 
 Handlers declare what they need (``db: DbDep``, ``search: SearchDep``, ...) and FastAPI
 hands it over from the app's :class:`~papersift.web.state.WebState`; no handler reaches
-into ``app.state``. The providers are ``async``: they only look things up, so they run in
-the event loop instead of costing a thread hop each.
+into ``app.state``. The providers are ``async`` and read the request themselves: they only
+look things up, so they run in the event loop without a thread hop or sub-dependencies.
 """
 
 from __future__ import annotations
@@ -32,32 +32,32 @@ async def get_state(request: Request) -> WebState:
 StateDep = Annotated[WebState, Depends(get_state)]
 
 
-async def get_settings(state: StateDep) -> Settings:
-    return state.settings
+async def get_settings(request: Request) -> Settings:
+    return web_state(request).settings
 
 
-async def get_db(state: StateDep) -> Database:
-    return state.db
+async def get_db(request: Request) -> Database:
+    return web_state(request).db
 
 
-async def get_search(state: StateDep) -> WebSearch:
-    return state.search
+async def get_search(request: Request) -> WebSearch:
+    return web_state(request).search
 
 
-async def get_cache(state: StateDep) -> ResultCache:
-    return state.search.cache
+async def get_cache(request: Request) -> ResultCache:
+    return web_state(request).search.cache
 
 
-async def get_paper_cache(state: StateDep) -> ResultCache:
-    return state.paper_cache
+async def get_paper_cache(request: Request) -> ResultCache:
+    return web_state(request).paper_cache
 
 
-async def get_trending(state: StateDep) -> TrendingCache:
-    return state.trending
+async def get_trending(request: Request) -> TrendingCache:
+    return web_state(request).trending
 
 
-async def get_views(state: StateDep) -> ViewCounter:
-    return state.views
+async def get_views(request: Request) -> ViewCounter:
+    return web_state(request).views
 
 
 async def current_visitor(request: Request) -> str | None:
@@ -69,8 +69,9 @@ async def client_ip(request: Request) -> str:
     return request.client.host if request.client else "-"
 
 
-async def get_voting(state: StateDep, ip: Annotated[str, Depends(client_ip)]) -> Voting:
-    return Voting(state.db, state.trending, state.vote_limiter, ip)
+async def get_voting(request: Request) -> Voting:
+    state = web_state(request)
+    return Voting(state.db, state.trending, state.vote_limiter, await client_ip(request))
 
 
 class Renderer:
@@ -100,8 +101,8 @@ class Renderer:
         )
 
 
-async def get_renderer(request: Request, state: StateDep) -> Renderer:
-    return Renderer(request, state.templates)
+async def get_renderer(request: Request) -> Renderer:
+    return Renderer(request, web_state(request).templates)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

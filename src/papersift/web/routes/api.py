@@ -26,7 +26,7 @@ from papersift.store import collections as collection_store
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
 from papersift.web import schemas
-from papersift.web.caching import REVALIDATE, SHORT, CachedRoute, cache_control
+from papersift.web.caching import REVALIDATE, SHORT, CachedRoute, cache_control, in_threadpool
 from papersift.web.deps import DbDep, PaperCacheDep, SearchDep, TrendingDep, VotingDep
 from papersift.web.resources import (
     TRENDING_DEPTH,
@@ -76,6 +76,7 @@ def _pairs(hits: list[SearchHit]) -> list[tuple[str, float]]:
     responses=schemas.problem_responses(400, 422, 503),
     dependencies=[cache_control(SHORT)],
 )
+@in_threadpool
 def api_search(
     request: Request,
     db: DbDep,
@@ -131,6 +132,7 @@ def api_search(
     responses=schemas.problem_responses(404, 422, 503),
     dependencies=[cache_control(SHORT)],
 )
+@in_threadpool
 def api_similar(
     db: DbDep, search: SearchDep, paper_cache: PaperCacheDep, paper_id: str, k: K = 10
 ) -> schemas.SimilarOut:
@@ -157,6 +159,7 @@ def _vote(request: Request, voting: VotingDep, paper_id: str, undo: bool) -> sch
     response_model=schemas.VoteOut,
     responses=schemas.problem_responses(403, 404, 413, 429),
 )
+@in_threadpool
 def api_upvote(
     request: Request, voting: VotingDep, paper_id: str, undo: bool = False
 ) -> schemas.VoteOut:
@@ -170,6 +173,7 @@ def api_upvote(
     response_model=schemas.VoteOut,
     responses=schemas.problem_responses(403, 404, 429),
 )
+@in_threadpool
 def api_remove_upvote(request: Request, voting: VotingDep, paper_id: str) -> schemas.VoteOut:
     """Remove this visitor's upvote (idempotent)."""
     return _vote(request, voting, paper_id, True)
@@ -181,6 +185,7 @@ def api_remove_upvote(request: Request, voting: VotingDep, paper_id: str) -> sch
     responses=schemas.problem_responses(404, 422),
     dependencies=[cache_control(REVALIDATE)],
 )
+@in_threadpool
 def api_paper(db: DbDep, paper_id: str) -> schemas.PaperDetail:
     """One paper by id, arXiv id or DOI, with its vote count, collections and BibTeX."""
     with db.session() as session:
@@ -202,6 +207,7 @@ def api_paper(db: DbDep, paper_id: str) -> schemas.PaperDetail:
     responses=schemas.problem_responses(400, 422),
     dependencies=[cache_control(REVALIDATE)],
 )
+@in_threadpool
 def api_trending(
     db: DbDep,
     trending: TrendingDep,
@@ -225,6 +231,7 @@ def api_trending(
     responses=schemas.problem_responses(422),
     dependencies=[cache_control(SHORT)],
 )
+@in_threadpool
 def api_collections(
     db: DbDep, k: K = 50, offset: OFFSET = 0, page: PAGE = None
 ) -> schemas.CollectionsOut:
@@ -245,6 +252,7 @@ def api_collections(
     responses=schemas.problem_responses(404, 422),
     dependencies=[cache_control(SHORT)],
 )
+@in_threadpool
 def api_collection(
     db: DbDep, name: str, k: K = 50, offset: OFFSET = 0, page: PAGE = None
 ) -> schemas.CollectionOut:
