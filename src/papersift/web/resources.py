@@ -40,6 +40,25 @@ def load_paper(session: Session, ref: str) -> Paper:
     return paper
 
 
+@dataclass
+class PaperDetail:
+    """A paper as its own page and its JSON show it."""
+
+    paper: Paper
+    votes: int
+    memberships: list[tuple[str, int]]  # (collection name, rank)
+
+
+def load_paper_detail(session: Session, ref: str) -> PaperDetail:
+    """The paper ``ref`` names with its vote count and collections, or a 404."""
+    paper = load_paper(session, ref)
+    return PaperDetail(
+        paper,
+        vote_store.vote_count(session, paper.id),
+        collection_store.collections_of_paper(session, paper.id),
+    )
+
+
 def load_collection(session: Session, name: str) -> Collection:
     """The collection of this name with its entries in order, or a 404."""
     cleaned = clean_ref(name)

@@ -33,6 +33,7 @@ from papersift.web.resources import (
     collection_entries,
     load_collection,
     load_paper,
+    load_paper_detail,
     papers_by_id,
     start_of,
     trending_slice,
@@ -189,15 +190,14 @@ def api_remove_upvote(request: Request, voting: VotingDep, paper_id: str) -> sch
 def api_paper(db: DbDep, paper_id: str) -> schemas.PaperDetail:
     """One paper by id, arXiv id or DOI, with its vote count, collections and BibTeX."""
     with db.session() as session:
-        paper = load_paper(session, paper_id)
-        votes = vote_store.vote_count(session, paper.id)
-        memberships = collection_store.collections_of_paper(session, paper.id)
+        found = load_paper_detail(session, paper_id)
     return schemas.PaperDetail(
-        **schemas.paper_fields(paper, votes),
+        **schemas.paper_fields(found.paper, found.votes),
         collections=[
-            schemas.CollectionRef(name=n, rank=r, url=collection_url(n)) for n, r in memberships
+            schemas.CollectionRef(name=n, rank=r, url=collection_url(n))
+            for n, r in found.memberships
         ],
-        bibtex=to_bibtex(paper),
+        bibtex=to_bibtex(found.paper),
     )
 
 

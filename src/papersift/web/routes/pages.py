@@ -32,6 +32,7 @@ from papersift.web.resources import (
     count_view,
     load_collection,
     load_paper,
+    load_paper_detail,
     page_number,
     trending_slice,
 )
@@ -171,12 +172,11 @@ def paper_page(
     paper_id: str,
 ) -> Response:
     with db.session() as session:
-        paper = load_paper(session, paper_id)
+        found = load_paper_detail(session, paper_id)
+        paper = found.paper
         if paper.id != paper_id:
             return RedirectResponse(paper_url(paper.id), status_code=301)
-        votes = vote_store.vote_count(session, paper.id)
         voted = bool(vote_store.voted_by(session, visitor, [paper.id]))
-        memberships = collection_store.collections_of_paper(session, paper.id)
         count_view(session, views, visitor or ip, paper.id)
     similar: list[Card] = []
     try:
@@ -190,9 +190,9 @@ def paper_page(
         "paper.html",
         {
             "paper": paper,
-            "votes": votes,
+            "votes": found.votes,
             "voted": voted,
-            "memberships": memberships,
+            "memberships": found.memberships,
             "similar": similar,
             "bibtex": to_bibtex(paper),
         },
