@@ -56,7 +56,7 @@ from papersift.store.schema import (  # noqa: E402
     VoteRow,
 )
 
-SAMPLE = ROOT / "data" / "sample"
+SAMPLE = ROOT / "src" / "papersift" / "data" / "seeds"
 PG_ADMIN = os.environ.get(
     "PAPERSIFT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

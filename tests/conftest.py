@@ -20,7 +20,7 @@ from papersift.store.db import Database
 from papersift.store.schema import Base
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS = ROOT / "data" / "sample"
+SEEDS = ROOT / "src" / "papersift" / "data" / "seeds"
 
 
 def _shared_folder() -> Path:

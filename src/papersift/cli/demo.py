@@ -12,13 +12,13 @@ from papersift.cli.data import library, print_summary, run_ingest
 
 
 def sample_dir() -> Path:
-    """The bundled seed pages: ``data/sample`` next to the source tree."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "data" / "sample"
-        if candidate.is_dir():
-            return candidate
-    fail("the sample corpus (data/sample) was not found next to the package")
+    """The bundled seed pages (package data)."""
+    from papersift.ingest.demo import seeds_dir
+
+    folder = seeds_dir()
+    if not folder.is_dir():
+        fail(f"the sample corpus ({folder}) is missing from the package")
+    return folder
 
 
 @app.command()

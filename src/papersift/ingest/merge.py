@@ -23,6 +23,16 @@ def _union(existing: list, new: list) -> list:
     return out
 
 
+def _pick(current: str | None, incoming: str | None, newer: bool, same: bool) -> str | None:
+    """The value to keep: a newer version's, else the one already there; between two
+    descriptions of the same version the larger, so the order of files does not matter."""
+    if not incoming:
+        return current
+    if newer or not current:
+        return incoming
+    return max(current, incoming) if same else current
+
+
 def new_row(record: PaperRecord, paper_id: str, source: str, now: datetime) -> dict:
     """The papers row of a record that matched no stored paper."""
     return new_paper_row(
@@ -54,10 +64,9 @@ def merge_into(row: dict, record: PaperRecord, source: str, now: datetime) -> bo
         row["updated"] = record.updated
     if record.announced and (row["announced"] is None or record.announced < row["announced"]):
         row["announced"] = record.announced  # the first listing is the paper's day
-    if record.primary_category and (newer or not row["primary_category"]):
-        row["primary_category"] = record.primary_category
-    if record.comment and (newer or not row["comment"]):
-        row["comment"] = record.comment
+    same_version = record.updated == row["updated"]
+    for key in ("primary_category", "comment"):
+        row[key] = _pick(row[key], getattr(record, key), newer, same_version)
     for key in ("arxiv_id", "doi", "abs_url", "pdf_url"):
         if not row[key] and getattr(record, key):
             row[key] = getattr(record, key)

@@ -31,7 +31,7 @@ from papersift.store.db import (
 
 BATCH = 2000
 SQLITE_CACHE_KIB = 65_536  # page cache of an ingest transaction on SQLite (see merge_records)
-SUFFIXES = {".txt", ".xml", ".atom", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".gz"}
+SUFFIXES = {".txt", ".xml", ".atom", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".gz", ".abs"}
 
 ProgressFn = Callable[[int], None]
 

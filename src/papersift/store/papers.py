@@ -50,7 +50,8 @@ def new_paper_row(
 ) -> dict[str, Any]:
     """A complete papers row for a paper first seen ``now`` from ``source``: the paper's
     fields (:data:`~papersift.model.METADATA_FIELDS`) plus the columns derived from them."""
-    row: dict[str, Any] = {name: getattr(meta, name) for name in METADATA_FIELDS}
+    values = vars(meta)  # a dataclass keeps its fields here: cheaper than getattr per field
+    row: dict[str, Any] = {name: values[name] for name in METADATA_FIELDS}
     row["id"] = paper_id
     row["sources"] = [source]
     row["first_seen"] = now
@@ -283,3 +284,13 @@ def update_rows(session: Session, rows: list[dict]) -> None:
     """Bulk UPDATE by primary key (SQLAlchemy's executemany path)."""
     if rows:
         session.execute(update(PaperRow), rows)
+
+
+def content_hashes(session: Session, ids: Sequence[str]) -> dict[str, str]:
+    """Paper id -> content hash of its stored title and abstract (unknown ids left out)."""
+    table = _PAPERS.c
+    out: dict[str, str] = {}
+    for chunk in _chunks(list(dict.fromkeys(ids))):
+        stmt = select(table.id, table.content_hash).where(table.id.in_(chunk))
+        out.update((pid, chash) for pid, chash in session.execute(stmt))
+    return out
