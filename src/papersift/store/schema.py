@@ -209,3 +209,6 @@ class HarvestStateRow(Base):
 
 
 Index("ix_digest_ledger_period", DigestLedgerRow.period)
+
+# Tables defined in their own modules register on the same Base when this module loads.
+from papersift.store import schema_jobs as _schema_jobs  # noqa: E402, F401
