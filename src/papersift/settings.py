@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     smtp_url: str = Field(
         default="smtp://127.0.0.1:25",
         description="`smtp://host:25`, `smtp://user:pass@host:587?starttls=1`, "
-        "`smtps://user:pass@host:465`; options `timeout=S`, `insecure=1` (testing only).",
+        "`smtps://user:pass@host:465`; options `timeout=S`, `insecure=1` (testing only); "
+        "`none` (or empty): no SMTP, mail is kept in the outbox (`papersift mail outbox`).",
     )
     mail_from: str = Field(
         default="papersift <digest@localhost>",
@@ -114,6 +115,27 @@ class Settings(BaseSettings):
         repr=False,
         description="Signing key for cookies, CSRF tokens and mail links "
         "(default: generated once into `$PAPERSIFT_HOME/secret.key`).",
+    )
+    admin_loopback: bool = Field(
+        default=True,
+        description="Admin pages (`/admin/outbox`) answer requests from 127.0.0.1/::1 "
+        "(`0`: never; an admin sign-in will be the other way in).",
+    )
+
+    # -- the daily job ----------------------------------------------------------------------
+    daily_source: str = Field(
+        default="",
+        description="What `papersift daily` harvests: `oai:URL[#set]` (OAI-PMH, arXiv "
+        "format) or `arxiv:QUERY` (the arXiv API); empty: no harvest.",
+    )
+    daily_max: int = Field(
+        default=2000,
+        gt=0,
+        description="Most papers one daily arXiv API harvest fetches.",
+    )
+    arxiv_api_url: str = Field(
+        default="https://export.arxiv.org/api/query",
+        description="The arXiv API endpoint `daily_source = arxiv:...` queries.",
     )
 
     # -- the embedding model ----------------------------------------------------------------
