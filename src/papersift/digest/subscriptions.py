@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING
 
 from papersift.digest import mail, tokens
 from papersift.digest.validation import (
+    MAX_COLLECTIONS,
+    MAX_TOPICS,
     Preferences,
     ValidationError,
     clean_preferences,
@@ -136,8 +139,18 @@ def _fields(prefs: Preferences) -> dict[str, object]:
     }
 
 
-def subscribe(db: Database, email: object, prefs: Preferences) -> SignupResult:
-    """Record a sign-up (validated); the caller then sends ``signup_message``."""
+def subscribe(
+    db: Database,
+    email: object,
+    prefs: Preferences,
+    *,
+    on_signup: Callable[[Session, SignupResult], None] | None = None,
+) -> SignupResult:
+    """Record a sign-up (validated); the caller then sends ``signup_message``, or
+    ``on_signup`` writes it to the outbox in the sign-up's own transaction.
+
+    Signing up again while pending adds the new topics and collections to the stored
+    ones (a second submission of a shorter form, e.g. the home page's, keeps them)."""
     address = normalize_email(email)
     now = datetime.now(UTC)
     for _ in range(2):  # a concurrent sign-up of the same address wins the insert: re-read
@@ -154,10 +167,16 @@ def subscribe(db: Database, email: object, prefs: Preferences) -> SignupResult:
                         failure_count=0,
                         **_fields(prefs),
                     )
-                    return SignupResult(Subscriber.from_row(row), "created")
+                    return _signed_up(
+                        s, SignupResult(Subscriber.from_row(row), "created"), on_signup
+                    )
                 if row.status == CONFIRMED:
-                    return SignupResult(Subscriber.from_row(row), "already")
+                    return _signed_up(
+                        s, SignupResult(Subscriber.from_row(row), "already"), on_signup
+                    )
                 action = "pending" if row.status == PENDING else "restarted"
+                if action == "pending":
+                    prefs = _kept(row, prefs)
                 restart = (
                     {"created_at": now, "confirmed_at": None, "unsubscribed_at": None}
                     if action == "restarted"
@@ -172,10 +191,35 @@ def subscribe(db: Database, email: object, prefs: Preferences) -> SignupResult:
                     **_fields(prefs),
                     **restart,
                 )
-                return SignupResult(Subscriber.from_row(row), action)
+                return _signed_up(s, SignupResult(Subscriber.from_row(row), action), on_signup)
         except store.AddressTaken:
             continue
     raise ValidationError("could not record the subscription, please try again")
+
+
+def _kept(row: SubscriberRow, prefs: Preferences) -> Preferences:
+    """A pending address's stored topics and collections plus the new ones (new first,
+    within the limits)."""
+
+    def merged(new: list[str], old: list[str] | None, limit: int) -> list[str]:
+        out = list(dict.fromkeys([*new, *(old or [])]))
+        return out[:limit]
+
+    return Preferences(
+        merged(prefs.topics, row.topics, MAX_TOPICS),
+        merged(prefs.collections, row.collections, MAX_COLLECTIONS),
+        prefs.frequency,
+        prefs.max_papers,
+        prefs.send_empty,
+    )
+
+
+def _signed_up(
+    s: Session, result: SignupResult, hook: Callable[[Session, SignupResult], None] | None
+) -> SignupResult:
+    if hook is not None:
+        hook(s, result)
+    return result
 
 
 def signup_message(settings: Settings, result: SignupResult) -> EmailMessage:

@@ -22,12 +22,14 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
+from papersift.digest import outbox, tokens
 from papersift.digest import subscriptions as subs
-from papersift.digest import tokens
+from papersift.digest.outbox import SignupMail
 from papersift.digest.smtp import SmtpConfigError, SmtpError
 from papersift.digest.validation import (
     FREQUENCIES,
@@ -154,12 +156,30 @@ async def _posted_token(request: Request, token: str | None) -> str | None:
     return _field(await request.form(max_files=0, max_fields=5), "token")
 
 
-def _send_signup(settings: Settings, result: subs.SignupResult) -> None:
-    """Background task: mail the confirmation (or 'already subscribed') note."""
+def _signup(db: Database, settings: Settings, email: str, prefs: Preferences) -> SignupMail:
+    """Record the sign-up and write its mail to the outbox, in one transaction."""
+    mail = SignupMail(settings)
+    subs.subscribe(db, email, prefs, on_signup=mail)
+    return mail
+
+
+def _deliver(settings: Settings, db: Database, mail: SignupMail) -> None:
+    """Background task, off the request path: try the sign-up's mail now, then whatever
+    else is due in the outbox. A failure leaves the mail in the outbox to be retried."""
+    if mail.id is None or not outbox.smtp_configured(settings):
+        return
     try:
-        subs.send_signup_mail(settings, result, throttle=True)
-    except (SmtpError, SmtpConfigError, OSError) as exc:
-        log.warning("could not send the sign-up mail to %s: %s", result.subscriber.email, exc)
+        report = outbox.deliver(settings, db, ids=[mail.id], due_only=False)
+        if report.sent:
+            outbox.deliver(settings, db, limit=20)
+    except (SmtpError, SmtpConfigError, OSError, SQLAlchemyError) as exc:
+        report = outbox.DeliveryReport(errors=[str(exc)])
+    if report.errors:
+        log.error(
+            "sign-up mail %d not delivered yet (kept in the outbox, retried later): %s",
+            mail.id,
+            "; ".join(report.errors),
+        )
 
 
 def _lines(value: str) -> list[str]:
@@ -233,14 +253,18 @@ async def subscribe_form(
         errors = exc.errors + errors
     if not errors:
         try:
-            result = await run_in_threadpool(subs.subscribe, pages.db, email, prefs)
+            mail = await run_in_threadpool(_signup, pages.db, pages.settings, email, prefs)
         except ValidationError as exc:
             errors = exc.errors
     if errors:
         ctx = pages.form_context(prefs, email=email, errors=errors)
         return pages.render("subscribe.html", ctx, status_code=400)
-    background.add_task(_send_signup, pages.settings, result)
-    return pages.render("check_inbox.html", {"email": result.subscriber.email})
+    background.add_task(_deliver, pages.settings, pages.db, mail)
+    context = {
+        "email": normalize_email(email),
+        "outbox": not outbox.smtp_configured(pages.settings),
+    }
+    return pages.render("check_inbox.html", context)
 
 
 @router.post(
@@ -278,10 +302,10 @@ async def subscribe_api(
         return problem(422, "invalid subscription", instance=request.url.path, errors=exc.errors)
     check_rate(limiter, visitor, ip, TOO_MANY)
     try:
-        result = await run_in_threadpool(subs.subscribe, db, body.email, prefs)
+        mail = await run_in_threadpool(_signup, db, settings, body.email, prefs)
     except ValidationError as exc:
         return problem(422, "invalid subscription", instance=request.url.path, errors=exc.errors)
-    background.add_task(_send_signup, settings, result)
+    background.add_task(_deliver, settings, db, mail)
     return SubscriptionAccepted(
         status="pending",
         detail="If the address can receive mail, a message with a link is on its way.",
