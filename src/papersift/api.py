@@ -29,6 +29,7 @@ from typing import Any
 
 from papersift.export import BibtexExport, to_jsonl
 from papersift.ingest.pipeline import FileResult, IngestSummary, ProgressFn, ingest_paths
+from papersift.ingest.titles import MAX_DESCRIPTION_CHARS, TitleError, clean_title
 from papersift.model import Paper
 from papersift.search import (
     IndexReport,
@@ -87,6 +88,8 @@ class CollectionInfo:
     name: str
     origin: str
     size: int
+    title: str = ""  # readable, never a hash (see papersift.model.collection_display_title)
+    description: str = ""
 
 
 class Library:
@@ -162,6 +165,7 @@ class Library:
         on_file_start: Callable[[Path], ProgressFn | None] | None = None,
         on_file_done: Callable[[FileResult], None] | None = None,
         on_embed: Progress | None = None,
+        collection_title: str | None = None,
     ) -> IngestReport:
         """Ingest files, folders and glob patterns; formats are detected from content.
 
@@ -174,17 +178,23 @@ class Library:
                 many records went in after each batch.
             on_file_done: called with each file's result, errors included.
             on_embed: told ``(done, total)`` while papers are embedded.
+            collection_title: the title of the collections listing pages make (a bad
+                title raises LibraryError before anything is read).
 
         Each file is one transaction: a bad file changes nothing, is reported in its
         result, and the other files still go in. Never raises for bad input files.
         """
-        summary = ingest_paths(
-            self.db,
-            paths,
-            on_files=on_files,
-            on_file_start=on_file_start,
-            on_file_done=on_file_done,
-        )
+        try:
+            summary = ingest_paths(
+                self.db,
+                paths,
+                on_files=on_files,
+                on_file_start=on_file_start,
+                on_file_done=on_file_done,
+                collection_title=collection_title,
+            )
+        except TitleError as exc:
+            raise LibraryError(str(exc)) from None
         report = IngestReport(files=summary.files)
         if index:
             self._index_changed(report, summary.changed_ids, on_embed)
@@ -248,8 +258,23 @@ class Library:
     def collections(self) -> list[CollectionInfo]:
         """Every collection with its size, by name."""
         with self.db.session() as session:
-            rows = collection_store.collection_sizes(session)
-        return [CollectionInfo(name, origin, size) for name, origin, size in rows]
+            rows = collection_store.collection_summaries(session)
+        return [CollectionInfo(c.name, c.origin, c.size, c.title, c.description) for c in rows]
+
+    def rename_collection(self, name: str, title: str, description: str | None = None) -> None:
+        """Give a collection a readable title (and description); its name, the key in
+        URLs and filters, stays. LibraryError for an unknown collection or a bad title."""
+        try:
+            title = clean_title(title)
+            if description is not None:
+                description = clean_title(
+                    description, what="description", limit=MAX_DESCRIPTION_CHARS
+                )
+        except TitleError as exc:
+            raise LibraryError(str(exc)) from None
+        with self.db.session() as session:
+            if not collection_store.set_title(session, name, title, description):
+                raise LibraryError(f"no collection named {name!r}")
 
     def collections_of(self, paper_id: str) -> list[tuple[str, int]]:
         """(collection name, 1-based position) for every collection listing the paper."""
@@ -257,16 +282,18 @@ class Library:
             return collection_store.collections_of_paper(session, paper_id)
 
     def stats(self) -> dict[str, Any]:
-        """Counts: ``papers``, ``with_code``, ``collections`` (name -> size) and
+        """Counts: ``papers``, ``with_code``, ``collections`` (name -> size),
+        ``collection_titles`` (name -> readable title) and
         ``sources`` (source -> papers, most first)."""
         with self.db.session() as session:
             papers = paper_store.count_papers(session)
-            sizes = collection_store.collection_sizes(session)
+            summaries = collection_store.collection_summaries(session)
             sources, with_code = paper_store.source_stats(session)
         return {
             "papers": papers,
             "with_code": with_code,
-            "collections": {name: size for name, _origin, size in sizes},
+            "collections": {c.name: c.size for c in summaries},
+            "collection_titles": {c.name: c.title for c in summaries},
             "sources": dict(Counter(sources).most_common()),
         }
 

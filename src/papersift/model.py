@@ -172,6 +172,31 @@ def paper_from_mapping(row: Mapping[Any, Any]) -> Paper:
     return Paper(**values)
 
 
+_HASHLIKE = re.compile(r"^(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}$", re.I)
+
+
+def readable_name(name: str) -> str:
+    """A collection's file-style name as words, without hashes and numbering
+    ('000_e3b0215ea9dd5350' -> '', 'reading-list_3f9a01c2d4' -> 'Reading list')."""
+    name = re.sub(r"^\d{1,4}_", "", name)  # a page number prefix: '000_...'
+    parts = [p for p in re.split(r"[\s_\-.]+", name) if p and not _HASHLIKE.match(p)]
+    if not any(ch.isalpha() for p in parts for ch in p):
+        return ""
+    text = " ".join(parts)
+    return text[:1].upper() + text[1:]
+
+
+def collection_display_title(name: str, title: str) -> str:
+    """What people read for a collection: its title, else its name as words, else a
+    neutral label with its number (never a hash)."""
+    if title.strip():
+        return title.strip()
+    if words := readable_name(name):
+        return words
+    number = re.match(r"^\d+", name)
+    return f"Collection {int(number.group(0)) + 1}" if number else "Untitled collection"
+
+
 @dataclass
 class CollectionEntry:
     """One position in an ordered collection."""

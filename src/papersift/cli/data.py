@@ -22,7 +22,9 @@ def library() -> Library:
     return Library(settings=state.settings, db=state.db())
 
 
-def run_ingest(paths: list[str], *, quiet: bool = False) -> IngestReport:
+def run_ingest(
+    paths: list[str], *, quiet: bool = False, collection_title: str | None = None
+) -> IngestReport:
     """Ingest with a progress bar (on stderr), update the search index, return the report."""
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -52,13 +54,18 @@ def run_ingest(paths: list[str], *, quiet: bool = False) -> IngestReport:
 
     lib = library()
     with progress:
-        report = lib.ingest(
-            paths,
-            index=False,
-            on_files=on_files,
-            on_file_start=on_file_start,
-            on_file_done=on_file_done,
-        )
+        try:
+            report = lib.ingest(
+                paths,
+                index=False,
+                on_files=on_files,
+                on_file_start=on_file_start,
+                on_file_done=on_file_done,
+                collection_title=collection_title,
+            )
+        except LibraryError as exc:
+            progress.stop()
+            fail(f"--collection-title: {exc}", code=2)
         progress.update(task, description="ingested")
     update_search_index(report.changed_ids, quiet=quiet, lib=lib)
     return report
@@ -132,15 +139,22 @@ def ingest(
     paths: Annotated[list[str], typer.Argument(help="Files, folders or glob patterns.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    collection_title: Annotated[
+        str | None,
+        typer.Option(
+            "--collection-title", metavar="TITLE", help="Title of the listing pages' collection."
+        ),
+    ] = None,
 ) -> None:
-    """Ingest listing pages, arXiv API/OAI-PMH XML, arXiv snapshots, JSONL and CSV.
+    """Ingest listing pages, arXiv API/OAI-PMH XML, arXiv snapshots and collected listings,
+    .abs files, JSONL and CSV.
 
     Formats are detected from content. Each file is one transaction: a bad file changes
     nothing and the others still go in. Exit status 1 if any file failed.
 
     Example: papersift ingest data/sample/ 'feeds/*.xml' arxiv-metadata-oai-snapshot.json
     """
-    report = run_ingest(paths, quiet=quiet or json_out)
+    report = run_ingest(paths, quiet=quiet or json_out, collection_title=collection_title)
     if json_out:
         print_json(report.to_dict())
     else:
@@ -162,9 +176,9 @@ def stats(
         print_json(data)
         return
     console.print(f"[bold]{data['papers']:,}[/] papers ({data['with_code']:,} with code)")
-    table = Table("collection", "entries", title="collections", title_justify="left")
+    table = Table("collection", "title", "entries", title="collections", title_justify="left")
     for name, size in data["collections"].items():
-        table.add_row(name, f"{size:,}")
+        table.add_row(escape(name), escape(data["collection_titles"][name]), f"{size:,}")
     console.print(table)
     src = Table("source", "papers", title="sources", title_justify="left")
     for name, count in list(data["sources"].items())[:30]:
@@ -237,3 +251,46 @@ def export(
     finally:
         if output:
             out.close()
+
+
+collections_app = typer.Typer(
+    name="collections", help="List collections and give them readable titles.", no_args_is_help=True
+)
+app.add_typer(collections_app)
+
+
+@collections_app.command("list")
+def collections_list(
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Every collection: name (the key for --collection and URLs), title and size.
+
+    Example: papersift collections list
+    """
+    rows = library().collections()
+    if json_out:
+        print_json({"collections": [vars(c) for c in rows]})
+        return
+    table = Table("name", "title", "entries", title="collections", title_justify="left")
+    for c in rows:
+        table.add_row(escape(c.name), escape(c.title), f"{c.size:,}")
+    console.print(table)
+
+
+@collections_app.command("rename")
+def collections_rename(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The collection's name.")],
+    title: Annotated[str, typer.Argument(metavar="TITLE", help="Its new readable title.")],
+    description: Annotated[
+        str | None, typer.Option("--description", "-d", help="A sentence or two about it.")
+    ] = None,
+) -> None:
+    """Give a collection a readable title (its name, used in URLs and filters, stays).
+
+    Example: papersift collections rename 004_221a856607130bf5 "Causal inference"
+    """
+    try:
+        library().rename_collection(name, title, description)
+    except LibraryError as exc:
+        fail(str(exc), code=1 if str(exc).startswith("no collection") else 2)
+    console.print(f"{escape(name)}: {escape(title.strip())}", highlight=False)

@@ -7,6 +7,7 @@ goes in. Records are written in batches so a multi-gigabyte snapshot streams thr
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +20,7 @@ from papersift.ingest.errors import IngestError
 from papersift.ingest.formats import open_source
 from papersift.ingest.merge import conflicts, merge_into, new_row, preferred_id
 from papersift.ingest.records import PaperRecord
+from papersift.ingest.titles import clean_title, fill_missing_titles
 from papersift.store import papers as paper_store
 from papersift.store.collections import upsert_collection
 from papersift.store.db import (
@@ -28,6 +30,8 @@ from papersift.store.db import (
     prepare_bulk_write,
     store_error_text,
 )
+
+log = logging.getLogger(__name__)
 
 BATCH = 2000
 SQLITE_CACHE_KIB = 65_536  # page cache of an ingest transaction on SQLite (see merge_records)
@@ -272,8 +276,10 @@ def ingest_file(
     progress: ProgressFn | None = None,
     source: str | None = None,
     batch_size: int = BATCH,
+    collection_title: str | None = None,
 ) -> FileResult:
-    """Ingest one file in one transaction; errors are returned in the result, not raised."""
+    """Ingest one file in one transaction; errors are returned in the result, not raised.
+    ``collection_title`` titles the collection a listing page makes (checked already)."""
     result = FileResult(str(path))
     label = source or f"file:{path.name}"
     try:
@@ -287,7 +293,9 @@ def ingest_file(
                 raise IngestError("no papers found in file")
             if parsed.collection is not None:
                 name = parsed.collection.name
-                upsert_collection(session, name, parsed.collection.origin, order)
+                upsert_collection(
+                    session, name, parsed.collection.origin, order, title=collection_title
+                )
                 result.collection = name
             result.added, result.updated, result.unchanged, result.changed_ids = merger.counts()
     except IngestError as exc:
@@ -313,6 +321,7 @@ def ingest_paths(
     on_files: Callable[[list[Path]], None] | None = None,
     on_file_start: Callable[[Path], ProgressFn | None] | None = None,
     on_file_done: Callable[[FileResult], None] | None = None,
+    collection_title: str | None = None,
 ) -> IngestSummary:
     """Ingest every file under ``paths``; each file is its own all-or-nothing transaction.
 
@@ -321,15 +330,31 @@ def ingest_paths(
     told how many records went in per batch, ``on_file_done`` gets each file's result
     (errors included: a bad file is reported there and the next file still goes in).
     Names that match nothing come first in the summary, as failed results.
+    ``collection_title`` titles every collection the listing pages make (a bad title
+    raises :class:`~papersift.ingest.titles.TitleError` before anything is read);
+    collections still untitled afterwards get a readable default title.
     """
+    if collection_title is not None:
+        collection_title = clean_title(collection_title)
     files, missing = expand_paths(paths)
     summary = IngestSummary(files=list(missing))
     if on_files:
         on_files(files)
     for path in files:
         progress = on_file_start(path) if on_file_start else None
-        result = ingest_file(db, path, progress=progress)
+        result = ingest_file(db, path, progress=progress, collection_title=collection_title)
         summary.files.append(result)
         if on_file_done:
             on_file_done(result)
+    if any(f.collection for f in summary.files):
+        _title_collections(db)
     return summary
+
+
+def _title_collections(db: Database) -> None:
+    """Default titles for new collections; derived data, so a failure only logs."""
+    try:
+        with db.session() as session:
+            fill_missing_titles(session)
+    except StoreError as exc:
+        log.warning("collection titles not derived: %s", store_error_text(exc))

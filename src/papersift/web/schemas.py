@@ -91,6 +91,8 @@ class TrendingOut(BaseModel):
 class CollectionSummary(BaseModel):
     name: str
     origin: str
+    title: str = Field(description="readable title (never a hash)")
+    description: str = ""
     size: int
     url: str
 
@@ -105,6 +107,8 @@ class CollectionsOut(BaseModel):
 class CollectionOut(BaseModel):
     name: str
     origin: str
+    title: str = Field(description="readable title (never a hash)")
+    description: str = ""
     size: int
     offset: int
     k: int

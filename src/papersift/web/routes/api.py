@@ -238,10 +238,17 @@ def api_collections(
     """All collections with their sizes, by name."""
     start = start_of(offset, k, page)
     with db.session() as session:
-        rows = collection_store.collection_sizes(session)
+        rows = collection_store.collection_summaries(session)
     items = [
-        schemas.CollectionSummary(name=n, origin=o, size=c, url=collection_url(n))
-        for n, o, c in rows[start : start + k]
+        schemas.CollectionSummary(
+            name=c.name,
+            origin=c.origin,
+            title=c.title,
+            description=c.description,
+            size=c.size,
+            url=collection_url(c.name),
+        )
+        for c in rows[start : start + k]
     ]
     return schemas.CollectionsOut(total=len(rows), offset=start, k=k, results=items)
 
@@ -271,5 +278,12 @@ def api_collection(
         if e.paper_id in papers
     ]
     return schemas.CollectionOut(
-        name=found.name, origin=found.origin, size=found.size, offset=start, k=k, results=items
+        name=found.name,
+        origin=found.origin,
+        title=found.title,
+        description=found.description,
+        size=found.size,
+        offset=start,
+        k=k,
+        results=items,
     )
