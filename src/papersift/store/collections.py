@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
-
-from dataclasses import dataclass
 
 from papersift.model import Collection, CollectionEntry, collection_display_title
 from papersift.store.schema import CollectionEntryRow, CollectionRow, PaperRow
