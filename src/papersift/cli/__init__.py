@@ -18,6 +18,8 @@ from papersift.cli import web as _web  # noqa: F401  (registers serve)
 from papersift.cli import harvest as _harvest  # noqa: F401
 from papersift.cli import digest as _digest  # noqa: F401  (registers subscribers, digest)
 from papersift.cli import settings as _settings  # noqa: F401  (registers settings)
+from papersift.cli import mail as _mail  # noqa: F401  (registers mail outbox, mail send)
+from papersift.cli import daily as _daily  # noqa: F401  (registers daily)
 from papersift.cli.argv import hoist_global_options
 # isort: on
 
