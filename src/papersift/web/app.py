@@ -22,7 +22,7 @@ from papersift.store.db import Database
 from papersift.web import problems
 from papersift.web.problems import PROBLEM_TYPE
 from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter, store_path
-from papersift.web.routes import api, docs, feeds, pages, search, subscriptions
+from papersift.web.routes import admin, api, docs, feeds, pages, search, subscriptions
 from papersift.web.schemas import Problem
 from papersift.web.searching import ResultCache, SearchGate, WebSearch
 from papersift.web.security import SecurityMiddleware, Signers
@@ -146,6 +146,7 @@ def create_app(
     app.include_router(docs.router)
     app.include_router(api.router)
     app.include_router(subscriptions.router)
+    app.include_router(admin.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
