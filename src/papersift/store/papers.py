@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
-from functools import cache
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 from typing import Any, cast
@@ -46,10 +45,16 @@ def row_to_paper(row: PaperRow | RowMapping | Mapping[str, Any]) -> Paper:
     return paper_from_mapping(row)
 
 
-@cache
+_EXTRA_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _extra_fields(cls: type[PaperMetadata]) -> tuple[str, ...]:
     """Fields a subclass of PaperMetadata adds (e.g. where a parsed record came from)."""
-    return tuple(f.name for f in fields(cls) if f.name not in METADATA_FIELDS)
+    extra = _EXTRA_FIELDS.get(cls)
+    if extra is None:
+        extra = tuple(f.name for f in fields(cls) if f.name not in METADATA_FIELDS)
+        _EXTRA_FIELDS[cls] = extra
+    return extra
 
 
 def new_paper_row(
