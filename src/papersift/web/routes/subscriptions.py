@@ -22,7 +22,6 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
@@ -41,7 +40,7 @@ from papersift.digest.validation import (
 )
 from papersift.settings import Settings
 from papersift.store import collections as collection_store
-from papersift.store.db import Database
+from papersift.store.db import Database, StoreError
 from papersift.web.deps import (
     ClientIpDep,
     DbDep,
@@ -171,8 +170,8 @@ def _deliver(settings: Settings, db: Database, mail: SignupMail) -> None:
     try:
         report = outbox.deliver(settings, db, ids=[mail.id], due_only=False)
         if report.sent:
-            outbox.deliver(settings, db, limit=20)
-    except (SmtpError, SmtpConfigError, OSError, SQLAlchemyError) as exc:
+            outbox.OutboxSender(settings, db).deliver(limit=20)
+    except (SmtpError, SmtpConfigError, OSError, StoreError) as exc:
         report = outbox.DeliveryReport(errors=[str(exc)])
     if report.errors:
         log.error(
