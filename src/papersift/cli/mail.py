@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from papersift.cli._app import app, console, err_console, fail, print_json, state
 from papersift.digest import outbox
@@ -59,23 +58,18 @@ def mail_outbox(
     if not items:
         console.print("the outbox is empty", highlight=False)
         return
-    table = Table(show_lines=False)
-    for col in ("id", "to", "subject", "status", "tries", "created", "link / error"):
-        table.add_column(col, overflow="fold")
     for i in items:
-        detail = (
-            i.last_error if i.status in (outbox.FAILED, outbox.PENDING) and i.last_error else ""
+        # one block per mail, links unbroken, so an operator can copy them whole
+        console.print(
+            f"#{i.id} {i.status} tries {i.tries} {i.created_at:%Y-%m-%d %H:%M} UTC "
+            f"to {escape(i.to)}: {escape(i.subject)}",
+            highlight=False,
+            soft_wrap=True,
         )
-        table.add_row(
-            str(i.id),
-            escape(i.to),
-            escape(i.subject),
-            i.status,
-            str(i.tries),
-            f"{i.created_at:%Y-%m-%d %H:%M}",
-            escape(i.link or detail or ""),
-        )
-    console.print(table)
+        if i.link:
+            console.print(f"   link: {escape(i.link)}", highlight=False, soft_wrap=True)
+        if i.last_error and i.status != outbox.SENT:
+            console.print(f"   last error: {escape(i.last_error)}", highlight=False, soft_wrap=True)
 
 
 @mail_app.command("send")
