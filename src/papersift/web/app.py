@@ -22,7 +22,17 @@ from papersift.store.db import Database
 from papersift.web import problems
 from papersift.web.problems import PROBLEM_TYPE
 from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter, store_path
-from papersift.web.routes import admin, api, docs, feeds, pages, search, subscriptions
+from papersift.web.routes import (
+    admin,
+    api,
+    daily,
+    docs,
+    feeds,
+    pages,
+    people,
+    search,
+    subscriptions,
+)
 from papersift.web.schemas import Problem
 from papersift.web.searching import ResultCache, SearchGate, WebSearch
 from papersift.web.security import SecurityMiddleware, Signers
@@ -109,9 +119,9 @@ def create_app(
         lifespan=lifespan,
     )
 
-    def compute(window: str, limit: int) -> list[tuple[str, float]]:
+    def compute(window: str, limit: int) -> trending_mod.Ranking:
         with database.session() as session:
-            return trending_mod.trending(session, window, limit=limit)
+            return trending_mod.ranking(session, window, limit=limit)
 
     swagger = docs.swagger_dir()
     attach(
@@ -140,11 +150,14 @@ def create_app(
     app.mount("/static", CachedStatic(directory=STATIC_DIR), name="static")
     if swagger is not None:
         app.mount("/docs/assets", CachedStatic(directory=swagger), name="swagger")
+    app.include_router(daily.router)  # before pages: /papers/date/... is not a paper id
+    app.include_router(people.router)
     app.include_router(pages.router)
     app.include_router(search.router)
     app.include_router(feeds.router)
     app.include_router(docs.router)
     app.include_router(api.router)
+    app.include_router(daily.api_router)
     app.include_router(subscriptions.router)
     app.include_router(admin.router)
 

@@ -83,6 +83,11 @@ class SimilarOut(BaseModel):
 
 class TrendingOut(BaseModel):
     window: str
+    signal: str = Field(
+        "votes",
+        description="what ranked the list: votes (upvotes and views), views (no votes in "
+        "the window yet) or newest (no activity at all: the newest days' papers)",
+    )
     offset: int
     k: int
     results: list[ScoredPaper]

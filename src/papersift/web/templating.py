@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from papersift.model import paper_day
 from papersift.web.security import csrf_token
 
 HERE = Path(__file__).parent
@@ -128,6 +129,14 @@ def collection_url(name: str) -> str:
     return "/collections/" + quote(name, safe="")
 
 
+def author_url(name: str) -> str:
+    return "/authors/" + quote(name, safe="")
+
+
+def category_url(name: str) -> str:
+    return "/categories/" + quote(name, safe="")
+
+
 def authors_line(authors: list[str] | None, limit: int = 6) -> str:
     authors = authors or []
     if len(authors) <= limit:
@@ -173,6 +182,9 @@ def make_templates() -> Jinja2Templates:
     env.globals["static"] = lambda name: f"/static/{name}?v={versions.get(name, '0')}"
     env.globals["paper_url"] = paper_url
     env.globals["collection_url"] = collection_url
+    env.globals["author_url"] = author_url
+    env.globals["category_url"] = category_url
+    env.globals["paper_day"] = paper_day
     env.globals["with_query"] = with_query
     env.filters["rich"] = rich_text
     env.filters["snippet"] = snippet

@@ -220,8 +220,9 @@ def api_trending(
     """Trending papers, best first (time-decayed upvotes and views; see the README)."""
     start = start_of(offset, k, page)
     ranked, _ = trending_slice(trending, window, start, k)
+    signal = trending.ranked(window, start + k + 1).signal
     return schemas.TrendingOut(
-        window=window, offset=start, k=k, results=_scored(db, paper_cache, ranked)
+        window=window, signal=signal, offset=start, k=k, results=_scored(db, paper_cache, ranked)
     )
 
 

@@ -35,14 +35,15 @@ from papersift.web.templating import query_terms
 router = APIRouter(include_in_schema=False)
 
 
-def _collections(cache: ResultCache, db: Database) -> list[str]:
-    """Collection names for the filter menu (counted over all entries: kept a while)."""
+def _collections(cache: ResultCache, db: Database) -> list[tuple[str, str]]:
+    """(name, title) of the collections for the filter menu (counted over all entries:
+    kept a while)."""
 
-    def names() -> list[str]:
+    def names() -> list[tuple[str, str]]:
         with db.session() as session:
-            return [name for name, _, _ in collection_store.collection_sizes(session)]
+            return [(c.name, c.title) for c in collection_store.collection_summaries(session)]
 
-    return cache.through(("collection names",), names)
+    return cache.through(("collection titles",), names)
 
 
 @router.get("/search")
