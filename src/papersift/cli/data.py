@@ -23,9 +23,14 @@ def library() -> Library:
 
 
 def run_ingest(
-    paths: list[str], *, quiet: bool = False, collection_title: str | None = None
+    paths: list[str],
+    *,
+    quiet: bool = False,
+    collection_title: str | None = None,
+    index: bool = True,
 ) -> IngestReport:
-    """Ingest with a progress bar (on stderr), update the search index, return the report."""
+    """Ingest with a progress bar (on stderr), update the search index (unless ``index`` is
+    False: the caller indexes), return the report."""
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -67,7 +72,8 @@ def run_ingest(
             progress.stop()
             fail(f"--collection-title: {exc}", code=2)
         progress.update(task, description="ingested")
-    update_search_index(report.changed_ids, quiet=quiet, lib=lib)
+    if index:
+        update_search_index(report.changed_ids, quiet=quiet, lib=lib)
     return report
 
 
