@@ -14,6 +14,7 @@ from papersift.cli._app import app
 from papersift.cli import data as _data  # noqa: F401  (registers ingest, stats, show, export)
 from papersift.cli import demo as _demo  # noqa: F401
 from papersift.cli import search as _search  # noqa: F401  (search, similar, eval, index)
+from papersift.cli import recommend as _recommend  # noqa: F401  (registers eval-rec)
 from papersift.cli import web as _web  # noqa: F401  (registers serve)
 from papersift.cli import harvest as _harvest  # noqa: F401
 from papersift.cli import digest as _digest  # noqa: F401  (registers subscribers, digest)
