@@ -16,7 +16,7 @@ from papersift.store import papers as paper_store
 from papersift.store.db import Database
 from papersift.store.web_state import Session
 from papersift.web.ratelimit import RateLimiter
-from papersift.web.searching import ResultCache
+from papersift.web.searching import ResultCache, parse_page
 from papersift.web.state import ViewCounter
 
 MAX_ID = 255  # ids, names and other path values longer than this cannot exist
@@ -81,9 +81,10 @@ def page_number(raw: str | None, last: int = 10_000) -> int:
     """A 1-based page number from a query value (1 when absent), or a 400."""
     if raw is None or raw == "":
         return 1
-    if raw.isdigit() and 1 <= int(raw) <= last:
-        return int(raw)
-    raise HTTPException(400, "page must be a positive number within range")
+    value = parse_page(raw, last)
+    if value is None:
+        raise HTTPException(400, f"page must be a number from 1 to {last}")
+    return value
 
 
 def start_of(offset: int, k: int, page: int | None) -> int:
