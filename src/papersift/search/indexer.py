@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from papersift.search.catalog import Catalog, paper_key
-from papersift.search.embedder import Embedder
+from papersift.search.embedder import Embedder, EmbedderError
 from papersift.search.generations import Generations, Meta
 from papersift.search.lexical import LexicalIndex
 from papersift.search.types import IndexReport, Progress, SearchError
@@ -51,6 +51,13 @@ class Indexer:
         self.db = db
         self.generations = generations
         self._embedder = embedder  # called only when a run needs the model
+
+    def _optional_embedder(self) -> Embedder | None:
+        """The model, or None when it cannot load: keyword search never waits for it."""
+        try:
+            return self._embedder()
+        except EmbedderError:
+            return None
 
     # -- vectors ---------------------------------------------------------------------------
 
@@ -110,15 +117,17 @@ class Indexer:
         with gens.write_lock():
             if only_if_missing and gens.read_meta() is not None:
                 return report
-            emb = self._embedder()
+            emb = self._optional_embedder()  # None: a keyword-only index, vectors later
             name = f"v{time.time_ns()}"
             folder = gens.new_folder(name)
             try:
                 lexical = LexicalIndex(folder / "lexical")
                 catalog = Catalog(folder / "catalog.sqlite")
-                vectors = VectorIndex(emb.dim, gens.params)
-                with self.db.session() as s:
-                    missing = search_docs.count_unembedded(s, emb.model_id)
+                vectors = VectorIndex(emb.dim if emb else 1, gens.params)
+                missing = 0
+                if emb is not None:
+                    with self.db.session() as s:
+                        missing = search_docs.count_unembedded(s, emb.model_id)
                 embed = embed_limit is None or missing <= embed_limit
                 run = _Embedding(progress, missing)
 
@@ -126,7 +135,11 @@ class Indexer:
                     """Stream papers to tantivy; vectors and catalog follow batch by batch."""
                     with self.db.session() as s:
                         for batch in search_docs.iter_paper_docs(s):
-                            vecs = self._vectors_for(batch, run) if embed else self._stored(batch)
+                            vecs: dict[str, np.ndarray] = {}
+                            if emb is not None:
+                                vecs = (
+                                    self._vectors_for(batch, run) if embed else self._stored(batch)
+                                )
                             if vecs:
                                 vectors.add(
                                     [paper_key(pid) for pid in vecs], np.vstack(list(vecs.values()))
@@ -144,7 +157,8 @@ class Indexer:
                             yield from batch
 
                 lexical.write(papers(), fresh=True)
-                vectors.save(folder)
+                if emb is not None:
+                    vectors.save(folder)
                 report.embedded = run.done
                 n_vectors = len(vectors)
                 report.pending_vectors = report.indexed - n_vectors
@@ -156,8 +170,8 @@ class Indexer:
                         "gen": int(old.get("gen", 0)) + 1,
                         "docs": report.indexed,
                         "vectors": n_vectors,
-                        "model": emb.model_id,
-                        "dim": emb.dim,
+                        "model": emb.model_id if emb else None,
+                        "dim": emb.dim if emb else None,
                         "updated": time.time(),
                     }
                 )
@@ -183,8 +197,13 @@ class Indexer:
         if not ids:
             return report
         gens = self.generations
-        if gens.current() is None:
+        live_now = gens.current()
+        if live_now is None or (
+            live_now.meta.get("model") is None and self._optional_embedder() is not None
+        ):  # no index yet, or a keyword-only one and the model is here now
             return self.rebuild(progress=progress, embed_limit=embed_limit)
+        if live_now.meta.get("model") is None:
+            return self._index_keywords(ids, started)
         with gens.write_lock():
             meta = gens.read_meta()
             if meta is None:  # deleted under us: start over
@@ -229,13 +248,41 @@ class Indexer:
         report.seconds = time.monotonic() - started
         return report
 
+    def _index_keywords(self, ids: list[str], started: float) -> IndexReport:
+        """Update a keyword-only index (no model could be loaded when it was built)."""
+        report = IndexReport()
+        gens = self.generations
+        with gens.write_lock():
+            meta = gens.read_meta()
+            if meta is None:
+                return self.rebuild()
+            live = gens.open(meta, gens.stamp(), writable=True)
+            with self.db.session() as s:
+                docs = search_docs.paper_docs(s, ids)
+            gone_ids = [i for i in ids if i not in docs]
+            batch = list(docs.values())
+            live.lexical.write(batch, delete_ids=gone_ids)
+            live.catalog.remove([paper_key(i) for i in gone_ids])
+            live.catalog.upsert((paper_key(d.id), d.id, d.content_hash, None) for d in batch)
+            n_docs = len(live.catalog)
+            live.catalog.close()
+            meta.update(gen=int(meta.get("gen", 0)) + 1, docs=n_docs, updated=time.time())
+            gens.write_meta(meta)
+            report.indexed, report.removed = len(batch), len(gone_ids)
+            report.pending_vectors = n_docs
+        gens.forget()
+        report.seconds = time.monotonic() - started
+        return report
+
     def sync(self, *, progress: Progress | None = None) -> IndexReport:
         """Bring the indexes in step with the database, looking at content hashes only."""
         started = time.monotonic()
         live = self.generations.current()
-        if live is None:
+        keywords_only = live is not None and live.meta.get("model") is None
+        if live is None or (keywords_only and self._optional_embedder() is not None):
             return self.rebuild(progress=progress)
-        self._check_model(live.meta, "run `papersift index --rebuild` to re-embed every paper")
+        if not keywords_only:
+            self._check_model(live.meta, "run `papersift index --rebuild` to re-embed every paper")
         changed: list[str] = []
         seen = 0
         with self.db.session() as s:
@@ -244,7 +291,7 @@ class Indexer:
                 seen += len(batch)
                 for pid, chash in batch:
                     lex, vec = known.get(pid, (None, None))
-                    if lex != chash or vec != chash:
+                    if lex != chash or (vec != chash and not keywords_only):
                         changed.append(pid)
         gone: list[str] = []
         if len(live.catalog) + len(changed) > seen:  # some indexed papers left the database
