@@ -23,7 +23,9 @@ def _print(report: DailyReport) -> None:
         detail = ", ".join(
             f"{k} {v}" for k, v in step.items() if k not in ("status",) and v not in (None, [])
         )
-        console.print(f"  {name}: {step.get('status')} ({escape(detail)})", highlight=False)
+        console.print(
+            f"  {name}: {step.get('status')} ({escape(detail)})", highlight=False, soft_wrap=True
+        )
 
 
 @app.command()
