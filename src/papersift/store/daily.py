@@ -126,7 +126,18 @@ def previous_day(session: Session, day: date) -> date | None:
 
 
 def latest_day(session: Session) -> date | None:
-    """The newest day that has papers (None for an empty library)."""
+    """The newest day with papers that have a date of their own (listed or submitted), or
+    without any, the newest day of all (None for an empty library).
+
+    Papers without any date belong to the day they were first seen: a listing page
+    imported today would otherwise push the day's real listings off the home page."""
+    dated = [
+        session.scalar(select(func.max(_T.announced))),
+        session.scalar(select(func.max(_T.published)).where(_unset(_T.announced))),
+    ]
+    found = [d for d in dated if d is not None]
+    if found:
+        return max(found)
     return _bound(session, date.max - timedelta(days=1), after=False)
 
 
