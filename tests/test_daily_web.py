@@ -197,6 +197,14 @@ def test_the_date_picker_and_the_home_page(client: TestClient) -> None:
     assert response.status_code == 303
     assert response.headers["location"] == "/papers/date/2026-03-04"
     latest = client.get("/papers/date", follow_redirects=False).headers["location"]
+    for path, params, where in (
+        ("/papers/week", {}, "/papers/week/2026-W11"),
+        ("/papers/week", {"week": "2026-W10"}, "/papers/week/2026-W10"),
+        ("/papers/month", {}, "/papers/month/2026-03"),
+        ("/papers/month", {"month": "2026-02"}, "/papers/month/2026-02"),
+    ):
+        response = client.get(path, params=params, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == where
     # The seed pages have no dates (their day is the day they were ingested, today); the
     # home page and the picker start at the newest day of dated papers instead.
     assert latest == "/papers/date/2026-03-09"
@@ -217,6 +225,8 @@ BAD_PAGES = [
     ("/papers/date/%D9%A2%D9%A0%D9%A2%D9%A6-03-02", "YYYY-MM-DD"),  # Arabic-Indic digits
     ("/papers/date?date=2026-13-01", "not a date"),
     ("/papers/date?date=%00", "YYYY-MM-DD"),
+    ("/papers/week?week=2026-W99", "not 99"),
+    ("/papers/month?month=June", "YYYY-MM"),
     ("/papers/week/2026-W54", "ISO weeks 1 to 53, not 54"),
     ("/papers/week/2025-W53", "ISO weeks 1 to 52, not 53"),
     ("/papers/week/2026-W00", "not 0"),

@@ -131,6 +131,20 @@ def pick_day(db: DbDep, day: Annotated[str | None, Query(alias="date")] = None) 
     return RedirectResponse(period_url(period), status_code=303)
 
 
+@router.get("/papers/week")
+def pick_week(db: DbDep, week: str | None = None) -> Response:
+    """The week page of ``week`` (YYYY-Www), or of the latest day with papers."""
+    period = parse("week", week) if week else latest_or_today(db, "week")
+    return RedirectResponse(period_url(period), status_code=303)
+
+
+@router.get("/papers/month")
+def pick_month(db: DbDep, month: str | None = None) -> Response:
+    """The month page of ``month`` (YYYY-MM), or of the latest day with papers."""
+    period = parse("month", month) if month else latest_or_today(db, "month")
+    return RedirectResponse(period_url(period), status_code=303)
+
+
 @router.get("/papers/date/{day}")
 def day_page(
     render: RenderDep, db: DbDep, visitor: VisitorDep, day: str, page: str | None = None
