@@ -21,7 +21,7 @@ from papersift.settings import Settings, load_settings
 from papersift.store.db import Database
 from papersift.web import problems
 from papersift.web.problems import PROBLEM_TYPE
-from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter, store_path
+from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter, ViewCounter, bucket_store
 from papersift.web.routes import (
     admin,
     api,
@@ -35,7 +35,13 @@ from papersift.web.routes import (
 )
 from papersift.web.schemas import Problem
 from papersift.web.searching import ResultCache, SearchGate, WebSearch
-from papersift.web.security import SecurityMiddleware, Signers
+from papersift.web.security import (
+    HostCheckMiddleware,
+    ProxyHeadersMiddleware,
+    SecurityMiddleware,
+    Signers,
+    allowed_hosts,
+)
 from papersift.web.shedding import SearchShedder
 from papersift.web.state import WebState, attach, web_state
 from papersift.web.templating import STATIC_DIR, make_templates
@@ -139,14 +145,25 @@ def create_app(
             ),
             paper_cache=ResultCache(size=4096),
             trending=trending_mod.TrendingCache(compute, ttl=TRENDING_TTL),
-            vote_limiter=RateLimiter(*vote_limits, store=store_path(settings.home), scope="votes"),
+            vote_limiter=RateLimiter(
+                *vote_limits, store=bucket_store(settings.home, database), scope="votes"
+            ),
+            views=ViewCounter(settings.secret_key()),
             swagger_available=swagger is not None,
         ),
     )
 
     problems.install(app)
     app.add_middleware(SearchShedder, max_in_flight=max_searches_in_flight)
-    app.add_middleware(SecurityMiddleware, secure_cookies=settings.base_url.startswith("https://"))
+    app.add_middleware(
+        HostCheckMiddleware, hosts=allowed_hosts(settings.trusted_hosts, settings.base_url)
+    )
+    app.add_middleware(
+        SecurityMiddleware,
+        secure_cookies=settings.base_url.startswith("https://"),
+        body_timeout=settings.body_timeout,
+    )
+    app.add_middleware(ProxyHeadersMiddleware, allow=settings.forwarded_allow_ips)
     app.mount("/static", CachedStatic(directory=STATIC_DIR), name="static")
     if swagger is not None:
         app.mount("/docs/assets", CachedStatic(directory=swagger), name="swagger")
