@@ -9,7 +9,8 @@ forever, and enough of them made every new connection fail. This protocol, per w
   being accepted) to complete its headers, then closes the connection;
 - refuses headers larger than ``MAX_HEADER_BYTES`` with 431;
 - accepts at most ``max_connections`` open connections, and ``max_connections_per_ip``
-  from one client address (an IPv6 /64), answering the others 503 and closing them at once.
+  from one client address (an IPv6 /64; not counted for the proxies in
+  ``forwarded_allow_ips``), answering the others 503 and closing them at once.
 
 The limits come from ``papersift.settings.current()`` in the worker (``papersift serve``
 passes the home and config file to its workers); bodies have their own timeout in the app
@@ -24,7 +25,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from papersift.web.security import client_key
+from papersift.web.security import ProxyHeadersMiddleware, client_key
 
 MAX_HEADER_BYTES = 128 * 1024  # the request line and headers of one request
 
@@ -49,6 +50,12 @@ class Limits:
         self.max_connections = settings.max_connections
         self.per_ip = settings.max_connections_per_ip
         self.open: Counter[str] = Counter()  # open connections per client address
+        self.proxies = ProxyHeadersMiddleware(None, allow=settings.forwarded_allow_ips)  # type: ignore[arg-type]
+
+    def capped(self, host: str) -> bool:
+        """Whether the per-address cap applies: not to a trusted proxy, whose connections
+        carry every client's requests."""
+        return not (self.proxies.enabled and self.proxies.trusted(host))
 
 
 _limits: Limits | None = None
@@ -74,9 +81,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        key = client_key(self.client[0]) if self.client else "-"
+        host = self.client[0] if self.client else "-"
+        key = client_key(host)
         lim = self._limits
-        if len(self.connections) > lim.max_connections or lim.open[key] >= lim.per_ip:
+        over_ip = lim.open[key] >= lim.per_ip and lim.capped(host)
+        if len(self.connections) > lim.max_connections or over_ip:
             transport.write(_REFUSE)
             transport.close()
             return
