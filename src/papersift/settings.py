@@ -79,6 +79,30 @@ class Settings(BaseSettings):
         "(default `~/.cache/papersift`).",
     )
 
+    # -- database reliability ---------------------------------------------------------------
+    db_busy_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        description="Seconds a web request waits for a locked SQLite database, or for a pooled "
+        "PostgreSQL connection, before answering 503 with Retry-After.",
+    )
+    db_connect_timeout: int = Field(
+        default=5,
+        gt=0,
+        description="Seconds to wait for a PostgreSQL connection to open.",
+    )
+    db_statement_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one web request's SQL statement may run on PostgreSQL "
+        "(also the TCP user timeout of a connection that stops answering).",
+    )
+    manage_link_days: int = Field(
+        default=30,
+        gt=0,
+        description="Days a subscriber's manage/unsubscribe link in a mail stays valid.",
+    )
+
     # -- web and mail -----------------------------------------------------------------------
     base_url: str = Field(
         default="http://127.0.0.1:8000",

@@ -215,4 +215,5 @@ Index("ix_papers_day", PaperRow.announced, PaperRow.published, PaperRow.first_se
 
 # Tables defined in their own modules register on the same Base when this module loads.
 from papersift.store import schema_jobs as _schema_jobs  # noqa: E402, F401
+from papersift.store import schema_keys as _schema_keys  # noqa: E402, F401
 from papersift.store import schema_web as _schema_web  # noqa: E402, F401

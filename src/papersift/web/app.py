@@ -15,10 +15,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
 from papersift import __version__
+from papersift.keys import signing_key
 from papersift.rank import trending as trending_mod
 from papersift.search import get_service
 from papersift.settings import Settings, load_settings
-from papersift.store.db import Database
+from papersift.store.db import Database, Timeouts
 from papersift.web import problems
 from papersift.web.problems import PROBLEM_TYPE
 from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter, ViewCounter, bucket_store
@@ -105,7 +106,12 @@ def create_app(
     at once (others wait ``search_wait`` s, then 503);
     more than ``max_searches_in_flight`` search requests get 503 at once."""
     settings = settings or load_settings()
-    database = db or Database(settings.db_url)
+    database = db or Database(
+        settings.db_url,
+        timeouts=Timeouts.for_requests(
+            settings.db_busy_timeout, settings.db_connect_timeout, settings.db_statement_timeout
+        ),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -135,7 +141,7 @@ def create_app(
         WebState(
             settings=settings,
             db=database,
-            signers=Signers(settings.secret_key()),
+            signers=Signers(signing_key(settings, database)),
             templates=make_templates(),
             search=WebSearch(
                 settings,
@@ -148,7 +154,7 @@ def create_app(
             vote_limiter=RateLimiter(
                 *vote_limits, store=bucket_store(settings.home, database), scope="votes"
             ),
-            views=ViewCounter(settings.secret_key()),
+            views=ViewCounter(signing_key(settings, database)),
             swagger_available=swagger is not None,
         ),
     )
@@ -179,7 +185,8 @@ def create_app(
     app.include_router(admin.router)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        """Liveness on the event loop: never waits for the database or the thread pool."""
         return {"status": "ok"}
 
     def openapi() -> dict[str, Any]:
