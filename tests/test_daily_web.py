@@ -106,9 +106,11 @@ def client(daily_home: Path) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def fresh(web_home: Path, tmp_path: Path) -> Iterator[TestClient]:
-    """An app of its own (for votes that other tests must not see)."""
-    with TestClient(app_for(make_home(web_home, tmp_path / "home"))) as c:
+def fresh(seeded_home: Path, tmp_path: Path) -> Iterator[TestClient]:
+    """An app of its own on the seed pages and the daily papers, as a fresh install has
+    them: no votes or views yet (the web test home gets other tests' votes), and its own
+    votes reach no other test."""
+    with TestClient(app_for(make_home(seeded_home, tmp_path / "home"))) as c:
         yield c
 
 
