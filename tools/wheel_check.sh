@@ -19,7 +19,11 @@ step() { printf '\n== %s\n' "$*"; }
 fail() { printf 'wheel check FAILED: %s\n' "$*" >&2; exit 1; }
 
 step "build the wheel"
-"$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$REPO" >/dev/null
+# From a copy: a build/ folder left in the tree by an earlier build could put stale files in.
+mkdir -p "$WORK/src"
+tar -C "$REPO" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
+  --exclude=./test-artifacts --exclude=__pycache__ -cf - . | tar -C "$WORK/src" -xf -
+"$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$WORK/src" >/dev/null
 WHEEL="$(ls "$WORK"/dist/papersift-*.whl)"
 ls -l "$WHEEL"
 
