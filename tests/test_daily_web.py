@@ -417,6 +417,23 @@ def test_author_page_feed_and_category_page_feed(client: TestClient) -> None:
         assert "No papers for this" in page(client, url, 404)
 
 
+def test_a_big_category_pages_without_counting(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from papersift.store import daily as daily_store
+
+    small = card_ids(page(client, "/categories/cs.CL"), "people-papers")
+    assert len(small) == 7  # the daily papers (4 has cs.CL as its primary), newest first
+    monkeypatch.setattr(daily_store, "SMALL_LIST", 2)  # as if cs.CL had 200,000 papers
+    first = page(client, "/categories/cs.CL")
+    assert "More than 2 papers" in first and card_ids(first, "people-papers") == small
+    monkeypatch.setattr("papersift.web.routes.people.PEOPLE_PAGE", 4)
+    one, two = (page(client, f"/categories/cs.CL?page={n}") for n in (1, 2))
+    assert card_ids(one, "people-papers") + card_ids(two, "people-papers") == small
+    assert 'rel="next"' in one and 'rel="next"' not in two
+    assert "page must be within range" in page(client, "/categories/cs.CL?page=3", 400)
+
+
 @pytest.mark.parametrize(
     "url",
     [
