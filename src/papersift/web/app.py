@@ -80,6 +80,7 @@ def _warm_search(app: FastAPI, freeze_gc: bool = False) -> None:
     try:
         state = web_state(app)
         service = get_service(state.settings, state.db)
+        service.catch_up()  # papers an interrupted ingest left unindexed
         service.search("warm up", k=1)
         service.warm()
     except Exception:
