@@ -11,16 +11,12 @@ settings table is generated from it (``papersift settings --markdown``).
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
 import threading
-from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,7 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from papersift.home import ensure_private_dir
+from papersift.home import file_key
 
 ENV_PREFIX = "PAPERSIFT_"
 CONFIG_NAME = "papersift.toml"
@@ -339,40 +335,7 @@ class Settings(BaseSettings):
         """Key for signed cookies and email tokens; generated once per home if not set."""
         if self.secret:
             return self.secret
-        return _file_key(self.home / "secret.key")
-
-
-def _file_key(path: Path) -> str:
-    """The key in ``path``, created once: each process writes a complete key to a file of its
-    own and hard-links it into place, so the first link wins and no reader ever sees a
-    partial or empty key, however many processes start at once."""
-    key = _read_key(path)
-    if key:
-        return key
-    ensure_private_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)  # 0600 by construction
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32))
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process won; use its key
-    finally:
-        os.unlink(tmp)
-    key = _read_key(path)
-    if not key:
-        raise SettingsError(f"{path} is empty or unreadable: remove it to make a new key")
-    return key
-
-
-def _read_key(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return ""
+        return file_key(self.home / "secret.key")
 
 
 def worker_environment(
@@ -472,33 +435,3 @@ def current() -> Settings:
         settings = load_settings()
         _current = (env, settings)
         return settings
-
-
-def documented_fields() -> Iterator[tuple[str, FieldInfo]]:
-    """Every setting in declaration order, for the generated docs."""
-    yield from Settings.model_fields.items()
-
-
-def _default_text(name: str, info: FieldInfo) -> str:
-    if info.default_factory is not None or name in ("db", "secret"):
-        return ""
-    if info.default is None:
-        return ""
-    if isinstance(info.default, bool):
-        return "1" if info.default else "0"
-    return str(info.default)
-
-
-def settings_table_markdown() -> str:
-    """The README's settings table, generated so the docs cannot drift from the code."""
-    rows = [
-        "| variable | TOML key | default | meaning |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, info in documented_fields():
-        default = _default_text(name, info)
-        rows.append(
-            f"| `{env_name(name)}` | `{name}` | {f'`{default}`' if default else ''} "
-            f"| {info.description or ''} |"
-        )
-    return "\n".join(rows) + "\n"
