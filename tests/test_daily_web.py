@@ -530,3 +530,31 @@ def test_any_period_path_is_200_or_400(client: TestClient, kind: str, value: str
     response = client.get(f"/papers/{kind}/{quote(value, safe='')}")
     assert response.status_code in (200, 400, 404), (value, response.status_code)
     assert "Traceback" not in response.text
+
+
+# --- the queries on both databases ----------------------------------------------------
+
+
+def test_day_queries_on_sqlite_and_postgres(db: Database) -> None:
+    from papersift.store import daily as daily_store
+
+    add_daily_papers(db)
+    with db.session() as s:
+        page_ = daily_store.papers_of_days(s, date(2026, 3, 2), date(2026, 3, 8), limit=2)
+        assert page_.total == 5 and len(page_.items) == 2
+        assert daily_store.next_day(s, date(2026, 3, 2)) == date(2026, 3, 4)
+        assert daily_store.previous_day(s, date(2026, 3, 4)) == date(2026, 3, 2)
+        assert daily_store.previous_day(s, date(2026, 2, 27)) is None
+        assert daily_store.latest_day(s) == date(2026, 3, 9)
+        assert daily_store.day_counts(s, date(2026, 3, 1), date(2026, 3, 31)) == {
+            date(2026, 3, 2): 3,
+            date(2026, 3, 4): 2,
+            date(2026, 3, 9): 1,
+        }
+        assert daily_store.newest_by_day(s, 3) == ["2603.00007", "2603.00005", "2603.00006"]
+        by = daily_store.papers_by_author(s, "GRACE HOPPER", limit=10)
+        assert by.ids == ["2603.00005", "2603.00002"] and by.total == 2
+        assert daily_store.papers_by_author(s, "Grace", limit=10).total == 0
+        assert daily_store.papers_by_author(s, "%", limit=10).total == 0
+        assert daily_store.papers_in_category(s, "stat.ML", limit=10).ids == ["2603.00004"]
+        assert daily_store.papers_in_category(s, "cs.L_", limit=10).total == 0
