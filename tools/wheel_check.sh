@@ -101,8 +101,8 @@ echo "served /search on 127.0.0.1:$PORT"
 
 kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
 
-step "papersift demo on a fresh home: seconds from start to the first page"
-export PAPERSIFT_HOME="$WORK/home-demo"
+step "papersift demo on a fresh home and cache: seconds from start to the first page"
+export PAPERSIFT_HOME="$WORK/home-demo" PAPERSIFT_CACHE="$WORK/cache-demo"
 started="$("$VENV_BIN/python" -c 'import time; print(time.time())')"
 "$PS" demo --port "$PORT" >"$WORK/demo.log" 2>&1 &
 SERVER_PID=$!
