@@ -212,25 +212,42 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
+def _socket_of(dbapi_connection: Any) -> int | None:
+    try:
+        return int(dbapi_connection.pgconn.socket)
+    except Exception:
+        return None
+
+
 def _watch_statements(engine: Engine, seconds: float) -> None:
-    """Give every statement on ``engine`` a client-side deadline (see :class:`_Watchdog`)."""
+    """Give every statement on ``engine`` a client-side deadline (see :class:`_Watchdog`);
+    one statement runs per connection at a time, so the socket names it."""
+
+    def stop(dbapi_connection: Any) -> None:
+        fd = _socket_of(dbapi_connection)
+        if fd is not None:
+            _WATCHDOG.stop(fd)
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _before(conn: Any, cursor: Any, *_args: Any) -> None:
-        try:
-            fd = conn.connection.dbapi_connection.pgconn.socket
-        except Exception:
-            return
-        _WATCHDOG.start(id(cursor), fd, seconds)
+    def _before(conn: Any, *_args: Any) -> None:
+        fd = _socket_of(conn.connection.dbapi_connection)
+        if fd is not None:
+            _WATCHDOG.start(fd, fd, seconds)
 
     @event.listens_for(engine, "after_cursor_execute")
-    def _after(conn: Any, cursor: Any, *_args: Any) -> None:
-        _WATCHDOG.stop(id(cursor))
+    def _after(conn: Any, *_args: Any) -> None:
+        stop(conn.connection.dbapi_connection)
 
     @event.listens_for(engine, "handle_error")
     def _failed(context: Any) -> None:
-        if context.cursor is not None:
-            _WATCHDOG.stop(id(context.cursor))
+        conn = context.connection
+        if conn is not None and conn.connection.dbapi_connection is not None:
+            stop(conn.connection.dbapi_connection)
+
+    @event.listens_for(engine, "checkin")
+    def _back(dbapi_connection: Any, _record: Any) -> None:
+        if dbapi_connection is not None:
+            stop(dbapi_connection)
 
 
 def store_error_text(exc: StoreError) -> str:
