@@ -489,3 +489,60 @@ def test_two_hosts_on_one_postgres_sign_alike(pg_server_url: str, tmp_path: Path
     # A SQLite home keeps its key file.
     sqlite_home = load_settings(tmp_path / "solo", f"sqlite:///{tmp_path / 'solo' / 'p.db'}")
     assert keys.signing_key(sqlite_home) == (tmp_path / "solo" / "secret.key").read_text().strip()
+
+
+# -- item 11: a full disk -----------------------------------------------------------------------
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (a full disk on demand; needs root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def unreferenced_segments(index: Path) -> list[str]:
+    """Tantivy segment files of the live generation that no commit refers to."""
+    folder = index / json.loads((index / "CURRENT").read_text())["dir"] / "lexical"
+    meta = (folder / "meta.json").read_text().replace("-", "")
+    return [
+        p.name
+        for p in folder.iterdir()
+        if not p.name.startswith(".") and p.suffix != ".json" and p.stem not in meta
+    ]
+
+
+def test_full_disk_leaves_nothing_behind_and_says_so(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = no_model(tmp_path)
+    with small_tmpfs(home / "index", "1024k") as index:
+        first = run_cli(home, "ingest", str(write_corpus(tmp_path / "a.jsonl", 300)), **env)
+        assert first.returncode == 0, first.stderr
+        big = write_corpus(tmp_path / "b.jsonl", 8000, start=1000, word="full")
+        second = run_cli(home, "ingest", str(big), **env)
+        assert second.returncode == 0, second.stderr  # the papers themselves are stored
+        assert paper_count(home) == 8300
+        assert "search index was not updated" in second.stderr, second.stderr
+        assert "disk is full" in second.stderr or "No space left" in second.stderr
+        assert unreferenced_segments(index) == []  # a failed write removed its segments
+        assert not [p for p in index.rglob("*tmp*")]
+        for token in ("record5", "full5000"):  # whatever is searchable, counts agree
+            hits = search_json(home, token, env)
+            assert hits["total"] == len(hits["hits"]) <= 1, hits
+        assert search_json(home, "record5", env)["total"] == 1  # indexed before: still there
+
+        again = run_cli(home, "index")  # with the model: a rebuild that cannot fit
+        assert again.returncode == 1, again.stdout + again.stderr
+        assert "disk full" in again.stderr and "Traceback" not in again.stderr, again.stderr
+        assert [p.name for p in index.iterdir() if p.name.startswith("v")] == [
+            json.loads((index / "CURRENT").read_text())["dir"]
+        ]  # the failed rebuild's folder is gone
+        assert unreferenced_segments(index) == []

@@ -45,14 +45,19 @@ def main() -> None:
         sys.exit(1)
 
 
+# How tantivy and usearch (OS error text) and SQLite (SQLITE_FULL) say it.
+_FULL = ("No space left on device", "Disk quota exceeded", "database or disk is full")
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """True when ``exc`` (or what caused it) is "no space left on device", whichever library
-    raised it (tantivy and usearch report it as text)."""
+    raised it."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if "No space left on device" in str(seen) or "Disk quota exceeded" in str(seen):
+        message = str(seen)
+        if any(m in message for m in _FULL):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
