@@ -155,6 +155,19 @@ class Settings(BaseSettings):
         "empty (default): the host of `base_url` plus localhost, 127.0.0.1, ::1 and testserver. "
         "Other `Host` headers get 400.",
     )
+    cors_origins: str = Field(
+        default="",
+        description="Web origins whose pages may call the JSON API from a browser "
+        "(comma-separated, e.g. `https://lab.example.org`; `*` any); empty (default): none.",
+    )
+    json_logs: bool | None = Field(
+        default=None,
+        description="Log one JSON object per line (`1`) or plain text (`0`); default: JSON "
+        "when standard error is not a terminal.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Lowest level of log lines written."
+    )
     header_timeout: float = Field(
         default=10.0,
         gt=0,
@@ -273,6 +286,25 @@ class Settings(BaseSettings):
                 except ValueError:
                     raise ValueError(f"{item!r} is not an address or network") from None
         return ",".join(items)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        items = [v.strip().rstrip("/") for v in value.split(",") if v.strip()]
+        for item in items:
+            if item != "*" and not item.startswith(("http://", "https://")):
+                raise ValueError(f"{item!r} is not an origin like https://host[:port]")
+        return ",".join(items)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """``cors_origins`` as a list (empty: no cross-origin calls)."""
+        return [v for v in self.cors_origins.split(",") if v]
+
+    @field_validator("json_logs", mode="before")
+    @classmethod
+    def _blank_bool(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("trusted_hosts")
     @classmethod
