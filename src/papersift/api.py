@@ -217,7 +217,10 @@ class Library:
         if not paper_ids and not service.status().get("built"):
             return None
         # also indexes what an interrupted earlier run committed but never indexed
-        return service.papers_changed(list(paper_ids), progress=on_embed)
+        report = service.papers_changed(list(paper_ids), progress=on_embed)
+        if not paper_ids and not (report.indexed or report.removed or report.embedded):
+            return None  # nothing was changed and nothing was left to catch up
+        return report
 
     def _index_changed(
         self, report: IngestReport, paper_ids: list[str], on_embed: Progress | None
