@@ -210,6 +210,11 @@ def count_view(session: Session, views: ClientViews, viewer: str, paper_id: str)
     views.count(session, viewer, paper_id)
 
 
+def next_page(request: Request, start: int, k: int, total: int) -> str | None:
+    """The next page's URL (see ``next_link``) when ``total`` goes past this page of ``k``."""
+    return next_link(request, start + k) if start + k < total else None
+
+
 def next_link(request: Request, offset: int) -> str:
     """The absolute URL of a list's next page: ``base_url`` and the request's path and
     query with ``offset`` set (never the request's Host, which the client chose)."""
