@@ -546,3 +546,83 @@ def test_full_disk_leaves_nothing_behind_and_says_so(tmp_path: Path) -> None:
             json.loads((index / "CURRENT").read_text())["dir"]
         ]  # the failed rebuild's folder is gone
         assert unreferenced_segments(index) == []
+
+
+def test_keys_revision_up_and_down(tmp_path: Path, pg_server_url: str) -> None:
+    """0006 adds signing_keys on SQLite and PostgreSQL, keeps the key across a stay at head,
+    and downgrading to 0005 removes only it."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, inspect
+
+    from papersift.store.db import MIGRATIONS_DIR
+
+    def alembic(url: str, target: str, *, down: bool = False) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, target)
+        engine.dispose()
+
+    def tables(url: str) -> set[str]:
+        engine = create_engine(url)
+        try:
+            return set(inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+
+    with fresh_pg_database(pg_server_url) as pg_url:
+        for url in (f"sqlite:///{tmp_path / 'm.db'}", pg_url):
+            alembic(url, "head")
+            assert "signing_keys" in tables(url)
+            db = Database(url)
+            from papersift.store import keys as key_store
+
+            with db.session() as s:
+                first = key_store.get_or_create(s, "default", "a" * 43)
+            with db.session() as s:
+                assert key_store.get_or_create(s, "default", "b" * 43) == first == "a" * 43
+            db.dispose()
+            alembic(url, "0005", down=True)
+            assert "signing_keys" not in tables(url) and "papers" in tables(url)
+            alembic(url, "head")
+            assert "signing_keys" in tables(url)
+
+
+def test_keyword_search_comes_before_embedding_and_embedding_resumes(tmp_path: Path) -> None:
+    """With the model: the ingest's index update makes papers keyword-searchable before it
+    embeds them; killed while embedding, `papersift index` finishes the vectors."""
+    home = tmp_path / "home"
+    first = run_cli(home, "ingest", str(write_corpus(tmp_path / "a.jsonl", 20)))
+    assert first.returncode == 0, first.stderr
+    current = home / "index" / "CURRENT"
+    big = write_corpus(tmp_path / "b.jsonl", 2500, start=1000, word="vec")
+    environ = {**os.environ, "PAPERSIFT_HOME": str(home)}
+    environ.pop("PAPERSIFT_DB", None)
+    proc = subprocess.Popen(
+        [PAPERSIFT, "ingest", str(big)],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while json.loads(current.read_text()).get("docs") != 2520:  # the keyword phase is done
+        assert proc.poll() is None, "ingest ended before its keyword phase was seen"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    meta = json.loads(current.read_text())
+    assert meta["vectors"] < 2520  # embedding has not finished
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    found = search_json(home, "vec3499", {})
+    assert found["total"] == 1 and found["hits"][0]["title"].endswith("vec3499")
+    done = run_cli(home, "index", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["pending_vectors"] == 0, report
+    meta = json.loads(current.read_text())
+    assert meta["docs"] == meta["vectors"] == 2520
+    semantic = run_cli(home, "search", "vec3499 lattices", "--mode", "semantic", "--json")
+    assert semantic.returncode == 0, semantic.stderr
