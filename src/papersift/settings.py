@@ -241,6 +241,12 @@ class Settings(BaseSettings):
         default=True,
         description="Embed queries with an int8 copy of the model (`0` keeps them on float).",
     )
+    document_int8: bool = Field(
+        default=False,
+        description="Embed documents on an int8 copy of the model: about twice the papers "
+        "per second, vectors at cosine 0.995 with the float ones (stored under their own "
+        "model id, so switching re-embeds every paper once).",
+    )
     embed_cache: Path | None = Field(
         default=None,
         description="Folder of an embedding cache keyed by text (evaluation and benchmarks).",

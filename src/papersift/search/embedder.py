@@ -457,10 +457,11 @@ _EMBEDDERS_LOCK = threading.Lock()
 
 def get_embedder(model_dir: str | Path | None = None) -> Embedder:
     """One shared Embedder per model folder per process (loading costs ~0.3 s)."""
-    key = str(model_dir or "")
+    document_int8 = current_settings().document_int8
+    key = f"{model_dir or ''}|{document_int8}"
     with _EMBEDDERS_LOCK:
         emb = _EMBEDDERS.get(key)
         if emb is None:
-            emb = Embedder(model_dir)
+            emb = Embedder(model_dir, document_int8=document_int8)
             _EMBEDDERS[key] = emb
         return emb
