@@ -39,7 +39,7 @@ import numpy as np
 import tantivy
 
 from papersift.search import documents as docstore
-from papersift.search import hybrid
+from papersift.search import hybrid, syntax
 from papersift.search.catalog import Catalog, paper_key
 from papersift.search.embedder import EmbedderError
 from papersift.search.lexical import FilterSpec, LexicalDoc, LexicalIndex
@@ -670,8 +670,9 @@ class SearchService:
 
     def _hybrid(self, live: _Live, clean: CleanQuery, need: int, fq) -> _Ranked:
         lexical = live.lexical
-        query, simplified = lexical.build_query(clean, title_weight=hybrid.TITLE_WEIGHT)
+        query, simplified = syntax.ranking_query(lexical, clean, hybrid.TITLE_WEIGHT)
         notes = ["query simplified to plain words"] if simplified else []
+        fq = syntax.combine(fq, syntax.constraint_filter(lexical, clean))
         if not clean.semantic:  # e.g. only `author:` clauses: nothing to embed
             ranked = self._lexical(live, clean, need, fq, False)
             ranked.notes = notes + ranked.notes
@@ -705,8 +706,8 @@ class SearchService:
                     qvec, (d_keys, d_sims, _allowed) = pending.result()
         if lex is None or not lex.keys:
             return _Ranked(d_keys[:need], d_sims[:need], len(d_keys), notes)
-        # Explicit syntax (phrases, fields, +/-) is a constraint: rank lexical matches only.
-        cands = hybrid.merge_candidates(lex.keys, [] if clean.has_syntax else d_keys)
+        # Syntax has filtered both sides (see syntax.py): every candidate keeps its meaning.
+        cands = hybrid.merge_candidates(lex.keys, d_keys)
         dense = self._exact_dense(live, cands, qvec, d_sims, dict(zip(d_keys, d_sims, strict=True)))
         lex_scores = dict(zip(lex.keys, lex.scores, strict=True))
         floor = min(lex.scores) if len(lex.keys) >= pool else 0.0
