@@ -39,11 +39,13 @@ import numpy as np
 import tantivy
 
 from papersift.search import documents as docstore
-from papersift.search import hybrid, syntax
+from papersift.search import floor as relevance
+from papersift.search import hybrid, identifiers, spelling, syntax
 from papersift.search.catalog import Catalog, paper_key
 from papersift.search.embedder import EmbedderError
 from papersift.search.lexical import FilterSpec, LexicalDoc, LexicalIndex
 from papersift.search.query import CleanQuery, clean_query
+from papersift.search.spelling import Vocabulary
 from papersift.search.vectors import VectorIndex, VectorParams
 from papersift.settings import Settings
 from papersift.store.db import Database
@@ -128,6 +130,12 @@ class SearchResults:
     query: str
     mode: str
     message: str | None = None
+    # The paper a pasted arXiv id, DOI or paper URL names (the web app may go straight there).
+    direct: str | None = None
+    # "Did you mean" text built from the corpus vocabulary (None when the query looks fine);
+    # ``corrected`` says the hits are for the suggestion (the query as typed found nothing).
+    suggestion: str | None = None
+    corrected: bool = False
 
 
 @dataclass
@@ -161,6 +169,7 @@ class _Live:
     catalog: Catalog
     terms: OrderedDict[int, dict[str, float]] = field(default_factory=OrderedDict)
     terms_lock: threading.Lock = field(default_factory=threading.Lock)
+    vocab: Vocabulary | None = None  # read on the first query with an unknown word
 
 
 class SearchService:
@@ -358,6 +367,7 @@ class SearchService:
                 lexical = LexicalIndex(folder / "lexical")
                 catalog = Catalog(folder / "catalog.sqlite")
                 vectors = VectorIndex(emb.dim, self.params)
+                vocab = Vocabulary()
                 with self.db.session() as s:
                     missing = docstore.count_unembedded(s, emb.model_id)
                 embed = embed_limit is None or missing <= embed_limit
@@ -386,9 +396,11 @@ class SearchService:
                                 for d in batch
                             )
                             report.indexed += len(batch)
+                            vocab.add_texts(d.text for d in batch)
                             yield from (self._lexdoc(d) for d in batch)
 
                 lexical.write(papers(), fresh=True)
+                vocab.save(folder)
                 vectors.save(folder)
                 report.embedded = done[0]
                 n_vectors = len(vectors)
@@ -460,6 +472,10 @@ class SearchService:
             gone = [paper_key(i) for i in gone_ids]
             batch = list(docs.values())
             live.lexical.write([self._lexdoc(d) for d in batch], delete_ids=gone_ids)
+            vocab = Vocabulary.load(live.folder)
+            if vocab is not None:  # (no file: the first suggestion builds it)
+                vocab.add_texts(d.text for d in batch)
+                vocab.save(live.folder)
             missing = self._missing_embeddings(batch) if batch else 0
             embed = embed_limit is None or missing <= embed_limit
             vectors = live.vectors or VectorIndex(emb.dim, self.params)
@@ -557,8 +573,15 @@ class SearchService:
         mode: str = "hybrid",
         filters: SearchFilters | None = None,
         sort: str = "relevance",
+        spell: bool = True,
     ) -> SearchResults:
-        """Ranked papers for ``query``; bad syntax is simplified, never an exception."""
+        """Ranked papers for ``query``; bad syntax is simplified, never an exception.
+
+        Only matches are returned (see floor.py), and ``total`` is how many there are to
+        page through. A query with words the corpus does not have gets a ``suggestion``;
+        if it matched nothing, the hits are the suggestion's (``corrected``). ``spell``
+        False turns both off.
+        """
         if mode not in MODES:
             raise SearchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         if sort not in SORTS:
@@ -571,6 +594,13 @@ class SearchService:
         clean = clean_query(raw)
         if clean.empty:
             return SearchResults([], 0, raw, mode, "empty query")
+        ref = identifiers.identify(raw)
+        if ref is not None:
+            with self.db.session() as s:
+                direct = identifiers.resolve(s, ref)
+            if direct is not None:
+                return SearchResults([SearchHit(direct, 1.0)], 1, raw, mode, direct=direct)
+            clean.notes.append(f"no paper here has the {identifiers.LABELS[ref.kind]} {ref.value}")
         spec, problem = self._spec(filters)
         if problem:
             return SearchResults([], 0, raw, mode, problem)
@@ -610,8 +640,29 @@ class SearchService:
         pending = int(live.meta.get("docs", 0)) - int(live.meta.get("vectors", 0))
         if mode_used != "lexical" and pending > 0:
             notes.append(f"{pending:,} papers are not embedded yet: run `papersift index`")
+        # The count is what can be paged through: a short page is the last one.
+        total = max(ranked.total, offset + len(hits))
+        if len(hits) < k:
+            total = min(total, offset + len(hits)) if hits or offset == 0 else total
+        suggestion = spelling.suggest(live, clean.text, self.db) if spell else None
+        if suggestion:
+            again = self.search(
+                suggestion, k=k, offset=offset, mode=mode, filters=filters, sort=sort, spell=False
+            )
+            # The typed query finds nothing, or almost nothing next to the corrected one
+            # (totals, not this page: every page of one query makes the same choice).
+            if again.total and again.total >= spelling.SWITCH * total:
+                lead = "nothing matches" if not total else "few papers match"
+                again.message = "; ".join(
+                    [f"{lead} {raw.strip()!r}: showing {suggestion!r}"]
+                    + ([again.message] if again.message else [])
+                )
+                again.query, again.suggestion, again.corrected = raw, suggestion, True
+                return again
+        if not hits and offset == 0:
+            notes.append(spelling.no_match_advice(bool(spec), mode_used))
         message = "; ".join(dict.fromkeys(notes)) or None
-        return SearchResults(hits, ranked.total, raw, mode, message)
+        return SearchResults(hits, total, raw, mode, message, suggestion=suggestion)
 
     def _vector_problem(self, live: _Live) -> str | None:
         """Why semantic search cannot run on these indexes now (None if it can)."""
@@ -665,8 +716,10 @@ class SearchService:
     def _semantic(self, live: _Live, clean: CleanQuery, need: int, fq) -> _Ranked:
         text = clean.semantic or clean.text
         qvec = self.embedder.encode_query(text)
-        keys, sims, total = self._dense(live, qvec, need, fq)
-        return _Ranked(keys, sims, total)
+        keys, sims, _allowed = self._dense(live, qvec, max(need, relevance.SEMANTIC_COUNT), fq)
+        # Only papers above the relevance floor are matches (and counted as results).
+        shown = relevance.above(sims, relevance.cosine_floor(self.embedder.model_id))
+        return _Ranked(keys[: min(shown, need)], sims[: min(shown, need)], shown)
 
     def _hybrid(self, live: _Live, clean: CleanQuery, need: int, fq) -> _Ranked:
         lexical = live.lexical
@@ -704,8 +757,10 @@ class SearchService:
                         self._term_distributions(live, lex.keys[: hybrid.FEEDBACK_DOCS])
                 finally:
                     qvec, (d_keys, d_sims, _allowed) = pending.result()
-        if lex is None or not lex.keys:
-            return _Ranked(d_keys[:need], d_sims[:need], len(d_keys), notes)
+        cos_floor = relevance.cosine_floor(self.embedder.model_id)
+        if lex is None or not lex.keys:  # no paper shares a word: meaning only
+            shown = relevance.above(d_sims, cos_floor)
+            return _Ranked(d_keys[: min(shown, need)], d_sims[: min(shown, need)], shown, notes)
         # Syntax has filtered both sides (see syntax.py): every candidate keeps its meaning.
         cands = hybrid.merge_candidates(lex.keys, d_keys)
         dense = self._exact_dense(live, cands, qvec, d_sims, dict(zip(d_keys, d_sims, strict=True)))
@@ -715,7 +770,10 @@ class SearchService:
         fused = hybrid.fuse(lex_vec, lex.scores, dense, d_sims or dense.tolist())
         fused = self._feedback(live, clean, query, cands, fused, dense, d_sims)
         order = np.argsort(-fused, kind="stable")
-        return _Ranked([cands[i] for i in order], fused[order].tolist(), len(cands), notes)
+        # Matches only: a paper that shares a query word or is close enough in meaning.
+        matched = relevance.keep(dense, np.isin(cands, lex.keys), cos_floor)
+        order = order[matched[order]]
+        return _Ranked([cands[i] for i in order], fused[order].tolist(), len(order), notes)
 
     def _exact_dense(
         self,
