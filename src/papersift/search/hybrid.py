@@ -75,16 +75,17 @@ import numpy as np
 
 POOL = 200
 Z_DEPTH = 100
-ALPHA = 0.5  # weight of the dense z-score
+ALPHA = 0.5  # prior weight of the dense z-score, before each side's confidence
+PEAK_TOP = 5  # a side's confidence: how far its best PEAK_TOP stand above its top Z_DEPTH
+PEAK_POWER = 3.0  # weights follow confidence ** PEAK_POWER
 FEEDBACK_DOCS = 10
 FEEDBACK_TERMS = 20
-FEEDBACK_LAMBDA = 0.5
+FEEDBACK_LAMBDA = 0.25  # weight of the relevance model's terms in the expanded query
 MAX_DOC_SHARE = 0.1  # feedback ignores terms in more than a tenth of the documents
+DENSE_FEEDBACK = 0.5  # weight of the feedback documents' mean vector added to the query
 FEEDBACK_RESCORE = 200  # feedback re-scores at most this many best candidates
-# No extra title weight inside hybrid ranking: MiniLM already reads the title first, and a
-# lexical title boost on top double-counts it (measured -0.007 nDCG@10 on CISI at 0.25,
-# -0.012 at 0.5, Cranfield flat). Lexical mode keeps its title boost (+0.02 on CISI there).
-TITLE_WEIGHT = 0.0
+# A title word counts 1.25x, as in lexical mode (see the module docstring for the numbers).
+TITLE_WEIGHT = 0.25
 
 
 def z_params(scores: Sequence[float] | np.ndarray, depth: int | None = None) -> tuple[float, float]:
@@ -99,6 +100,26 @@ def z_params(scores: Sequence[float] | np.ndarray, depth: int | None = None) -> 
     return mean, std if std > 1e-9 else 1.0
 
 
+def peak(scores: Sequence[float] | np.ndarray, top: int | None = None) -> float:
+    """How far a ranking's best ``top`` scores stand above its best ``Z_DEPTH``, in their
+    standard deviations: high when a few documents are clearly ahead (a confident side),
+    low when the scores are flat (the side cannot tell its candidates apart)."""
+    top = PEAK_TOP if top is None else top
+    values = np.sort(np.asarray(scores, dtype=np.float64))[::-1][:Z_DEPTH]
+    if len(values) < 2:
+        return 0.0
+    mean, std = z_params(values)
+    return max(float(values[:top].mean() - mean) / std, 0.0)
+
+
+def dense_weight(lex_ref: Sequence[float], dense_ref: Sequence[float]) -> float:
+    """This query's weight of the dense side: the prior ``ALPHA`` shifted towards the side
+    whose own score distribution is more peaked (confidence ** ``PEAK_POWER``)."""
+    lex_conf = max(peak(lex_ref), 1e-3) ** PEAK_POWER * (1.0 - ALPHA)
+    dense_conf = max(peak(dense_ref), 1e-3) ** PEAK_POWER * ALPHA
+    return dense_conf / (lex_conf + dense_conf)
+
+
 def fuse(
     lex: np.ndarray | None,
     lex_ref: Sequence[float],
@@ -109,9 +130,11 @@ def fuse(
     """Fused scores of candidates from their lexical and dense scores.
 
     ``lex`` and ``dense`` are aligned with the candidates (None = signal unavailable);
-    ``*_ref`` are the score lists that set each signal's z-score scale.
+    ``*_ref`` are the score lists that set each signal's z-score scale; ``alpha`` is the
+    dense weight (default: from the two distributions, see :func:`dense_weight`).
     """
-    alpha = ALPHA if alpha is None else alpha
+    if alpha is None:
+        alpha = dense_weight(lex_ref, dense_ref) if len(lex_ref) and len(dense_ref) else ALPHA
     parts: list[tuple[float, np.ndarray]] = []
     if lex is not None and len(lex_ref):
         mean, std = z_params(lex_ref)
@@ -124,6 +147,19 @@ def fuse(
         return np.zeros(size)
     total = sum(w for w, _ in parts)
     return sum(w * z for w, z in parts) / total
+
+
+def onto_scale(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """``new`` scores moved onto the scale of ``old`` scores of the same documents (same
+    mean and spread), so feedback changes the order of lexical scores, not their weight
+    in the fusion: the re-scored lexical side is standardised as the first pass was."""
+    if not len(new):
+        return new
+    new_mean, new_std = float(new.mean()), float(new.std())
+    old_mean, old_std = float(old.mean()), float(old.std())
+    if new_std < 1e-12:
+        return np.full_like(new, old_mean)
+    return (new - new_mean) / new_std * old_std + old_mean
 
 
 def term_distribution(terms: Sequence[str]) -> dict[str, float]:

@@ -36,7 +36,6 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-import tantivy
 
 from papersift.search import documents as docstore
 from papersift.search import floor as relevance
@@ -718,7 +717,8 @@ class SearchService:
         qvec = self.embedder.encode_query(text)
         keys, sims, _allowed = self._dense(live, qvec, max(need, relevance.SEMANTIC_COUNT), fq)
         # Only papers above the relevance floor are matches (and counted as results).
-        shown = relevance.above(sims, relevance.cosine_floor(self.embedder.model_id))
+        known = relevance.has_known_word(live.lexical, clean.words or text)
+        shown = relevance.above(sims, relevance.cosine_floor(self.embedder.model_id, known))
         return _Ranked(keys[: min(shown, need)], sims[: min(shown, need)], shown)
 
     def _hybrid(self, live: _Live, clean: CleanQuery, need: int, fq) -> _Ranked:
@@ -759,7 +759,8 @@ class SearchService:
                     qvec, (d_keys, d_sims, _allowed) = pending.result()
         cos_floor = relevance.cosine_floor(self.embedder.model_id)
         if lex is None or not lex.keys:  # no paper shares a word: meaning only
-            shown = relevance.above(d_sims, cos_floor)
+            known = relevance.has_known_word(lexical, clean.words)
+            shown = relevance.above(d_sims, relevance.cosine_floor(self.embedder.model_id, known))
             return _Ranked(d_keys[: min(shown, need)], d_sims[: min(shown, need)], shown, notes)
         # Syntax has filtered both sides (see syntax.py): every candidate keeps its meaning.
         cands = hybrid.merge_candidates(lex.keys, d_keys)
@@ -767,8 +768,21 @@ class SearchService:
         lex_scores = dict(zip(lex.keys, lex.scores, strict=True))
         floor = min(lex.scores) if len(lex.keys) >= pool else 0.0
         lex_vec = hybrid.lookup(lex_scores, cands, floor)
-        fused = hybrid.fuse(lex_vec, lex.scores, dense, d_sims or dense.tolist())
-        fused = self._feedback(live, clean, query, cands, fused, dense, d_sims)
+        d_ref = d_sims or dense.tolist()
+        alpha = hybrid.dense_weight(lex.scores, d_ref)
+        fused = hybrid.fuse(lex_vec, lex.scores, dense, d_ref, alpha)
+        fused = self._feedback(
+            live,
+            clean,
+            cands,
+            fused,
+            dense,
+            d_sims,
+            alpha,
+            (lex_vec, lex.scores, lex.keys),
+            qvec,
+            fq,
+        )
         order = np.argsort(-fused, kind="stable")
         # Matches only: a paper that shares a query word or is close enough in meaning.
         matched = relevance.keep(dense, np.isin(cands, lex.keys), cos_floor)
@@ -804,11 +818,14 @@ class SearchService:
         self,
         live: _Live,
         clean: CleanQuery,
-        query: tantivy.Query,
         cands: list[int],
         fused: np.ndarray,
         dense: np.ndarray,
         d_sims: list[float],
+        alpha: float,
+        first: tuple[np.ndarray, list[float], list[int]],
+        qvec: np.ndarray | None = None,
+        fq=None,
     ) -> np.ndarray:
         """RM3 on the fused top documents, re-scoring the candidates (see hybrid.py)."""
         top = np.argsort(-fused, kind="stable")[: hybrid.FEEDBACK_DOCS]
@@ -816,7 +833,7 @@ class SearchService:
             return fused
         top_keys = [cands[i] for i in top]
         dists = self._term_distributions(live, top_keys)
-        weights = hybrid.feedback_weights(fused[top])
+        weights = weights_docs = hybrid.feedback_weights(fused[top])
         # (the cached distributions hold no common terms: see _rare_terms)
         model = hybrid.relevance_model(
             (dists.get(key, {}), w) for key, w in zip(top_keys, weights, strict=True)
@@ -826,30 +843,41 @@ class SearchService:
         lexical = live.lexical
         lam = hybrid.FEEDBACK_LAMBDA
         # Expanded query = (1 - lam) x original (per query term) + lam x relevance model.
-        weights: dict[tuple[str, str], float] = {}
-        extra = None
-        if clean.has_syntax:  # phrases, fields, operators: kept as one query
-            n_terms = max(1, len(lexical.analyze(clean.semantic or clean.text)))
-            extra = tantivy.Query.boost_query(query, (1 - lam) / n_terms)
+        # BM25 is linear in the query's term weights, so its score is (1 - lam) / n x the
+        # first pass's score plus lam x the score of the relevance model's terms alone:
+        # only the latter is computed, and the first pass's scores (and its bound for
+        # candidates below its cut) are kept, so lam = 0 ranks exactly as no feedback.
+        if clean.has_syntax:
+            n_terms = max(1, len(lexical.analyze(clean.words or clean.text)))
         else:
             original = lexical.bag_weights(clean.text, title_weight=hybrid.TITLE_WEIGHT)
             n_terms = max(1, int(sum(w for (f, _t), w in original.items() if f == "text")))
-            for clause, w in original.items():
-                weights[clause] = (1 - lam) / n_terms * w
+        weights: dict[tuple[str, str], float] = {}
         for term, w in model.items():
-            weights["text", term] = weights.get(("text", term), 0.0) + lam * w
+            weights["text", term] = w
             if hybrid.TITLE_WEIGHT:
-                weights["title", term] = (
-                    weights.get(("title", term), 0.0) + lam * w * hybrid.TITLE_WEIGHT
-                )
+                weights["title", term] = w * hybrid.TITLE_WEIGHT
         # Re-score the best FEEDBACK_RESCORE candidates; the rest keep their order below them.
         head = np.argsort(-fused, kind="stable")[: hybrid.FEEDBACK_RESCORE]
         head_keys = [cands[i] for i in head]
-        scores = lexical.scores_among(weights, head_keys, extra)
-        if not scores:
-            return fused
-        lex2 = hybrid.lookup(scores, head_keys, 0.0)
-        rescored = hybrid.fuse(lex2, list(scores.values()), dense[head], d_sims or dense.tolist())
+        first_vec, first_ref, first_keys = first
+        ref_keys = first_keys[: hybrid.Z_DEPTH]
+        scores = lexical.scores_among(weights, hybrid.merge_candidates(head_keys, ref_keys))
+        share = (1 - lam) / n_terms
+        lex2 = share * first_vec[head] + lam * hybrid.lookup(scores, head_keys, 0.0)
+        ref = share * np.asarray(first_ref[: hybrid.Z_DEPTH]) + lam * hybrid.lookup(
+            scores, ref_keys, 0.0
+        )
+        dense_head, dense_ref = dense[head], d_sims or dense.tolist()
+        if hybrid.DENSE_FEEDBACK > 0 and qvec is not None and live.vectors is not None:
+            _found, vecs = live.vectors.get(top_keys)
+            if len(vecs) == len(top_keys):
+                q2 = qvec + hybrid.DENSE_FEEDBACK * (weights_docs @ vecs)
+                q2 = (q2 / np.linalg.norm(q2)).astype(np.float32)
+                _k2, sims2, _n = self._dense(live, q2, hybrid.POOL, fq)
+                dense_head = self._exact_dense(live, head_keys, q2, sims2)
+                dense_ref = sims2
+        rescored = hybrid.fuse(lex2, ref.tolist(), dense_head, dense_ref, alpha)
         final = fused.copy()
         final[head] = rescored
         tail = np.ones(len(cands), dtype=bool)

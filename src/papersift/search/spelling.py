@@ -5,8 +5,8 @@ of papers using it, kept next to the index (``vocab.json.gz``) and built with it
 word is suspect when no paper uses it (nor any word with its stem); its suggestion is the
 vocabulary word within two edits (insertions, deletions, swaps of neighbours, a letter
 replaced by a neighbouring key; any other replacement counts two; one edit for words of up
-to seven letters) that is likeliest: used by the most
-papers, each edit dividing that count by ``EDIT_ODDS``. Words of known vocabulary, numbers, syntax and short words are left alone.
+to seven letters) that is likeliest: used by the most papers, each edit dividing that
+count by ``EDIT_ODDS``. Known words, numbers, syntax and short words are left alone.
 
 Lookup is a symmetric-delete index (as SymSpell): every vocabulary word is stored under
 itself and its one-letter deletions, a query word is looked up under the same, so a
@@ -33,8 +33,8 @@ FILE = "vocab.json.gz"
 MIN_LEN = 3  # shorter words are never corrected
 SWITCH = 10  # the corrected query replaces one that finds 10x fewer matches (or none)
 SHORT = 7  # words up to this long get at most one edit, longer ones two
-MAX_WORDS = 300_000
-EDIT_ODDS = 30.0  # one more edit is worth this factor in how many papers use a word  # a bigger vocabulary keeps the words most papers use
+MAX_WORDS = 300_000  # a bigger vocabulary keeps the words most papers use
+EDIT_ODDS = 30.0  # one more edit is worth this factor in how many papers use a word
 _WORD = re.compile(r"[^\W\d_]{2,40}")
 _QUERY_TOKEN = re.compile(r"\S+")
 
