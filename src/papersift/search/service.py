@@ -644,7 +644,7 @@ class SearchService:
         if len(hits) < k:
             total = min(total, offset + len(hits)) if hits or offset == 0 else total
         suggestion = spelling.suggest(live, clean.text, self.db) if spell else None
-        if suggestion:
+        if suggestion and total < spelling.FEW:
             again = self.search(
                 suggestion, k=k, offset=offset, mode=mode, filters=filters, sort=sort, spell=False
             )

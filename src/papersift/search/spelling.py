@@ -32,6 +32,7 @@ from papersift.store.db import Database
 FILE = "vocab.json.gz"
 MIN_LEN = 3  # shorter words are never corrected
 SWITCH = 10  # the corrected query replaces one that finds 10x fewer matches (or none)
+FEW = 20  # ... and only one that finds fewer than this (else it is only suggested)
 SHORT = 7  # words up to this long get at most one edit, longer ones two
 MAX_WORDS = 300_000  # a bigger vocabulary keeps the words most papers use
 EDIT_ODDS = 30.0  # one more edit is worth this factor in how many papers use a word
