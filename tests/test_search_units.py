@@ -95,10 +95,14 @@ def test_metrics_agree_with_trec_eval():
 def test_z_fusion_is_scale_free():
     lex = np.array([10.0, 5.0, 0.0])
     dense = np.array([0.2, 0.9, 0.5])
-    base = hybrid.fuse(lex, lex, dense, dense)
-    scaled = hybrid.fuse(lex * 7 + 3, lex * 7 + 3, dense * 0.1, dense * 0.1)
+    base = hybrid.fuse(lex, lex, dense, dense, 0.5)
+    scaled = hybrid.fuse(lex * 7 + 3, lex * 7 + 3, dense * 0.1, dense * 0.1, 0.5)
     assert np.allclose(base, scaled)
     assert np.argmax(base) == 1  # strong on dense, middling on lexical
+    # the per-query weights depend on the shapes of the distributions, not their units
+    assert hybrid.dense_weight(lex * 7, dense * 0.1) == pytest.approx(
+        hybrid.dense_weight(lex, dense)
+    )
     only_dense = hybrid.fuse(None, [], dense, dense)
     assert list(np.argsort(-only_dense)) == [1, 2, 0]
 

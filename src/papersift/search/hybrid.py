@@ -100,12 +100,16 @@ def z_params(scores: Sequence[float] | np.ndarray, depth: int | None = None) -> 
     return mean, std if std > 1e-9 else 1.0
 
 
-def peak(scores: Sequence[float] | np.ndarray, top: int | None = None) -> float:
+def peak(scores: Sequence[float] | np.ndarray, top: int | None = None, pad: bool = False) -> float:
     """How far a ranking's best ``top`` scores stand above its best ``Z_DEPTH``, in their
     standard deviations: high when a few documents are clearly ahead (a confident side),
-    low when the scores are flat (the side cannot tell its candidates apart)."""
+    low when the scores are flat (the side cannot tell its candidates apart). ``pad``: a
+    list shorter than ``Z_DEPTH`` is all there is (BM25: every other document scores 0),
+    so it is filled up with zeros; a query matching a handful of papers is confident."""
     top = PEAK_TOP if top is None else top
     values = np.sort(np.asarray(scores, dtype=np.float64))[::-1][:Z_DEPTH]
+    if pad and len(values) < Z_DEPTH:
+        values = np.concatenate([values, np.zeros(Z_DEPTH - len(values))])
     if len(values) < 2:
         return 0.0
     mean, std = z_params(values)
@@ -115,7 +119,7 @@ def peak(scores: Sequence[float] | np.ndarray, top: int | None = None) -> float:
 def dense_weight(lex_ref: Sequence[float], dense_ref: Sequence[float]) -> float:
     """This query's weight of the dense side: the prior ``ALPHA`` shifted towards the side
     whose own score distribution is more peaked (confidence ** ``PEAK_POWER``)."""
-    lex_conf = max(peak(lex_ref), 1e-3) ** PEAK_POWER * (1.0 - ALPHA)
+    lex_conf = max(peak(lex_ref, pad=True), 1e-3) ** PEAK_POWER * (1.0 - ALPHA)
     dense_conf = max(peak(dense_ref), 1e-3) ** PEAK_POWER * ALPHA
     return dense_conf / (lex_conf + dense_conf)
 
@@ -145,8 +149,11 @@ def fuse(
     if not parts:
         size = len(lex) if lex is not None else len(dense) if dense is not None else 0
         return np.zeros(size)
-    total = sum(w for w, _ in parts)
-    return sum(w * z for w, z in parts) / total
+    # A candidate without a value on one side (no vector yet: NaN) is ranked by the other.
+    weights = np.vstack([np.where(np.isnan(z), 0.0, w) for w, z in parts])
+    values = np.vstack([np.nan_to_num(z, nan=0.0) for _w, z in parts])
+    total = weights.sum(axis=0)
+    return np.where(total > 0, (weights * values).sum(axis=0) / np.maximum(total, 1e-12), 0.0)
 
 
 def onto_scale(new: np.ndarray, old: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ from papersift.search.query import CleanQuery, clean_query
 from papersift.search.spelling import Vocabulary
 from papersift.search.vectors import VectorIndex, VectorParams
 from papersift.settings import Settings
+from papersift.store import papers as paper_store
 from papersift.store.db import Database
 
 MODES = ("hybrid", "lexical", "semantic")
@@ -114,6 +115,7 @@ class SearchFilters:
     has_code: bool | None = None
     collection: str | None = None
     category: str | None = None
+    paper_ids: Sequence[str] | None = None  # only these papers (e.g. a digest's new ones)
 
 
 @dataclass
@@ -552,6 +554,7 @@ class SearchService:
             date_to=filters.date_to,
             has_code=filters.has_code,
             category=filters.category or None,
+            paper_ids=list(filters.paper_ids) if filters.paper_ids is not None else None,
         )
         if filters.collection:
             from papersift.store.collections import get_collection
@@ -560,7 +563,11 @@ class SearchService:
                 coll = get_collection(s, filters.collection)
             if coll is None:
                 return spec, f"no collection named {filters.collection!r}"
-            spec.paper_ids = [e.paper_id for e in coll.entries]
+            members = [e.paper_id for e in coll.entries]
+            if spec.paper_ids is not None:
+                wanted = set(spec.paper_ids)
+                members = [pid for pid in members if pid in wanted]
+            spec.paper_ids = members
         return (spec if spec.active else None), None
 
     def search(
@@ -662,6 +669,29 @@ class SearchService:
             notes.append(spelling.no_match_advice(bool(spec), mode_used))
         message = "; ".join(dict.fromkeys(notes)) or None
         return SearchResults(hits, total, raw, mode, message, suggestion=suggestion)
+
+    def matches(
+        self,
+        query: str,
+        *,
+        paper_ids: Sequence[str] | None = None,
+        since: datetime | None = None,
+        mode: str = "hybrid",
+        limit: int = MAX_K,
+    ) -> list[SearchHit]:
+        """The papers matching ``query`` (above the relevance floor, best first) among
+        ``paper_ids`` and/or the papers first seen since ``since``; for the digest's topics,
+        which must find every new match on a big corpus, not only those in the top 100."""
+        ids = list(paper_ids) if paper_ids is not None else None
+        if since is not None:
+            with self.db.session() as s:
+                recent = paper_store.ids_first_seen_since(s, since)
+            ids = recent if ids is None else [pid for pid in ids if pid in set(recent)]
+        if ids is not None and not ids:
+            return []
+        filters = SearchFilters(paper_ids=ids) if ids is not None else None
+        res = self.search(query, k=min(limit, MAX_K), mode=mode, filters=filters, spell=False)
+        return res.hits
 
     def _vector_problem(self, live: _Live) -> str | None:
         """Why semantic search cannot run on these indexes now (None if it can)."""
@@ -785,7 +815,8 @@ class SearchService:
         )
         order = np.argsort(-fused, kind="stable")
         # Matches only: a paper that shares a query word or is close enough in meaning.
-        matched = relevance.keep(dense, np.isin(cands, lex.keys), cos_floor)
+        shared = np.fromiter((key in lex_scores for key in cands), dtype=bool, count=len(cands))
+        matched = relevance.keep(dense, shared, cos_floor)
         order = order[matched[order]]
         return _Ranked([cands[i] for i in order], fused[order].tolist(), len(order), notes)
 
@@ -797,13 +828,14 @@ class SearchService:
         ref: list[float],
         known: dict[int, float] | None = None,
     ) -> np.ndarray:
-        """Cosine of every candidate from its stored vector (floor if it has none).
+        """Cosine of every candidate from its stored vector (NaN if it has none yet: the
+        fusion then ranks it by its lexical score alone).
 
         ``known`` are similarities the vector search already computed against the same
         stored vectors; only the other candidates' vectors are read.
         """
         known = known or {}
-        out = np.full(len(cands), min(ref) if ref else 0.0, dtype=np.float64)
+        out = np.full(len(cands), np.nan, dtype=np.float64)
         rest = [i for i, key in enumerate(cands) if key not in known]
         for i, key in enumerate(cands):
             if key in known:

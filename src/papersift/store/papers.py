@@ -75,6 +75,11 @@ def id_by_url(session: Session, urls: Sequence[str]) -> str | None:
     return session.scalar(query.limit(1))
 
 
+def ids_first_seen_since(session: Session, since: datetime) -> list[str]:
+    """Ids of the papers first seen at or after ``since``."""
+    return list(session.scalars(select(PaperRow.id).where(PaperRow.first_seen >= since)))
+
+
 def get_paper(session: Session, ref: str) -> Paper | None:
     paper_id = resolve_id(session, ref)
     if paper_id is None:
