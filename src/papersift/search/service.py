@@ -629,9 +629,11 @@ class SearchService:
         if mode_used == "lexical":
             ranked = self._lexical(live, clean, need, fq, by_date)
         elif mode_used == "semantic":
-            ranked = self._semantic(live, clean, max(need, DATE_POOL) if by_date else need, fq)
+            ranked = self._semantic(live, clean, max(need, DATE_POOL) if by_date else need, fq, k)
         else:
-            ranked = self._hybrid(live, clean, max(need, DATE_POOL if by_date else need), fq)
+            # (candidates depend on the page size, not the offset: every page of one
+            # query ranks the same candidates, so the total is what can be paged through)
+            ranked = self._hybrid(live, clean, max(k, DATE_POOL) if by_date else k, fq)
         notes.extend(ranked.notes)
         keys, scores = ranked.keys, ranked.scores
         if by_date and mode_used != "lexical":
@@ -742,10 +744,11 @@ class SearchService:
         kept = kept[:count]
         return [k for k, _ in kept], [s for _, s in kept], allowed
 
-    def _semantic(self, live: _Live, clean: CleanQuery, need: int, fq) -> _Ranked:
+    def _semantic(self, live: _Live, clean: CleanQuery, need: int, fq, k: int) -> _Ranked:
         text = clean.semantic or clean.text
         qvec = self.embedder.encode_query(text)
-        keys, sims, _allowed = self._dense(live, qvec, max(need, relevance.SEMANTIC_COUNT), fq)
+        fetch = max(k, relevance.SEMANTIC_COUNT)  # the same for every page of the query
+        keys, sims, _allowed = self._dense(live, qvec, fetch, fq)
         # Only papers above the relevance floor are matches (and counted as results).
         known = relevance.has_known_word(live.lexical, clean.words or text)
         shown = relevance.above(sims, relevance.cosine_floor(self.embedder.model_id, known))
