@@ -814,7 +814,7 @@ class SearchService:
             alpha,
             (lex_vec, lex.scores, lex.keys),
             qvec,
-            fq,
+            d_keys,
         )
         order = np.argsort(-fused, kind="stable")
         # Matches only: a paper that shares a query word or is close enough in meaning.
@@ -860,7 +860,7 @@ class SearchService:
         alpha: float,
         first: tuple[np.ndarray, list[float], list[int]],
         qvec: np.ndarray | None = None,
-        fq=None,
+        d_keys: Sequence[int] = (),
     ) -> np.ndarray:
         """RM3 on the fused top documents, re-scoring the candidates (see hybrid.py)."""
         top = np.argsort(-fused, kind="stable")[: hybrid.FEEDBACK_DOCS]
@@ -909,9 +909,12 @@ class SearchService:
             if len(vecs) == len(top_keys):
                 q2 = qvec + hybrid.DENSE_FEEDBACK * (weights_docs @ vecs)
                 q2 = (q2 / np.linalg.norm(q2)).astype(np.float32)
-                _k2, sims2, _n = self._dense(live, q2, hybrid.POOL, fq)
-                dense_head = self._exact_dense(live, head_keys, q2, sims2)
-                dense_ref = sims2
+                # Re-scored: the head and the first pass's dense list (its new scale), from
+                # their stored vectors; no second vector search.
+                keys2 = hybrid.merge_candidates(head_keys, d_keys)
+                sims2 = dict(zip(keys2, self._exact_dense(live, keys2, q2, []), strict=True))
+                dense_head = hybrid.lookup(sims2, head_keys, np.nan)
+                dense_ref = [v for v in hybrid.lookup(sims2, d_keys, np.nan) if v == v]
         rescored = hybrid.fuse(lex2, ref.tolist(), dense_head, dense_ref, alpha)
         final = fused.copy()
         final[head] = rescored
