@@ -9,6 +9,7 @@ minutes each the first time), so after the first run this takes seconds per coll
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -55,7 +56,9 @@ def baselines() -> dict[str, dict[str, float]]:
     return out
 
 
+@functools.cache
 def run_eval_cli(collection: str, mode: str) -> dict:
+    """``papersift eval`` through the CLI, once per (collection, mode) per session."""
     result = CliRunner().invoke(app, ["eval", str(EVAL / collection), "--mode", mode, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout.strip().splitlines()[-1])
