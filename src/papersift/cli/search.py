@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from papersift.cli._app import app, console, err_console, fail, print_json, state
+from papersift.search.compare import QueryDelta
 from papersift.search.embedder import EmbedderError
 from papersift.search.service import (
     IndexReport,
@@ -337,7 +338,7 @@ def eval_cmd(
         _print_deltas(deltas, result["compare"], mode, str(other_label), show)
 
 
-def _print_deltas(deltas, stats: dict, mode: str, other: str, show: int) -> None:
+def _print_deltas(deltas: list[QueryDelta], stats: dict, mode: str, other: str, show: int) -> None:
     """The biggest per-query losses and wins of ``mode`` against ``other``."""
     console.print(
         f"{mode} against {other}: {stats['wins']} better, {stats['losses']} worse, "

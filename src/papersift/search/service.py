@@ -868,10 +868,10 @@ class SearchService:
             return fused
         top_keys = [cands[i] for i in top]
         dists = self._term_distributions(live, top_keys)
-        weights = weights_docs = hybrid.feedback_weights(fused[top])
+        doc_weights = hybrid.feedback_weights(fused[top].tolist())
         # (the cached distributions hold no common terms: see _rare_terms)
         model = hybrid.relevance_model(
-            (dists.get(key, {}), w) for key, w in zip(top_keys, weights, strict=True)
+            (dists.get(key, {}), w) for key, w in zip(top_keys, doc_weights, strict=True)
         )
         if not model:
             return fused
@@ -907,7 +907,7 @@ class SearchService:
         if hybrid.DENSE_FEEDBACK > 0 and qvec is not None and live.vectors is not None:
             _found, vecs = live.vectors.get(top_keys)
             if len(vecs) == len(top_keys):
-                q2 = qvec + hybrid.DENSE_FEEDBACK * (weights_docs @ vecs)
+                q2 = qvec + hybrid.DENSE_FEEDBACK * (doc_weights @ vecs)
                 q2 = (q2 / np.linalg.norm(q2)).astype(np.float32)
                 # Re-scored: the head and the first pass's dense list (its new scale), from
                 # their stored vectors; no second vector search.
