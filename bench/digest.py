@@ -20,7 +20,6 @@ Usage: python bench/digest.py [--subscribers 10000] [--no-postgres] [--no-write]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import os
 import random
@@ -40,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report  # noqa: E402
 
-from papersift.digest.compose import Composer, MessageBuilder  # noqa: E402
-from papersift.digest.mail import to_bytes  # noqa: E402
+from papersift.digest.compose import Composer  # noqa: E402
+from papersift.digest.mail import MessageBuilder  # noqa: E402
 from papersift.digest.run import DigestRun  # noqa: E402
+from papersift.digest.smtp import wire_bytes as to_bytes  # noqa: E402
 from papersift.digest.subscriptions import Subscriber  # noqa: E402
 from papersift.ingest import ingest_paths  # noqa: E402
 from papersift.settings import Settings, load_settings  # noqa: E402
@@ -56,7 +56,7 @@ from papersift.store.schema import (  # noqa: E402
     VoteRow,
 )
 
-SAMPLE = ROOT / "data" / "sample"
+SAMPLE = ROOT / "src" / "papersift" / "data" / "seeds"
 PG_ADMIN = os.environ.get(
     "PAPERSIFT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -221,7 +221,7 @@ def bench_compose(settings: Settings, db: Database) -> dict:
 def bench_send(settings: Settings, db: Database, max_seconds: float) -> dict:
     sink, port = start_sink()
     try:
-        live = dataclasses.replace(settings, smtp_url=f"smtp://127.0.0.1:{port}")
+        live = settings.replace(smtp_url=f"smtp://127.0.0.1:{port}")
         deadline = time.monotonic() + max_seconds
         t0 = time.perf_counter()
         report = DigestRun(live, db, rate=0, should_stop=lambda: time.monotonic() > deadline).run()

@@ -45,7 +45,7 @@ from papersift.ingest import ingest_paths  # noqa: E402
 from papersift.store.db import Database  # noqa: E402
 from papersift.store.papers import count_papers  # noqa: E402
 
-SAMPLE = ROOT / "data" / "sample"
+SAMPLE = ROOT / "src" / "papersift" / "data" / "seeds"
 PG_ADMIN = os.environ.get(
     "PAPERSIFT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

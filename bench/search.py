@@ -37,12 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report
 import synth
 
-from papersift.search import documents as docstore
 from papersift.search import eval as search_eval
 from papersift.search.embedder import get_embedder
 from papersift.search.metrics import evaluate
 from papersift.search.service import SearchService
 from papersift.settings import load_settings
+from papersift.store import search_docs as docstore
 from papersift.store.db import Database
 from papersift.store.papers import bare_row, content_hash, insert_rows
 

@@ -20,7 +20,7 @@ from papersift.store.db import Database
 from papersift.store.schema import Base
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS = ROOT / "data" / "sample"
+SEEDS = ROOT / "src" / "papersift" / "data" / "seeds"
 
 
 def _shared_folder() -> Path:
@@ -142,7 +142,7 @@ def seeded_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-# --- web app fixtures (issue 4) -------------------------------------------------------
+# --- web app fixtures -----------------------------------------------------------------
 
 # Papers the seeds do not have: an old-style arXiv id with a slash, and hostile text that
 # every page must show escaped.
@@ -205,12 +205,9 @@ def web_home(seeded_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     settings = load_settings(path, f"sqlite:///{path / 'papersift.db'}")
     database = Database(settings.db_url)
     _insert_web_extras(database)
-    try:
-        from papersift.search.service import get_service
-    except ImportError:  # search not installed: search tests will fail, the rest run
-        pass
-    else:
-        get_service(settings, database).rebuild()
+    from papersift.search import get_service
+
+    get_service(settings, database).rebuild()
     database.dispose()
     return path
 

@@ -9,7 +9,6 @@ which is how the kill -9 test makes the kill land while the client waits for the
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import shutil
 import socket
@@ -152,9 +151,7 @@ def private_app(seeded: Path, dest: Path) -> Iterator:
 
     home = copy_home(seeded, dest)
     smtp = SmtpCapture().start()
-    settings = dataclasses.replace(
-        load_settings(home, f"sqlite:///{home / 'papersift.db'}"), smtp_url=smtp.url
-    )
+    settings = load_settings(home, f"sqlite:///{home / 'papersift.db'}").replace(smtp_url=smtp.url)
     db = Database(settings.db_url)
     try:
         yield create_app(settings, db=db, warm_search=False)

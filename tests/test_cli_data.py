@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,8 @@ def _leaf_commands() -> list[tuple[str, ...]]:
 def test_every_command_help_has_an_example(command):
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0
-    assert "Example: papersift " in result.stdout
+    # an example may set an environment variable first: "Example: PAPERSIFT_X=1 papersift ..."
+    assert re.search(r"Example: ([A-Z_]+=\S+ )*papersift ", result.stdout), result.stdout
 
 
 def test_root_help_has_an_example():
@@ -162,3 +164,20 @@ def test_ingest_keeps_papers_when_the_search_index_cannot_be_updated(tmp_path, h
     assert "papersift index" in result.stderr
     shown = run(db_url, "show", "2303.11111", "--json")
     assert last_json(shown.stdout)["title"] == "Retrieval-Augmented Protein Language Models"
+
+
+def test_demo_ingests_the_sample_once_and_indexes_it(home):
+    import papersift
+
+    first = CliRunner().invoke(app, ["demo", "--no-serve"], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert "ingesting the sample corpus" in first.stdout
+    assert "search index ready" in first.stdout
+    again = CliRunner().invoke(app, ["demo", "--no-serve"], catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert "sample corpus already in" in again.stdout
+    assert "search index ready (0 papers updated" in again.stdout
+    with papersift.Library(home=home, db_url=f"sqlite:///{home / 'papersift.db'}") as lib:
+        assert lib.stats()["collections"] == EXPECTED_SIZES
+        found = lib.search("binary and ternary natural language generation", k=3, mode="semantic")
+        assert found.message is None and len(found.hits) == 3

@@ -114,6 +114,20 @@ def test_confirm_rejects_forged_and_expired(home: Path) -> None:
     assert status == "pending"
 
 
+def test_remove_by_manage_link_and_refusing_other_links(home: Path) -> None:
+    sub = last_json(cli("subscribers", "add", "ada@example.org", "--no-mail", "--json").stdout)
+    confirm = sub["confirm_url"]
+    settings = load_settings(home)
+    manage = tokens.manage_url(settings, sub["subscriber"]["id"], "ada@example.org")
+    for wrong in (confirm, manage[:-4] + "AAAA", "https://papers.example.org/unsubscribe?token="):
+        refused = cli("subscribers", "remove", wrong)
+        assert refused.exit_code == 2 and "link" in refused.stderr, refused.output
+    assert len(last_json(cli("subscribers", "list", "--json").stdout)["subscribers"]) == 1
+    removed = cli("subscribers", "remove", manage)
+    assert removed.exit_code == 0 and "ada@example.org: removed" in removed.stdout
+    assert last_json(cli("subscribers", "list", "--json").stdout)["subscribers"] == []
+
+
 def test_add_with_smtp_down_still_records_and_prints_the_link(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,6 +199,28 @@ def test_send_with_smtp_down_exits_1_and_reports(
     monkeypatch.setenv("PAPERSIFT_SMTP_URL", "http://nope")
     bad = cli("digest", "send")
     assert bad.exit_code == 2 and "smtp://" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--rate", "-1"], "rate must be >= 0"),
+        (["--pause-after", "0"], "pause after must be >= 1"),
+        (["--only", "not-an-address"], "exactly one @"),
+    ],
+    ids=["rate", "pause-after", "only"],
+)
+def test_send_refuses_bad_options_with_exit_2(
+    home: Path, smtp: SmtpCapture, args: list[str], says: str
+) -> None:
+    link = last_json(cli("subscribers", "add", "ada@example.org", "--no-mail", "--json").stdout)[
+        "confirm_url"
+    ]
+    cli("subscribers", "confirm", link)
+    result = CliRunner().invoke(app, ["digest", "send", *args])
+    assert result.exit_code == 2 and says in result.stderr, result.output
+    assert "Traceback" not in result.output and smtp.messages == []
+    assert "1 sent" in cli("digest", "send").stdout  # nothing was claimed by the refused run
 
 
 def test_send_help_documents_cron_and_systemd(home: Path) -> None:

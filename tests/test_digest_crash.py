@@ -9,7 +9,6 @@ PostgreSQL.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -50,7 +49,7 @@ def smtp():
 def corpus(db: Database, tmp_path: Path, smtp: SmtpCapture) -> tuple[Settings, Database]:
     assert not ingest_paths(db, [SEEDS]).failed
     settings = load_settings(tmp_path / "home", db.url)
-    return dataclasses.replace(settings, smtp_url=smtp.url), db
+    return settings.replace(smtp_url=smtp.url), db
 
 
 def add_confirmed(settings: Settings, db: Database, n: int) -> list[str]:

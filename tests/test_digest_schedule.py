@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import subprocess
 import threading
@@ -17,7 +16,7 @@ from papersift.digest import subscriptions as subs
 from papersift.digest import tokens
 from papersift.digest.schedule import start_scheduler
 from papersift.digest.validation import clean_preferences
-from papersift.settings import load_settings
+from papersift.settings import SettingsError, load_settings
 from papersift.store.db import Database
 
 from .digest_support import PAPERSIFT, SmtpCapture, cli_env, copy_home, free_port
@@ -32,9 +31,7 @@ def smtp():
 @pytest.fixture
 def setup(seeded_home: Path, tmp_path: Path, smtp: SmtpCapture):
     home = copy_home(seeded_home, tmp_path / "home")
-    settings = dataclasses.replace(
-        load_settings(home, f"sqlite:///{home / 'papersift.db'}"), smtp_url=smtp.url
-    )
+    settings = load_settings(home, f"sqlite:///{home / 'papersift.db'}").replace(smtp_url=smtp.url)
     db = Database(settings.db_url)
     sub = subs.subscribe(db, "sched@example.org", clean_preferences(max_papers=2)).subscriber
     subs.confirm(db, settings, tokens.make_token(settings, tokens.CONFIRM, sub.id, sub.email))
@@ -96,7 +93,7 @@ def test_serve_with_digests_sends_from_the_server_process(setup, smtp: SmtpCaptu
 
 
 def test_bad_digest_hour_is_a_clear_error(setup, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings, db = setup
+    settings, _db = setup
     monkeypatch.setenv("PAPERSIFT_DIGEST_HOUR", "25")
-    with pytest.raises(ValueError, match="0-23"):
-        start_scheduler(settings, db)
+    with pytest.raises(SettingsError, match="PAPERSIFT_DIGEST_HOUR.*less than or equal to 23"):
+        load_settings(settings.home)

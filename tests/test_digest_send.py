@@ -7,7 +7,6 @@ connection for many messages, the rate limit, dry runs and concurrent runs.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from datetime import UTC, date, datetime, timedelta
@@ -18,13 +17,15 @@ from sqlalchemy import func, select
 
 from papersift.digest import subscriptions as subs
 from papersift.digest import tokens
+from papersift.digest.compose import period_key
+from papersift.digest.ledger import CLAIMED, SENDING, UNCERTAIN, Ledger, new_claimer
 from papersift.digest.run import DigestRun, run_digests
 from papersift.digest.smtp import Mailer, SmtpConfig
 from papersift.digest.validation import clean_preferences
 from papersift.ingest import ingest_paths
 from papersift.settings import Settings, load_settings
 from papersift.store.db import Database
-from papersift.store.schema import DigestLedgerRow, SentPaperRow, SubscriberRow, VoteRow
+from papersift.store.schema import DigestLedgerRow, PaperRow, SentPaperRow, SubscriberRow, VoteRow
 
 from .conftest import SEEDS
 from .digest_support import SmtpCapture, free_port
@@ -44,7 +45,7 @@ def corpus(db: Database, tmp_path: Path, smtp: SmtpCapture) -> tuple[Settings, D
     summary = ingest_paths(db, [SEEDS])
     assert not summary.failed
     settings = load_settings(tmp_path / "home", db.url)
-    return dataclasses.replace(settings, smtp_url=smtp.url), db
+    return settings.replace(smtp_url=smtp.url), db
 
 
 def add_confirmed(settings: Settings, db: Database, email: str, **prefs) -> subs.Subscriber:
@@ -176,7 +177,7 @@ def test_smtp_down_is_retried_then_recorded_and_nothing_marked_sent(corpus) -> N
     settings, db = corpus
     ada = add_confirmed(settings, db, "ada@example.org")
     add_confirmed(settings, db, "bob@example.org")
-    down = dataclasses.replace(settings, smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    down = settings.replace(smtp_url=f"smtp://127.0.0.1:{free_port()}")
     sleeps: list[float] = []
     mailer = Mailer(
         SmtpConfig.from_url(down.smtp_url), retries=3, backoff=0.01, sleep=sleeps.append
@@ -196,7 +197,7 @@ def test_smtp_down_is_retried_then_recorded_and_nothing_marked_sent(corpus) -> N
 def test_failed_digest_is_sent_once_when_smtp_is_back(corpus, smtp: SmtpCapture) -> None:
     settings, db = corpus
     add_confirmed(settings, db, "ada@example.org")
-    down = dataclasses.replace(settings, smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    down = settings.replace(smtp_url=f"smtp://127.0.0.1:{free_port()}")
     assert run(down, db, retries=0).count("failed") == 1
     report = run(settings, db)
     assert report.counts() == {"sent": 1}
@@ -323,3 +324,81 @@ def test_concurrent_runs_in_threads_never_double_send(corpus, smtp: SmtpCapture)
     assert sorted(r for m in smtp.messages for r in m.rcpt_tos) == sorted(emails)
     assert sum(r.count("sent") for r in reports) == 12
     assert set(ledger(db).values()) == {"sent"}
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"rate": -1}, "rate must be >= 0"),
+        ({"retries": -2, "backoff": -0.5}, "retries must be >= 0, got -2; backoff must be >= 0"),
+        ({"pause_after": 0}, "pause after must be >= 1"),
+        ({"emails": ["not an address"]}, "must not contain spaces"),
+        ({"emails": ["ada@example.org\r\nBcc: x@y"]}, "control characters"),
+    ],
+    ids=["rate", "retries-backoff", "pause-after", "bad-only", "header-injection"],
+)
+def test_a_run_with_bad_options_is_refused_before_anything_is_written(
+    corpus, smtp: SmtpCapture, options: dict, says: str
+) -> None:
+    settings, db = corpus
+    add_confirmed(settings, db, "ada@example.org")
+    with pytest.raises(ValueError, match=says):
+        DigestRun(settings, db, day=TODAY, **options)
+    assert ledger(db) == {} and smtp.messages == []
+
+
+def test_a_run_with_an_unusable_sender_or_smtp_url_is_refused(corpus, smtp: SmtpCapture) -> None:
+    settings, db = corpus
+    add_confirmed(settings, db, "ada@example.org")
+    with pytest.raises(ValueError, match="PAPERSIFT_MAIL_FROM"):
+        DigestRun(settings.replace(mail_from="nobody"), db, day=TODAY)
+    with pytest.raises(ValueError, match="smtp://"):
+        DigestRun(settings.replace(smtp_url="http://mail.example.org"), db, day=TODAY)
+    # a dry run never connects, so its SMTP URL does not matter
+    report = run(settings.replace(smtp_url="http://mail.example.org"), db, dry_run=True)
+    assert report.counts() == {"would-send": 1}
+    assert ledger(db) == {} and smtp.messages == []
+
+
+def test_only_accepts_addresses_as_typed_and_matches_them_normalised(
+    corpus, smtp: SmtpCapture
+) -> None:
+    settings, db = corpus
+    add_confirmed(settings, db, "ada@example.org")
+    add_confirmed(settings, db, "bob@example.org")
+    report = run(settings, db, emails=["  Ada@Example.ORG "])
+    assert [o.email for o in report.outcomes] == ["ada@example.org"]
+    assert [m.rcpt_tos for m in smtp.messages] == [["ada@example.org"]]
+
+
+def test_the_ledger_moves_a_row_only_from_the_state_it_was_read_in(corpus) -> None:
+    settings, db = corpus
+    sub = add_confirmed(settings, db, "ada@example.org")
+    with db.session() as s:
+        papers = list(s.scalars(select(PaperRow.id).order_by(PaperRow.id).limit(2)))
+    one, two = Ledger(db, new_claimer()), Ledger(db, new_claimer())
+    period = period_key("daily", TODAY)
+    assert one.claim(sub.id, period, None, CLAIMED, papers, "<m@x>")
+    assert not two.claim(sub.id, period, None, CLAIMED, papers, "<m@x>")  # the row exists
+    prev = one.entries([period])[(sub.id, period)]
+    assert two.claim(sub.id, period, prev, CLAIMED, papers, "<m@x>")  # taken over as read
+    assert not one.claim(sub.id, period, prev, CLAIMED, papers, "<m@x>")  # no longer as read
+    one.sending(sub.id, period)  # no longer one's row: nothing changes
+    assert ledger(db)[(sub.id, period)] == CLAIMED
+    two.sending(sub.id, period)
+    assert ledger(db)[(sub.id, period)] == SENDING
+    assert not one.uncertain(sub.id, period, one.claimer, papers, "gone")  # not one's
+    assert one.uncertain(sub.id, period, two.claimer, papers, "gone")
+    assert ledger(db)[(sub.id, period)] == UNCERTAIN and sent_count(db, sub.id) == 2
+    assert with_attempts(db, sub.id, period) == 2
+    subs.unsubscribe(
+        db, settings, tokens.make_token(settings, tokens.UNSUBSCRIBE, sub.id, sub.email)
+    )
+    later = period_key("daily", TODAY + timedelta(days=1))
+    assert not one.claim(sub.id, later, None, CLAIMED, papers, "<n@x>")  # not confirmed
+    assert (sub.id, later) not in ledger(db)
+
+
+def with_attempts(db: Database, sub_id: int, period: str) -> int:
+    with db.session() as s:
+        return s.get(DigestLedgerRow, (sub_id, period)).attempts

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -14,10 +13,10 @@ from hypothesis import settings as settings_h
 from hypothesis import strategies as st
 
 from papersift.digest import inbound, tokens
-from papersift.digest.compose import Composer, Digest, Section, build_message, period_key
-from papersift.digest.mail import new_message, to_bytes
-from papersift.digest.run import claimer_dead, new_claimer
-from papersift.digest.smtp import SmtpConfig, SmtpConfigError
+from papersift.digest.compose import Composer, Digest, Section, period_key
+from papersift.digest.ledger import claimer_dead, new_claimer
+from papersift.digest.mail import build_message, new_message
+from papersift.digest.smtp import SmtpConfig, SmtpConfigError, wire_bytes
 from papersift.digest.subscriptions import Subscriber
 from papersift.digest.validation import (
     MAX_TOPICS,
@@ -273,7 +272,7 @@ def test_digest_message_headers_and_parts(settings) -> None:
     [https] = [p.strip().strip("<>") for p in str(msg["List-Unsubscribe"]).split(",")]
     assert https.startswith("https://papers.example.org/unsubscribe?token=")
     token = https.split("token=")[1]
-    read_by = dataclasses.replace(settings, unsubscribe_mailto="leave@papers.example.org")
+    read_by = settings.replace(unsubscribe_mailto="leave@papers.example.org")
     with_mailto = build_message(read_by, _digest())
     https2, mailto = [
         p.strip().strip("<>") for p in str(with_mailto["List-Unsubscribe"]).split(",")
@@ -294,7 +293,7 @@ def test_digest_message_headers_and_parts(settings) -> None:
     assert "javascript:" not in html  # only http(s) links from paper data
     assert 'href="https://arxiv.org/pdf/2401.00001"' in html
     assert "/subscriptions/manage?token=" in html and "/unsubscribe?token=" in html
-    raw = to_bytes(msg)
+    raw = wire_bytes(msg)
     assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
     assert b"=?utf-8?" not in raw.split(b"\r\n\r\n")[0].split(b"List-Unsubscribe:")[1][:300]
 

@@ -88,15 +88,15 @@ def test_search_open_upvote_trending(chromium, live_server: str) -> None:
     page.goto("/search?q=ternary+binary+transformer")
     page.locator(f'#results .card-title a[href="{href}"]').click()
     page.wait_for_url(re.compile(re.escape(href) + "$"))
-    count = page.locator(".vote-count")
+    count = page.locator(".paper-side .vote-count")
     before = int(count.inner_text())
     page.evaluate("window.__noReload = true")
-    page.click(".vote-btn")
+    page.click(".paper-side .vote-btn")
     # Locator assertions poll from Playwright's own world; a string predicate would be
     # eval'ed in the page and (rightly) refused by our CSP.
-    expect(page.locator(".vote-count")).to_have_text(str(before + 1))
+    expect(page.locator(".paper-side .vote-count")).to_have_text(str(before + 1))
     assert page.evaluate("window.__noReload") is True  # updated in place, no navigation
-    assert page.get_attribute(".vote-btn", "aria-pressed") == "true"
+    assert page.get_attribute(".paper-side .vote-btn", "aria-pressed") == "true"
 
     page.click("[data-copy]")
     expect(page.locator("[data-copy]")).to_have_text("Copied")
@@ -109,8 +109,8 @@ def test_search_open_upvote_trending(chromium, live_server: str) -> None:
 
     # Undo from the paper page, again without a reload.
     page.goto(href)
-    page.click(".vote-btn")
-    expect(page.locator(".vote-count")).to_have_text(str(before))
+    page.click(".paper-side .vote-btn")
+    expect(page.locator(".paper-side .vote-count")).to_have_text(str(before))
     assert console.errors == []
     context.close()
 

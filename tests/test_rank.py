@@ -161,27 +161,46 @@ def test_limit_and_unknown_window(four: Database) -> None:
             tr.trending(s, "year", now=NOW)
 
 
-def test_newest_puts_dated_papers_first(db: Database) -> None:
-    _add(db, "undated", seen=NOW)
+def test_newest_orders_by_the_papers_day(db: Database) -> None:
+    # The day is the listing day, else the submission date, else the day first seen.
+    _add(db, "undated", seen=NOW - timedelta(days=800))
     _add(db, "dated-old", seen=NOW - timedelta(days=9), published=date(2020, 1, 1))
     _add(db, "dated-new", seen=NOW - timedelta(days=9), published=date(2024, 1, 1))
     with db.session() as s:
-        assert newest(s, limit=3) == ["dated-new", "dated-old", "undated"]
-        assert newest(s, limit=1, offset=2) == ["undated"]
+        assert newest(s, limit=3) == ["dated-new", "undated", "dated-old"]
+        assert newest(s, limit=1, offset=2) == ["dated-old"]
+        s.get(PaperRow, "dated-old").announced = date(2025, 1, 2)  # listed much later
+    with db.session() as s:
+        assert newest(s, limit=3) == ["dated-old", "dated-new", "undated"]
+        assert newest(s, limit=0) == []
 
 
-def test_trending_cache_recomputes_after_ttl_or_invalidate() -> None:
-    calls: list[int] = []
+def test_no_activity_falls_back_to_listings_code_then_newest(db: Database) -> None:
+    from papersift.store import collections as collection_store
 
-    def compute(window: str, limit: int) -> list[tuple[str, float]]:
-        calls.append(limit)
-        return [(f"{window}-{len(calls)}", 1.0)]
-
-    cache = tr.TrendingCache(compute, ttl=60)
-    first = cache.get("day", 5)
-    assert cache.get("day", 5) == first and len(calls) == 1
-    cache.invalidate()
-    assert cache.get("day", 5) != first and len(calls) == 2
-    cache.ttl = 0
-    cache.get("day", 5)
-    assert len(calls) == 3
+    _add(db, "plain-new", seen=NOW, published=date(2025, 3, 10))
+    _add(db, "listed", seen=NOW, published=date(2025, 3, 9))
+    _add(db, "coded", seen=NOW, published=date(2025, 3, 8))
+    _add(db, "old", seen=NOW, published=date(2024, 1, 1))
+    _add(db, "future", seen=NOW, published=date(2025, 4, 1))  # after "now": not in the window
+    with db.session() as s:
+        s.get(PaperRow, "coded").has_code = True
+        collection_store.upsert_collection(s, "page", "page.txt", ["listed"])
+    with db.session() as s:
+        week = tr.ranking(s, "week", limit=10, now=NOW)
+        day = tr.ranking(s, "day", limit=10, now=NOW)
+        newest_ids = newest(s, limit=10)
+    assert week.signal == "newest" and day.signal == "newest"
+    assert [pid for pid, _ in week.items] == ["listed", "coded", "plain-new", "future", "old"]
+    assert [pid for pid, _ in day.items][:1] == ["plain-new"]  # the window is one day
+    assert newest_ids == ["future", "plain-new", "listed", "coded", "old"]
+    assert [pid for pid, _ in week.items] != newest_ids
+    with db.session() as s:
+        tr.record_view(s, "old", NOW.date())
+    with db.session() as s:
+        views = tr.ranking(s, "week", limit=2, now=NOW)
+        assert views.signal == "views" and views.items[0][0] == "old"
+        votes.upvote(s, "coded", "v1", now=NOW)
+    with db.session() as s:
+        voted = tr.ranking(s, "week", limit=1, now=NOW)
+    assert voted.signal == "votes" and voted.items[0][0] == "coded"

@@ -19,15 +19,19 @@ from typer.testing import CliRunner
 
 from papersift.cli import app
 from papersift.model import normalize_title
-from papersift.search import documents as docstore
-from papersift.search.catalog import paper_key
-from papersift.search.service import (
+from papersift.search import (
+    EmbedderError,
     SearchError,
     SearchFilters,
+    SearchRequest,
     SearchService,
     get_service,
-    index_changed,
 )
+from papersift.search import execute as execute_mod
+from papersift.search import indexer as indexer_mod
+from papersift.search.catalog import paper_key
+from papersift.search.embedder import Embedder
+from papersift.search.service import forget_services
 from papersift.settings import Settings, load_settings
 from papersift.store import papers as paper_store
 from papersift.store.collections import get_collection
@@ -447,9 +451,9 @@ def test_corrupt_current_file_means_rebuild(own_home: Path):
     db.dispose()
 
 
-def test_index_changed_defers_big_embedding_jobs(own_home: Path, monkeypatch, capsys):
-    import papersift.search.service as service_mod
-
+def test_papers_changed_defers_big_embedding_jobs(own_home: Path, monkeypatch):
+    """After ingest: too many papers to embed are indexed by keyword at once, embedded by
+    the next sync (what `papersift index` runs)."""
     settings, db = _open(own_home)
     now = datetime.now(UTC)
     new = [
@@ -463,11 +467,11 @@ def test_index_changed_defers_big_embedding_jobs(own_home: Path, monkeypatch, ca
     ]
     with db.session() as s:
         s.add_all(_row(p, now) for p in new)
-    monkeypatch.setattr(service_mod, "EMBED_LIMIT", 2)
-    service_mod._SERVICES.clear()
-    index_changed(settings, db, [p["id"] for p in new])
-    assert "papersift index" in capsys.readouterr().err
+    monkeypatch.setattr(indexer_mod, "EMBED_LIMIT", 2)
+    forget_services()
     service = get_service(settings, db)
+    report = service.papers_changed([p["id"] for p in new])
+    assert report.indexed == 3 and report.embedded == 0 and report.pending_vectors == 3
     expected = {p["id"] for p in new}
     res = service.search("quantum annealing schedule", k=3, mode="lexical")
     assert {h.paper_id for h in res.hits} == expected  # keyword-searchable at once
@@ -478,7 +482,7 @@ def test_index_changed_defers_big_embedding_jobs(own_home: Path, monkeypatch, ca
     assert report.embedded == 3 and report.pending_vectors == 0
     res = service.search("quantum annealing schedule", k=3, mode="semantic")
     assert {h.paper_id for h in res.hits} == expected and res.message is None
-    service_mod._SERVICES.clear()
+    forget_services()
     db.dispose()
 
 
@@ -506,19 +510,17 @@ def test_hybrid_ranks_the_same_with_the_dense_side_overlapped_or_inline(
     svc: SearchService, monkeypatch
 ):
     """An idle process overlaps a search's dense side in a thread; a busy one runs it inline."""
-    from papersift.search import service as service_mod
-
-    monkeypatch.setattr(service_mod, "_CORES", 2)
-    monkeypatch.setattr(service_mod._Running, "RECENT", 0.0)  # back-to-back counts as idle
+    monkeypatch.setattr(execute_mod, "_CORES", 2)
+    monkeypatch.setattr(execute_mod._Running, "RECENT", 0.0)  # back-to-back counts as idle
     submitted: list[object] = []
-    pool = service_mod._QUERY_POOL
+    pool = execute_mod._QUERY_POOL
 
     class CountingPool:
         def submit(self, fn):
             submitted.append(fn)
             return pool.submit(fn)
 
-    monkeypatch.setattr(service_mod, "_QUERY_POOL", CountingPool())
+    monkeypatch.setattr(execute_mod, "_QUERY_POOL", CountingPool())
     queries = ["graph neural networks", "speech recognition", 'title:"language model"']
 
     def ranking(q: str) -> list[tuple[str, float]]:
@@ -526,11 +528,11 @@ def test_hybrid_ranks_the_same_with_the_dense_side_overlapped_or_inline(
 
     overlapped = {q: ranking(q) for q in queries}
     assert len(submitted) == len(queries)
-    with service_mod._HYBRID_RUNNING.enter() as busy:  # as if another search were running
+    with execute_mod._HYBRID_RUNNING.enter() as busy:  # as if another search were running
         assert not busy
         inline = {q: ranking(q) for q in queries}
     assert len(submitted) == len(queries)  # no thread hand-off
-    monkeypatch.setattr(service_mod._Running, "RECENT", 60.0)
+    monkeypatch.setattr(execute_mod._Running, "RECENT", 60.0)
     assert ranking(queries[0]) == overlapped[queries[0]]  # right after another: inline too
     assert len(submitted) == len(queries)
     assert inline == overlapped and all(overlapped.values())
@@ -550,7 +552,7 @@ def test_warm_fills_the_feedback_cache_and_ranks_the_same(search_home: Path):
     live.terms.clear()
     assert cold.warm(limit=5) == 5 and len(live.terms) == 5
     with db.session() as s:
-        newest = docstore.newest_ids(s, 5)
+        newest = paper_store.newest_ids(s, 5)
     assert {paper_key(i) for i in newest} == set(live.terms)
     indexed = len(live.catalog)
     assert cold.warm() == indexed and len(live.terms) == indexed
@@ -564,6 +566,53 @@ def test_warm_fills_the_feedback_cache_and_ranks_the_same(search_home: Path):
 def test_get_service_is_cached_per_home(search_home: Path):
     settings, db = _open(search_home)
     assert get_service(settings, db) is get_service(load_settings(search_home, settings.db_url), db)
+    db.dispose()
+
+
+def test_bad_request_writes_nothing(seeded_home: Path, tmp_path: Path):
+    """A request the service refuses fails before any index is built or model loaded (the
+    home has papers but no index yet: a good request would build one)."""
+    shutil.copytree(seeded_home, tmp_path / "home")
+    settings, db = _open(tmp_path / "home")
+    assert not settings.index_dir.exists()
+    loads: list[int] = []
+
+    def load() -> Embedder:
+        loads.append(1)
+        raise AssertionError("the model is not needed to refuse a request")
+
+    service = SearchService(settings, db, load_embedder=load)
+    for request in (
+        SearchRequest("graph", mode="fuzzy"),
+        SearchRequest("graph", k=0),
+        SearchRequest(
+            "graph", filters=SearchFilters(date_from=date(2024, 2, 1), date_to=date(2024, 1, 1))
+        ),
+    ):
+        with pytest.raises(SearchError):
+            service.run(request)
+    assert not settings.index_dir.exists() and not loads
+    db.dispose()
+
+
+def test_model_that_cannot_load_leaves_keyword_search(own_home: Path):
+    """The embedder is loaded through the service's loader, only when a search needs it; if
+    it fails, semantic and hybrid searches answer by keyword and say why."""
+    settings, db = _open(own_home)
+    calls: list[int] = []
+
+    def broken() -> Embedder:
+        calls.append(1)
+        raise EmbedderError("model folder is empty")
+
+    service = SearchService(settings, db, load_embedder=broken)
+    lexical = service.search("protein structure prediction", k=3, mode="lexical")
+    assert lexical.hits and lexical.message is None and not calls
+    for mode in ("hybrid", "semantic"):
+        res = service.search("protein structure prediction", k=3, mode=mode)
+        assert [h.paper_id for h in res.hits] == [h.paper_id for h in lexical.hits]
+        assert "model folder is empty" in res.message and "keyword results only" in res.message
+    assert calls
     db.dispose()
 
 

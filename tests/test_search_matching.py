@@ -302,6 +302,19 @@ def test_dense_weight_follows_the_more_peaked_side():
     assert hybrid.dense_weight([9.0, 8.5, 8.0], flat) < 0.5
 
 
+def test_feedback_at_weight_zero_ranks_as_no_feedback(
+    svc: SearchService, monkeypatch: pytest.MonkeyPatch
+):
+    """Re-scoring keeps the first pass's scales: only the expansion changes the order."""
+    queries = ["graph neural networks for molecules", "protein structure", '"message passing"']
+    monkeypatch.setattr(hybrid, "FEEDBACK_DOCS", 1)
+    plain = [[h.paper_id for h in svc.search(q, k=20).hits] for q in queries]
+    monkeypatch.setattr(hybrid, "FEEDBACK_DOCS", 10)
+    monkeypatch.setattr(hybrid, "FEEDBACK_LAMBDA", 0.0)
+    monkeypatch.setattr(hybrid, "DENSE_FEEDBACK", 0.0)
+    assert [[h.paper_id for h in svc.search(q, k=20).hits] for q in queries] == plain
+
+
 def test_fusion_ranks_a_paper_without_a_vector_by_its_lexical_side():
     lex = np.array([3.0, 2.0, 1.0])
     dense = np.array([np.nan, 0.1, 0.9])

@@ -4,17 +4,33 @@ embedder. Real tantivy, usearch, onnxruntime; no index of the seed corpus needed
 from __future__ import annotations
 
 import random
+from datetime import date
+from typing import get_type_hints
 
 import numpy as np
 import pytest
 
-from papersift.search import hybrid
+from papersift.model import paper_field_types, paper_text
+from papersift.search import (
+    DEFAULT_MODE,
+    DEFAULT_SORT,
+    MAX_K,
+    MAX_OFFSET,
+    MODES,
+    SORTS,
+    SearchError,
+    SearchFilters,
+    SearchRequest,
+    hybrid,
+)
 from papersift.search.catalog import Catalog, paper_key
 from papersift.search.embedder import Embedder, EmbedderError, get_embedder, resolve_model
-from papersift.search.lexical import FilterSpec, LexicalDoc, LexicalIndex
+from papersift.search.lexical import FilterSpec, LexicalIndex
 from papersift.search.metrics import evaluate, mrr_at, ndcg_at, recall_at
 from papersift.search.query import MAX_QUERY_CHARS, clean_query, plain_terms
 from papersift.search.vectors import VectorIndex, VectorParams
+from papersift.store.papers import DERIVED_COLUMNS
+from papersift.store.search_docs import DOC_FIELDS, PaperDoc, decode_vector, encode_vector
 
 # -- query cleaning ----------------------------------------------------------------------
 
@@ -123,8 +139,7 @@ def _lex(tmp_path) -> LexicalIndex:
     index = LexicalIndex(tmp_path / "lex")
     index.write(
         [
-            LexicalDoc(
-                paper_key("a"),
+            PaperDoc(
                 "a",
                 "Sparse attention",
                 "Long documents need sparse attention patterns.",
@@ -132,8 +147,7 @@ def _lex(tmp_path) -> LexicalIndex:
                 has_code=True,
                 categories=["cs.CL"],
             ),
-            LexicalDoc(
-                paper_key("b"),
+            PaperDoc(
                 "b",
                 "Dense retrieval",
                 "Attention is all you need for retrieval of documents documents documents.",
@@ -156,7 +170,7 @@ def test_lexical_title_weight_and_query_term_frequency(tmp_path):
 
 def test_lexical_replace_delete_and_filters(tmp_path):
     index = _lex(tmp_path)
-    index.write([LexicalDoc(paper_key("a"), "a", "Renamed paper", "Nothing in common.")])
+    index.write([PaperDoc("a", "Renamed paper", "Nothing in common.")])
     assert index.num_docs == 2
     assert index.search(index.bag_of_words("sparse"), limit=5).keys == []
     index.write([], delete_ids=["b"])
@@ -210,7 +224,7 @@ def test_doc_shares_are_remembered_until_the_index_changes(tmp_path):
     shares = index.doc_shares(["attent", "retriev", "unseenterm"])
     assert shares == {"attent": 1.0, "retriev": 0.5, "unseenterm": 0.0}
     assert index.doc_share("retriev") == 0.5
-    index.write([LexicalDoc(paper_key("c"), "c", "Retrieval", "Retrieval again.", [])])
+    index.write([PaperDoc("c", "Retrieval", "Retrieval again.", [])])
     assert index.doc_share("retriev") == pytest.approx(2 / 3)  # not the remembered 0.5
     assert index.doc_share("attent") == pytest.approx(2 / 3)
 
@@ -219,7 +233,7 @@ def test_feedback_distributions_without_common_terms_give_the_same_model(tmp_pat
     """Dropping common terms when a distribution is cached (the service does) gives the
     relevance model that cutting them at query time gives."""
     index = _lex(tmp_path)
-    index.write([LexicalDoc(paper_key("c"), "c", "Graphs", "Graph attention for retrieval.", [])])
+    index.write([PaperDoc("c", "Graphs", "Graph attention for retrieval.", [])])
     texts = [
         "Long documents need sparse attention patterns graph graph.",
         "Attention is all you need for retrieval of documents documents documents.",
@@ -363,10 +377,10 @@ def test_int8_query_model_can_be_switched_off_and_heals_a_corrupt_file(tmp_path,
     assert off.query_session is None
     float_query = off.encode_query("sparse attention")
     assert np.allclose(float_query, off.encode(["sparse attention"])[0], atol=2e-3)  # f16 cache
-    assert not (tmp_path / "cache" / "models").exists()
+    assert not list((tmp_path / "cache" / "models").glob("*-query-int8.onnx"))
     monkeypatch.delenv("PAPERSIFT_QUERY_INT8")
     folder = tmp_path / "cache" / "models"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # holds the fused document graph already
     from papersift.search.embedder import _file_fingerprint
 
     bad = folder / f"{_file_fingerprint(off.files.onnx_path)}-query-int8.onnx"
@@ -430,3 +444,90 @@ def test_custom_model_dir_is_honoured(tmp_path, monkeypatch):
     assert emb.model_id != default.model_id
     text = "graph neural networks for molecules"
     assert np.allclose(emb.encode([text]), get_embedder().encode([text]), atol=1e-4)
+
+
+# -- the search vocabulary ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_", "text"),
+    [
+        (SearchRequest("q", mode="fuzzy"), "unknown mode"),
+        (SearchRequest("q", sort="stars"), "unknown sort"),
+        (SearchRequest("q", k=0), "k must be"),
+        (SearchRequest("q", k=MAX_K + 1), "k must be"),
+        (SearchRequest("q", k="10"), "k must be"),  # type: ignore[arg-type]
+        (SearchRequest("q", offset=-1), "offset must be"),
+        (SearchRequest("q", offset=MAX_OFFSET + 1), "offset must be"),
+    ],
+)
+def test_search_request_refuses_what_the_service_does_not_serve(request_, text):
+    with pytest.raises(SearchError, match=text):
+        request_.validate()
+
+
+def test_search_vocabulary_bounds_and_filters():
+    for mode in MODES:
+        for sort in SORTS:
+            SearchRequest("q", k=MAX_K, offset=MAX_OFFSET, mode=mode, sort=sort).validate()
+    assert DEFAULT_MODE in MODES and DEFAULT_SORT in SORTS
+    SearchFilters(date_from=date(2024, 1, 1), date_to=date(2024, 1, 1)).validate()
+    with pytest.raises(SearchError, match="start date"):
+        SearchFilters(date_from=date(2024, 1, 2), date_to=date(2024, 1, 1)).validate()
+    assert not SearchFilters().active and not SearchFilters(collection="").active
+    assert SearchFilters(has_code=False).active and SearchFilters(category="cs.CL").active
+
+
+def test_requests_and_filters_are_cache_keys():
+    """Equal requests are one key; any differing parameter is another."""
+    a = SearchRequest("graphs", k=5, filters=SearchFilters(category="cs.LG"))
+    b = SearchRequest("graphs", k=5, filters=SearchFilters(category="cs.LG"))
+    cache = {a: 1}
+    assert cache[b] == 1 and hash(a) == hash(b)
+    assert SearchRequest("graphs", k=5, filters=SearchFilters(category="cs.CL")) not in cache
+    assert SearchRequest("graphs", k=5, sort="date", filters=a.filters) not in cache
+    with pytest.raises(AttributeError):
+        a.filters.category = "x"  # type: ignore[misc]
+
+
+def test_paper_doc_is_a_projection_of_the_paper_fields():
+    """PaperDoc's fields are Paper's (same names, same types) plus columns the store derives;
+    its text is the one paper_text."""
+    paper_types = paper_field_types()
+    doc_types = get_type_hints(PaperDoc)
+    for name in DOC_FIELDS:
+        if name in paper_types:
+            assert doc_types[name] == paper_types[name], name
+        else:
+            assert name in DERIVED_COLUMNS, name
+    doc = PaperDoc("x", "A title", "An abstract.")
+    assert doc.text == paper_text("A title", "An abstract.") == "A title. An abstract."
+    assert PaperDoc("y", "Only a title").text == "Only a title"
+
+
+# -- feedback query ----------------------------------------------------------------------
+
+
+def test_query_length_counts_text_words_only():
+    original = {("text", "graph"): 2.0, ("text", "neural"): 1.0, ("authors", "curie"): 1.0}
+    assert hybrid.query_length(original) == 3  # authors clauses are not words of the text
+    assert hybrid.query_length({("authors", "x"): 1.0}) == 1  # never zero
+
+
+def test_splice_rescored_keeps_the_rest_below_the_head_in_order():
+    fused = np.array([0.9, 0.1, 0.5, 0.3, 0.7])
+    head = np.array([0, 4, 2])
+    rescored = np.array([0.2, 0.8, 0.4])
+    final = hybrid.splice_rescored(fused, head, rescored)
+    assert list(final[head]) == list(rescored)
+    order = list(np.argsort(-final, kind="stable"))
+    assert order == [4, 2, 0, 3, 1]  # head by new score, then the tail in its old order
+    assert hybrid.splice_rescored(fused, np.arange(5), fused).tolist() == fused.tolist()
+
+
+def test_stored_vectors_round_trip_and_reject_wrong_sizes():
+    vec = np.linspace(-1, 1, 8, dtype=np.float32)
+    assert np.allclose(decode_vector(encode_vector(vec), 8), vec, atol=1e-3)
+    assert np.array_equal(decode_vector(vec.astype("<f4").tobytes(), 8), vec)
+    assert decode_vector(encode_vector(vec), 7) is None
+    assert decode_vector(b"", 8) is None

@@ -121,3 +121,36 @@ def test_bulk_insert_stores_what_sqlalchemy_would(db):
     for key in ("id", "arxiv_id", "abs_url", "pdf_url", "title", "abstract"):
         a.pop(key), b.pop(key)
     assert a == b
+
+
+def test_papers_table_holds_the_paper_fields_and_only_derived_extras():
+    from papersift.model import PAPER_FIELDS
+
+    assert set(paper_store.PAPER_COLUMNS) == {*PAPER_FIELDS, *paper_store.DERIVED_COLUMNS}
+    assert len(paper_store.PAPER_COLUMNS) == len(PAPER_FIELDS) + len(paper_store.DERIVED_COLUMNS)
+
+
+def test_timestamps_are_stored_in_utc_and_read_back_aware(db):
+    """Naive means UTC; another zone is converted; reads are aware UTC on both databases."""
+    from datetime import timedelta, timezone
+
+    from sqlalchemy import select
+
+    from papersift.store.schema import PaperRow
+
+    plus_two = datetime(2024, 6, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    naive = datetime(2024, 6, 1, 12, 0)
+    _insert(db, [dict(_row(1), first_seen=plus_two), dict(_row(2), first_seen=naive)])
+    with db.session() as s:
+        s.add(PaperRow(**dict(_row(3), first_seen=plus_two)))  # the ORM path too
+    with db.session() as s:
+        papers = paper_store.get_papers(s, ["2401.00001", "2401.00002", "2401.00003"])
+        orm = s.get(PaperRow, "2401.00001")
+        assert orm is not None and orm.first_seen.tzinfo is not None
+        # a bound aware value compares in UTC: 12:00 UTC is the same instant as 14:00+02
+        same = s.scalars(select(PaperRow.id).where(PaperRow.first_seen == plus_two)).all()
+    assert sorted(same) == ["2401.00001", "2401.00002", "2401.00003"]
+    for paper in papers.values():
+        assert paper.first_seen == NOW
+        assert paper.first_seen.utcoffset() == timedelta(0)
+    assert papers["2401.00001"].to_dict()["first_seen"] == "2024-06-01T12:00:00+00:00"

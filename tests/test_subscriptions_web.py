@@ -51,8 +51,8 @@ def live(web_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     smtp = SmtpCapture().start()
-    settings = dataclasses.replace(
-        load_settings(home, f"sqlite:///{home / 'papersift.db'}"), base_url=url, smtp_url=smtp.url
+    settings = load_settings(home, f"sqlite:///{home / 'papersift.db'}").replace(
+        base_url=url, smtp_url=smtp.url
     )
     db = Database(settings.db_url)
     app = create_app(settings, db=db, warm_search=False)
@@ -354,6 +354,7 @@ def test_forged_and_expired_links_are_rejected(live: Live) -> None:
         ):
             resp = httpx.request(method, f"{live.url}{path}", params={"token": token}, timeout=10)
             assert resp.status_code == 400, (method, path, token)
+            assert resp.headers["cache-control"] == "private, no-store"  # a page about a link
     resp = httpx.get(f"{live.url}/subscriptions/manage", params={"token": good}, timeout=10)
     assert resp.status_code == 400
     assert status_of(live, email) == "pending"

@@ -193,6 +193,52 @@ def test_search_overload_is_shed_with_503(web_home: Path) -> None:
         assert client.get("/").status_code == 200
 
 
+def test_search_errors_reach_one_handler_on_every_route(web_home: Path) -> None:
+    """A search that cannot start (the gate is full) is a 503 with Retry-After everywhere:
+    problem+json on the API, the search page with its form, the feed's error page; the
+    paper page is still served (without similar papers). A search the service refuses
+    (dates the wrong way round, caught only there on the API) is a problem+json 400."""
+    from papersift.web.state import web_state
+
+    settings = load_settings(web_home, f"sqlite:///{web_home / 'papersift.db'}")
+    app = create_app(settings, warm_search=False, search_concurrency=1, search_wait=0.0)
+    gate = web_state(app).search.gate
+    with TestClient(app) as client, gate:
+        api = client.get("/api/v1/search", params={"q": "quantum gravity"})
+        assert api.status_code == 503 and api.headers["retry-after"] == "1"
+        assert api.headers["content-type"].startswith("application/problem+json")
+        assert api.json()["detail"] == "search is busy right now"
+        page = client.get("/search", params={"q": "quantum gravity"})
+        assert page.status_code == 503 and page.headers["retry-after"] == "1"
+        assert 'class="notice bad"' in page.text and 'name="q"' in page.text
+        assert "Search is busy right now. Try again in a moment." in page.text
+        feed = client.get("/feeds/search.atom", params={"q": "quantum gravity"})
+        assert feed.status_code == 503 and feed.headers["retry-after"] == "1"
+        assert feed.headers["content-type"].startswith("text/html")
+        similar = client.get("/api/v1/papers/hep-th/9901001/similar")
+        assert similar.status_code == 503 and similar.json()["status"] == 503
+        assert client.get("/papers/hep-th/9901001").status_code == 200
+        assert gate.rejected == 5
+    with TestClient(app) as client:
+        dates = {"q": "gravity", "date_from": "2024-05-01", "date_to": "2024-01-01"}
+        bad = client.get("/api/v1/search", params=dates)
+        assert bad.status_code == 400 and "retry-after" not in bad.headers
+        assert bad.headers["content-type"].startswith("application/problem+json")
+        assert "date" in bad.json()["detail"]
+
+
+def test_paper_schema_has_every_field_of_a_paper() -> None:
+    """The API's paper model names what ``Paper.to_dict`` gives (less the internal sources)
+    plus the page URL and votes: a field added to papers cannot silently miss the API."""
+    from papersift.model import Paper
+    from papersift.web.schemas import PaperOut, paper_fields
+
+    paper = Paper(id="p1", title="A title")
+    assert set(PaperOut.model_fields) == set(paper_fields(paper, 0))
+    assert set(paper_fields(paper, 0)) == set(paper.to_dict()) - {"sources"} | {"url", "votes"}
+    assert PaperOut(**paper_fields(paper, 3)).votes == 3
+
+
 def test_vote_limit_holds_across_workers(web_home: Path, tmp_path: Path) -> None:
     """`serve --workers 2`: one visitor gets the per-visitor burst (20) once, not per worker."""
     import shutil
@@ -250,7 +296,7 @@ def test_served_warm_up_fills_caches_and_freezes_what_it_loaded(web_home: Path) 
     try:
         _warm_search(app, freeze_gc=True)
         assert gc.get_freeze_count() > 10_000
-        live = get_service(settings, db)._current()
+        live = get_service(settings, db).generations.current()
         assert live is not None and len(live.terms) == len(live.catalog)
         with TestClient(app) as client:
             r = client.get("/api/v1/search", params={"q": "graph neural networks", "k": 3})
@@ -260,8 +306,7 @@ def test_served_warm_up_fills_caches_and_freezes_what_it_loaded(web_home: Path) 
         service = get_service(settings, db)
         gone = weakref.ref(live)
         del live
-        with service._lock:
-            service._live = None  # what an index update does
+        service.generations.forget()  # what an index update does
         assert gone() is None
     finally:
         gc.unfreeze()

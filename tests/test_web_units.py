@@ -232,7 +232,7 @@ def test_paper_cache_serves_lists_and_votes_stay_fresh(sqlite_db, monkeypatch) -
     from papersift.rank import votes
     from papersift.store import papers as paper_store
     from papersift.web import searching
-    from papersift.web.deps import cards, papers_by_id
+    from papersift.web.resources import cards, papers_by_id
     from papersift.web.searching import ResultCache
 
     now = datetime(2024, 6, 1, tzinfo=UTC)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime
+from typing import Any, get_type_hints
 
 # arXiv identifiers: new style 2301.00001(v2), old style hep-th/9901001(v1).
 _ARXIV_NEW = re.compile(r"^(\d{4}\.\d{4,5})(v\d+)?$")
@@ -72,24 +74,29 @@ def paper_text(title: str | None, abstract: str | None) -> str:
     return f"{title}. {abstract}" if abstract else title
 
 
-@dataclass
-class Paper:
-    """A research paper as papersift knows it, merged from every source that mentioned it."""
+@dataclass(kw_only=True)
+class PaperMetadata:
+    """What a source can say about a paper: the descriptive fields, without identity.
 
-    id: str
+    Parsed records (``ingest.records.PaperRecord``) and stored papers (:class:`Paper`)
+    both extend it, so each field is declared once.
+    """
+
     title: str
     abstract: str = ""
     authors: list[str] = field(default_factory=list)
     published: date | None = None
     updated: date | None = None
+    # The day arXiv listed the paper (its "day" on the daily pages), when a source says so.
+    announced: date | None = None
     categories: list[str] = field(default_factory=list)
+    primary_category: str | None = None
     doi: str | None = None
     arxiv_id: str | None = None
     abs_url: str | None = None
     pdf_url: str | None = None
     code_urls: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    first_seen: datetime | None = None
+    comment: str | None = None  # the arXiv comments field (pages, venue, code link)
 
     @property
     def code_url(self) -> str | None:
@@ -101,25 +108,93 @@ class Paper:
         """The text that search indexes and embeds: title then abstract."""
         return paper_text(self.title, self.abstract)
 
-    def to_dict(self) -> dict:
-        """JSON-ready mapping (dates as ISO strings)."""
-        return {
-            "id": self.id,
-            "title": self.title,
-            "abstract": self.abstract,
-            "authors": list(self.authors),
-            "published": self.published.isoformat() if self.published else None,
-            "updated": self.updated.isoformat() if self.updated else None,
-            "categories": list(self.categories),
-            "doi": self.doi,
-            "arxiv_id": self.arxiv_id,
-            "abs_url": self.abs_url,
-            "pdf_url": self.pdf_url,
-            "code_url": self.code_url,
-            "code_urls": list(self.code_urls),
-            "sources": list(self.sources),
-            "first_seen": self.first_seen.isoformat() if self.first_seen else None,
-        }
+
+@dataclass(kw_only=True)
+class Paper(PaperMetadata):
+    """A research paper as papersift knows it, merged from every source that mentioned it."""
+
+    id: str
+    sources: list[str] = field(default_factory=list)
+    first_seen: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping of :data:`PAPER_FIELDS` plus ``code_url`` (dates as ISO text)."""
+        out: dict[str, Any] = {}
+        for name in PAPER_FIELDS:
+            if name == "code_urls":
+                out["code_url"] = self.code_url
+            value = getattr(self, name)
+            if isinstance(value, date):  # datetime is a date too
+                value = value.isoformat()
+            elif isinstance(value, list):
+                value = list(value)
+            out[name] = value
+        return out
+
+
+# The paper's fields, id first, then in declaration order: the one list every other form
+# of a paper (database rows, search documents, API schemas, exports) is derived from.
+PAPER_FIELDS: tuple[str, ...] = ("id", *(f.name for f in fields(Paper) if f.name != "id"))
+# The descriptive fields a source provides (no id, sources or first-seen time).
+METADATA_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PaperMetadata))
+# Fields holding lists (copied, and never None, when a paper is built from a row).
+LIST_FIELDS: frozenset[str] = frozenset(f.name for f in fields(Paper) if f.default_factory is list)
+
+
+def paper_day(paper: PaperMetadata | Paper) -> date | None:
+    """The day a paper belongs to on the daily pages: the day arXiv listed it, else its
+    submission date, else the UTC date papersift first saw it (None when it has none)."""
+    if paper.announced is not None:
+        return paper.announced
+    if paper.published is not None:
+        return paper.published
+    seen = getattr(paper, "first_seen", None)
+    if seen is None:
+        return None
+    if seen.tzinfo is not None:
+        seen = seen.astimezone(UTC)
+    return seen.date()
+
+
+def paper_field_types() -> dict[str, Any]:
+    """Field name -> resolved type annotation, for deriving schemas (e.g. pydantic models)."""
+    hints = get_type_hints(Paper)
+    return {name: hints[name] for name in PAPER_FIELDS}
+
+
+def paper_from_mapping(row: Mapping[Any, Any]) -> Paper:
+    """A :class:`Paper` from any mapping that has its fields (a database row, a dict);
+    extra keys are ignored, missing or NULL lists become empty, a NULL abstract ''."""
+    values: dict[str, Any] = {name: row.get(name) for name in PAPER_FIELDS}
+    for name in LIST_FIELDS:
+        values[name] = list(values[name] or [])
+    values["abstract"] = values["abstract"] or ""
+    return Paper(**values)
+
+
+_HASHLIKE = re.compile(r"^(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}$", re.I)
+
+
+def readable_name(name: str) -> str:
+    """A collection's file-style name as words, without hashes and numbering
+    ('000_e3b0215ea9dd5350' -> '', 'reading-list_3f9a01c2d4' -> 'Reading list')."""
+    name = re.sub(r"^\d{1,4}_", "", name)  # a page number prefix: '000_...'
+    parts = [p for p in re.split(r"[\s_\-.]+", name) if p and not _HASHLIKE.match(p)]
+    if not any(ch.isalpha() for p in parts for ch in p):
+        return ""
+    text = " ".join(parts)
+    return text[:1].upper() + text[1:]
+
+
+def collection_display_title(name: str, title: str) -> str:
+    """What people read for a collection: its title, else its name as words, else a
+    neutral label with its number (never a hash)."""
+    if title.strip():
+        return title.strip()
+    if words := readable_name(name):
+        return words
+    number = re.match(r"^\d+", name)
+    return f"Collection {int(number.group(0)) + 1}" if number else "Untitled collection"
 
 
 @dataclass
@@ -132,10 +207,16 @@ class CollectionEntry:
 
 @dataclass
 class Collection:
-    """An ordered list of papers, e.g. one saved listing page, in page order."""
+    """An ordered list of papers, e.g. one saved listing page, in page order.
+
+    ``name`` is the stable key (URLs, ``--collection``); ``title`` is what people read
+    (set by ``--collection-title`` or ``collections rename``, else derived, never a hash).
+    """
 
     name: str
     origin: str = ""
+    title: str = ""
+    description: str = ""
     entries: list[CollectionEntry] = field(default_factory=list)
 
     @property

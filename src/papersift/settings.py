@@ -1,73 +1,406 @@
-"""Run-time settings, read from the environment with sensible local defaults.
+"""Every setting papersift has, in one typed object.
 
-Every knob has one environment variable; the CLI's ``--db`` / ``--home`` override them.
+Values come from, in order of precedence: arguments (the CLI's ``--db`` / ``--home``), the
+environment (``PAPERSIFT_<NAME>``), a TOML file (``$PAPERSIFT_HOME/papersift.toml`` or
+``--config FILE``, keys are the names below in lower case), then the defaults. Every value is
+validated once, here, so a typo in a deployment is one clear message instead of a setting that
+is silently ignored. This module is the only place that knows the variable names; the README's
+settings table is generated from it (``papersift settings --markdown``).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from papersift.home import ensure_private_dir
+
+ENV_PREFIX = "PAPERSIFT_"
+CONFIG_NAME = "papersift.toml"
+CONFIG_ENV = "PAPERSIFT_CONFIG"  # the config file, for processes started by `serve`
+
+# The TOML file the object being built reads (set by load_settings for one construction).
+_config_file: ContextVar[Path | None] = ContextVar("papersift_config_file", default=None)
 
 
-def default_home() -> Path:
-    env = os.environ.get("PAPERSIFT_HOME")
-    if env:
-        return Path(env).expanduser()
+class SettingsError(ValueError):
+    """A setting has a value papersift cannot use; the message names it and says why."""
+
+
+def _xdg_home() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "papersift"
 
 
-@dataclass
-class Settings:
-    """Where data lives and how to reach the outside world."""
+def _default_cache() -> Path:
+    return Path.home() / ".cache" / "papersift"
 
-    home: Path
-    db_url: str
-    base_url: str = "http://127.0.0.1:8000"
-    smtp_url: str = "smtp://127.0.0.1:25"
-    mail_from: str = "papersift <digest@localhost>"
-    model_dir: str | None = None
-    unsubscribe_mailto: str | None = None  # an address piped into `unsubscribe-mail`
+
+class Settings(BaseSettings):
+    """Where data lives, how to reach the outside world, and how search is tuned."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        populate_by_name=True,
+        validate_default=True,
+        frozen=False,
+    )
+
+    # -- where data lives -------------------------------------------------------------------
+    home: Path = Field(
+        default_factory=_xdg_home,
+        description="Data folder: the SQLite database, indexes, keys "
+        "(default `~/.local/share/papersift`; CLI `--home`).",
+    )
+    db: str = Field(
+        default="",
+        description="SQLAlchemy database URL, e.g. `postgresql://user@host/db` "
+        "(default SQLite at `$PAPERSIFT_HOME/papersift.db`; CLI `--db`).",
+    )
+    cache: Path = Field(
+        default_factory=_default_cache,
+        description="Cache folder for derived models and evaluation embeddings "
+        "(default `~/.cache/papersift`).",
+    )
+
+    # -- web and mail -----------------------------------------------------------------------
+    base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Public URL of the web app, used in every link it or a mail makes.",
+    )
+    smtp_url: str = Field(
+        default="smtp://127.0.0.1:25",
+        description="`smtp://host:25`, `smtp://user:pass@host:587?starttls=1`, "
+        "`smtps://user:pass@host:465`; options `timeout=S`, `insecure=1` (testing only); "
+        "`none` (or empty): no SMTP, mail is kept in the outbox (`papersift mail outbox`).",
+    )
+    mail_from: str = Field(
+        default="papersift <digest@localhost>",
+        description="Sender of every mail, e.g. `papersift <digest@example.org>`.",
+    )
+    unsubscribe_mailto: str | None = Field(
+        default=None,
+        description="Address for `mailto:` unsubscribes, piped into "
+        "`papersift subscribers unsubscribe-mail` (default: none, https only).",
+    )
+    smtp_rate: float = Field(
+        default=10.0,
+        ge=0,
+        description="Mails per second a digest run sends at most (`0` = unlimited).",
+    )
+    digest_hour: int = Field(
+        default=7,
+        ge=0,
+        le=23,
+        description="Local hour after which `serve --digests` sends the day's digests.",
+    )
+    secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="Signing key for cookies, CSRF tokens and mail links "
+        "(default: generated once into `$PAPERSIFT_HOME/secret.key`).",
+    )
+    admin_loopback: bool = Field(
+        default=True,
+        description="Admin pages (`/admin/outbox`) answer requests from 127.0.0.1/::1 "
+        "(`0`: never; an admin sign-in will be the other way in).",
+    )
+
+    # -- the daily job ----------------------------------------------------------------------
+    daily_source: str = Field(
+        default="",
+        description="What `papersift daily` harvests: `oai:URL[#set]` (OAI-PMH, arXiv "
+        "format) or `arxiv:QUERY` (the arXiv API); empty: no harvest.",
+    )
+    daily_max: int = Field(
+        default=2000,
+        gt=0,
+        description="Most papers one daily arXiv API harvest fetches.",
+    )
+    arxiv_api_url: str = Field(
+        default="https://export.arxiv.org/api/query",
+        description="The arXiv API endpoint `daily_source = arxiv:...` queries.",
+    )
+
+    # -- the embedding model ----------------------------------------------------------------
+    model_dir: str | None = Field(
+        default=None,
+        description="A sentence-transformers model exported to ONNX (folder with `model.onnx` "
+        "or `onnx/model.onnx` and `tokenizer.json`); default: the bundled all-MiniLM-L6-v2.",
+    )
+    threads: int | None = Field(
+        default=None,
+        gt=0,
+        description="Threads of the embedding model (default: the cores, at most 4).",
+    )
+    query_int8: bool = Field(
+        default=True,
+        description="Embed queries with an int8 copy of the model (`0` keeps them on float).",
+    )
+    embed_cache: Path | None = Field(
+        default=None,
+        description="Folder of an embedding cache keyed by text (evaluation and benchmarks).",
+    )
+
+    # -- the vector index -------------------------------------------------------------------
+    vector_dtype: Literal["f16", "i8", "f32"] = Field(
+        default="f16", description="Storage type of the HNSW graph's vectors."
+    )
+    hnsw_connectivity: int = Field(default=48, gt=0, description="HNSW graph connectivity.")
+    hnsw_expansion_add: int = Field(
+        default=300, gt=0, description="HNSW candidate list while building the graph."
+    )
+    hnsw_expansion_search: int = Field(
+        default=768,
+        gt=0,
+        description="HNSW candidate list while searching (lower is faster; no rebuild needed).",
+    )
+    exact_limit: int = Field(
+        default=20_000,
+        gt=0,
+        description="Up to this many papers vectors are searched exactly (numpy), above in HNSW.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")) or "://" == value[-3:]:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("unsubscribe_mailto", "secret", "model_dir", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("home", "cache", "embed_cache")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @model_validator(mode="after")
+    def _default_db(self) -> Settings:
+        if not self.db:
+            self.db = f"sqlite:///{self.home / 'papersift.db'}"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = _config_file.get()
+        if config is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+        return tuple(sources)
+
+    # -- derived ----------------------------------------------------------------------------
+    @property
+    def db_url(self) -> str:
+        """The database URL (``db``), named as SQLAlchemy names it."""
+        return self.db
 
     @property
     def index_dir(self) -> Path:
         """Derived search indexes: safe to delete, rebuilt from the database."""
         return self.home / "index"
 
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated (for tests and embedding code)."""
+        data = self.model_dump()
+        data.update(changes)
+        token = _config_file.set(None)
+        try:
+            return Settings(**data)
+        finally:
+            _config_file.reset(token)
+
     def secret_key(self) -> str:
         """Key for signed cookies and email tokens; generated once per home if not set."""
-        env = os.environ.get("PAPERSIFT_SECRET")
-        if env:
-            return env
-        path = self.home / "secret.key"
-        if path.exists():
-            return path.read_text().strip()
-        self.home.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(32)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(key)
-        os.chmod(tmp, 0o600)
+        if self.secret:
+            return self.secret
+        return _file_key(self.home / "secret.key")
+
+
+def _file_key(path: Path) -> str:
+    """The key in ``path``, created once: each process writes a complete key to a file of its
+    own and hard-links it into place, so the first link wins and no reader ever sees a
+    partial or empty key, however many processes start at once."""
+    key = _read_key(path)
+    if key:
+        return key
+    ensure_private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)  # 0600 by construction
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+            fh.flush()
+            os.fsync(fh.fileno())
         try:
-            os.link(tmp, path)  # first writer wins if two processes race
+            os.link(tmp, path)
         except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path.read_text().strip()
+            pass  # another process won; use its key
+    finally:
+        os.unlink(tmp)
+    key = _read_key(path)
+    if not key:
+        raise SettingsError(f"{path} is empty or unreadable: remove it to make a new key")
+    return key
 
 
-def load_settings(home: str | Path | None = None, db_url: str | None = None) -> Settings:
-    """Settings from arguments, then environment, then defaults."""
-    home_path = Path(home).expanduser() if home else default_home()
-    url = db_url or os.environ.get("PAPERSIFT_DB") or f"sqlite:///{home_path / 'papersift.db'}"
-    return Settings(
-        home=home_path,
-        db_url=url,
-        base_url=os.environ.get("PAPERSIFT_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
-        smtp_url=os.environ.get("PAPERSIFT_SMTP_URL", "smtp://127.0.0.1:25"),
-        mail_from=os.environ.get("PAPERSIFT_MAIL_FROM", "papersift <digest@localhost>"),
-        model_dir=os.environ.get("PAPERSIFT_MODEL_DIR"),
-        unsubscribe_mailto=os.environ.get("PAPERSIFT_UNSUBSCRIBE_MAILTO") or None,
-    )
+def _read_key(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+
+
+def worker_environment(
+    settings: Settings, *, config: Path | None = None, single_thread: bool = False
+) -> dict[str, str]:
+    """Variables that make a worker process (uvicorn starts them afresh) load these settings:
+    the home and database chosen on the command line, the config file, and one embedding
+    thread per worker when several share the cores (unless threads were set)."""
+    env = {env_name("home"): str(settings.home), env_name("db"): settings.db}
+    if config is not None:
+        env[CONFIG_ENV] = str(Path(config).resolve())
+    if single_thread and settings.threads is None:
+        env[env_name("threads")] = "1"
+    return env
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting."""
+    return ENV_PREFIX + field.upper()
+
+
+def _describe(error: ValidationError, config: Path | None) -> str:
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        name = field if field.startswith(ENV_PREFIX) else env_name(field)
+        if item["type"] == "extra_forbidden":
+            where = f" in {config}" if config else ""
+            lines.append(f"unknown setting {field!r}{where}")
+            continue
+        value = item.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+        lines.append(f"{name}: {item['msg']}{shown}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def load_settings(
+    home: str | Path | None = None,
+    db_url: str | None = None,
+    config: str | Path | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings from arguments, then the environment, then the config file, then defaults.
+
+    The config file is ``config`` when given (it must exist), else ``$PAPERSIFT_CONFIG``, else
+    ``papersift.toml`` in the home when there is one. Raises SettingsError with a readable
+    message for a bad value.
+    """
+    init: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    if home is not None:
+        init["home"] = Path(home)
+    if db_url:
+        init["db"] = db_url
+    config_path: Path | None
+    if config is None and os.environ.get(CONFIG_ENV):
+        config = os.environ[CONFIG_ENV]
+    if config is not None:
+        config_path = Path(config).expanduser()
+        if not config_path.is_file():
+            raise SettingsError(f"config file {config_path} does not exist")
+    else:
+        where = Path(home) if home is not None else None
+        if where is None:
+            env_home = os.environ.get(ENV_PREFIX + "HOME")
+            where = Path(env_home) if env_home else _xdg_home()
+        candidate = where.expanduser() / CONFIG_NAME
+        config_path = candidate if candidate.is_file() else None
+    token = _config_file.set(config_path)
+    try:
+        return Settings(**init)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, config_path)) from None
+    except (OSError, ValueError) as exc:  # an unreadable or malformed TOML file
+        raise SettingsError(f"cannot read config file {config_path}: {exc}") from None
+    finally:
+        _config_file.reset(token)
+
+
+_current_lock = threading.Lock()
+_current: tuple[tuple[tuple[str, str], ...], Settings] | None = None
+
+
+def _environment() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+
+
+def current() -> Settings:
+    """The settings of this process as the environment says now, for code that has no
+    Settings passed in (the embedder, the vector index). Cached until the environment's
+    ``PAPERSIFT_*`` variables change, so it costs a dictionary scan per call."""
+    global _current
+    env = _environment()
+    cached = _current
+    if cached is not None and cached[0] == env:
+        return cached[1]
+    with _current_lock:
+        settings = load_settings()
+        _current = (env, settings)
+        return settings
+
+
+def documented_fields() -> Iterator[tuple[str, FieldInfo]]:
+    """Every setting in declaration order, for the generated docs."""
+    yield from Settings.model_fields.items()
+
+
+def _default_text(name: str, info: FieldInfo) -> str:
+    if info.default_factory is not None or name in ("db", "secret"):
+        return ""
+    if info.default is None:
+        return ""
+    if isinstance(info.default, bool):
+        return "1" if info.default else "0"
+    return str(info.default)
+
+
+def settings_table_markdown() -> str:
+    """The README's settings table, generated so the docs cannot drift from the code."""
+    rows = [
+        "| variable | TOML key | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, info in documented_fields():
+        default = _default_text(name, info)
+        rows.append(
+            f"| `{env_name(name)}` | `{name}` | {f'`{default}`' if default else ''} "
+            f"| {info.description or ''} |"
+        )
+    return "\n".join(rows) + "\n"

@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 
 from papersift import __version__
-from papersift.settings import Settings, load_settings
-from papersift.store.db import Database, DatabaseError
+from papersift.settings import Settings, SettingsError, load_settings
+from papersift.store.db import Database, DatabaseError, sqlite_folder
 
 app = typer.Typer(
     name="papersift",
@@ -34,18 +34,26 @@ class State:
     def __init__(self) -> None:
         self.home: Path | None = None
         self.db_url: str | None = None
+        self.config: Path | None = None
         self._settings: Settings | None = None
         self._db: Database | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings(self.home, self.db_url)
+            try:
+                self._settings = load_settings(self.home, self.db_url, self.config)
+            except SettingsError as exc:
+                fail(str(exc), code=2)
         return self._settings
 
     def db(self, *, exit_code: int = 2) -> Database:
         """The migrated database; a clear message and ``exit_code`` if it cannot be opened."""
         if self._db is None:
+            folder = sqlite_folder(self.settings.db_url)
+            if folder is not None and folder != self.settings.home and not folder.is_dir():
+                # A database path someone typed: a typo must not become a new folder.
+                fail(f"folder {folder} of the --db path does not exist", code=exit_code)
             try:
                 self._db = Database(self.settings.db_url)
             except DatabaseError as exc:
@@ -93,6 +101,15 @@ def root(
             show_envvar=False,
         ),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A TOML file of settings (see `papersift settings`); default "
+            "$PAPERSIFT_CONFIG or papersift.toml in the home.",
+            show_envvar=False,
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
@@ -100,5 +117,6 @@ def root(
     """papersift: self-hostable research-paper discovery."""
     state.home = home
     state.db_url = db
+    state.config = config
     state._settings = None
     state._db = None

@@ -1,9 +1,8 @@
-"""Data commands: ingest, harvest, stats, show, export."""
+"""Data commands: ingest, stats, show, export (through the public API, papersift.api)."""
 
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -11,21 +10,27 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import select
 
+from papersift.api import IngestReport, Library, LibraryError
 from papersift.cli._app import app, console, err_console, fail, print_json, state
-from papersift.export import to_bibtex, to_jsonl
-from papersift.ingest.pipeline import FileResult, IngestSummary, expand_paths, ingest_file
-from papersift.store import collections as coll_store
-from papersift.store import papers as paper_store
-from papersift.store.schema import PaperRow
+from papersift.cli.search import embedding_progress
+from papersift.ingest.pipeline import FileResult, ProgressFn
 
 
-def run_ingest(paths: list[str], *, quiet: bool = False) -> IngestSummary:
-    """Ingest with a progress bar (on stderr) and return the summary."""
-    db = state.db()
-    files, missing = expand_paths(paths)
-    summary = IngestSummary(files=list(missing))
+def library() -> Library:
+    """The library of this invocation's --home/--db (exit 2 if its database cannot open)."""
+    return Library(settings=state.settings, db=state.db())
+
+
+def run_ingest(
+    paths: list[str],
+    *,
+    quiet: bool = False,
+    collection_title: str | None = None,
+    index: bool = True,
+) -> IngestReport:
+    """Ingest with a progress bar (on stderr), update the search index (unless ``index`` is
+    False: the caller indexes), return the report."""
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -36,22 +41,45 @@ def run_ingest(paths: list[str], *, quiet: bool = False) -> IngestSummary:
         disable=quiet,
         transient=False,
     )
+    task = progress.add_task("ingesting", total=None, records=0)
+
+    def on_files(files: list[Path]) -> None:
+        progress.update(task, total=len(files))
+
+    def on_file_start(path: Path) -> ProgressFn:
+        progress.update(task, description=f"ingesting {path.name}")
+
+        def advance(n: int) -> None:
+            progress.update(task, records=progress.tasks[task].fields["records"] + n)
+
+        return advance
+
+    def on_file_done(_result: FileResult) -> None:
+        progress.advance(task)
+
+    lib = library()
     with progress:
-        task = progress.add_task("ingesting", total=len(files), records=0)
-        for path in files:
-            progress.update(task, description=f"ingesting {path.name}")
-
-            def advance(n: int) -> None:
-                progress.update(task, records=progress.tasks[task].fields["records"] + n)
-
-            summary.files.append(ingest_file(db, path, progress=advance))
-            progress.advance(task)
+        try:
+            report = lib.ingest(
+                paths,
+                index=False,
+                on_files=on_files,
+                on_file_start=on_file_start,
+                on_file_done=on_file_done,
+                collection_title=collection_title,
+            )
+        except LibraryError as exc:
+            progress.stop()
+            fail(f"--collection-title: {exc}", code=2)
         progress.update(task, description="ingested")
-    update_search_index(summary.changed_ids, quiet=quiet)
-    return summary
+    if index:
+        update_search_index(report.changed_ids, quiet=quiet, lib=lib)
+    return report
 
 
-def update_search_index(paper_ids: list[str], *, quiet: bool = False) -> None:
+def update_search_index(
+    paper_ids: list[str], *, quiet: bool = False, lib: Library | None = None
+) -> None:
     """Keep the search index in step after papers were committed (ingest, harvest).
 
     The papers are stored whatever happens here, so a failure is reported as a warning
@@ -60,11 +88,8 @@ def update_search_index(paper_ids: list[str], *, quiet: bool = False) -> None:
     if not paper_ids:
         return
     try:
-        from papersift.search.service import index_changed
-    except ImportError:  # the search layer is optional for ingest
-        return
-    try:
-        index_changed(state.settings, state.db(), paper_ids, quiet=quiet)
+        with embedding_progress(quiet) as on_embed:
+            report = (lib or library()).update_index(paper_ids, on_embed=on_embed)
     except Exception as exc:
         err_console.print(
             f"[yellow]warning:[/] papers are stored but the search index was not updated "
@@ -72,9 +97,17 @@ def update_search_index(paper_ids: list[str], *, quiet: bool = False) -> None:
             highlight=False,
             soft_wrap=True,
         )
+        return
+    if report is not None and report.pending_vectors and not quiet:
+        err_console.print(
+            f"{report.pending_vectors:,} papers are searchable by keyword only for now: run "
+            "`papersift index` to embed them for semantic and hybrid search.",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
-def print_summary(summary: IngestSummary) -> None:
+def print_summary(summary: IngestReport) -> None:
     table = Table(title="ingest summary", title_justify="left")
     for col in ("file", "format", "added", "updated", "unchanged", "status"):
         table.add_column(
@@ -93,9 +126,9 @@ def print_summary(summary: IngestSummary) -> None:
     table.add_row(
         "[bold]total",
         "",
-        f"{summary.total('added'):,}",
-        f"{summary.total('updated'):,}",
-        f"{summary.total('unchanged'):,}",
+        f"{summary.added:,}",
+        f"{summary.updated:,}",
+        f"{summary.unchanged:,}",
         f"{len(summary.files) - len(summary.failed)} ok, {len(summary.failed)} failed",
     )
     console.print(table)
@@ -107,64 +140,33 @@ def print_summary(summary: IngestSummary) -> None:
         )
 
 
-def _result_dict(f: FileResult) -> dict:
-    return {
-        "path": f.path,
-        "format": f.format,
-        "added": f.added,
-        "updated": f.updated,
-        "unchanged": f.unchanged,
-        "collection": f.collection,
-        "error": f.error,
-    }
-
-
 @app.command()
 def ingest(
     paths: Annotated[list[str], typer.Argument(help="Files, folders or glob patterns.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    collection_title: Annotated[
+        str | None,
+        typer.Option(
+            "--collection-title", metavar="TITLE", help="Title of the listing pages' collection."
+        ),
+    ] = None,
 ) -> None:
-    """Ingest listing pages, arXiv API/OAI-PMH XML, arXiv snapshots, JSONL and CSV.
+    """Ingest listing pages, arXiv API/OAI-PMH XML, arXiv snapshots and collected listings,
+    .abs files, JSONL and CSV.
 
     Formats are detected from content. Each file is one transaction: a bad file changes
     nothing and the others still go in. Exit status 1 if any file failed.
 
     Example: papersift ingest data/sample/ 'feeds/*.xml' arxiv-metadata-oai-snapshot.json
     """
-    summary = run_ingest(paths, quiet=quiet or json_out)
+    report = run_ingest(paths, quiet=quiet or json_out, collection_title=collection_title)
     if json_out:
-        print_json(
-            {
-                "files": [_result_dict(f) for f in summary.files],
-                "added": summary.total("added"),
-                "updated": summary.total("updated"),
-                "unchanged": summary.total("unchanged"),
-                "failed": len(summary.failed),
-            }
-        )
+        print_json(report.to_dict())
     else:
-        print_summary(summary)
-    if summary.failed or not summary.files:
+        print_summary(report)
+    if not report.ok:
         raise typer.Exit(1)
-
-
-def gather_stats() -> dict:
-    db = state.db()
-    with db.session() as s:
-        papers = paper_store.count_papers(s)
-        colls = coll_store.collection_sizes(s)
-        sources: Counter[str] = Counter()
-        with_code = 0
-        for srcs, has_code in s.execute(select(PaperRow.sources, PaperRow.has_code)):
-            sources.update(srcs or [])
-            with_code += bool(has_code)
-    return {
-        "papers": papers,
-        "with_code": with_code,
-        "collections": {name: size for name, _origin, size in colls},
-        "sources": dict(sources.most_common()),
-    }
 
 
 @app.command()
@@ -175,14 +177,14 @@ def stats(
 
     Example: papersift stats --json | tail -1 | jq .collections
     """
-    data = gather_stats()
+    data = library().stats()
     if json_out:
         print_json(data)
         return
     console.print(f"[bold]{data['papers']:,}[/] papers ({data['with_code']:,} with code)")
-    table = Table("collection", "entries", title="collections", title_justify="left")
+    table = Table("collection", "title", "entries", title="collections", title_justify="left")
     for name, size in data["collections"].items():
-        table.add_row(name, f"{size:,}")
+        table.add_row(escape(name), escape(data["collection_titles"][name]), f"{size:,}")
     console.print(table)
     src = Table("source", "papers", title="sources", title_justify="left")
     for name, count in list(data["sources"].items())[:30]:
@@ -199,12 +201,11 @@ def show(
 
     Example: papersift show 2106.09685
     """
-    db = state.db()
-    with db.session() as s:
-        paper = paper_store.get_paper(s, paper_id)
-        colls = coll_store.collections_of_paper(s, paper.id) if paper else []
+    lib = library()
+    paper = lib.paper(paper_id)
     if paper is None:
         fail(f"no paper with id {paper_id!r}")
+    colls = lib.collections_of(paper.id)
     if json_out:
         data = paper.to_dict()
         data["collections"] = [{"name": n, "rank": r} for n, r in colls]
@@ -246,23 +247,56 @@ def export(
 
     Example: papersift export --format bibtex --collection 000_e3b0215ea9dd5350 > refs.bib
     """
-    if fmt not in ("jsonl", "bibtex"):
-        fail(f"unknown format {fmt!r}; use jsonl or bibtex")
-    render = to_jsonl if fmt == "jsonl" else to_bibtex
-    db = state.db()
+    try:
+        chunks = library().export(fmt, collection)
+    except LibraryError as exc:
+        fail(str(exc))
     out = output.open("w", encoding="utf-8") if output else sys.stdout
     try:
-        with db.session() as s:
-            if collection is not None:
-                coll = coll_store.get_collection(s, collection)
-                if coll is None:
-                    fail(f"no collection named {collection!r}")
-                by_id = paper_store.get_papers(s, [e.paper_id for e in coll.entries])
-                papers = (by_id[e.paper_id] for e in coll.entries if e.paper_id in by_id)
-            else:
-                papers = paper_store.iter_papers(s)
-            for i, paper in enumerate(papers):
-                out.write(("\n" if fmt == "bibtex" and i else "") + render(paper))
+        out.writelines(chunks)
     finally:
         if output:
             out.close()
+
+
+collections_app = typer.Typer(
+    name="collections", help="List collections and give them readable titles.", no_args_is_help=True
+)
+app.add_typer(collections_app)
+
+
+@collections_app.command("list")
+def collections_list(
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Every collection: name (the key for --collection and URLs), title and size.
+
+    Example: papersift collections list
+    """
+    rows = library().collections()
+    if json_out:
+        print_json({"collections": [vars(c) for c in rows]})
+        return
+    table = Table("name", "title", "entries", title="collections", title_justify="left")
+    for c in rows:
+        table.add_row(escape(c.name), escape(c.title), f"{c.size:,}")
+    console.print(table)
+
+
+@collections_app.command("rename")
+def collections_rename(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The collection's name.")],
+    title: Annotated[str, typer.Argument(metavar="TITLE", help="Its new readable title.")],
+    description: Annotated[
+        str | None, typer.Option("--description", "-d", help="A sentence or two about it.")
+    ] = None,
+) -> None:
+    """Give a collection a readable title (its name, used in URLs and filters, stays).
+
+    Example: papersift collections rename 004_221a856607130bf5 "Causal inference"
+    """
+    try:
+        library().rename_collection(name, title, description)
+    except LibraryError as exc:
+        fail(str(exc), code=1 if str(exc).startswith("no collection") else 2)
+    console.print(f"{escape(name)}: {escape(title.strip())}", highlight=False)

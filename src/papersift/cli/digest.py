@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -16,9 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from papersift.cli._app import app, console, err_console, fail, print_json, state
 from papersift.digest import inbound, tokens
 from papersift.digest import subscriptions as subs
-from papersift.digest.mail import check_addresses
-from papersift.digest.run import Outcome, preview, run_digests
-from papersift.digest.smtp import SmtpConfig, SmtpConfigError, SmtpError
+from papersift.digest.run import DigestRun, Outcome, preview
+from papersift.digest.smtp import SmtpConfigError, SmtpError
 from papersift.digest.tokens import TokenError
 from papersift.digest.validation import ValidationError, clean_preferences, normalize_email
 
@@ -210,16 +208,10 @@ def subscribers_remove(
         except ValidationError as exc:
             _invalid(exc)
     else:
-        sub = None
-        token = tokens.token_from_link(who)
-        for purpose in (tokens.UNSUBSCRIBE, tokens.MANAGE):
-            try:
-                sub = subs.subscriber_for_token(db, state.settings, purpose, token)
-                break
-            except TokenError as exc:
-                error = exc
-        if sub is None:
-            fail(str(error), code=2)
+        try:
+            sub = subs.subscriber_for_link(db, state.settings, who)
+        except TokenError as exc:
+            fail(str(exc), code=2)
     if sub is None:
         fail(f"no subscriber with address {who!r}")
     subs.remove(db, sub.id)
@@ -352,29 +344,9 @@ def digest_send(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
 ) -> None:
     day = _parse_day(period)
-    if rate is None:
-        try:
-            rate = float(os.environ.get("PAPERSIFT_SMTP_RATE", "10"))
-        except ValueError:
-            fail("PAPERSIFT_SMTP_RATE must be a number", code=2)
-    if rate < 0 or retries < 0 or backoff < 0 or pause_after < 1:
-        fail("--rate, --retries and --backoff must be >= 0, --pause-after >= 1", code=2)
     settings = state.settings
-    try:
-        check_addresses(settings)
-    except ValueError as exc:
-        fail(str(exc), code=2)
-    if not dry_run:
-        try:
-            SmtpConfig.from_url(settings.smtp_url)
-        except SmtpConfigError as exc:
-            fail(str(exc), code=2)
-    emails = None
-    if only:
-        try:
-            emails = [normalize_email(e) for e in only]
-        except ValidationError as exc:
-            _invalid(exc)
+    if rate is None:
+        rate = settings.smtp_rate
 
     def show(o: Outcome) -> None:
         if quiet or json_out or o.status in ("done", "busy"):
@@ -387,19 +359,25 @@ def digest_send(
             highlight=False,
         )
 
-    report = run_digests(
-        settings,
-        state.db(),
-        day=day,
-        dry_run=dry_run,
-        rate=rate,
-        retries=retries,
-        backoff=backoff,
-        pause_after=pause_after,
-        emails=emails,
-        retry_uncertain=retry_uncertain,
-        progress=show,
-    )
+    try:
+        digest_run = DigestRun(
+            settings,
+            state.db(),
+            day=day,
+            dry_run=dry_run,
+            rate=rate,
+            retries=retries,
+            backoff=backoff,
+            pause_after=pause_after,
+            emails=only or None,
+            retry_uncertain=retry_uncertain,
+            progress=show,
+        )
+    except ValidationError as exc:
+        _invalid(exc)
+    except ValueError as exc:  # an option, PAPERSIFT_MAIL_FROM or PAPERSIFT_SMTP_URL
+        fail(str(exc), code=2)
+    report = digest_run.run()
     if json_out:
         data = report.to_dict()
         if quiet:
@@ -450,13 +428,11 @@ def digest_preview(
     """
     day = _parse_day(period)
     try:
-        check_addresses(state.settings)
-    except ValueError as exc:
-        fail(str(exc), code=2)
-    try:
         digest, msg = preview(state.settings, state.db(), email, day)
     except ValidationError as exc:
         _invalid(exc)
+    except ValueError as exc:  # PAPERSIFT_MAIL_FROM or PAPERSIFT_UNSUBSCRIBE_MAILTO
+        fail(str(exc), code=2)
     except LookupError as exc:
         fail(str(exc))
     sub = digest.subscriber

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from papersift.cli._app import app, console, err_console, fail, print_json, state
-from papersift.search.compare import QueryDelta
-from papersift.search.embedder import EmbedderError
-from papersift.search.service import (
+from papersift.search import (
+    MODES,
+    EmbedderError,
     IndexReport,
+    Progress,
     SearchError,
     SearchFilters,
+    SearchHit,
     get_service,
 )
+from papersift.search.compare import QueryDelta
 from papersift.store import papers as paper_store
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2}))?(?:-(\d{1,2}))?$")
@@ -45,19 +51,34 @@ def parse_day(text: str | None, *, end: bool) -> date | None:
         fail(f"not a date: {text!r}")
 
 
-def _progress_bar(quiet: bool) -> Progress:
-    return Progress(
+@contextmanager
+def embedding_progress(quiet: bool = False) -> Iterator[Progress | None]:
+    """A progress bar on stderr for the service's (done, total) embedding callbacks; None
+    when ``quiet``. The bar appears with the first callback and is gone afterwards."""
+    if quiet:
+        yield None
+        return
+    bar = ProgressBar(
         TextColumn("[bold]embedding"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err_console,
-        disable=quiet,
         transient=True,
     )
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("embedding", total=total)
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield update
 
 
-def _hit_rows(hits) -> list[dict]:
+def _hit_rows(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
     """Search hits with the paper fields a reader needs."""
     with state.db().session() as s:
         papers = paper_store.get_papers(s, [h.paper_id for h in hits])
@@ -82,7 +103,7 @@ def _hit_rows(hits) -> list[dict]:
     return rows
 
 
-def _print_hits(rows: list[dict]) -> None:
+def _print_hits(rows: list[dict[str, Any]]) -> None:
     table = Table("#", "score", "id", "date", "title", title_justify="left", show_lines=False)
     for row in rows:
         table.add_row(  # Text(): titles like "[RE] ..." are not rich markup
@@ -184,29 +205,10 @@ def similar(
     _print_hits(rows)
 
 
-def _report_dict(report: IndexReport) -> dict:
-    return {
-        "indexed": report.indexed,
-        "embedded": report.embedded,
-        "removed": report.removed,
-        "pending_vectors": report.pending_vectors,
-        "seconds": round(report.seconds, 2),
-    }
-
-
 def build_index(*, rebuild: bool = False, quiet: bool = False) -> IndexReport:
     """Sync (or rebuild) the search indexes with a progress bar; used by index and demo."""
     service = get_service(state.settings, state.db())
-    bar = _progress_bar(quiet)
-    task = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:
-            task = bar.add_task("embedding", total=total)
-        bar.update(task, completed=done, total=total)
-
-    with bar:
+    with embedding_progress(quiet) as progress:
         return service.rebuild(progress=progress) if rebuild else service.sync(progress=progress)
 
 
@@ -229,7 +231,7 @@ def index(
         report = build_index(rebuild=rebuild, quiet=quiet or json_out)
     except (SearchError, EmbedderError) as exc:
         fail(str(exc))
-    data = _report_dict(report)
+    data = report.to_dict()
     if json_out:
         print_json(data)
         return
@@ -279,7 +281,6 @@ def eval_cmd(
     """
     from papersift.search import compare as cmp
     from papersift.search.eval import EvalError, run_eval
-    from papersift.search.service import MODES
 
     if mode not in MODES:
         fail(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
@@ -291,17 +292,8 @@ def eval_cmd(
             other_run, other_label = cmp.load_run(Path(compare))
         except cmp.RunFileError as exc:
             fail(str(exc))
-    bar = _progress_bar(json_out)
-    task = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:
-            task = bar.add_task("embedding", total=total)
-        bar.update(task, completed=done, total=total)
-
     try:
-        with bar:
+        with embedding_progress(json_out) as progress:
             extra = (compare,) if compare in MODES else ()
             result = run_eval(folder, mode=mode, progress=progress, modes=extra)
     except EvalError as exc:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from papersift.cli._app import app, console, fail, state
+from papersift.settings import worker_environment
 
 MAX_WORKERS = 64
 
@@ -40,18 +41,15 @@ def serve_app(host: str, port: int, workers: int = 1, digests: bool = False) -> 
     state.db()  # migrate (or fail clearly) once, before any worker starts
     _check_port(host, port)
     # Workers are separate processes that build the app from the environment.
-    os.environ["PAPERSIFT_HOME"] = str(settings.home)
-    os.environ["PAPERSIFT_DB"] = settings.db_url
-    if workers > 1:
-        # Worker processes already use the cores; ONNX threads inside each would only
-        # fight over them (measured: 58 -> 82 hybrid searches/s with 2 workers).
-        os.environ.setdefault("PAPERSIFT_THREADS", "1")
+    # Worker processes already use the cores; ONNX threads inside each would only
+    # fight over them (measured: 58 -> 82 hybrid searches/s with 2 workers).
+    os.environ.update(worker_environment(settings, config=state.config, single_thread=workers > 1))
     shown = f"[{host}]" if ":" in host else host
     console.print(
         f"serving papersift on [bold]http://{shown}:{port}/[/] (Ctrl-C to stop)", highlight=False
     )
     stop_digests = None
-    if digests:  # the digest scheduler (issue 5) lives in the serving process, not a worker
+    if digests:  # the digest scheduler lives in the serving process, not in a worker
         from papersift.digest.schedule import start_scheduler
 
         try:

@@ -1,4 +1,4 @@
-"""What goes into one subscriber's digest, and the message that carries it.
+"""What goes into one subscriber's digest (``mail`` writes the message that carries it).
 
 For a subscriber and a period (a day, or an ISO week for weekly subscribers):
 
@@ -21,28 +21,25 @@ composing for thousands of subscribers costs one indexed lookup of their sent pa
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from email.message import EmailMessage
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING
 
-from markupsafe import Markup
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from papersift.digest import mail, tokens
-from papersift.digest.subscriptions import Subscriber, as_utc
+from papersift.digest.subscriptions import Subscriber
 from papersift.model import Paper
 from papersift.rank.trending import WINDOWS, trending
 from papersift.settings import Settings
+from papersift.store import collections as collection_store
+from papersift.store import ledger as ledger_store
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
-from papersift.store.schema import CollectionEntryRow, CollectionRow, PaperRow, SentPaperRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from papersift.search.service import SearchService
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +51,6 @@ HITS_PER_TOPIC = 100  # search hits fetched per topic, before the "new since" fi
 MIN_TOPIC_SCORE = 1.0
 ALWAYS_TOP = 3
 MAX_LOOKBACK = timedelta(days=30)  # a subscriber back from a long pause gets a month
-SNIPPET = 300
 
 
 def period_key(frequency: str, day: date) -> str:
@@ -66,6 +62,7 @@ def period_key(frequency: str, day: date) -> str:
 
 
 def window_of(frequency: str) -> str:
+    """The trending window a digest of this frequency covers."""
     return "week" if frequency == "weekly" else "day"
 
 
@@ -76,6 +73,8 @@ def period_end(day: date) -> datetime:
 
 @dataclass
 class Section:
+    """One heading of a digest and its papers, in order."""
+
     title: str
     papers: list[Paper] = field(default_factory=list)
 
@@ -107,14 +106,12 @@ class Composer:
         db: Database,
         *,
         now: datetime | None = None,
-        search: Any | None = None,
-        use_search: bool = True,
+        search: SearchService | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
-        self.now = as_utc(now) if now else datetime.now(UTC)
+        self.now = now or datetime.now(UTC)
         self._search = search
-        self._use_search = use_search
         self._trending: dict[str, list[tuple[str, float]]] = {}
         self._topic_hits: dict[str, list[str]] = {}
         self._collections: dict[str, list[str]] = {}
@@ -128,14 +125,10 @@ class Composer:
             self._trending[window] = trending(s, window, limit=TRENDING_POOL, now=self.now)
         return self._trending[window]
 
-    def _service(self) -> Any | None:
-        if self._search is None and self._use_search:
-            try:
-                from papersift.search.service import get_service
-            except ImportError:
-                self._use_search = False
-                self.warnings.append("search is not installed: topics are not matched")
-                return None
+    def _service(self) -> SearchService:
+        if self._search is None:  # loaded on the first topic: runs without topics skip it
+            from papersift.search.service import get_service
+
             self._search = get_service(self.settings, self.db)
         return self._search
 
@@ -144,41 +137,30 @@ class Composer:
         if key in self._topic_hits:
             return self._topic_hits[key]
         ids: list[str] = []
-        service = self._service()
-        if service is not None:
-            try:
-                results = service.search(topic, k=HITS_PER_TOPIC, mode="hybrid")
-                ids = [
-                    h.paper_id
-                    for i, h in enumerate(results.hits)
-                    if h.score >= MIN_TOPIC_SCORE or (i < ALWAYS_TOP and h.score > 0)
-                ]
-            except Exception as exc:
-                self.warnings.append(f"topic {topic!r} could not be searched: {exc}")
-                log.warning("digest topic %r: search failed: %s", topic, exc)
+        try:
+            results = self._service().search(topic, k=HITS_PER_TOPIC, mode="hybrid")
+            ids = [
+                h.paper_id
+                for i, h in enumerate(results.hits)
+                if h.score >= MIN_TOPIC_SCORE or (i < ALWAYS_TOP and h.score > 0)
+            ]
+        except Exception as exc:
+            self.warnings.append(f"topic {topic!r} could not be searched: {exc}")
+            log.warning("digest topic %r: search failed: %s", topic, exc)
         self._topic_hits[key] = ids
         return ids
 
     def _collection(self, s: Session, name: str) -> list[str]:
         if name not in self._collections:
-            self._collections[name] = list(
-                s.scalars(
-                    select(CollectionEntryRow.paper_id)
-                    .join(CollectionRow, CollectionEntryRow.collection_id == CollectionRow.id)
-                    .where(CollectionRow.name == name)
-                    .order_by(CollectionEntryRow.rank)
-                )
-            )
+            found = collection_store.get_collection(s, name)
+            self._collections[name] = [e.paper_id for e in found.entries] if found else []
         return self._collections[name]
 
     def _load_first_seen(self, s: Session, ids: Iterable[str]) -> None:
         missing = [i for i in dict.fromkeys(ids) if i not in self._first_seen]
-        for i in range(0, len(missing), 500):
-            chunk = missing[i : i + 500]
-            for pid, seen in s.execute(
-                select(PaperRow.id, PaperRow.first_seen).where(PaperRow.id.in_(chunk))
-            ):
-                self._first_seen[pid] = as_utc(seen) or self.now
+        if missing:
+            for pid, _published, seen in paper_store.arrivals(s, missing):
+                self._first_seen[pid] = seen or self.now
 
     def _load_papers(self, s: Session, ids: list[str]) -> dict[str, Paper]:
         missing = [i for i in ids if i not in self._papers]
@@ -217,9 +199,9 @@ class Composer:
             # were, exclude every already-sent candidate in one more query and pick again.
             picked_trend, picked_lists = self._select(sub.max_papers, trend_ids, fresh)
             picks = picked_trend + [p for _, ids in picked_lists for p in ids]
-            if self._already_sent(s, sub.id, picks):
+            if ledger_store.sent_paper_ids(s, sub.id, picks):
                 pool = trend_ids + [p for _, ids in fresh for p in ids]
-                sent = self._already_sent(s, sub.id, pool)
+                sent = ledger_store.sent_paper_ids(s, sub.id, pool)
                 picked_trend, picked_lists = self._select(
                     sub.max_papers,
                     [p for p in trend_ids if p not in sent],
@@ -251,7 +233,7 @@ class Composer:
         used: set[str] = set()
         has_lists = any(ids for _, ids in lists)
         quota = max(1, limit // 3) if has_lists else limit
-        picked_trend = []
+        picked_trend: list[str] = []
         for pid in trend:
             if len(picked_trend) >= quota:
                 break
@@ -280,152 +262,3 @@ class Composer:
                 used.add(pid)
                 total += 1
         return picked_trend, [(t, picked[i]) for i, (t, _ids) in enumerate(lists)]
-
-    @staticmethod
-    def _already_sent(s: Session, subscriber_id: int, ids: list[str]) -> set[str]:
-        unique = list(dict.fromkeys(ids))
-        out: set[str] = set()
-        conn = s.connection()  # Core, not ORM: this runs once or twice per subscriber
-        for i in range(0, len(unique), 500):
-            out.update(
-                conn.execute(
-                    select(SentPaperRow.paper_id).where(
-                        SentPaperRow.subscriber_id == subscriber_id,
-                        SentPaperRow.paper_id.in_(unique[i : i + 500]),
-                    )
-                ).scalars()
-            )
-        return out
-
-
-# -- the message ---------------------------------------------------------------------------
-def paper_url(settings: Settings, paper_id: str) -> str:
-    return f"{settings.base_url}/papers/{quote(paper_id, safe='/')}"
-
-
-def _authors(names: list[str]) -> str:
-    if len(names) > 3:
-        return ", ".join(names[:3]) + " et al."
-    return ", ".join(names)
-
-
-def _snippet(text: str) -> str:
-    text = " ".join(text.split())
-    if len(text) <= SNIPPET:
-        return text
-    cut = text[:SNIPPET].rsplit(" ", 1)[0]
-    return cut.rstrip(",.;:") + "..."  # ASCII keeps the text part unencoded (7bit)
-
-
-def _item(settings: Settings, paper: Paper) -> dict:
-    meta = []
-    if paper.published:
-        meta.append(paper.published.isoformat())
-    if paper.categories:
-        meta.append(", ".join(paper.categories[:3]))
-    snippet = _snippet(paper.abstract)
-    return {
-        "id": paper.id,
-        "title": " ".join(paper.title.split()),
-        "url": paper_url(settings, paper.id),
-        "authors": _authors(paper.authors),
-        "meta": " | ".join(meta),
-        "snippet": snippet,
-        "snippet_lines": textwrap.wrap(snippet, 74, break_on_hyphens=False),
-        "pdf_url": paper.pdf_url if (paper.pdf_url or "").startswith("http") else None,
-        "code_url": paper.code_url if (paper.code_url or "").startswith("http") else None,
-    }
-
-
-def message_id(settings: Settings, digest: Digest) -> str:
-    """Deterministic per (subscriber, period): a resend after an uncertain delivery carries
-    the same Message-ID, which many receivers use to drop the duplicate."""
-    sub = digest.subscriber
-    tag = hashlib.blake2b(sub.email.encode(), digest_size=4).hexdigest()
-    return f"<digest.{digest.period}.{sub.id}.{tag}@{mail.mail_domain(settings)}>"
-
-
-def subject_of(digest: Digest) -> str:
-    kind = "weekly" if digest.subscriber.frequency == "weekly" else "daily"
-    ids = digest.paper_ids
-    if not ids:
-        return f"papersift {kind}: nothing new this time"
-    first = " ".join(digest.sections[0].papers[0].title.split())
-    if len(first) > 70:
-        first = first[:69].rstrip() + "\u2026"
-    more = f" (+{len(ids) - 1} more)" if len(ids) > 1 else ""
-    return f"papersift {kind}: {first}{more}"
-
-
-def heading_of(digest: Digest) -> str:
-    if digest.subscriber.frequency == "weekly":
-        monday = digest.day - timedelta(days=digest.day.weekday())
-        return f"Your papers for the week of {monday.day} {monday:%B %Y}"
-    return f"Your papers for {digest.day:%A}, {digest.day.day} {digest.day:%B %Y}"
-
-
-class MessageBuilder:
-    """Builds digest messages for one run. A paper's HTML and text fragments are rendered
-    once and reused for every subscriber who gets it: most papers go to many."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._fragments: dict[str, tuple[Markup, str, str]] = {}
-
-    def _fragment(self, paper: Paper) -> tuple[Markup, str, str]:
-        """(HTML, text, title) of one paper's entry."""
-        hit = self._fragments.get(paper.id)
-        if hit is None:
-            item = _item(self.settings, paper)
-            hit = (
-                Markup(mail.render("_item.html", item=item)),
-                mail.render("_item.txt", item=item),
-                item["title"],
-            )
-            if len(self._fragments) < 100_000:
-                self._fragments[paper.id] = hit
-        return hit
-
-    def build(self, digest: Digest, *, now: datetime | None = None) -> EmailMessage:
-        """The multipart/alternative mail for a digest, with list headers and a stable id."""
-        settings = self.settings
-        sub = digest.subscriber
-        unsubscribe = tokens.unsubscribe_url(settings, sub.id, sub.email)
-        sections = []
-        titles: list[str] = []
-        for sec in digest.sections:
-            frags = [self._fragment(p) for p in sec.papers]
-            titles += [f[2] for f in frags]
-            sections.append(
-                {"title": sec.title, "html": [f[0] for f in frags], "text": [f[1] for f in frags]}
-            )
-        subject = subject_of(digest)
-        ctx = {
-            "subject": subject,
-            "heading": heading_of(digest),
-            "sections": sections,
-            "preheader": "; ".join(titles[:3])[:140] if titles else "Nothing new this time",
-            "email": sub.email,
-            "frequency": sub.frequency,
-            "base_url": settings.base_url,
-            "manage_url": tokens.manage_url(settings, sub.id, sub.email),
-            "unsubscribe_url": unsubscribe,
-        }
-        msg = mail.new_message(
-            settings,
-            sub.email,
-            subject,
-            mail.render("digest.txt", **ctx),
-            mail.render("digest.html", **ctx),
-            message_id=message_id(settings, digest),
-            date=now,
-        )
-        mail.add_list_headers(msg, settings, unsubscribe)
-        return msg
-
-
-def build_message(
-    settings: Settings, digest: Digest, *, now: datetime | None = None
-) -> EmailMessage:
-    """One digest message (a run uses one ``MessageBuilder`` for all of them)."""
-    return MessageBuilder(settings).build(digest, now=now)

@@ -58,8 +58,9 @@ def _texts(raw: bytes) -> list[str]:
             try:
                 texts.append(part.get_content())
             except (LookupError, ValueError):  # unknown charset, broken encoding
-                payload = part.get_payload(decode=True) or b""
-                texts.append(payload.decode("utf-8", "replace"))
+                payload = part.get_payload(decode=True)
+                raw_text = payload if isinstance(payload, bytes) else b""
+                texts.append(raw_text.decode("utf-8", "replace"))
     return texts
 
 

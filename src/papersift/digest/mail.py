@@ -1,4 +1,4 @@
-"""Building the messages we send: headers, multipart bodies, templates.
+"""Writing the messages we send: headers, multipart bodies, templates, digests.
 
 Bodies come from Jinja2 templates in ``templates/`` (HTML autoescaped, text not). Messages
 are ``EmailMessage`` objects under the SMTP policy (CRLF, folded headers); header values
@@ -8,23 +8,32 @@ somehow slipped past validation still cannot inject a header.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-from datetime import UTC, datetime
+import textwrap
+from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
-from papersift.digest.smtp import wire_bytes
+from papersift.digest import tokens
+from papersift.model import Paper
 from papersift.settings import Settings
+
+if TYPE_CHECKING:
+    from papersift.digest.compose import Digest
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_LINE = 998  # RFC 5322's hard limit for a line of a message
+SNIPPET = 300  # characters of an abstract shown in a digest
 
 
 class _CachedHeaderRegistry(HeaderRegistry):
@@ -50,11 +59,6 @@ class _CachedHeaderRegistry(HeaderRegistry):
 POLICY = SMTP_POLICY.clone(header_factory=_CachedHeaderRegistry())
 
 
-def to_bytes(msg: EmailMessage) -> bytes:
-    """The message exactly as it is sent."""
-    return wire_bytes(msg)
-
-
 def _cte(body: str) -> str:
     """7bit when the body is ASCII with lines within the limit (nothing to encode, the
     common case), quoted-printable otherwise (non-ASCII names, very long lines)."""
@@ -77,6 +81,7 @@ def env() -> Environment:
 
 
 def render(name: str, **context: object) -> str:
+    """One template rendered (HTML autoescaped)."""
     return env().get_template(name).render(**context)
 
 
@@ -101,11 +106,12 @@ def check_addresses(settings: Settings) -> None:
 
 
 def mail_domain(settings: Settings) -> str:
+    """The sender's domain: Message-IDs and the List-Id are made under it."""
     return sender(settings)[1].rsplit("@", 1)[1]
 
 
 @lru_cache(maxsize=256)
-def _constant(name: str, value: str):
+def _constant(name: str, value: str) -> Any:
     """A parsed header for a value that repeats in every mail of a run: parsing headers is
     the costliest part of building a message, and a parsed header is immutable."""
     return POLICY.header_factory(name, value)
@@ -189,3 +195,139 @@ def already_message(
         render("already.txt", **ctx),
         render("already.html", **ctx),
     )
+
+
+# -- digests --------------------------------------------------------------------------------
+def paper_url(settings: Settings, paper_id: str) -> str:
+    """A paper's page on the web app: every link of a digest points there."""
+    return f"{settings.base_url}/papers/{quote(paper_id, safe='/')}"
+
+
+def _authors(names: list[str]) -> str:
+    if len(names) > 3:
+        return ", ".join(names[:3]) + " et al."
+    return ", ".join(names)
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) <= SNIPPET:
+        return text
+    cut = text[:SNIPPET].rsplit(" ", 1)[0]
+    return cut.rstrip(",.;:") + "..."  # ASCII keeps the text part unencoded (7bit)
+
+
+def _item(settings: Settings, paper: Paper) -> dict[str, object]:
+    meta = []
+    if paper.published:
+        meta.append(paper.published.isoformat())
+    if paper.categories:
+        meta.append(", ".join(paper.categories[:3]))
+    snippet = _snippet(paper.abstract)
+    return {
+        "id": paper.id,
+        "title": " ".join(paper.title.split()),
+        "url": paper_url(settings, paper.id),
+        "authors": _authors(paper.authors),
+        "meta": " | ".join(meta),
+        "snippet": snippet,
+        "snippet_lines": textwrap.wrap(snippet, 74, break_on_hyphens=False),
+        "pdf_url": paper.pdf_url if (paper.pdf_url or "").startswith("http") else None,
+        "code_url": paper.code_url if (paper.code_url or "").startswith("http") else None,
+    }
+
+
+def message_id(settings: Settings, digest: Digest) -> str:
+    """Deterministic per (subscriber, period): a resend after an uncertain delivery carries
+    the same Message-ID, which many receivers use to drop the duplicate."""
+    sub = digest.subscriber
+    tag = hashlib.blake2b(sub.email.encode(), digest_size=4).hexdigest()
+    return f"<digest.{digest.period}.{sub.id}.{tag}@{mail_domain(settings)}>"
+
+
+def subject_of(digest: Digest) -> str:
+    """The first paper's title and how many follow, so the inbox line says what is new."""
+    kind = "weekly" if digest.subscriber.frequency == "weekly" else "daily"
+    ids = digest.paper_ids
+    if not ids:
+        return f"papersift {kind}: nothing new this time"
+    first = " ".join(digest.sections[0].papers[0].title.split())
+    if len(first) > 70:
+        first = first[:69].rstrip() + "\u2026"
+    more = f" (+{len(ids) - 1} more)" if len(ids) > 1 else ""
+    return f"papersift {kind}: {first}{more}"
+
+
+def heading_of(digest: Digest) -> str:
+    """The line above the papers: the day, or the week's Monday for weekly digests."""
+    if digest.subscriber.frequency == "weekly":
+        monday = digest.day - timedelta(days=digest.day.weekday())
+        return f"Your papers for the week of {monday.day} {monday:%B %Y}"
+    return f"Your papers for {digest.day:%A}, {digest.day.day} {digest.day:%B %Y}"
+
+
+class MessageBuilder:
+    """Builds digest messages for one run. A paper's HTML and text fragments are rendered
+    once and reused for every subscriber who gets it: most papers go to many."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._fragments: dict[str, tuple[Markup, str, str]] = {}
+
+    def _fragment(self, paper: Paper) -> tuple[Markup, str, str]:
+        """(HTML, text, title) of one paper's entry."""
+        hit = self._fragments.get(paper.id)
+        if hit is None:
+            item = _item(self.settings, paper)
+            hit = (
+                Markup(render("_item.html", item=item)),
+                render("_item.txt", item=item),
+                str(item["title"]),
+            )
+            if len(self._fragments) < 100_000:
+                self._fragments[paper.id] = hit
+        return hit
+
+    def build(self, digest: Digest, *, now: datetime | None = None) -> EmailMessage:
+        """The multipart/alternative mail for a digest, with list headers and a stable id."""
+        settings = self.settings
+        sub = digest.subscriber
+        unsubscribe = tokens.unsubscribe_url(settings, sub.id, sub.email)
+        sections = []
+        titles: list[str] = []
+        for sec in digest.sections:
+            frags = [self._fragment(p) for p in sec.papers]
+            titles += [f[2] for f in frags]
+            sections.append(
+                {"title": sec.title, "html": [f[0] for f in frags], "text": [f[1] for f in frags]}
+            )
+        subject = subject_of(digest)
+        ctx = {
+            "subject": subject,
+            "heading": heading_of(digest),
+            "sections": sections,
+            "preheader": "; ".join(titles[:3])[:140] if titles else "Nothing new this time",
+            "email": sub.email,
+            "frequency": sub.frequency,
+            "base_url": settings.base_url,
+            "manage_url": tokens.manage_url(settings, sub.id, sub.email),
+            "unsubscribe_url": unsubscribe,
+        }
+        msg = new_message(
+            settings,
+            sub.email,
+            subject,
+            render("digest.txt", **ctx),
+            render("digest.html", **ctx),
+            message_id=message_id(settings, digest),
+            date=now,
+        )
+        add_list_headers(msg, settings, unsubscribe)
+        return msg
+
+
+def build_message(
+    settings: Settings, digest: Digest, *, now: datetime | None = None
+) -> EmailMessage:
+    """One digest message (a run uses one ``MessageBuilder`` for all of them)."""
+    return MessageBuilder(settings).build(digest, now=now)

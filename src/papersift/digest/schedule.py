@@ -9,7 +9,6 @@ a late wake-up, a restart of the server or a cron job next to it never double-se
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from datetime import date, datetime
@@ -24,17 +23,6 @@ DEFAULT_HOUR = 7
 DEFAULT_INTERVAL = 900.0
 
 
-def _env_hour() -> int:
-    raw = os.environ.get("PAPERSIFT_DIGEST_HOUR", str(DEFAULT_HOUR))
-    try:
-        hour = int(raw)
-    except ValueError:
-        raise ValueError(f"PAPERSIFT_DIGEST_HOUR must be 0-23, got {raw!r}") from None
-    if not 0 <= hour <= 23:
-        raise ValueError(f"PAPERSIFT_DIGEST_HOUR must be 0-23, got {raw!r}")
-    return hour
-
-
 def start_scheduler(
     settings: Settings,
     db: Database,
@@ -46,8 +34,8 @@ def start_scheduler(
     on_report: Callable[[RunReport], None] | None = None,
 ) -> Callable[[], None]:
     """Start the scheduler thread; returns a function that stops it (and waits for it)."""
-    hour = _env_hour() if hour is None else hour
-    rate = float(os.environ.get("PAPERSIFT_SMTP_RATE", "10")) if rate is None else rate
+    hour = settings.digest_hour if hour is None else hour
+    rate = settings.smtp_rate if rate is None else rate
     stop = threading.Event()
 
     def loop() -> None:

@@ -136,11 +136,6 @@ class RateLimiter:
         self._next = now + self.interval
 
 
-def _code_of(exc: BaseException) -> int | None:
-    code = getattr(exc, "smtp_code", None)
-    return code if isinstance(code, int) else None
-
-
 def _text(reply: bytes | str | None) -> str:
     if isinstance(reply, bytes):
         return reply.decode("utf-8", "replace")
@@ -289,12 +284,13 @@ class Mailer:
             raise SmtpTemporary(f"connection lost before the message was sent: {exc}") from exc
         if before_data:
             before_data()
+        answer: bytes | str
         try:
             # data() raises SMTPDataError when DATA itself is refused, but only *returns*
             # the reply to the message body: that code must be checked here.
-            code, reply = conn.data(payload)
+            code, answer = conn.data(payload)
         except smtplib.SMTPDataError as exc:  # a reply code: the server did not take it
-            code, reply = exc.smtp_code, exc.smtp_error
+            code, answer = exc.smtp_code, exc.smtp_error
         except (smtplib.SMTPException, OSError) as exc:
             self._drop(conn)
             self._conn = None
@@ -316,7 +312,7 @@ class Mailer:
                 self._drop(conn)
                 self._conn = None
         cls = SmtpTemporary if 400 <= code < 500 else SmtpPermanent
-        raise cls(f"message refused: {code} {_text(reply)}", code)
+        raise cls(f"message refused: {code} {_text(answer)}", code)
 
     # -- public ---------------------------------------------------------------------------
     def send(

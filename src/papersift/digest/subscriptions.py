@@ -13,23 +13,30 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from papersift.digest import mail, tokens
 from papersift.digest.validation import (
+    MAX_COLLECTIONS,
+    MAX_TOPICS,
     Preferences,
     ValidationError,
     clean_preferences,
     normalize_email,
 )
 from papersift.settings import Settings
+from papersift.store import collections as collection_store
+from papersift.store import ledger as ledger_store
+from papersift.store import subscriptions as store
 from papersift.store.db import Database
-from papersift.store.schema import CollectionRow, SubscriberRow
+from papersift.store.schema import SubscriberRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 PENDING, CONFIRMED, UNSUBSCRIBED, PAUSED = "pending", "confirmed", "unsubscribed", "paused"
 STATUSES = (PENDING, CONFIRMED, UNSUBSCRIBED, PAUSED)
@@ -38,15 +45,10 @@ STATUSES = (PENDING, CONFIRMED, UNSUBSCRIBED, PAUSED)
 SIGNUP_MAIL_INTERVAL = 600.0
 
 
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; they are UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 @dataclass
 class Subscriber:
+    """A subscriber as the services and pages see it (read from a ``SubscriberRow``)."""
+
     id: int
     email: str
     topics: list[str] = field(default_factory=list)
@@ -73,10 +75,10 @@ class Subscriber:
             max_papers=row.max_papers,
             send_empty=bool(row.send_empty),
             status=row.status,
-            created_at=as_utc(row.created_at),
-            confirmed_at=as_utc(row.confirmed_at),
-            unsubscribed_at=as_utc(row.unsubscribed_at),
-            last_digest_at=as_utc(row.last_digest_at),
+            created_at=row.created_at,
+            confirmed_at=row.confirmed_at,
+            unsubscribed_at=row.unsubscribed_at,
+            last_digest_at=row.last_digest_at,
             failure_count=row.failure_count or 0,
             last_error=row.last_error,
         )
@@ -120,58 +122,107 @@ class SignupResult:
 
 def check_collections(session: Session, names: list[str]) -> None:
     """ValidationError naming the collections that do not exist."""
-    if not names:
-        return
-    known = set(session.scalars(select(CollectionRow.name).where(CollectionRow.name.in_(names))))
+    known = collection_store.existing_names(session, names)
     missing = [n for n in names if n not in known]
     if missing:
         raise ValidationError([f"unknown collection {n!r}" for n in missing])
 
 
-def _apply(row: SubscriberRow, prefs: Preferences) -> None:
-    row.topics = list(prefs.topics)
-    row.collections = list(prefs.collections)
-    row.frequency = prefs.frequency
-    row.max_papers = prefs.max_papers
-    row.send_empty = prefs.send_empty
+def _fields(prefs: Preferences) -> dict[str, object]:
+    """The subscriber columns that hold ``prefs``."""
+    return {
+        "topics": list(prefs.topics),
+        "collections": list(prefs.collections),
+        "frequency": prefs.frequency,
+        "max_papers": prefs.max_papers,
+        "send_empty": prefs.send_empty,
+    }
 
 
-def subscribe(db: Database, email: object, prefs: Preferences) -> SignupResult:
-    """Record a sign-up (validated); the caller then sends ``signup_message``."""
+def subscribe(
+    db: Database,
+    email: object,
+    prefs: Preferences,
+    *,
+    on_signup: Callable[[Session, SignupResult], None] | None = None,
+) -> SignupResult:
+    """Record a sign-up (validated); the caller then sends ``signup_message``, or
+    ``on_signup`` writes it to the outbox in the sign-up's own transaction.
+
+    Signing up again while pending adds the new topics and collections to the stored
+    ones (a second submission of a shorter form, e.g. the home page's, keeps them)."""
     address = normalize_email(email)
     now = datetime.now(UTC)
     for _ in range(2):  # a concurrent sign-up of the same address wins the insert: re-read
         try:
             with db.session() as s:
                 check_collections(s, prefs.collections)
-                row = s.scalar(select(SubscriberRow).where(SubscriberRow.email == address))
+                row = store.by_email(s, address)
                 if row is None:
-                    row = SubscriberRow(
-                        email=address, status=PENDING, created_at=now, failure_count=0
+                    row = store.insert(
+                        s,
+                        email=address,
+                        status=PENDING,
+                        created_at=now,
+                        failure_count=0,
+                        **_fields(prefs),
                     )
-                    _apply(row, prefs)
-                    s.add(row)
-                    s.flush()
-                    return SignupResult(Subscriber.from_row(row), "created")
+                    return _signed_up(
+                        s, SignupResult(Subscriber.from_row(row), "created"), on_signup
+                    )
                 if row.status == CONFIRMED:
-                    return SignupResult(Subscriber.from_row(row), "already")
+                    return _signed_up(
+                        s, SignupResult(Subscriber.from_row(row), "already"), on_signup
+                    )
                 action = "pending" if row.status == PENDING else "restarted"
-                _apply(row, prefs)
-                row.status = PENDING
-                row.failure_count = 0
-                row.last_error = None
-                if action == "restarted":
-                    row.created_at = now
-                    row.confirmed_at = None
-                    row.unsubscribed_at = None
-                s.flush()
-                return SignupResult(Subscriber.from_row(row), action)
-        except IntegrityError:
+                if action == "pending":
+                    prefs = _kept(row, prefs)
+                restart = (
+                    {"created_at": now, "confirmed_at": None, "unsubscribed_at": None}
+                    if action == "restarted"
+                    else {}
+                )
+                row = store.update_row(
+                    s,
+                    row,
+                    status=PENDING,
+                    failure_count=0,
+                    last_error=None,
+                    **_fields(prefs),
+                    **restart,
+                )
+                return _signed_up(s, SignupResult(Subscriber.from_row(row), action), on_signup)
+        except store.AddressTaken:
             continue
     raise ValidationError("could not record the subscription, please try again")
 
 
-def signup_message(settings: Settings, result: SignupResult):
+def _kept(row: SubscriberRow, prefs: Preferences) -> Preferences:
+    """A pending address's stored topics and collections plus the new ones (new first,
+    within the limits)."""
+
+    def merged(new: list[str], old: list[str] | None, limit: int) -> list[str]:
+        out = list(dict.fromkeys([*new, *(old or [])]))
+        return out[:limit]
+
+    return Preferences(
+        merged(prefs.topics, row.topics, MAX_TOPICS),
+        merged(prefs.collections, row.collections, MAX_COLLECTIONS),
+        prefs.frequency,
+        prefs.max_papers,
+        prefs.send_empty,
+    )
+
+
+def _signed_up(
+    s: Session, result: SignupResult, hook: Callable[[Session, SignupResult], None] | None
+) -> SignupResult:
+    if hook is not None:
+        hook(s, result)
+    return result
+
+
+def signup_message(settings: Settings, result: SignupResult) -> EmailMessage:
     """The mail a sign-up triggers: a confirmation link, or a note if already confirmed."""
     sub = result.subscriber
     if result.action == "already":
@@ -218,7 +269,7 @@ def send_signup_mail(settings: Settings, result: SignupResult, *, throttle: bool
 
 def _by_token(s: Session, settings: Settings, purpose: str, token: object) -> SubscriberRow:
     sub_id, email = tokens.read_token(settings, purpose, token)
-    row = s.get(SubscriberRow, sub_id)
+    row = store.by_id(s, sub_id)
     if row is None or row.email != email:
         raise tokens.TokenError("this link belongs to a subscription that no longer exists")
     return row
@@ -230,6 +281,16 @@ def subscriber_for_token(
     """The subscriber a signed link names (TokenError if forged, expired or stale)."""
     with db.session() as s:
         return Subscriber.from_row(_by_token(s, settings, purpose, token))
+
+
+def subscriber_for_link(db: Database, settings: Settings, link: str) -> Subscriber:
+    """The subscriber an unsubscribe or manage link (or its bare token) names, as an
+    operator pastes it from a digest; TokenError if it is neither."""
+    token = tokens.token_from_link(link)
+    try:
+        return subscriber_for_token(db, settings, tokens.UNSUBSCRIBE, token)
+    except tokens.TokenError:
+        return subscriber_for_token(db, settings, tokens.MANAGE, token)
 
 
 def _confirmable(s: Session, settings: Settings, token: object) -> SubscriberRow:
@@ -255,9 +316,7 @@ def confirm(db: Database, settings: Settings, token: object) -> tuple[Subscriber
         row = _confirmable(s, settings, token)
         if row.status == CONFIRMED:
             return Subscriber.from_row(row), False
-        row.status = CONFIRMED
-        row.confirmed_at = datetime.now(UTC)
-        row.failure_count = 0
+        store.update_row(s, row, status=CONFIRMED, confirmed_at=datetime.now(UTC), failure_count=0)
         return Subscriber.from_row(row), True
 
 
@@ -267,8 +326,7 @@ def unsubscribe(db: Database, settings: Settings, token: object) -> tuple[Subscr
         row = _by_token(s, settings, tokens.UNSUBSCRIBE, token)
         if row.status == UNSUBSCRIBED:
             return Subscriber.from_row(row), False
-        row.status = UNSUBSCRIBED
-        row.unsubscribed_at = datetime.now(UTC)
+        store.update_row(s, row, status=UNSUBSCRIBED, unsubscribed_at=datetime.now(UTC))
         return Subscriber.from_row(row), True
 
 
@@ -279,10 +337,9 @@ def update_preferences(
     with db.session() as s:
         row = _by_token(s, settings, tokens.MANAGE, token)
         check_collections(s, prefs.collections)
-        _apply(row, prefs)
-        if row.status == PAUSED:  # saving preferences is a sign of life: try again
-            row.status = CONFIRMED
-            row.failure_count = 0
+        revive = {"status": CONFIRMED, "failure_count": 0} if row.status == PAUSED else {}
+        # saving preferences is a sign of life: a paused address is tried again
+        store.update_row(s, row, **_fields(prefs), **revive)
         return Subscriber.from_row(row)
 
 
@@ -293,51 +350,35 @@ def resume(db: Database, settings: Settings, token: object) -> Subscriber:
         row = _by_token(s, settings, tokens.MANAGE, token)
         if row.confirmed_at is None:
             raise tokens.TokenError("this subscription was never confirmed; subscribe again")
-        row.status = CONFIRMED
-        row.failure_count = 0
-        row.unsubscribed_at = None
+        store.update_row(s, row, status=CONFIRMED, failure_count=0, unsubscribed_at=None)
         return Subscriber.from_row(row)
 
 
 def get_by_email(db: Database, email: object) -> Subscriber | None:
+    """The subscriber with this address (ValidationError if it is not an address)."""
     address = normalize_email(email)
     with db.session() as s:
-        row = s.scalar(select(SubscriberRow).where(SubscriberRow.email == address))
+        row = store.by_email(s, address)
         return Subscriber.from_row(row) if row else None
 
 
-def list_subscribers(db: Database, status: str | None = None) -> list[Subscriber]:
+def list_subscribers(
+    db: Database, status: str | None = None, *, emails: list[str] | None = None
+) -> list[Subscriber]:
+    """Subscribers by id, optionally only one status and only these (normalised) addresses."""
     if status is not None and status not in STATUSES:
         raise ValidationError(f"status must be one of {', '.join(STATUSES)}")
-    stmt = select(SubscriberRow).order_by(SubscriberRow.id)
-    if status:
-        stmt = stmt.where(SubscriberRow.status == status)
     with db.session() as s:
-        return [Subscriber.from_row(r) for r in s.scalars(stmt)]
+        return [
+            Subscriber.from_row(r) for r in store.listing(s, status=status or None, emails=emails)
+        ]
 
 
 def remove(db: Database, subscriber_id: int) -> bool:
-    """Delete a subscriber with its ledger and sent-papers history (cascade)."""
-    from papersift.store.schema import DigestLedgerRow, SentPaperRow
-
+    """Delete a subscriber with its ledger and sent-papers history."""
     with db.session() as s:
-        # explicit deletes: do not rely on the database enforcing ON DELETE CASCADE
-        s.execute(delete(SentPaperRow).where(SentPaperRow.subscriber_id == subscriber_id))
-        s.execute(delete(DigestLedgerRow).where(DigestLedgerRow.subscriber_id == subscriber_id))
-        result = s.execute(delete(SubscriberRow).where(SubscriberRow.id == subscriber_id))
-        return bool(result.rowcount)
-
-
-def set_status(db: Database, subscriber_id: int, status: str) -> None:
-    """Admin override (e.g. un-pause after fixing a bounce)."""
-    if status not in STATUSES:
-        raise ValidationError(f"status must be one of {', '.join(STATUSES)}")
-    with db.session() as s:
-        s.execute(
-            update(SubscriberRow)
-            .where(SubscriberRow.id == subscriber_id)
-            .values(status=status, failure_count=0)
-        )
+        ledger_store.delete_history(s, subscriber_id)
+        return store.delete_row(s, subscriber_id)
 
 
 __all__ = [

@@ -8,11 +8,11 @@ working. Tokens carry no other state, so nothing needs to be stored to check the
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
@@ -35,7 +35,7 @@ class TokenError(ValueError):
 class _ClockSigner(TimestampSigner):
     """A timestamp signer whose clock can be set: lets tests mint already-expired links."""
 
-    def __init__(self, *args, clock: Callable[[], float] = time.time, **kwargs) -> None:
+    def __init__(self, *args: Any, clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._clock = clock
 
@@ -59,9 +59,8 @@ _secrets: dict[str, str] = {}
 def _secret(settings: Settings) -> str:
     """The signing key; read from the home once per process (a digest run signs two links
     per mail, and ``Settings.secret_key`` reads a file)."""
-    env = os.environ.get("PAPERSIFT_SECRET")
-    if env:
-        return env
+    if settings.secret:
+        return settings.secret
     home = str(settings.home)
     if home not in _secrets:
         _secrets[home] = settings.secret_key()
@@ -130,22 +129,28 @@ def token_from_link(text: str) -> str:
 
 
 def link(settings: Settings, path: str, token: str) -> str:
+    """A page of the web app with a token in its query."""
     return f"{settings.base_url}{path}?token={token}"
 
 
-def confirm_url(settings: Settings, subscriber_id: int, email: str, **kw) -> str:
+def confirm_url(
+    settings: Settings, subscriber_id: int, email: str, *, now: datetime | None = None
+) -> str:
+    """The double opt-in link (expires after ``MAX_AGE``; ``now`` is for tests)."""
     return link(
         settings,
         "/subscriptions/confirm",
-        make_token(settings, CONFIRM, subscriber_id, email, **kw),
+        make_token(settings, CONFIRM, subscriber_id, email, now=now),
     )
 
 
 def unsubscribe_url(settings: Settings, subscriber_id: int, email: str) -> str:
+    """The one-click unsubscribe link of every digest (never expires)."""
     return link(settings, "/unsubscribe", make_token(settings, UNSUBSCRIBE, subscriber_id, email))
 
 
 def manage_url(settings: Settings, subscriber_id: int, email: str) -> str:
+    """The preferences page of a subscriber (never expires)."""
     return link(
         settings, "/subscriptions/manage", make_token(settings, MANAGE, subscriber_id, email)
     )

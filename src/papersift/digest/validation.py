@@ -152,7 +152,12 @@ def clean_preferences(
     try:
         if isinstance(max_papers, bool):
             raise ValueError
-        number = int(str(max_papers).strip()) if isinstance(max_papers, str) else int(max_papers)
+        if isinstance(max_papers, str):
+            number = int(max_papers.strip())
+        elif isinstance(max_papers, int | float):
+            number = int(max_papers)
+        else:
+            raise TypeError
         if not 1 <= number <= MAX_PAPERS_LIMIT:
             raise ValueError
         prefs.max_papers = number

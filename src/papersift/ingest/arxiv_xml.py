@@ -102,12 +102,20 @@ def parse_atom(data: bytes) -> FeedPage:
                 abs_url=abs_url,
                 pdf_url=pdf,
                 location=where,
+                comment=_text(entry.find(f"{ARXIV_ATOM}comment")) or None,
+                primary_category=_primary(entry),
                 extra_text=_text(entry.find(f"{ARXIV_ATOM}comment")),
             ).finalize()
         except IngestError as exc:
             raise exc.at(location=where) from None
         page.records.append(record)
     return page
+
+
+def _primary(entry: etree._Element) -> str | None:
+    """The entry's ``arxiv:primary_category`` term (the API's primary category)."""
+    node = entry.find(f"{ARXIV_ATOM}primary_category")
+    return (node.get("term") or None) if node is not None else None
 
 
 def _oai_arxiv(meta: etree._Element, where: str) -> PaperRecord:
@@ -125,6 +133,7 @@ def _oai_arxiv(meta: etree._Element, where: str) -> PaperRecord:
         doi=_text(meta.find(f"{ARXIV_OAI}doi")) or None,
         arxiv_id=_text(meta.find(f"{ARXIV_OAI}id")),
         location=where,
+        comment=_text(meta.find(f"{ARXIV_OAI}comments")) or None,
         extra_text=_text(meta.find(f"{ARXIV_OAI}comments")),
     )
 
@@ -142,6 +151,7 @@ def _oai_arxiv_raw(meta: etree._Element, where: str) -> PaperRecord:
         doi=_text(meta.find(f"{ARXIV_RAW}doi")) or None,
         arxiv_id=_text(meta.find(f"{ARXIV_RAW}id")),
         location=where,
+        comment=_text(meta.find(f"{ARXIV_RAW}comments")) or None,
         extra_text=_text(meta.find(f"{ARXIV_RAW}comments")),
     )
 

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from papersift.ingest import arxiv_xml, generic, listing, snapshot
+from papersift.ingest import abs as abs_files
+from papersift.ingest import arxiv_jsonl, arxiv_xml, generic, listing, snapshot
 from papersift.ingest.errors import IngestError
 from papersift.ingest.records import PaperRecord, ParsedCollection
 
@@ -31,9 +32,9 @@ class ParsedSource:
     deleted: int = 0  # OAI-PMH records marked deleted: skipped, but not "no papers"
 
 
-def _open_bytes(path: Path) -> io.BufferedIOBase:
+def _open_bytes(path: Path) -> gzip.GzipFile | io.BufferedReader:
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return gzip.open(path, "rb")
     return path.open("rb")
 
 
@@ -52,7 +53,8 @@ def _check_text(head: bytes, name: str) -> None:
 
 
 def detect_format(path: Path) -> str:
-    """One of listing, atom, oai, snapshot, jsonl, csv; IngestError for unusable files."""
+    """One of listing, atom, oai, snapshot, arxiv-jsonl, jsonl, csv, abs; IngestError for
+    unusable files."""
     name = str(path)
     try:
         with _open_bytes(path) as fh:
@@ -75,9 +77,13 @@ def detect_format(path: Path) -> str:
             obj = json.loads(first)
         except json.JSONDecodeError:
             obj = {}
-        return (
-            "snapshot" if isinstance(obj, dict) and snapshot.looks_like_snapshot(obj) else "jsonl"
-        )
+        if isinstance(obj, dict) and snapshot.looks_like_snapshot(obj):
+            return "snapshot"
+        if isinstance(obj, dict) and arxiv_jsonl.looks_like_arxiv_jsonl(obj):
+            return "arxiv-jsonl"
+        return "jsonl"
+    if abs_files.looks_like_abs(stripped[:4096].decode("utf-8", "replace")):
+        return "abs"
     if base.endswith((".csv", ".tsv")):
         return "csv"
     if base.endswith((".jsonl", ".ndjson", ".json")):
@@ -128,6 +134,10 @@ def open_source(path: Path, fmt: str | None = None) -> ParsedSource:
         return ParsedSource(fmt, iter(page.records), deleted=page.deleted)
     if fmt == "snapshot":
         return ParsedSource(fmt, snapshot.parse_snapshot(_text_lines(path), name))
+    if fmt == "arxiv-jsonl":
+        return ParsedSource(fmt, arxiv_jsonl.parse_arxiv_jsonl(_text_lines(path), name))
+    if fmt == "abs":
+        return ParsedSource(fmt, iter([abs_files.parse_abs(_read_text(path), name)]))
     if fmt == "jsonl":
         return ParsedSource(fmt, generic.parse_jsonl(_text_lines(path), name))
     if fmt == "csv":

@@ -60,7 +60,14 @@ def record_from_mapping(row: dict, location: str) -> PaperRecord:
         arxiv_id = normalize_arxiv_id(str(raw_id)) if raw_id is not None else None
         arxiv_id = arxiv_id or (normalize_arxiv_id(str(url)) if url else None)
         cats = _pick(row, "categories")
-        categories = cats.split() if isinstance(cats, str) else [str(c) for c in cats or []]
+        if isinstance(cats, str):
+            categories = cats.split()
+        elif isinstance(cats, list | tuple):
+            categories = [str(c) for c in cats]
+        elif cats is None:
+            categories = []
+        else:
+            raise TypeError("categories are neither text nor a list")
         code = _pick(row, "code")
         return PaperRecord(
             title=title,

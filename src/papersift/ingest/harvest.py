@@ -17,15 +17,13 @@ from datetime import UTC, date, datetime
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from papersift import __version__
 from papersift.ingest.arxiv_xml import FeedPage, parse_atom, parse_oai
 from papersift.ingest.errors import IngestError
 from papersift.ingest.pipeline import merge_records
-from papersift.store.db import Database
-from papersift.store.schema import HarvestStateRow
+from papersift.store import harvest_state
+from papersift.store.db import Database, StoreError
 
 ARXIV_API = "https://export.arxiv.org/api/query"
 PREFIXES = ("arXiv", "arXivRaw", "oai_dc")
@@ -150,24 +148,6 @@ class _Fetcher:
             self.last_request = None  # the wait above already spaced the requests
 
 
-def _load_state(session: Session, key: str) -> HarvestStateRow | None:
-    return session.get(HarvestStateRow, key)
-
-
-def _save_state(
-    session: Session, key: str, *, token: str | None, offset: int, records: int, done: bool
-) -> None:
-    row = _load_state(session, key)
-    if row is None:
-        row = HarvestStateRow(key=key)
-        session.add(row)
-    row.resumption_token = token
-    row.offset = offset
-    row.records = records
-    row.done = done
-    row.updated_at = datetime.now(UTC)
-
-
 def check_url(url: str) -> None:
     """Refuse a malformed endpoint at once instead of retrying it for minutes."""
     parts = urlsplit(url)
@@ -212,7 +192,7 @@ def _commit_page(
     try:
         with db.session() as session:
             merger, _ids = merge_records(session, page.records, source)
-            _save_state(
+            harvest_state.save_position(
                 session,
                 key,
                 token=token,
@@ -221,7 +201,7 @@ def _commit_page(
                 done=done,
             )
             added, updated, unchanged, changed = merger.counts()
-    except SQLAlchemyError as exc:
+    except StoreError as exc:
         orig = getattr(exc, "orig", None) or exc
         raise HarvestError(f"database error on page {result.pages + 1}: {orig}") from None
     result.pages += 1
@@ -242,18 +222,20 @@ def _client(config: HarvestConfig) -> httpx.Client:
     )
 
 
-def _start(db: Database, key: str, restart: bool) -> tuple[HarvestResult, HarvestStateRow | None]:
+def _start(
+    db: Database, key: str, restart: bool
+) -> tuple[HarvestResult, harvest_state.HarvestPosition | None]:
     result = HarvestResult(key=key)
     with db.session() as session:
-        row = _load_state(session, key)
-        if row is not None and restart:
-            session.delete(row)
-            row = None
-    if row is not None:
-        result.records = row.records
-        result.resumed = not row.done
-        result.already_done = row.done
-    return result, row
+        position = harvest_state.load_position(session, key)
+        if position is not None and restart:
+            harvest_state.forget_position(session, key)
+            position = None
+    if position is not None:
+        result.records = position.records
+        result.resumed = not position.done
+        result.already_done = position.done
+    return result, position
 
 
 def harvest_oai(

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from papersift.ingest.records import PaperRecord
 from papersift.model import title_paper_id
-from papersift.store.papers import content_hash
+from papersift.store.papers import content_hash, new_paper_row
 
 
 def _union(existing: list, new: list) -> list:
@@ -23,27 +23,21 @@ def _union(existing: list, new: list) -> list:
     return out
 
 
+def _pick(current: str | None, incoming: str | None, newer: bool, same: bool) -> str | None:
+    """The value to keep: a newer version's, else the one already there; between two
+    descriptions of the same version the larger, so the order of files does not matter."""
+    if not incoming:
+        return current
+    if newer or not current:
+        return incoming
+    return max(current, incoming) if same else current
+
+
 def new_row(record: PaperRecord, paper_id: str, source: str, now: datetime) -> dict:
-    return {
-        "id": paper_id,
-        "arxiv_id": record.arxiv_id,
-        "doi": record.doi,
-        "title_key": record.title_key,
-        "title": record.title,
-        "abstract": record.abstract,
-        "authors": record.authors,
-        "published": record.published,
-        "updated": record.updated,
-        "categories": record.categories,
-        "abs_url": record.abs_url,
-        "pdf_url": record.pdf_url,
-        "code_urls": record.code_urls,
-        "has_code": bool(record.code_urls),
-        "sources": [source],
-        "first_seen": now,
-        "modified_at": now,
-        "content_hash": content_hash(record.title, record.abstract),
-    }
+    """The papers row of a record that matched no stored paper."""
+    return new_paper_row(
+        record, paper_id=paper_id, source=source, now=now, title_key=record.title_key
+    )
 
 
 def preferred_id(record: PaperRecord) -> str:
@@ -68,6 +62,11 @@ def merge_into(row: dict, record: PaperRecord, source: str, now: datetime) -> bo
         row["published"] = record.published
     if newer:
         row["updated"] = record.updated
+    if record.announced and (row["announced"] is None or record.announced < row["announced"]):
+        row["announced"] = record.announced  # the first listing is the paper's day
+    same_version = record.updated == row["updated"]
+    for key in ("primary_category", "comment"):
+        row[key] = _pick(row[key], getattr(record, key), newer, same_version)
     for key in ("arxiv_id", "doi", "abs_url", "pdf_url"):
         if not row[key] and getattr(record, key):
             row[key] = getattr(record, key)

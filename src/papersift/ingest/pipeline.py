@@ -7,28 +7,35 @@ goes in. Records are written in batches so a multi-gigabyte snapshot streams thr
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from typing import Any
 
 from papersift.ingest.errors import IngestError
 from papersift.ingest.formats import open_source
 from papersift.ingest.merge import conflicts, merge_into, new_row, preferred_id
 from papersift.ingest.records import PaperRecord
+from papersift.ingest.titles import clean_title, fill_missing_titles
 from papersift.store import papers as paper_store
 from papersift.store.collections import upsert_collection
-from papersift.store.db import Database
+from papersift.store.db import (
+    Database,
+    Session,
+    StoreError,
+    prepare_bulk_write,
+    store_error_text,
+)
+
+log = logging.getLogger(__name__)
 
 BATCH = 2000
 SQLITE_CACHE_KIB = 65_536  # page cache of an ingest transaction on SQLite (see merge_records)
-SUFFIXES = {".txt", ".xml", ".atom", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".gz"}
+SUFFIXES = {".txt", ".xml", ".atom", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".gz", ".abs"}
 
 ProgressFn = Callable[[int], None]
 
@@ -54,9 +61,23 @@ class FileResult:
     def records(self) -> int:
         return self.added + self.updated + self.unchanged
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping (the changed ids are left out: they can be many)."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "collection": self.collection,
+            "error": self.error,
+        }
+
 
 @dataclass
 class IngestSummary:
+    """Every file's result, in the order the files were given."""
+
     files: list[FileResult] = field(default_factory=list)
 
     @property
@@ -65,6 +86,18 @@ class IngestSummary:
 
     def total(self, attr: str) -> int:
         return sum(getattr(f, attr) for f in self.files if f.ok)
+
+    @property
+    def added(self) -> int:
+        return self.total("added")
+
+    @property
+    def updated(self) -> int:
+        return self.total("updated")
+
+    @property
+    def unchanged(self) -> int:
+        return self.total("unchanged")
 
     @property
     def changed_ids(self) -> list[str]:
@@ -226,17 +259,7 @@ def merge_records(
     progress: ProgressFn | None = None,
 ) -> tuple[Merger, list[str]]:
     """Merge ``records`` into the session's transaction; the merger and ids in record order."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        # SQLite's default 2 MB page cache spills the growing indexes to the WAL mid-
-        # transaction; 64 MB keeps the indexes of a few hundred thousand papers in memory
-        # (measured: about 15% more papers/s at 100k). Memory is only used as pages are.
-        session.execute(text(f"PRAGMA cache_size = -{int(SQLITE_CACHE_KIB)}"))
-    if dialect == "postgresql":
-        # A table filled inside this very transaction has no statistics yet, so the
-        # planner scans it whole for every identity lookup: quadratic on a big first
-        # ingest (450 papers/s at 100k). Lookups here are always by indexed columns.
-        session.execute(text("SET LOCAL enable_seqscan = off"))
+    prepare_bulk_write(session, sqlite_cache_kib=SQLITE_CACHE_KIB)
     merger = Merger(session, source, now or datetime.now(UTC))
     order: list[str] = []
     for batch in _batched(iter(records), batch_size):
@@ -246,12 +269,6 @@ def merge_records(
     return merger, order
 
 
-def _db_error_text(exc: SQLAlchemyError) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
-    return f"{orig.__class__.__name__}: {first}"[:500]
-
-
 def ingest_file(
     db: Database,
     path: Path,
@@ -259,8 +276,10 @@ def ingest_file(
     progress: ProgressFn | None = None,
     source: str | None = None,
     batch_size: int = BATCH,
+    collection_title: str | None = None,
 ) -> FileResult:
-    """Ingest one file in one transaction; errors are returned in the result, not raised."""
+    """Ingest one file in one transaction; errors are returned in the result, not raised.
+    ``collection_title`` titles the collection a listing page makes (checked already)."""
     result = FileResult(str(path))
     label = source or f"file:{path.name}"
     try:
@@ -274,14 +293,16 @@ def ingest_file(
                 raise IngestError("no papers found in file")
             if parsed.collection is not None:
                 name = parsed.collection.name
-                upsert_collection(session, name, parsed.collection.origin, order)
+                upsert_collection(
+                    session, name, parsed.collection.origin, order, title=collection_title
+                )
                 result.collection = name
             result.added, result.updated, result.unchanged, result.changed_ids = merger.counts()
     except IngestError as exc:
         exc.at(source=str(path))
         _clear(result, str(exc))
-    except SQLAlchemyError as exc:
-        _clear(result, f"{path}: database error, file not ingested ({_db_error_text(exc)})")
+    except StoreError as exc:
+        _clear(result, f"{path}: database error, file not ingested ({store_error_text(exc)})")
     except (OSError, EOFError, ValueError, zlib.error) as exc:  # corrupt .gz, vanished file
         _clear(result, f"{path}: cannot read file ({exc.__class__.__name__}: {exc})")
     return result
@@ -297,16 +318,43 @@ def ingest_paths(
     db: Database,
     paths: Iterable[str | Path],
     *,
+    on_files: Callable[[list[Path]], None] | None = None,
     on_file_start: Callable[[Path], ProgressFn | None] | None = None,
     on_file_done: Callable[[FileResult], None] | None = None,
+    collection_title: str | None = None,
 ) -> IngestSummary:
-    """Ingest every file under ``paths``; each file is its own all-or-nothing transaction."""
+    """Ingest every file under ``paths``; each file is its own all-or-nothing transaction.
+
+    The hooks let a front end follow along: ``on_files`` gets the files found (before any
+    is read), ``on_file_start`` is called as each file begins and may return a callback
+    told how many records went in per batch, ``on_file_done`` gets each file's result
+    (errors included: a bad file is reported there and the next file still goes in).
+    Names that match nothing come first in the summary, as failed results.
+    ``collection_title`` titles every collection the listing pages make (a bad title
+    raises :class:`~papersift.ingest.titles.TitleError` before anything is read);
+    collections still untitled afterwards get a readable default title.
+    """
+    if collection_title is not None:
+        collection_title = clean_title(collection_title)
     files, missing = expand_paths(paths)
     summary = IngestSummary(files=list(missing))
+    if on_files:
+        on_files(files)
     for path in files:
         progress = on_file_start(path) if on_file_start else None
-        result = ingest_file(db, path, progress=progress)
+        result = ingest_file(db, path, progress=progress, collection_title=collection_title)
         summary.files.append(result)
         if on_file_done:
             on_file_done(result)
+    if any(f.collection for f in summary.files):
+        _title_collections(db)
     return summary
+
+
+def _title_collections(db: Database) -> None:
+    """Default titles for new collections; derived data, so a failure only logs."""
+    try:
+        with db.session() as session:
+            fill_missing_titles(session)
+    except StoreError as exc:
+        log.warning("collection titles not derived: %s", store_error_text(exc))

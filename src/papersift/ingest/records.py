@@ -8,11 +8,19 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from papersift.ingest.errors import IngestError
-from papersift.model import clean_text, normalize_arxiv_id, normalize_doi, normalize_title
+from papersift.model import (
+    PaperMetadata,
+    clean_text,
+    normalize_arxiv_id,
+    normalize_doi,
+    normalize_title,
+)
 
 MAX_TITLE_CHARS = 2_000
 MAX_ABSTRACT_CHARS = 100_000
 MAX_AUTHORS = 5_000
+MAX_COMMENT_CHARS = 10_000
+MAX_CATEGORY_CHARS = 64
 
 # Code hosts whose links count as "code". Stop at whitespace, quotes and brackets; trailing
 # sentence punctuation is trimmed afterwards because URLs may legitimately contain dots.
@@ -98,21 +106,10 @@ def split_authors(value: object) -> list[str]:
     return [n for n in names if n]
 
 
-@dataclass
-class PaperRecord:
+@dataclass(kw_only=True)
+class PaperRecord(PaperMetadata):
     """One source's description of a paper; ``location`` says where in the source it was."""
 
-    title: str
-    abstract: str = ""
-    authors: list[str] = field(default_factory=list)
-    published: date | None = None
-    updated: date | None = None
-    categories: list[str] = field(default_factory=list)
-    doi: str | None = None
-    arxiv_id: str | None = None
-    abs_url: str | None = None
-    pdf_url: str | None = None
-    code_urls: list[str] = field(default_factory=list)
     location: str = ""
     extra_text: str = ""  # e.g. arXiv comments: searched for code links, not stored
     title_key: str = ""  # set by finalize(): the normalized title used for merging
@@ -148,6 +145,21 @@ class PaperRecord:
                     links.append(found)
         self.code_urls = links
         self.categories = [c for c in dict.fromkeys(self.categories) if c]
+        self.comment = clean_text(self.comment) or None
+        if self.comment and len(self.comment) > MAX_COMMENT_CHARS:
+            raise IngestError(
+                f"comment is {len(self.comment):,} characters (limit {MAX_COMMENT_CHARS:,})",
+                location=self.location,
+            )
+        self.primary_category = clean_text(self.primary_category) or None
+        if self.primary_category is None and self.arxiv_id and self.categories:
+            self.primary_category = self.categories[0]  # arXiv lists the primary first
+        if self.primary_category and len(self.primary_category) > MAX_CATEGORY_CHARS:
+            raise IngestError(
+                f"primary category is {len(self.primary_category):,} characters"
+                f" (limit {MAX_CATEGORY_CHARS})",
+                location=self.location,
+            )
         self.title_key = normalize_title(self.title)[:255]
         return self
 

@@ -56,6 +56,7 @@ def snapshot_record(obj: dict, location: str) -> PaperRecord:
             doi=obj.get("doi"),
             arxiv_id=str(arxiv_id),
             location=location,
+            comment=str(obj.get("comments") or "") or None,
             extra_text=str(obj.get("comments") or ""),
         ).finalize()
     except IngestError as exc:

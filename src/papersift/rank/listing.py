@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from papersift.store.schema import PaperRow
+from papersift.store import daily as daily_store
+from papersift.store.db import Session
 
 
 def newest(session: Session, *, limit: int = 20, offset: int = 0) -> list[str]:
-    """Paper ids, most recently published first (undated papers by first-seen time after)."""
-    stmt = (
-        select(PaperRow.id)
-        .order_by(PaperRow.published.desc().nulls_last(), PaperRow.first_seen.desc(), PaperRow.id)
-        .offset(offset)
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
+    """Paper ids by date, newest first: the paper's day (``model.paper_day``: the day arXiv
+    listed it, else its submission date, else the day it was first seen), then submission
+    date, then arrival. Not the trending order, which puts activity first."""
+    return daily_store.newest_by_day(session, limit, offset=offset)

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
 
 _CHUNK = 500
 
@@ -39,7 +40,7 @@ class Catalog:
             )
             conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS docs_paper ON docs(paper_id)")
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> _Tx:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
@@ -51,16 +52,19 @@ class Catalog:
         return _Tx(conn)
 
     def close(self) -> None:
+        """Close this thread's connection (writers do, before CURRENT switches)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
 
     def __len__(self) -> int:
+        """How many papers are indexed."""
         with self._conn() as conn:
             return conn.execute("SELECT count(*) FROM docs").fetchone()[0]
 
     def count_vectors(self) -> int:
+        """How many indexed papers have a vector."""
         with self._conn() as conn:
             sql = "SELECT count(*) FROM docs WHERE vec_hash IS NOT NULL"
             return conn.execute(sql).fetchone()[0]
@@ -108,6 +112,7 @@ class Catalog:
             conn.execute("COMMIT")
 
     def remove(self, keys: Sequence[int]) -> None:
+        """Forget these keys (papers that left the database)."""
         with self._conn() as conn:
             conn.execute("BEGIN")
             conn.executemany("DELETE FROM docs WHERE key = ?", [(int(k),) for k in keys])
@@ -137,6 +142,11 @@ class _Tx:
     def __enter__(self) -> sqlite3.Connection:
         return self.conn
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is not None and self.conn.in_transaction:
             self.conn.rollback()

@@ -21,10 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from papersift.search import documents as docstore
+from papersift.model import paper_text
+from papersift.search.embedder import Embedder
 from papersift.search.metrics import Qrels, evaluate
+from papersift.settings import current as current_settings
 from papersift.settings import load_settings
 from papersift.store import papers as paper_store
+from papersift.store import search_docs as docstore
 from papersift.store.db import Database
 
 
@@ -41,9 +44,7 @@ class Collection:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("PAPERSIFT_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "papersift"
-    return base / "eval"
+    return current_settings().cache / "eval"
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -54,7 +55,7 @@ def _read_jsonl(path: Path) -> list[dict]:
                 continue
             try:
                 item = json.loads(line)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise EvalError(f"{path}:{n}: not JSON ({exc.msg})") from None
             if not isinstance(item, dict) or "_id" not in item:
                 raise EvalError(f"{path}:{n}: expected an object with an _id")
@@ -101,7 +102,7 @@ def _paper_rows(coll: Collection) -> list[dict]:
 
 
 def _cached_embeddings(
-    rows: list[dict], embedder, progress: Callable[[int, int], None] | None
+    rows: list[dict], embedder: Embedder, progress: Callable[[int, int], None] | None
 ) -> np.ndarray:
     """Corpus vectors from the cache, or computed and cached (float16 on disk)."""
     digest = hashlib.sha1(embedder.model_id.encode())
@@ -112,7 +113,7 @@ def _cached_embeddings(
         matrix = np.load(path)
         if matrix.shape == (len(rows), embedder.dim):
             return matrix.astype(np.float32)
-    texts = [f"{r['title']}. {r['abstract']}" if r["abstract"] else r["title"] for r in rows]
+    texts = [paper_text(r["title"], r["abstract"]) for r in rows]
     done = [0]
 
     def step(n: int) -> None:
@@ -153,8 +154,10 @@ def run_eval(
         try:
             embedder = get_embedder(settings.model_dir)
             rows = _paper_rows(coll)
-            seen: set[str] = set()
-            rows = [r for r in rows if not (r["id"] in seen or seen.add(r["id"]))]
+            first: dict[str, dict] = {}
+            for row in rows:
+                first.setdefault(row["id"], row)  # the first of each id, in order
+            rows = list(first.values())
             matrix = _cached_embeddings(rows, embedder, progress)
             with db.session() as s:
                 for start in range(0, len(rows), 1000):

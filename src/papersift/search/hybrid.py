@@ -123,19 +123,6 @@ def fuse(
     return np.where(total > 0, (weights * values).sum(axis=0) / np.maximum(total, 1e-12), 0.0)
 
 
-def onto_scale(new: np.ndarray, old: np.ndarray) -> np.ndarray:
-    """``new`` scores moved onto the scale of ``old`` scores of the same documents (same
-    mean and spread), so feedback changes the order of lexical scores, not their weight
-    in the fusion: the re-scored lexical side is standardised as the first pass was."""
-    if not len(new):
-        return new
-    new_mean, new_std = float(new.mean()), float(new.std())
-    old_mean, old_std = float(old.mean()), float(old.std())
-    if new_std < 1e-12:
-        return np.full_like(new, old_mean)
-    return (new - new_mean) / new_std * old_std + old_mean
-
-
 def term_distribution(terms: Sequence[str]) -> dict[str, float]:
     """P(term | document): each index term's share of the document's terms."""
     if not terms:
@@ -172,7 +159,7 @@ def relevance_model(
     return {t: w / total for t, w in top} if total > 0 else {}
 
 
-def feedback_weights(scores: Sequence[float]) -> np.ndarray:
+def feedback_weights(scores: Sequence[float] | np.ndarray) -> np.ndarray:
     """Softmax of fused scores: how much each feedback document speaks for the query."""
     values = np.asarray(scores, dtype=np.float64)
     if not len(values):
@@ -188,3 +175,20 @@ def merge_candidates(*lists: Iterable[int]) -> list[int]:
 
 def lookup(scores: Mapping[int, float], keys: Sequence[int], missing: float) -> np.ndarray:
     return np.array([scores.get(k, missing) for k in keys], dtype=np.float64)
+
+
+def query_length(clauses: Mapping[tuple[str, str], float]) -> int:
+    """How many words a bag-of-words query has: its summed ``text`` weights (at least 1)."""
+    return max(1, int(sum(w for (f, _t), w in clauses.items() if f == "text")))
+
+
+def splice_rescored(fused: np.ndarray, head: np.ndarray, rescored: np.ndarray) -> np.ndarray:
+    """Fused scores with the ``head`` candidates replaced by their feedback scores and every
+    other candidate kept in its order just below the lowest of them."""
+    final = fused.copy()
+    final[head] = rescored
+    tail = np.ones(len(fused), dtype=bool)
+    tail[head] = False
+    if tail.any():
+        final[tail] = fused[tail] - (fused[tail].max() - rescored.min()) - 1e-6
+    return final

@@ -27,9 +27,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import tantivy
 
+from papersift.model import paper_text
+from papersift.search.catalog import paper_key
 from papersift.search.query import CleanQuery, plain_terms
 
 ANALYZER = "papersift_en"
@@ -41,18 +44,23 @@ MAX_DATE = 2**31 - 1
 SHARE_CACHE = 500_000  # remembered document shares per open index (~60 MB at most)
 
 
-@dataclass
-class LexicalDoc:
-    """What the lexical index stores about one paper."""
+class LexicalDoc(Protocol):
+    """What the lexical index reads of a paper (``store.search_docs.PaperDoc`` has it)."""
 
-    key: int
-    paper_id: str
-    title: str
-    abstract: str = ""
-    authors: Sequence[str] = ()
-    published: date | None = None
-    has_code: bool = False
-    categories: Sequence[str] = ()
+    @property
+    def id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def abstract(self) -> str: ...
+    @property
+    def authors(self) -> Sequence[str]: ...
+    @property
+    def published(self) -> date | None: ...
+    @property
+    def has_code(self) -> bool: ...
+    @property
+    def categories(self) -> Sequence[str]: ...
 
 
 @dataclass
@@ -118,6 +126,12 @@ def _schema() -> tantivy.Schema:
     return builder.build()
 
 
+def _count(result: tantivy.SearchResult) -> int | None:
+    """How many documents matched (searched with ``count=True``; the stubs lack it)."""
+    count = getattr(result, "count", None)
+    return int(count) if count is not None else None
+
+
 class LexicalIndex:
     """One tantivy index on disk; searching is thread-safe, writes are serialised."""
 
@@ -141,11 +155,10 @@ class LexicalIndex:
 
     def _document(self, doc: LexicalDoc) -> tantivy.Document:
         out = tantivy.Document()
-        out.add_unsigned("key", doc.key)
-        out.add_text("id", doc.paper_id)
-        title = doc.title or ""
-        out.add_text("text", f"{title}. {doc.abstract}" if doc.abstract else title)
-        out.add_text("title", title)
+        out.add_unsigned("key", paper_key(doc.id))
+        out.add_text("id", doc.id)
+        out.add_text("text", paper_text(doc.title, doc.abstract))
+        out.add_text("title", doc.title or "")
         for author in doc.authors:
             out.add_text("authors", author)
         for cat in doc.categories:
@@ -171,7 +184,7 @@ class LexicalIndex:
                     writer.delete_documents_by_term("id", paper_id)
                 for doc in docs:
                     if not fresh:
-                        writer.delete_documents_by_term("id", doc.paper_id)
+                        writer.delete_documents_by_term("id", doc.id)
                     writer.add_document(self._document(doc))
                     written += 1
                 writer.commit()
@@ -346,10 +359,14 @@ class LexicalIndex:
 
     # -- searching -----------------------------------------------------------------------
 
-    def _keys(self, searcher: tantivy.Searcher, hits: list) -> list[int]:
+    def _keys(
+        self, searcher: tantivy.Searcher, hits: list[tuple[Any, tantivy.DocAddress]]
+    ) -> list[int]:
         if not hits:
             return []
-        return [int(k) for k in searcher.fast_field_values("key", [addr for _s, addr in hits])]
+        # (u64 values: the stubs' union covers every fast-field type)
+        values = cast(list[int], searcher.fast_field_values("key", [addr for _s, addr in hits]))
+        return [int(k) for k in values]
 
     def search(
         self,
@@ -378,12 +395,13 @@ class LexicalIndex:
         else:
             result = searcher.search(query, limit, count=count, offset=offset)
             scores = [float(s) for s, _a in result.hits]
-        total = result.count if count and result.count is not None else len(result.hits)
+        matched = _count(result) if count else None
+        total = matched if matched is not None else len(result.hits)
         return LexicalResult(self._keys(searcher, result.hits), scores, total)
 
     def count(self, filters: tantivy.Query) -> int:
         result = self.index.searcher().search(filters, 1, count=True)  # limit 0 panics
-        return int(result.count or 0)
+        return _count(result) or 0
 
     def filtered_keys(self, filters: tantivy.Query, limit: int) -> list[int]:
         """Keys of up to ``limit`` documents passing ``filters``."""

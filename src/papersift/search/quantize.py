@@ -23,21 +23,25 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from papersift.settings import current as current_settings
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
 log = logging.getLogger("papersift.search")
 
 
 def enabled() -> bool:
-    return os.environ.get("PAPERSIFT_QUERY_INT8", "1").strip().lower() not in ("0", "no", "false")
+    return current_settings().query_int8
 
 
 def models_dir() -> Path:
-    env = os.environ.get("PAPERSIFT_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "papersift"
-    return base / "models"
+    return current_settings().cache / "models"
 
 
-def _fold_weight_dequantization(model) -> None:
+def _fold_weight_dequantization(model: ModelProto) -> None:
     """Turn ``Mul(Cast(int8 initializer), scale initializer)`` pairs into float initializers.
 
     Some exports (the bundled model among them) store weights as int8 plus a scale and

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from papersift.search import documents as docstore
+from papersift.store import search_docs
 from papersift.store.db import Database
 
 FILE = "vocab.json.gz"
@@ -212,7 +212,7 @@ def vocabulary(live: Any, db: Database) -> Vocabulary:
             if vocab is None:
                 vocab = Vocabulary()
                 with db.session() as s:
-                    for batch in docstore.iter_paper_docs(s):
+                    for batch in search_docs.iter_paper_docs(s):
                         vocab.add_texts(d.text for d in batch)
                 try:
                     vocab.save(live.folder)

@@ -17,15 +17,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from papersift.settings import current as current_settings
+
+if TYPE_CHECKING:
+    from usearch.index import Index
 
 EXACT_LIMIT = 20_000
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.isdigit() and int(value) > 0 else default
 
 
 @dataclass
@@ -45,21 +47,22 @@ class VectorParams:
 
     @classmethod
     def from_env(cls) -> VectorParams:
-        dtype = os.environ.get("PAPERSIFT_VECTOR_DTYPE", "f16")
+        """The deployment's settings (validated there: a bad value is an error, not ignored)."""
+        settings = current_settings()
         return cls(
-            dtype=dtype if dtype in ("f16", "i8", "f32") else "f16",
-            connectivity=_env_int("PAPERSIFT_HNSW_CONNECTIVITY", cls.connectivity),
-            expansion_add=_env_int("PAPERSIFT_HNSW_EXPANSION_ADD", cls.expansion_add),
-            expansion_search=_env_int("PAPERSIFT_HNSW_EXPANSION_SEARCH", cls.expansion_search),
-            exact_limit=_env_int("PAPERSIFT_EXACT_LIMIT", EXACT_LIMIT),
+            dtype=settings.vector_dtype,
+            connectivity=settings.hnsw_connectivity,
+            expansion_add=settings.hnsw_expansion_add,
+            expansion_search=settings.hnsw_expansion_search,
+            exact_limit=settings.exact_limit,
         )
 
 
-def _as_keys(keys) -> np.ndarray:
+def _as_keys(keys: ArrayLike) -> np.ndarray:
     return np.asarray(keys, dtype=np.uint64).reshape(-1)
 
 
-def _as_matrix(vectors, ndim: int) -> np.ndarray:
+def _as_matrix(vectors: ArrayLike, ndim: int) -> np.ndarray:
     return np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, ndim)
 
 
@@ -75,7 +78,7 @@ class VectorIndex:
         self._keys = np.zeros(0, dtype=np.uint64)
         self._matrix = np.zeros((0, ndim), dtype=np.float32)
         self._rows: dict[int, int] = {}
-        self._hnsw = None  # usearch Index once the collection outgrows exact search
+        self._hnsw: Index | None = None  # once the collection outgrows exact search
         self._view = False
 
     # -- state ---------------------------------------------------------------------------
@@ -87,7 +90,7 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self._hnsw) if self._hnsw is not None else len(self._keys)
 
-    def _new_hnsw(self):
+    def _new_hnsw(self) -> Index:
         from usearch.index import Index
 
         p = self.params
@@ -109,18 +112,13 @@ class VectorIndex:
         self._matrix = np.zeros((0, self.ndim), dtype=np.float32)
         self._rows = {}
 
-    def set_expansion_search(self, value: int) -> None:
-        self.params.expansion_search = value
-        if self._hnsw is not None:
-            self._hnsw.expansion_search = value
-
     # -- writing -------------------------------------------------------------------------
 
     def _writable(self) -> None:
         if self._view:
             raise RuntimeError("this vector index is a read-only view; open it with view=False")
 
-    def remove(self, keys) -> None:
+    def remove(self, keys: ArrayLike) -> None:
         keys = _as_keys(keys)
         if not len(keys):
             return
@@ -138,7 +136,7 @@ class VectorIndex:
         self._matrix = self._matrix[keep]
         self._rows = {int(k): i for i, k in enumerate(self._keys.tolist())}
 
-    def add(self, keys, vectors) -> None:
+    def add(self, keys: ArrayLike, vectors: ArrayLike) -> None:
         """Add or replace vectors (unit length expected) under ``keys``."""
         keys = _as_keys(keys)
         vectors = _as_matrix(vectors, self.ndim)
@@ -159,23 +157,24 @@ class VectorIndex:
 
     # -- reading -------------------------------------------------------------------------
 
-    def contains(self, keys) -> np.ndarray:
+    def contains(self, keys: ArrayLike) -> np.ndarray:
         keys = _as_keys(keys)
         if self._hnsw is not None:
             return np.asarray(self._hnsw.contains(keys), dtype=bool).reshape(-1)
         return np.array([int(k) in self._rows for k in keys.tolist()], dtype=bool)
 
-    def get(self, keys) -> tuple[np.ndarray, np.ndarray]:
+    def get(self, keys: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, float32 vectors of the found keys in order)."""
-        keys = _as_keys(keys)
-        found = self.contains(keys)
-        present = keys[found]
+        wanted = _as_keys(keys)
+        found = self.contains(wanted)
+        present = wanted[found]
         if not len(present):
             return found, np.zeros((0, self.ndim), dtype=np.float32)
         if self._hnsw is not None:
-            got = self._hnsw.get(present, dtype=np.float32)
-            matrix = np.vstack(got) if isinstance(got, tuple) else got
-            return found, _as_matrix(matrix, self.ndim)
+            # (every key is present, so no row is None; usearch takes numpy dtypes too)
+            got = self._hnsw.get(present, dtype=np.float32)  # type: ignore[arg-type]
+            matrix = np.vstack(cast(tuple[np.ndarray, ...], got)) if isinstance(got, tuple) else got
+            return found, _as_matrix(cast(np.ndarray, matrix), self.ndim)
         rows = [self._rows[int(k)] for k in present.tolist()]
         return found, self._matrix[rows]
 
@@ -199,16 +198,18 @@ class VectorIndex:
         top = top[np.argsort(-sims[top], kind="stable")]
         return self._keys[top], sims[top]
 
-    def search_among(self, query: np.ndarray, keys, count: int) -> tuple[np.ndarray, np.ndarray]:
+    def search_among(
+        self, query: np.ndarray, keys: ArrayLike, count: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact search restricted to ``keys`` (for narrow filters)."""
-        keys = _as_keys(keys)
-        found, vectors = self.get(keys)
-        keys = keys[found]
-        if not len(keys):
-            return keys, np.zeros(0, dtype=np.float32)
+        wanted = _as_keys(keys)
+        found, vectors = self.get(wanted)
+        wanted = wanted[found]
+        if not len(wanted):
+            return wanted, np.zeros(0, dtype=np.float32)
         sims = vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
         top = np.argsort(-sims, kind="stable")[:count]
-        return keys[top], sims[top]
+        return wanted[top], sims[top]
 
     # -- files ---------------------------------------------------------------------------
 
@@ -246,7 +247,8 @@ class VectorIndex:
             graph = Index.restore(str(graph_path), view=view)
             if graph is None or graph.ndim != ndim:
                 raise ValueError(f"{graph_path} does not hold {ndim}-dimensional vectors")
-            graph.expansion_search = index.params.expansion_search
+            # (settable: usearch's stubs lose the property's setter)
+            graph.expansion_search = index.params.expansion_search  # type: ignore[misc]
             index._hnsw = graph
             index._view = view
         elif flat_path.is_file():

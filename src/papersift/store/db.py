@@ -5,11 +5,27 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+from papersift.home import create_private_file, ensure_private_dir
+
+# What services above the store name: a session is one transaction's handle, and any
+# failure the database reports is a StoreError, whichever driver is underneath.
+StoreError = SQLAlchemyError
+
+__all__ = [
+    "Database",
+    "DatabaseError",
+    "Session",
+    "StoreError",
+    "create_db_engine",
+    "store_error_text",
+]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -18,7 +34,7 @@ class DatabaseError(Exception):
     """The database URL is unusable or the database cannot be reached."""
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the web server read while an ingest or digest run writes.
     cur.execute("PRAGMA journal_mode=WAL")
@@ -26,6 +42,17 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def sqlite_folder(url: str) -> Path | None:
+    """The folder of a SQLite database file, or None for other URLs and in-memory ones."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser().parent
 
 
 def create_db_engine(url: str) -> Engine:
@@ -36,13 +63,35 @@ def create_db_engine(url: str) -> Engine:
         raise DatabaseError(f"not a database URL: {url!r}") from exc
     if parsed.drivername.startswith("sqlite"):
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database).expanduser()
+            try:
+                ensure_private_dir(path.parent)
+                create_private_file(path)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"cannot create database {path}: {exc.strerror or exc}"
+                ) from None
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.drivername in ("postgresql", "postgres"):
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    elif parsed.drivername.split("+")[0] not in ("postgresql", "postgres"):
+        raise DatabaseError(
+            f"unsupported database {parsed.drivername!r} in {url!r}: "
+            "use sqlite:///PATH or postgresql://user@host/dbname"
+        )
+    try:
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from None
+
+
+def store_error_text(exc: StoreError) -> str:
+    """One short line naming a database error: the driver's exception and its first line."""
+    orig = getattr(exc, "orig", None) or exc
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return f"{orig.__class__.__name__}: {first}"[:500]
 
 
 class Database:
@@ -54,10 +103,6 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         if migrate:
             self.migrate()
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (no-op when current)."""
@@ -74,9 +119,6 @@ class Database:
             safe = make_url(self.url).render_as_string(hide_password=True)
             raise DatabaseError(f"cannot open or migrate database {safe}: {exc}") from exc
 
-    def table_names(self) -> list[str]:
-        return inspect(self.engine).get_table_names()
-
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any error."""
@@ -85,3 +127,20 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def prepare_bulk_write(session: Session, *, sqlite_cache_kib: int) -> None:
+    """Tune the session's transaction for a bulk ingest of many papers.
+
+    SQLite's default 2 MB page cache spills the growing indexes to the WAL mid-transaction;
+    a bigger one keeps the indexes of a few hundred thousand papers in memory (measured at
+    64 MB: about 15% more papers/s at 100k; memory is only used as pages are). On
+    PostgreSQL a table filled inside this very transaction has no statistics yet, so the
+    planner scans it whole for every identity lookup: quadratic on a big first ingest
+    (450 papers/s at 100k). The ingest's lookups are always by indexed columns.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        session.execute(text(f"PRAGMA cache_size = -{int(sqlite_cache_kib)}"))
+    elif dialect == "postgresql":
+        session.execute(text("SET LOCAL enable_seqscan = off"))

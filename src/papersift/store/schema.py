@@ -6,21 +6,52 @@ never queried on their own, so separate tables would only cost joins.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
     Date,
     DateTime,
+    Dialect,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     String,
     Text,
+    TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A point in time, stored in UTC and always read back timezone-aware (UTC).
+
+    SQLite has no time zones: SQLAlchemy stores the wall-clock text and reads it back
+    naive, and PostgreSQL answers in the session's time zone. Converting here means code
+    above the store compares and subtracts datetimes without caring which database it is
+    on. The storage type is ``DateTime(timezone=True)``, as before, so rows written
+    earlier read back unchanged. A naive datetime given to the database is taken as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is UTC:  # the common case, once per row on ingest
+            return value
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -39,14 +70,18 @@ class PaperRow(Base):
     authors: Mapped[list] = mapped_column(JSON, default=list)
     published: Mapped[date | None] = mapped_column(Date, index=True)
     updated: Mapped[date | None] = mapped_column(Date)
+    # The daily pages query by it.
+    announced: Mapped[date | None] = mapped_column(Date, index=True)
     categories: Mapped[list] = mapped_column(JSON, default=list)
+    primary_category: Mapped[str | None] = mapped_column(String(64))
     abs_url: Mapped[str | None] = mapped_column(Text)
     pdf_url: Mapped[str | None] = mapped_column(Text)
     code_urls: Mapped[list] = mapped_column(JSON, default=list)
+    comment: Mapped[str | None] = mapped_column(Text)
     has_code: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     sources: Mapped[list] = mapped_column(JSON, default=list)
-    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    modified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    modified_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     # sha1 of title+abstract: embeddings are recomputed only when it changes.
     content_hash: Mapped[str] = mapped_column(String(40))
 
@@ -57,7 +92,9 @@ class CollectionRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     origin: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    title: Mapped[str] = mapped_column(Text, default="", server_default="")
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class CollectionEntryRow(Base):
@@ -90,7 +127,7 @@ class VoteRow(Base):
         ForeignKey("papers.id", ondelete="CASCADE"), primary_key=True
     )
     visitor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class PaperViewRow(Base):
@@ -117,10 +154,10 @@ class SubscriberRow(Base):
     send_empty: Mapped[bool] = mapped_column(Boolean, default=False)
     # pending -> confirmed -> unsubscribed; paused after repeated permanent failures.
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_digest_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failure_count: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
 
@@ -137,8 +174,8 @@ class DigestLedgerRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)  # claimed, sent, failed, empty
     message_id: Mapped[str | None] = mapped_column(String(255))
     claimed_by: Mapped[str | None] = mapped_column(String(64))
-    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     paper_ids: Mapped[list] = mapped_column(JSON, default=list)
@@ -168,7 +205,10 @@ class HarvestStateRow(Base):
     offset: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[bool] = mapped_column(Boolean, default=False)
     records: Mapped[int] = mapped_column(Integer, default=0)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 Index("ix_digest_ledger_period", DigestLedgerRow.period)
+
+# Tables defined in their own modules register on the same Base when this module loads.
+from papersift.store import schema_jobs as _schema_jobs  # noqa: E402, F401

@@ -12,21 +12,32 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from papersift import __version__
 from papersift.rank import trending as trending_mod
+from papersift.search import get_service
 from papersift.settings import Settings, load_settings
 from papersift.store.db import Database
 from papersift.web import problems
-from papersift.web.deps import ViewCounter
 from papersift.web.problems import PROBLEM_TYPE
 from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter, store_path
-from papersift.web.routes import api, docs, feeds, pages, search
+from papersift.web.routes import (
+    admin,
+    api,
+    daily,
+    docs,
+    feeds,
+    pages,
+    people,
+    search,
+    subscriptions,
+)
 from papersift.web.schemas import Problem
-from papersift.web.searching import ResultCache, SearchGate
+from papersift.web.searching import ResultCache, SearchGate, WebSearch
 from papersift.web.security import SecurityMiddleware, Signers
 from papersift.web.shedding import SearchShedder
+from papersift.web.state import WebState, attach, web_state
 from papersift.web.templating import STATIC_DIR, make_templates
 
 log = logging.getLogger("papersift.web")
@@ -38,7 +49,7 @@ class CachedStatic(StaticFiles):
     """Static files with long-lived caching: templates link them with a ?v=<hash>."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_cached(message: dict) -> None:
+        async def send_cached(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = dict(message)
                 message["headers"] = [
@@ -60,9 +71,8 @@ def _warm_search(app: FastAPI, freeze_gc: bool = False) -> None:
     under load on the sample corpus, none in 40 s at 80 searches/s after freezing.
     """
     try:
-        from papersift.search.service import get_service
-
-        service = get_service(app.state.settings, app.state.db)
+        state = web_state(app)
+        service = get_service(state.settings, state.db)
         service.search("warm up", k=1)
         service.warm()
     except Exception:
@@ -70,15 +80,6 @@ def _warm_search(app: FastAPI, freeze_gc: bool = False) -> None:
     if freeze_gc:
         gc.collect()  # what is garbage now should not be frozen
         gc.freeze()
-
-
-def _include_subscriptions(app: FastAPI) -> None:
-    try:
-        from papersift.web.routes import subscriptions
-    except ImportError:
-        log.info("subscriptions router not installed")
-        return
-    app.include_router(subscriptions.router)
 
 
 def create_app(
@@ -117,25 +118,31 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.db = database
-    app.state.signers = Signers(settings.secret_key())
-    app.state.templates = make_templates()
-    app.state.vote_limiter = RateLimiter(
-        *vote_limits, store=store_path(settings.home), scope="votes"
-    )
-    app.state.views = ViewCounter()
-    app.state.search_cache = ResultCache()
-    app.state.paper_cache = ResultCache(size=4096)  # papers shown in result lists
-    app.state.search_gate = SearchGate(search_concurrency, search_wait)
 
-    def compute(window: str, limit: int) -> list[tuple[str, float]]:
+    def compute(window: str, limit: int) -> trending_mod.Ranking:
         with database.session() as session:
-            return trending_mod.trending(session, window, limit=limit)
+            return trending_mod.ranking(session, window, limit=limit)
 
-    app.state.trending = trending_mod.TrendingCache(compute, ttl=TRENDING_TTL)
     swagger = docs.swagger_dir()
-    app.state.swagger_available = swagger is not None
+    attach(
+        app,
+        WebState(
+            settings=settings,
+            db=database,
+            signers=Signers(settings.secret_key()),
+            templates=make_templates(),
+            search=WebSearch(
+                settings,
+                database,
+                cache=ResultCache(),
+                gate=SearchGate(search_concurrency, search_wait),
+            ),
+            paper_cache=ResultCache(size=4096),
+            trending=trending_mod.TrendingCache(compute, ttl=TRENDING_TTL),
+            vote_limiter=RateLimiter(*vote_limits, store=store_path(settings.home), scope="votes"),
+            swagger_available=swagger is not None,
+        ),
+    )
 
     problems.install(app)
     app.add_middleware(SearchShedder, max_in_flight=max_searches_in_flight)
@@ -143,12 +150,16 @@ def create_app(
     app.mount("/static", CachedStatic(directory=STATIC_DIR), name="static")
     if swagger is not None:
         app.mount("/docs/assets", CachedStatic(directory=swagger), name="swagger")
+    app.include_router(daily.router)  # before pages: /papers/date/... is not a paper id
+    app.include_router(people.router)
     app.include_router(pages.router)
     app.include_router(search.router)
     app.include_router(feeds.router)
     app.include_router(docs.router)
     app.include_router(api.router)
-    _include_subscriptions(app)
+    app.include_router(daily.api_router)
+    app.include_router(subscriptions.router)
+    app.include_router(admin.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from papersift.store.web_state import BucketFile, BucketFileError
 
 log = logging.getLogger("papersift.web")
 
@@ -33,11 +35,26 @@ class Limit:
     capacity: float
     rate: float  # tokens per second
 
+    def refill(self, stored: tuple[float, float] | None, now: float) -> tuple[float, float]:
+        """Take one token from a bucket last at ``stored`` = (tokens, time), or a full one:
+        (tokens left, 0.0) if allowed, else (tokens, seconds until one is free)."""
+        tokens, last = stored or (self.capacity, now)
+        tokens = min(self.capacity, tokens + max(0.0, now - last) * self.rate)
+        if tokens >= 1.0:
+            return tokens - 1.0, 0.0
+        return tokens, (1.0 - tokens) / self.rate
+
 
 class TokenBuckets:
-    """Thread-safe token buckets, one per key."""
+    """Thread-safe token buckets, one per key, in this process."""
 
-    def __init__(self, limit: Limit, *, max_keys: int = 100_000, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        limit: Limit,
+        *,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.limit = limit
         self.max_keys = max_keys
         self._clock = clock
@@ -48,13 +65,7 @@ class TokenBuckets:
         """Take a token for ``key``: 0.0 if allowed, else the seconds until one is free."""
         now = self._clock()
         with self._lock:
-            tokens, last = self._buckets.pop(key, (self.limit.capacity, now))
-            tokens = min(self.limit.capacity, tokens + (now - last) * self.limit.rate)
-            if tokens >= 1.0:
-                tokens -= 1.0
-                wait = 0.0
-            else:
-                wait = (1.0 - tokens) / self.limit.rate
+            tokens, wait = self.limit.refill(self._buckets.pop(key, None), now)
             self._buckets[key] = (tokens, now)
             while len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
@@ -71,78 +82,38 @@ class SharedTokenBuckets:
     PRUNE_EVERY = 1000  # takes between two prunings
 
     def __init__(
-        self, limit: Limit, path: Path, scope: str, *, clock=time.time, timeout: float = 2.0
+        self,
+        limit: Limit,
+        path: Path,
+        scope: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        timeout: float = 2.0,
     ) -> None:
         self.limit = limit
         self.path = Path(path)
         self.scope = f"{scope}:{limit.capacity:g}:{limit.rate:g}"
+        self._file = BucketFile(self.path, timeout=timeout)
         self._clock = clock  # wall clock: it must mean the same in every process
-        self._timeout = timeout
-        self._local = threading.local()
         self._fallback = TokenBuckets(limit, clock=clock)
         self._takes = 0
         self._warned = False
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=OFF")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS buckets (scope TEXT NOT NULL, key TEXT NOT NULL,"
-                " tokens REAL NOT NULL, at REAL NOT NULL, PRIMARY KEY (scope, key))"
-            )
-            self._local.conn = conn
-        return conn
-
     def take(self, key: str) -> float:
         """Take a token for ``key``: 0.0 if allowed, else the seconds until one is free."""
+        self._takes += 1
+        prune = (
+            self.limit.capacity / self.limit.rate if self._takes % self.PRUNE_EVERY == 0 else None
+        )
         try:
-            return self._take(key)
-        except (sqlite3.Error, OSError) as exc:
-            if not self._warned:
-                log.warning(
-                    "rate limits: %s unusable (%s); limiting per process instead", self.path, exc
-                )
-                self._warned = True
-            self._local.conn = None
-            return self._fallback.take(key)
-
-    def _take(self, key: str) -> float:
-        conn = self._conn()
-        limit = self.limit
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            now = self._clock()
-            row = conn.execute(
-                "SELECT tokens, at FROM buckets WHERE scope = ? AND key = ?", (self.scope, key)
-            ).fetchone()
-            tokens, last = row if row else (limit.capacity, now)
-            tokens = min(limit.capacity, tokens + max(0.0, now - last) * limit.rate)
-            if tokens >= 1.0:
-                tokens -= 1.0
-                wait = 0.0
-            else:
-                wait = (1.0 - tokens) / limit.rate
-            conn.execute(
-                "INSERT OR REPLACE INTO buckets(scope, key, tokens, at) VALUES (?, ?, ?, ?)",
-                (self.scope, key, tokens, now),
+            return self._file.take(
+                self.scope, key, self._clock, self.limit.refill, prune_older_than=prune
             )
-            self._takes += 1
-            if self._takes % self.PRUNE_EVERY == 0:
-                full_after = limit.capacity / limit.rate
-                conn.execute(
-                    "DELETE FROM buckets WHERE scope = ? AND at < ?",
-                    (self.scope, now - full_after),
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return wait
+        except BucketFileError as exc:
+            if not self._warned:
+                log.warning("rate limits: %s; limiting per process instead", exc)
+                self._warned = True
+            return self._fallback.take(key)
 
 
 class RateLimiter:
@@ -157,7 +128,7 @@ class RateLimiter:
         per_visitor: Limit,
         per_ip: Limit,
         *,
-        store: Path | str | os.PathLike | None = None,
+        store: Path | str | os.PathLike[str] | None = None,
         scope: str = "default",
     ) -> None:
         self.visitors: TokenBuckets | SharedTokenBuckets

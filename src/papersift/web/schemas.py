@@ -1,9 +1,15 @@
-"""Response models of the JSON API: they document /openapi.json (and schemathesis checks
-real responses against them); handlers build plain dicts that match."""
+"""Models of the JSON API: handlers return them, FastAPI serializes them, and they
+document /openapi.json (schemathesis checks real responses against it)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
+
+from papersift.digest.validation import MAX_PAPERS_LIMIT
+from papersift.model import Paper
+from papersift.web.templating import paper_url
 
 
 class PaperOut(BaseModel):
@@ -13,16 +19,29 @@ class PaperOut(BaseModel):
     authors: list[str]
     published: str | None = Field(None, description="ISO date")
     updated: str | None = None
+    announced: str | None = Field(None, description="ISO date arXiv listed it")
     categories: list[str]
+    primary_category: str | None = None
     doi: str | None = None
     arxiv_id: str | None = None
     abs_url: str | None = None
     pdf_url: str | None = None
     code_url: str | None = Field(None, description="first code link, if any")
     code_urls: list[str]
+    comment: str | None = None
     first_seen: str | None = None
     url: str = Field(description="the paper's page on this server")
     votes: int
+
+
+def paper_fields(paper: Paper, votes: int) -> dict[str, Any]:
+    """The fields of :class:`PaperOut` for a paper: its JSON form without the internal
+    ``sources``, plus its page on this server and its vote count."""
+    data = paper.to_dict()
+    data.pop("sources", None)
+    data["url"] = paper_url(paper.id)
+    data["votes"] = votes
+    return data
 
 
 class ScoredPaper(PaperOut):
@@ -64,6 +83,11 @@ class SimilarOut(BaseModel):
 
 class TrendingOut(BaseModel):
     window: str
+    signal: str = Field(
+        "votes",
+        description="what ranked the list: votes (upvotes and views), views (no votes in "
+        "the window yet) or newest (no activity at all: the newest days' papers)",
+    )
     offset: int
     k: int
     results: list[ScoredPaper]
@@ -72,6 +96,8 @@ class TrendingOut(BaseModel):
 class CollectionSummary(BaseModel):
     name: str
     origin: str
+    title: str = Field(description="readable title (never a hash)")
+    description: str = ""
     size: int
     url: str
 
@@ -86,6 +112,8 @@ class CollectionsOut(BaseModel):
 class CollectionOut(BaseModel):
     name: str
     origin: str
+    title: str = Field(description="readable title (never a hash)")
+    description: str = ""
     size: int
     offset: int
     k: int
@@ -98,6 +126,24 @@ class VoteOut(BaseModel):
     voted: bool
 
 
+class SubscriptionIn(BaseModel):
+    """A sign-up; the address gets a confirmation link before any digest is sent."""
+
+    email: str = Field(max_length=320, examples=["you@example.org"])
+    topics: list[str] = Field(
+        default_factory=list, max_length=50, examples=[["sparse attention", "quantization"]]
+    )
+    collections: list[str] = Field(default_factory=list, max_length=50)
+    frequency: str = Field("daily", examples=["daily"], description="daily or weekly")
+    max_papers: int = Field(20, ge=1, le=MAX_PAPERS_LIMIT)
+    send_empty: bool = Field(False, description="also mail when there is nothing new")
+
+
+class SubscriptionAccepted(BaseModel):
+    status: str = Field(examples=["pending"])
+    detail: str
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details."""
 
@@ -106,12 +152,12 @@ class Problem(BaseModel):
     status: int
     detail: str
     instance: str | None = None
-    errors: list[dict | str] | None = Field(
+    errors: list[dict[str, Any] | str] | None = Field(
         None, description="what was wrong: field errors as objects, or plain messages"
     )
 
 
-def problem_responses(*codes: int) -> dict[int | str, dict]:
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for error statuses, all application/problem+json."""
     schema = {"$ref": "#/components/schemas/Problem"}
     return {

@@ -1,35 +1,53 @@
 """The web side of search: parameter parsing shared by the page, the API and the feed, and
-access to ``papersift.search.service`` (imported lazily: the web app still serves paper
-pages, trending and collections when the search package or its index is missing)."""
+one :class:`WebSearch` per app that runs searches through its result cache and gate."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import Request
+from papersift.search import (
+    DEFAULT_K,
+    DEFAULT_MODE,
+    DEFAULT_SORT,
+    MAX_CATEGORY,
+    MAX_COLLECTION_NAME,
+    MAX_QUERY_LENGTH,
+    MODES,
+    SORTS,
+    SearchError,
+    SearchFilters,
+    SearchHit,
+    SearchRequest,
+    SearchResults,
+    SearchService,
+    get_service,
+)
+from papersift.settings import Settings
+from papersift.store.db import Database
 
 log = logging.getLogger("papersift.web")
 
-MODES = ("hybrid", "lexical", "semantic")
-SORTS = ("relevance", "date")
-MAX_QUERY = 10_000
 MAX_PAGE = 500
-PAGE_SIZE = 10
+T = TypeVar("T")
 
 
 class SearchUnavailable(RuntimeError):
-    """The search service cannot run (package missing or index not built)."""
+    """The search service cannot run (index not built, model missing); answered 503."""
 
 
 class SearchBusy(SearchUnavailable):
     """Too many searches are running in this worker; the client should retry shortly."""
+
+
+class BadParams(ValueError):
+    """A search parameter has an invalid value; the message is for the user (400)."""
 
 
 class SearchGate:
@@ -59,34 +77,47 @@ class SearchGate:
         self._slots.release()
 
 
-class BadParams(ValueError):
-    """A search parameter has an invalid value; the message is for the user."""
-
-
 @dataclass
 class SearchParams:
+    """One search as the page, the API and the feed ask for it."""
+
     q: str = ""
-    mode: str = "hybrid"
-    sort: str = "relevance"
+    mode: str = DEFAULT_MODE
+    sort: str = DEFAULT_SORT
     date_from: date | None = None
     date_to: date | None = None
     has_code: bool | None = None
     collection: str | None = None
     category: str | None = None
     page: int = 1
-    k: int = PAGE_SIZE
+    k: int = DEFAULT_K
     errors: list[str] = field(default_factory=list)
 
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.k
 
+    @property
+    def filters(self) -> SearchFilters:
+        return SearchFilters(
+            date_from=self.date_from,
+            date_to=self.date_to,
+            has_code=self.has_code,
+            collection=self.collection,
+            category=self.category,
+        )
+
+    def request(self, offset: int | None = None) -> SearchRequest:
+        """The search to run: at ``offset``, else at the first result of the page."""
+        start = self.offset if offset is None else offset
+        return SearchRequest(self.q, self.k, start, self.mode, self.sort, self.filters)
+
     def as_query(self) -> dict[str, Any]:
         """The non-default parameters, for links that keep the current search."""
         out: dict[str, Any] = {"q": self.q}
-        if self.mode != "hybrid":
+        if self.mode != DEFAULT_MODE:
             out["mode"] = self.mode
-        if self.sort != "relevance":
+        if self.sort != DEFAULT_SORT:
             out["sort"] = self.sort
         if self.date_from:
             out["date_from"] = self.date_from.isoformat()
@@ -111,7 +142,7 @@ def _date(raw: str | None, name: str, errors: list[str]) -> date | None:
         return None
 
 
-def _text(raw: str | None, name: str, errors: list[str], limit: int = 255) -> str | None:
+def _text(raw: str | None, name: str, errors: list[str], limit: int) -> str | None:
     if raw is None or not raw.strip():
         return None
     value = raw.strip()
@@ -126,15 +157,15 @@ def parse_params(query: dict[str, str]) -> SearchParams:
     errors: list[str] = []
     params = SearchParams(errors=errors)
     q = query.get("q") or ""
-    params.q = q[:MAX_QUERY]
-    if len(q) > MAX_QUERY:
-        errors.append(f"the query is longer than {MAX_QUERY} characters")
-    mode = (query.get("mode") or "hybrid").strip().lower()
+    params.q = q[:MAX_QUERY_LENGTH]
+    if len(q) > MAX_QUERY_LENGTH:
+        errors.append(f"the query is longer than {MAX_QUERY_LENGTH} characters")
+    mode = (query.get("mode") or DEFAULT_MODE).strip().lower()
     if mode not in MODES:
         errors.append(f"mode must be one of {', '.join(MODES)}")
     else:
         params.mode = mode
-    sort = (query.get("sort") or "relevance").strip().lower()
+    sort = (query.get("sort") or DEFAULT_SORT).strip().lower()
     if sort not in SORTS:
         errors.append(f"sort must be one of {', '.join(SORTS)}")
     else:
@@ -148,27 +179,14 @@ def parse_params(query: dict[str, str]) -> SearchParams:
         params.has_code = True
     elif code not in ("", "0", "false", "off", "no", "any"):
         errors.append("has_code must be 1 or 0")
-    params.collection = _text(query.get("collection"), "collection", errors)
-    params.category = _text(query.get("category"), "category", errors, limit=64)
+    params.collection = _text(query.get("collection"), "collection", errors, MAX_COLLECTION_NAME)
+    params.category = _text(query.get("category"), "category", errors, MAX_CATEGORY)
     raw_page = (query.get("page") or "1").strip()
     if raw_page.isdigit() and 1 <= int(raw_page) <= MAX_PAGE:
         params.page = int(raw_page)
     else:
         errors.append(f"page must be a number from 1 to {MAX_PAGE}")
     return params
-
-
-def service(request: Request):  # -> papersift.search.service.SearchService
-    """The process-wide search service for this app's home and database."""
-    try:
-        from papersift.search.service import get_service
-    except ImportError as exc:
-        raise SearchUnavailable("search is not installed") from exc
-    try:
-        return get_service(request.app.state.settings, request.app.state.db)
-    except Exception as exc:
-        log.exception("search service unavailable")
-        raise SearchUnavailable("search is not available right now") from exc
 
 
 class ResultCache:
@@ -184,11 +202,11 @@ class ResultCache:
         self.size = size
         self.ttl = ttl
         self._lock = threading.Lock()
-        self._items: OrderedDict[tuple, tuple[float, Any]] = OrderedDict()
+        self._items: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: tuple) -> Any | None:
+    def get(self, key: Hashable) -> Any | None:
         now = time.monotonic()
         with self._lock:
             item = self._items.get(key)
@@ -199,80 +217,78 @@ class ResultCache:
             self.hits += 1
             return item[1]
 
-    def put(self, key: tuple, value: Any) -> None:
+    def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
             self._items[key] = (time.monotonic(), value)
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
+    def through(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """The cached value for ``key``, else ``compute()`` (then kept)."""
+        hit = self.get(key)
+        if hit is not None:
+            found: T = hit
+            return found
+        value = compute()
+        self.put(key, value)
+        return value
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
 
 
-def _gate(request: Request) -> SearchGate | contextlib.nullcontext:
-    return getattr(request.app.state, "search_gate", None) or contextlib.nullcontext()
+class WebSearch:
+    """Searches for one app: the process-wide search service for its home and database,
+    behind the app's result cache and admission gate."""
 
+    def __init__(
+        self, settings: Settings, db: Database, *, cache: ResultCache, gate: SearchGate
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.cache = cache
+        self.gate = gate
 
-def run_search(request: Request, params: SearchParams, offset: int | None = None):
-    """SearchResults for params, at ``offset`` or the params' page (``SearchError`` becomes
-    ``BadParams``); served from the app's ``ResultCache`` when the same search ran lately."""
-    start = params.offset if offset is None else offset
-    key = (
-        params.q,
-        params.k,
-        start,
-        params.mode,
-        params.sort,
-        params.date_from,
-        params.date_to,
-        params.has_code,
-        params.collection,
-        params.category,
-    )
-    cache: ResultCache | None = getattr(request.app.state, "search_cache", None)
-    if cache is not None and (hit := cache.get(key)) is not None:
-        return hit
-    with _gate(request):
-        results = _search(request, params, start)
-    if cache is not None:
-        cache.put(key, results)
-    return results
+    def service(self) -> SearchService:
+        """The search service (``SearchUnavailable`` when it cannot be opened)."""
+        try:
+            return get_service(self.settings, self.db)
+        except Exception as exc:
+            log.exception("search service unavailable")
+            raise SearchUnavailable("search is not available right now") from exc
 
+    def run(self, params: SearchParams, offset: int | None = None) -> SearchResults:
+        """Results for ``params`` at ``offset`` or the params' page (``SearchError``
+        becomes ``BadParams``); from the cache when the same search ran lately."""
+        asked = params.request(offset)
 
-def _search(request: Request, params: SearchParams, start: int):
-    svc = service(request)
-    from papersift.search.service import SearchError, SearchFilters
+        def compute() -> SearchResults:
+            with self.gate:
+                service = self.service()
+                try:
+                    return service.search(
+                        asked.query,
+                        k=asked.k,
+                        offset=asked.offset,
+                        mode=asked.mode,
+                        filters=asked.filters,
+                        sort=asked.sort,
+                    )
+                except SearchError as exc:
+                    raise BadParams(str(exc)) from exc
 
-    filters = SearchFilters(
-        date_from=params.date_from,
-        date_to=params.date_to,
-        has_code=params.has_code,
-        collection=params.collection,
-        category=params.category,
-    )
-    try:
-        return svc.search(
-            params.q,
-            k=params.k,
-            offset=start,
-            mode=params.mode,
-            filters=filters,
-            sort=params.sort,
-        )
-    except SearchError as exc:
-        raise BadParams(str(exc)) from exc
+        return self.cache.through(asked, compute)
 
+    def similar(self, paper_id: str, k: int) -> list[SearchHit] | None:
+        """Nearest papers to ``paper_id`` through the cache; None when it is not indexed."""
 
-def similar_papers(request: Request, paper_id: str, k: int) -> list:
-    """``SearchService.similar`` through the result cache (KeyError when not indexed)."""
-    key = ("similar", paper_id, k)
-    cache: ResultCache | None = getattr(request.app.state, "search_cache", None)
-    if cache is not None and (hit := cache.get(key)) is not None:
-        return hit
-    with _gate(request):
-        hits = service(request).similar(paper_id, k=k)
-    if cache is not None:
-        cache.put(key, hits)
-    return hits
+        def compute() -> list[SearchHit] | None:
+            with self.gate:
+                try:
+                    return self.service().similar(paper_id, k=k)
+                except KeyError:
+                    return None
+
+        return self.cache.through(("similar", paper_id, k), compute)

@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 VISITOR_COOKIE = "ps_visitor"
 VISITOR_MAX_AGE = 2 * 365 * 24 * 3600
@@ -52,7 +52,8 @@ class Signers:
 
 
 def _signers(conn: HTTPConnection) -> Signers:
-    return conn.app.state.signers
+    signers: Signers = conn.app.state.web.signers
+    return signers
 
 
 def visitor_id(conn: HTTPConnection, *, create: bool = True) -> str | None:
@@ -113,7 +114,7 @@ def same_origin(conn: HTTPConnection) -> bool:
     return origin != "null"
 
 
-async def _drain(receive: Any) -> None:
+async def _drain(receive: Receive) -> None:
     """Read and drop what the client is still sending, up to DRAIN_LIMIT: answering and
     closing while it writes would make its TCP stack report a reset instead of our 413."""
     drained = 0
@@ -134,23 +135,17 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
-def _problem_bytes(status: int, title: str, detail: str) -> bytes:
-    import json
-
-    return json.dumps(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    ).encode()
-
-
 class SecurityMiddleware:
     """Body size limit, security headers and the visitor cookie, for every response."""
 
-    def __init__(self, app: Any, *, max_body: int = MAX_BODY, secure_cookies: bool = False):
+    def __init__(
+        self, app: ASGIApp, *, max_body: int = MAX_BODY, secure_cookies: bool = False
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.secure_cookies = secure_cookies
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -171,7 +166,7 @@ class SecurityMiddleware:
         received = 0
         started = False
 
-        async def limited_receive() -> dict:
+        async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
@@ -182,7 +177,7 @@ class SecurityMiddleware:
                     raise BodyTooLarge(self.max_body)
             return message
 
-        async def send_with_headers(message: dict) -> None:
+        async def send_with_headers(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
@@ -223,11 +218,13 @@ class SecurityMiddleware:
             parts.append("Secure")
         return "; ".join(parts)
 
-    async def _reject_size(self, scope: dict, receive: Any, send: Any, is_api: bool) -> None:
+    async def _reject_size(self, scope: Scope, receive: Receive, send: Send, is_api: bool) -> None:
         await _drain(receive)
         detail = f"request body larger than {self.max_body} bytes"
         if is_api:
-            body = _problem_bytes(413, "Content Too Large", detail)
+            from papersift.web.problems import problem_bytes  # (problems needs this module)
+
+            body = problem_bytes(413, detail, title="Content Too Large")
             ctype = b"application/problem+json"
         else:
             body = f"<!doctype html><title>Too large</title><p>{detail}.</p>".encode()

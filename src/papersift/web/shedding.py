@@ -10,9 +10,11 @@ page elsewhere). Accepted requests then wait behind a handful of others at most.
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from papersift.web.problems import problem_bytes
 
 SEARCH_PATHS = re.compile(
     r"^/(?:api/v1/search|search|feeds/search\.atom|api/v1/papers/.+/similar)$"
@@ -23,13 +25,13 @@ class SearchShedder:
     """Pure ASGI middleware inside ``SecurityMiddleware`` (which adds the security headers
     to its answers too); ``shed`` counts requests turned away."""
 
-    def __init__(self, app: Any, *, max_in_flight: int = 8) -> None:
+    def __init__(self, app: ASGIApp, *, max_in_flight: int = 8) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
         self.in_flight = 0
         self.shed = 0
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not SEARCH_PATHS.match(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
@@ -43,18 +45,10 @@ class SearchShedder:
         finally:
             self.in_flight -= 1
 
-    async def _busy(self, scope: dict, send: Any) -> None:
+    async def _busy(self, scope: Scope, send: Send) -> None:
         detail = "search is busy right now; try again in a second"
         if scope["path"].startswith("/api/"):
-            body = json.dumps(
-                {
-                    "type": "about:blank",
-                    "title": "Service Unavailable",
-                    "status": 503,
-                    "detail": detail,
-                    "instance": scope["path"],
-                }
-            ).encode()
+            body = problem_bytes(503, detail, instance=scope["path"])
             ctype = b"application/problem+json"
         else:
             body = (

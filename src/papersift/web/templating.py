@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from papersift.model import paper_day
 from papersift.web.security import csrf_token
 
 HERE = Path(__file__).parent
@@ -28,6 +33,7 @@ _WORD = re.compile(r"[^\W_][\w\-']*", re.UNICODE)
 _OPERATORS = {"and", "or", "not", "title", "author", "abstract"}
 _MATH = re.compile(r"\$[^$\n]{1,400}\$")
 MAX_TERMS = 20
+PAGE_CACHE = "private, no-cache"  # pages show the visitor's votes: revalidate every time
 
 
 def query_terms(query: str | None) -> list[str]:
@@ -123,6 +129,14 @@ def collection_url(name: str) -> str:
     return "/collections/" + quote(name, safe="")
 
 
+def author_url(name: str) -> str:
+    return "/authors/" + quote(name, safe="")
+
+
+def category_url(name: str) -> str:
+    return "/categories/" + quote(name, safe="")
+
+
 def authors_line(authors: list[str] | None, limit: int = 6) -> str:
     authors = authors or []
     if len(authors) <= limit:
@@ -136,7 +150,7 @@ def human_date(value: date | datetime | None) -> str:
     return value.strftime("%-d %b %Y")
 
 
-def with_query(params: dict, **changes: object) -> str:
+def with_query(params: Mapping[str, Any], **changes: object) -> str:
     """A query string from the current params with some changed (None drops a key)."""
     merged = {k: v for k, v in params.items() if v not in (None, "")}
     for key, value in changes.items():
@@ -157,6 +171,7 @@ def static_versions() -> dict[str, str]:
 
 
 def make_templates() -> Jinja2Templates:
+    """The app's templates: autoescaped, with the filters and URL helpers above."""
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=select_autoescape(["html", "xml"], default=True),
@@ -167,6 +182,9 @@ def make_templates() -> Jinja2Templates:
     env.globals["static"] = lambda name: f"/static/{name}?v={versions.get(name, '0')}"
     env.globals["paper_url"] = paper_url
     env.globals["collection_url"] = collection_url
+    env.globals["author_url"] = author_url
+    env.globals["category_url"] = category_url
+    env.globals["paper_day"] = paper_day
     env.globals["with_query"] = with_query
     env.filters["rich"] = rich_text
     env.filters["snippet"] = snippet
@@ -175,3 +193,22 @@ def make_templates() -> Jinja2Templates:
     env.filters["safe_url"] = safe_url
     env.globals["csrf_token"] = csrf_token
     return Jinja2Templates(env=env)
+
+
+def render(
+    templates: Jinja2Templates,
+    request: Request,
+    name: str,
+    context: Mapping[str, Any],
+    *,
+    status_code: int = 200,
+    cache_control: str | None = PAGE_CACHE,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A rendered page with its caching policy (every HTML page goes through here)."""
+    response = templates.TemplateResponse(
+        request, name, dict(context), status_code=status_code, headers=dict(headers or {})
+    )
+    if cache_control is not None:
+        response.headers["Cache-Control"] = cache_control
+    return response

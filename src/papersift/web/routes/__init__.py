@@ -1,2 +1,1 @@
-"""Routers of the web app: pages, search, JSON API, feeds, docs (and, when present, the
-digest engineer's subscriptions router)."""
+"""Routers of the web app: pages, search, JSON API, feeds, docs and digest subscriptions."""

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
+
+from papersift.web.deps import RenderDep, StateDep
 
 router = APIRouter(include_in_schema=False)
 
 
 def swagger_dir() -> Path | None:
+    """Where the Swagger UI assets are, or None when the package is not installed."""
     try:
         from swagger_ui_bundle import swagger_ui_path
     except ImportError:
@@ -22,7 +25,5 @@ def swagger_dir() -> Path | None:
 
 
 @router.get("/docs")
-def docs(request: Request) -> Response:
-    from papersift.web.routes.pages import render
-
-    return render(request, "docs.html", {"swagger": request.app.state.swagger_available})
+def docs(render: RenderDep, state: StateDep) -> Response:
+    return render("docs.html", {"swagger": state.swagger_available})

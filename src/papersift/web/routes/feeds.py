@@ -18,13 +18,9 @@ from starlette.responses import Response
 from papersift.model import Paper
 from papersift.rank.trending import WINDOWS
 from papersift.store import papers as paper_store
-from papersift.web.deps import db_of
-from papersift.web.searching import (
-    BadParams,
-    SearchUnavailable,
-    parse_params,
-    run_search,
-)
+from papersift.store.db import Database
+from papersift.web.deps import DbDep, SearchDep, SettingsDep, TrendingDep
+from papersift.web.searching import parse_params
 from papersift.web.templating import paper_url, with_query
 
 router = APIRouter(include_in_schema=False)
@@ -39,8 +35,8 @@ def _clean(text: str | None) -> str:
 
 
 def _stamp(paper: Paper) -> str:
-    if paper.updated or paper.published:
-        day = paper.updated or paper.published
+    day = paper.updated or paper.published
+    if day is not None:
         return datetime.combine(day, time(), tzinfo=UTC).isoformat()
     seen = paper.first_seen or datetime.now(UTC)
     return (seen if seen.tzinfo else seen.replace(tzinfo=UTC)).isoformat()
@@ -79,54 +75,48 @@ def _respond(body: bytes) -> Response:
     )
 
 
-def _papers(request: Request, ids: list[str]) -> list[Paper]:
-    with db_of(request).session() as session:
+def _papers(db: Database, ids: list[str]) -> list[Paper]:
+    with db.session() as session:
         found = paper_store.get_papers(session, ids)
     return [found[i] for i in ids if i in found]
 
 
 @router.get("/feeds/trending.atom")
-def trending_feed(request: Request, window: str = "day") -> Response:
+def trending_feed(
+    db: DbDep, settings: SettingsDep, trending: TrendingDep, window: str = "day"
+) -> Response:
     if window not in WINDOWS:
         raise HTTPException(400, "window must be day, week or month")
-    ranked = request.app.state.trending.get(window, FEED_SIZE)
-    base = request.app.state.settings.base_url
+    ranked = trending.get(window, FEED_SIZE)
     body = atom(
-        base,
+        settings.base_url,
         f"papersift: trending ({window})",
         f"/feeds/trending.atom?window={window}",
         f"/trending?window={window}",
-        _papers(request, [i for i, _ in ranked]),
+        _papers(db, [i for i, _ in ranked]),
     )
     return _respond(body)
 
 
 @router.get("/feeds/search.atom")
-async def search_feed(request: Request) -> Response:
+async def search_feed(
+    request: Request, db: DbDep, settings: SettingsDep, search: SearchDep
+) -> Response:
     params = parse_params(dict(request.query_params))
     if params.errors:
         raise HTTPException(400, "; ".join(params.errors))
     params.page, params.k = 1, FEED_SIZE
-    return await run_in_threadpool(_search_feed, request, params)
 
+    def feed() -> Response:
+        ids = [h.paper_id for h in search.run(params).hits] if params.q.strip() else []
+        query = with_query(params.as_query())
+        body = atom(
+            settings.base_url,
+            f"papersift: {params.q[:200]}",
+            "/feeds/search.atom" + query,
+            "/search" + query,
+            _papers(db, ids),
+        )
+        return _respond(body)
 
-def _search_feed(request: Request, params) -> Response:
-    ids: list[str] = []
-    if params.q.strip():
-        try:
-            results = run_search(request, params)
-        except BadParams as exc:
-            raise HTTPException(400, str(exc)) from exc
-        except SearchUnavailable as exc:
-            raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
-        ids = [h.paper_id for h in results.hits]
-    query = with_query(params.as_query())
-    base = request.app.state.settings.base_url
-    body = atom(
-        base,
-        f"papersift: {params.q[:200]}",
-        "/feeds/search.atom" + query,
-        "/search" + query,
-        _papers(request, ids),
-    )
-    return _respond(body)
+    return await run_in_threadpool(feed)

@@ -3,98 +3,104 @@
 from __future__ import annotations
 
 import math
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from papersift.export import bibtex_key, to_bibtex
+from papersift.model import Paper, normalize_arxiv_id, paper_day
+from papersift.rank import days
 from papersift.rank import votes as vote_store
-from papersift.rank.listing import newest
-from papersift.rank.trending import WINDOWS
+from papersift.rank.trending import SIGNAL_NOTES
 from papersift.store import collections as collection_store
 from papersift.web.deps import (
-    cards,
-    cast_vote,
-    clean_ref,
-    count_view,
-    db_of,
-    load_paper,
-    paper_cache,
+    ClientIpDep,
+    DbDep,
+    PaperCacheDep,
+    RenderDep,
+    SearchDep,
+    TrendingDep,
+    ViewsDep,
+    VisitorDep,
+    VotingDep,
 )
-from papersift.web.searching import SearchUnavailable, similar_papers
+from papersift.web.resources import (
+    Card,
+    cards,
+    check_window,
+    collection_entries,
+    count_view,
+    load_collection,
+    load_paper,
+    load_paper_detail,
+    page_number,
+    trending_slice,
+)
+from papersift.web.routes.daily import period_url as daily_url
+from papersift.web.searching import SearchUnavailable
 from papersift.web.security import CSRF_FIELD, verify_csrf, visitor_id
-from papersift.web.templating import paper_url
+from papersift.web.templating import paper_url, safe_url
 
 router = APIRouter(include_in_schema=False)
 
 HOME_LIST = 10
 TRENDING_PAGE = 30
 COLLECTION_PAGE = 50
-PAGE_CACHE = "private, no-cache"
+SIMILAR = 5
 WINDOW_LABELS = {"day": "Today", "week": "This week", "month": "This month"}
 
 
-def render(request: Request, name: str, context: dict, status_code: int = 200) -> Response:
-    response = request.app.state.templates.TemplateResponse(
-        request, name, context, status_code=status_code
-    )
-    response.headers["Cache-Control"] = PAGE_CACHE
-    return response
-
-
-def _window(raw: str | None) -> str:
-    if raw in WINDOWS:
-        return raw
-    if raw:
-        raise HTTPException(400, "window must be day, week or month")
-    return "day"
-
-
-def _page(raw: str | None, last: int = 10_000) -> int:
-    if raw is None or raw == "":
-        return 1
-    if raw.isdigit() and 1 <= int(raw) <= last:
-        return int(raw)
-    raise HTTPException(400, "page must be a positive number within range")
-
-
 @router.get("/")
-def home(request: Request, window: str | None = None) -> Response:
-    win = _window(window)
-    visitor = visitor_id(request, create=False)
-    ranked = request.app.state.trending.get(win, HOME_LIST)
-    with db_of(request).session() as session:
-        trending_cards = cards(session, [i for i, _ in ranked], visitor, dict(ranked))
-        newest_cards = cards(session, newest(session, limit=HOME_LIST), visitor)
-        collections = collection_store.collection_sizes(session)
+def home(
+    render: RenderDep,
+    db: DbDep,
+    trending: TrendingDep,
+    visitor: VisitorDep,
+    window: str | None = None,
+) -> Response:
+    win = check_window(window)
+    ranked = trending.ranked(win, HOME_LIST)
+    with db.session() as session:
+        trending_cards = cards(session, [i for i, _ in ranked.items], visitor, dict(ranked.items))
+        latest = days.latest(session)
+        listing = days.listing(session, latest, limit=HOME_LIST) if latest else None
+        latest_cards = cards(session, [i for i, _ in listing.items], visitor) if listing else []
+        collections = collection_store.collection_summaries(session)
     return render(
-        request,
         "home.html",
         {
             "window": win,
             "windows": WINDOW_LABELS,
             "trending": trending_cards,
-            "newest": newest_cards,
+            "signal": ranked.signal,
+            "signal_note": SIGNAL_NOTES[ranked.signal],
+            "latest": listing,
+            "latest_cards": latest_cards,
             "collections": collections,
         },
     )
 
 
 @router.get("/trending")
-def trending_page(request: Request, window: str | None = None, page: str | None = None) -> Response:
-    win = _window(window)
-    number = _page(page, last=1000 // TRENDING_PAGE)
+def trending_page(
+    render: RenderDep,
+    db: DbDep,
+    trending: TrendingDep,
+    visitor: VisitorDep,
+    window: str | None = None,
+    page: str | None = None,
+) -> Response:
+    win = check_window(window)
+    number = page_number(page, last=1000 // TRENDING_PAGE)
     start = (number - 1) * TRENDING_PAGE
-    ranked = request.app.state.trending.get(win, start + TRENDING_PAGE + 1)
-    more = len(ranked) > start + TRENDING_PAGE
-    ranked = ranked[start : start + TRENDING_PAGE]
-    with db_of(request).session() as session:
-        items = cards(
-            session, [i for i, _ in ranked], visitor_id(request, create=False), dict(ranked)
-        )
+    ranked, more = trending_slice(trending, win, start, TRENDING_PAGE)
+    signal = trending.ranked(win, start + TRENDING_PAGE + 1).signal
+    with db.session() as session:
+        items = cards(session, [i for i, _ in ranked], visitor, dict(ranked))
     return render(
-        request,
         "trending.html",
         {
             "window": win,
@@ -103,45 +109,39 @@ def trending_page(request: Request, window: str | None = None, page: str | None 
             "page": number,
             "more": more,
             "start": start,
+            "signal": signal,
+            "signal_note": SIGNAL_NOTES[signal],
         },
     )
 
 
 @router.get("/collections")
-def collections_page(request: Request) -> Response:
-    with db_of(request).session() as session:
-        rows = collection_store.collection_sizes(session)
-    return render(request, "collections.html", {"collections": rows})
+def collections_page(render: RenderDep, db: DbDep) -> Response:
+    with db.session() as session:
+        rows = collection_store.collection_summaries(session)
+    return render("collections.html", {"collections": rows})
 
 
 @router.get("/collections/{name:path}")
-def collection_page(request: Request, name: str, page: str | None = None) -> Response:
-    cleaned = clean_ref(name)
-    with db_of(request).session() as session:
-        found = collection_store.get_collection(session, cleaned) if cleaned else None
-        if found is None:
-            raise HTTPException(404, "No collection with this name.")
+def collection_page(
+    render: RenderDep, db: DbDep, visitor: VisitorDep, name: str, page: str | None = None
+) -> Response:
+    with db.session() as session:
+        found = load_collection(session, name)
         pages = max(1, math.ceil(found.size / COLLECTION_PAGE))
-        number = _page(page, last=pages)
-        entries = found.entries[(number - 1) * COLLECTION_PAGE : number * COLLECTION_PAGE]
-        items = cards(session, [e.paper_id for e in entries], visitor_id(request, create=False))
+        number = page_number(page, last=pages)
+        entries = collection_entries(found, (number - 1) * COLLECTION_PAGE, COLLECTION_PAGE)
+        items = cards(session, [e.paper_id for e in entries], visitor)
     ranks = {e.paper_id: e.rank for e in entries}
     return render(
-        request,
         "collection.html",
-        {
-            "collection": found,
-            "items": items,
-            "ranks": ranks,
-            "page": number,
-            "pages": pages,
-        },
+        {"collection": found, "items": items, "ranks": ranks, "page": number, "pages": pages},
     )
 
 
 @router.get("/papers/{paper_id:path}/bibtex")
-def paper_bibtex(request: Request, paper_id: str) -> Response:
-    with db_of(request).session() as session:
+def paper_bibtex(db: DbDep, paper_id: str) -> Response:
+    with db.session() as session:
         paper = load_paper(session, paper_id)
     return PlainTextResponse(
         to_bibtex(paper),
@@ -154,7 +154,7 @@ def paper_bibtex(request: Request, paper_id: str) -> Response:
 
 
 @router.post("/papers/{paper_id:path}/upvote")
-async def paper_upvote(request: Request, paper_id: str) -> Response:
+async def paper_upvote(request: Request, voting: VotingDep, paper_id: str) -> Response:
     """The upvote form (and, with Accept: application/json, the page's script)."""
     form = await request.form(max_files=0, max_fields=10)
     wants_json = "application/json" in request.headers.get("accept", "")
@@ -165,43 +165,92 @@ async def paper_upvote(request: Request, paper_id: str) -> Response:
             "This form has expired or did not come from this site; reload the page and try again.",
         )
     undo = form.get("undo") in ("1", "true", "on")
-    from starlette.concurrency import run_in_threadpool
-
-    voted, count = await run_in_threadpool(cast_vote, request, paper_id, undo=undo)
+    visitor = visitor_id(request, create=True) or ""
+    _, voted, count = await run_in_threadpool(voting.cast, visitor, paper_id, undo=undo)
     if wants_json:
         return JSONResponse({"votes": count, "voted": voted})
-    return RedirectResponse(paper_url(paper_id), status_code=303)
+    back = form.get("next")
+    return RedirectResponse(local_path(back) or paper_url(paper_id), status_code=303)
+
+
+def local_path(value: object) -> str | None:
+    """A path on this site to go back to after a form (never another host), or None."""
+    if not isinstance(value, str) or not value.startswith("/") or len(value) > 2000:
+        return None
+    if value.startswith("//") or "\\" in value or any(ord(c) < 32 for c in value):
+        return None
+    return value
+
+
+ARXIV_HTML_FROM = (2023, 12)  # arXiv renders HTML for papers submitted since December 2023
+
+
+def paper_links(paper: Paper) -> list[tuple[str, str, str]]:
+    """(label, URL, extra CSS class) of a paper's outside links: arXiv abstract, PDF and
+    HTML, DOI, code; only http(s) URLs."""
+    links: list[tuple[str, str, str]] = []
+    arxiv = normalize_arxiv_id(paper.arxiv_id)
+    abs_url = safe_url(paper.abs_url) if paper.abs_url else "#"
+    pdf_url = safe_url(paper.pdf_url) if paper.pdf_url else "#"
+    if arxiv:
+        abs_url = abs_url if abs_url != "#" else f"https://arxiv.org/abs/{arxiv}"
+        pdf_url = pdf_url if pdf_url != "#" else f"https://arxiv.org/pdf/{arxiv}"
+    if abs_url != "#":
+        links.append(("arXiv page" if arxiv else "Abstract page", abs_url, ""))
+    if pdf_url != "#":
+        links.append(("PDF", pdf_url, ""))
+    if arxiv and "/" not in arxiv and (int(arxiv[:2]) + 2000, int(arxiv[2:4])) >= ARXIV_HTML_FROM:
+        links.append(("HTML", f"https://arxiv.org/html/{arxiv}", ""))
+    if paper.doi:
+        links.append(("DOI", "https://doi.org/" + quote(paper.doi, safe="/:;()"), ""))
+    if safe_url(paper.code_url) != "#":
+        links.append(("Code", safe_url(paper.code_url), " code"))
+    return links
 
 
 @router.get("/papers/{paper_id:path}")
-def paper_page(request: Request, paper_id: str) -> Response:
-    visitor = visitor_id(request, create=False)
-    with db_of(request).session() as session:
-        paper = load_paper(session, paper_id)
+def paper_page(
+    render: RenderDep,
+    db: DbDep,
+    search: SearchDep,
+    paper_cache: PaperCacheDep,
+    views: ViewsDep,
+    visitor: VisitorDep,
+    ip: ClientIpDep,
+    paper_id: str,
+) -> Response:
+    with db.session() as session:
+        found = load_paper_detail(session, paper_id)
+        paper = found.paper
         if paper.id != paper_id:
             return RedirectResponse(paper_url(paper.id), status_code=301)
-        votes = vote_store.vote_count(session, paper.id)
         voted = bool(vote_store.voted_by(session, visitor, [paper.id]))
-        memberships = collection_store.collections_of_paper(session, paper.id)
-        count_view(request, session, paper.id)
-    similar = []
+        count_view(session, views, visitor or ip, paper.id)
+    similar: list[Card] = []
     try:
-        hits = similar_papers(request, paper.id, 5)
-        with db_of(request).session() as session:
-            similar = cards(
-                session, [h.paper_id for h in hits], visitor, cache=paper_cache(request)
-            )
-    except (KeyError, SearchUnavailable):
-        similar = []
+        hits = search.similar(paper.id, SIMILAR) or []
+    except SearchUnavailable:
+        hits = []
+    if hits:
+        with db.session() as session:
+            similar = cards(session, [h.paper_id for h in hits], visitor, cache=paper_cache)
+    with db.session() as session:
+        titles = collection_store.collection_titles(session, [n for n, _ in found.memberships])
+    day = paper_day(paper)
+    categories = list(dict.fromkeys([c for c in [paper.primary_category] if c] + paper.categories))
     return render(
-        request,
         "paper.html",
         {
             "paper": paper,
-            "votes": votes,
+            "votes": found.votes,
             "voted": voted,
-            "memberships": memberships,
+            "memberships": [(n, titles.get(n, n), r) for n, r in found.memberships],
             "similar": similar,
             "bibtex": to_bibtex(paper),
+            "day": day,
+            "categories": categories[:8],
+            "links": paper_links(paper),
+            "week_url": daily_url(days.week_period(day)) if day else None,
+            "month_url": daily_url(days.month_period(day)) if day else None,
         },
     )

@@ -2,60 +2,67 @@
 
 Bad parameters give the page back with the message and status 400; an empty query gives
 the page with a hint (200); the search service's own message (e.g. "query simplified")
-is shown above the results.
+is shown above the results. Errors from the search itself (bad parameters, search
+unavailable) reach the app's error handlers, which show them in this page's form.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from papersift.search import MODES, SORTS
 from papersift.store import collections as collection_store
-from papersift.web.deps import cards, db_of, paper_cache
-from papersift.web.routes.pages import render
-from papersift.web.searching import (
-    MAX_PAGE,
-    MODES,
-    SORTS,
-    BadParams,
-    SearchUnavailable,
-    parse_params,
-    run_search,
+from papersift.store.db import Database
+from papersift.web.deps import (
+    CacheDep,
+    DbDep,
+    PaperCacheDep,
+    RenderDep,
+    Renderer,
+    SearchDep,
+    VisitorDep,
 )
-from papersift.web.security import visitor_id
+from papersift.web.problems import show_search_errors_in
+from papersift.web.resources import cards
+from papersift.web.searching import MAX_PAGE, ResultCache, parse_params
 from papersift.web.templating import query_terms
 
 router = APIRouter(include_in_schema=False)
 
 
-def _collections(request: Request) -> list[str]:
-    """Collection names for the filter menu (counted over all entries: kept a while)."""
-    cache = getattr(request.app.state, "search_cache", None)
-    if cache is not None and (names := cache.get(("collection names",))) is not None:
-        return names
-    with db_of(request).session() as session:
-        names = [name for name, _, _ in collection_store.collection_sizes(session)]
-    if cache is not None:
-        cache.put(("collection names",), names)
-    return names
+def _collections(cache: ResultCache, db: Database) -> list[tuple[str, str]]:
+    """(name, title) of the collections for the filter menu (counted over all entries:
+    kept a while)."""
+
+    def names() -> list[tuple[str, str]]:
+        with db.session() as session:
+            return [(c.name, c.title) for c in collection_store.collection_summaries(session)]
+
+    return cache.through(("collection titles",), names)
 
 
 @router.get("/search")
-async def search_page(request: Request) -> Response:
+async def search_page(
+    request: Request,
+    render: RenderDep,
+    db: DbDep,
+    search: SearchDep,
+    cache: CacheDep,
+    paper_cache: PaperCacheDep,
+    visitor: VisitorDep,
+) -> Response:
     params = parse_params(dict(request.query_params))
-    return await run_in_threadpool(_search_page, request, params)
-
-
-def _search_page(request: Request, params) -> Response:
-    context = {
+    context: dict[str, Any] = {
         "params": params,
         "query": params.as_query(),
         "modes": MODES,
         "sorts": SORTS,
-        "collections": _collections(request),
+        "collections": [],
         "items": [],
         "total": 0,
         "pages": 0,
@@ -63,34 +70,36 @@ def _search_page(request: Request, params) -> Response:
         "errors": list(params.errors),
         "terms": query_terms(params.q),
     }
-    if params.errors:
-        return render(request, "search.html", context, status_code=400)
-    if not params.q.strip():
-        context["message"] = "Type a few words, a title or a question to search the papers."
-        return render(request, "search.html", context)
-    try:
-        results = run_search(request, params)
-    except BadParams as exc:
-        context["errors"] = [str(exc)]
-        return render(request, "search.html", context, status_code=400)
-    except SearchUnavailable as exc:
-        context["errors"] = [f"{str(exc).capitalize()}. Try again in a moment."]
-        response = render(request, "search.html", context, status_code=503)
-        response.headers["Retry-After"] = "1"
-        return response
-    scores = {h.paper_id: h.score for h in results.hits}
-    with db_of(request).session() as session:
-        items = cards(
-            session,
-            [h.paper_id for h in results.hits],
-            visitor_id(request, create=False),
-            scores,
-            cache=paper_cache(request),
-        )
-    context.update(
-        items=items,
-        total=results.total,
-        message=results.message,
-        pages=min(MAX_PAGE, math.ceil(results.total / params.k)),
+    show_search_errors_in(
+        request, lambda status, message: _failed(render, context, status, message)
     )
-    return render(request, "search.html", context)
+
+    def page() -> Response:
+        context["collections"] = _collections(cache, db)
+        if params.errors:
+            return render("search.html", context, status_code=400)
+        if not params.q.strip():
+            context["message"] = "Type a few words, a title or a question to search the papers."
+            return render("search.html", context)
+        results = search.run(params)
+        scores = {h.paper_id: h.score for h in results.hits}
+        with db.session() as session:
+            items = cards(
+                session, [h.paper_id for h in results.hits], visitor, scores, cache=paper_cache
+            )
+        context.update(
+            items=items,
+            total=results.total,
+            message=results.message,
+            pages=min(MAX_PAGE, math.ceil(results.total / params.k)),
+        )
+        return render("search.html", context)
+
+    return await run_in_threadpool(page)
+
+
+def _failed(render: Renderer, context: dict[str, Any], status: int, message: str) -> Response:
+    """The page with the search's error in place of results."""
+    if status >= 500:
+        message = f"{message.capitalize()}. Try again in a moment."
+    return render("search.html", {**context, "errors": [message]}, status_code=status)

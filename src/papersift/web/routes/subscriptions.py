@@ -12,26 +12,24 @@
   and no CSRF token, so mail clients' RFC 8058 one-click POST (body
   ``List-Unsubscribe=One-Click``) works: the signed token is the proof.
 
-Forged, damaged or expired links get a 400 page (problem+json under /api). The work is
+Forged, damaged or expired links (``TokenError``) get the app's 400 page. The work is
 done by ``papersift.digest.subscriptions``; this module only parses and renders.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from papersift.digest import outbox, tokens
 from papersift.digest import subscriptions as subs
-from papersift.digest import tokens
+from papersift.digest.outbox import SignupMail
 from papersift.digest.smtp import SmtpConfigError, SmtpError
-from papersift.digest.tokens import TokenError
 from papersift.digest.validation import (
     FREQUENCIES,
     MAX_PAPERS_LIMIT,
@@ -40,77 +38,147 @@ from papersift.digest.validation import (
     clean_preferences,
     normalize_email,
 )
+from papersift.settings import Settings
 from papersift.store import collections as collection_store
-from papersift.web.deps import client_ip, db_of, settings_of
-from papersift.web.problems import error_page, problem
-from papersift.web.ratelimit import Limit, RateLimiter, store_path
-from papersift.web.security import CSRF_FIELD, verify_csrf, visitor_id
+from papersift.store.db import Database, StoreError
+from papersift.web.deps import (
+    ClientIpDep,
+    DbDep,
+    RenderDep,
+    Renderer,
+    SettingsDep,
+    StateDep,
+    VisitorDep,
+)
+from papersift.web.problems import ProblemResponse, problem
+from papersift.web.ratelimit import Limit, RateLimiter
+from papersift.web.resources import check_rate
+from papersift.web.schemas import SubscriptionAccepted, SubscriptionIn
+from papersift.web.security import CSRF_FIELD, verify_csrf
 
 log = logging.getLogger("papersift.web")
 
 router = APIRouter()
 
 PAGE_CACHE = "private, no-store"  # pages carry signed links: never cache them
+NO_REFERRER = {"Referrer-Policy": "no-referrer"}  # tokens are in these URLs
 MAX_FIELDS = 60
 # Sign-ups: a burst of 5 then one a minute per visitor; an IP gets 4x that.
 SIGNUP_LIMITS = (Limit(capacity=5, rate=1 / 60), Limit(capacity=20, rate=4 / 60))
-_limiters: dict[int, RateLimiter] = {}
+TOO_MANY = "Too many sign-ups from here; try again in a minute."
 
 
-def _limiter(request: Request) -> RateLimiter:
-    """One limiter per app (kept here so the app factory needs no digest knowledge)."""
-    key = id(request.app)
-    if key not in _limiters:
-        home = request.app.state.settings.home
-        _limiters[key] = RateLimiter(*SIGNUP_LIMITS, store=store_path(home), scope="signups")
-    return _limiters[key]
+async def signup_limiter(state: StateDep) -> RateLimiter:
+    """The app's sign-up limiter (made on first use, shared by the app's workers)."""
+    return state.limiter("signups", SIGNUP_LIMITS)
 
 
-def _check_rate(request: Request) -> None:
-    wait = _limiter(request).check(visitor_id(request, create=False), client_ip(request))
-    if wait:
-        raise HTTPException(
-            429,
-            "Too many sign-ups from here; try again in a minute.",
-            headers={"Retry-After": str(wait)},
+class Pages:
+    """The subscription pages of one request: never cached, no referrer, and the form's
+    choices (collections, frequencies) filled in."""
+
+    def __init__(
+        self, request: Request, render: Renderer, db: Database, settings: Settings
+    ) -> None:
+        self.request = request
+        self.render_page = render
+        self.db = db
+        self.settings = settings
+
+    def render(self, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+        return self.render_page(
+            f"subscriptions/{name}",
+            context,
+            status_code,
+            cache_control=PAGE_CACHE,
+            headers=NO_REFERRER,
+        )
+
+    def _collections(self) -> list[tuple[str, int]]:
+        with self.db.session() as s:
+            return [(name, size) for name, _o, size in collection_store.collection_sizes(s)]
+
+    def form_context(self, prefs: Preferences, **extra: Any) -> dict[str, Any]:
+        return {
+            "prefs": prefs,
+            "collections": self._collections(),
+            "frequencies": FREQUENCIES,
+            "max_limit": MAX_PAPERS_LIMIT,
+            "csrf_field": CSRF_FIELD,
+            **extra,
+        }
+
+    def manage(
+        self,
+        sub: subs.Subscriber,
+        token: str,
+        prefs: Preferences,
+        errors: list[str],
+        *,
+        saved: bool = False,
+        status_code: int = 200,
+    ) -> Response:
+        context = self.form_context(
+            prefs,
+            sub=sub,
+            token=token,
+            unsubscribe_url=tokens.unsubscribe_url(self.settings, sub.id, sub.email),
+            errors=errors,
+            saved=saved,
+        )
+        return self.render("manage.html", context, status_code)
+
+    def confirmed(self, sub: subs.Subscriber, *, changed: bool) -> Response:
+        manage_url = tokens.manage_url(self.settings, sub.id, sub.email)
+        return self.render(
+            "confirmed.html", {"sub": sub, "changed": changed, "manage_url": manage_url}
         )
 
 
-def _render(request: Request, name: str, context: dict, status_code: int = 200) -> Response:
-    response = request.app.state.templates.TemplateResponse(
-        request, f"subscriptions/{name}", context, status_code=status_code
-    )
-    response.headers["Cache-Control"] = PAGE_CACHE
-    response.headers["Referrer-Policy"] = "no-referrer"  # tokens are in these URLs
-    return response
+async def get_pages(request: Request, render: RenderDep, db: DbDep, settings: SettingsDep) -> Pages:
+    return Pages(request, render, db, settings)
+
+
+PagesDep = Annotated[Pages, Depends(get_pages)]
+SignupLimiterDep = Annotated[RateLimiter, Depends(signup_limiter)]
+
+
+def _field(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) else None
 
 
 async def _posted_token(request: Request, token: str | None) -> str | None:
     """The signed token of a POST: from the query string, else from the form."""
     if token is not None:
         return token
-    form = await request.form(max_files=0, max_fields=5)
-    value = form.get("token")
-    return value if isinstance(value, str) else None
+    return _field(await request.form(max_files=0, max_fields=5), "token")
 
 
-def _token_error(request: Request, exc: TokenError) -> Response:
-    response = error_page(request, 400, str(exc).capitalize() + ".")
-    response.headers["Cache-Control"] = PAGE_CACHE
-    return response
+def _signup(db: Database, settings: Settings, email: str, prefs: Preferences) -> SignupMail:
+    """Record the sign-up and write its mail to the outbox, in one transaction."""
+    mail = SignupMail(settings)
+    subs.subscribe(db, email, prefs, on_signup=mail)
+    return mail
 
 
-def _collections(request: Request) -> list[tuple[str, int]]:
-    with db_of(request).session() as s:
-        return [(name, size) for name, _o, size in collection_store.collection_sizes(s)]
-
-
-def _send_signup(settings: Any, result: subs.SignupResult) -> None:
-    """Background task: mail the confirmation (or 'already subscribed') note."""
+def _deliver(settings: Settings, db: Database, mail: SignupMail) -> None:
+    """Background task, off the request path: try the sign-up's mail now, then whatever
+    else is due in the outbox. A failure leaves the mail in the outbox to be retried."""
+    if mail.id is None or not outbox.smtp_configured(settings):
+        return
     try:
-        subs.send_signup_mail(settings, result, throttle=True)
-    except (SmtpError, SmtpConfigError, OSError) as exc:
-        log.warning("could not send the sign-up mail to %s: %s", result.subscriber.email, exc)
+        report = outbox.deliver(settings, db, ids=[mail.id], due_only=False)
+        if report.sent:
+            outbox.OutboxSender(settings, db).deliver(limit=20)
+    except (SmtpError, SmtpConfigError, OSError, StoreError) as exc:
+        report = outbox.DeliveryReport(errors=[str(exc)])
+    if report.errors:
+        log.error(
+            "sign-up mail %d not delivered yet (kept in the outbox, retried later): %s",
+            mail.id,
+            "; ".join(report.errors),
+        )
 
 
 def _lines(value: str) -> list[str]:
@@ -128,8 +196,8 @@ def _form_preferences(form: FormData) -> tuple[Preferences, list[str]]:
         if isinstance(raw, str):
             topics.extend(_lines(raw))
     collections = [c for c in form.getlist("collection") if isinstance(c, str)]
-    frequency = form.get("frequency") or "daily"
-    max_papers = form.get("max_papers") or "20"
+    frequency = _field(form, "frequency") or "daily"
+    max_papers = _field(form, "max_papers") or "20"
     send_empty = form.get("send_empty") in ("1", "on", "true")
     try:
         prefs = clean_preferences(
@@ -147,75 +215,55 @@ def _form_preferences(form: FormData) -> tuple[Preferences, list[str]]:
         return fallback, exc.errors
 
 
-def _form_context(request: Request, prefs: Preferences, **extra: Any) -> dict:
-    return {
-        "prefs": prefs,
-        "collections": _collections(request),
-        "frequencies": FREQUENCIES,
-        "max_limit": MAX_PAPERS_LIMIT,
-        "csrf_field": CSRF_FIELD,
-        **extra,
-    }
-
-
 # -- sign-up ---------------------------------------------------------------------------------
 @router.get("/subscribe", include_in_schema=False)
-def subscribe_page(request: Request, topic: str | None = None) -> Response:
+def subscribe_page(pages: PagesDep, topic: str | None = None) -> Response:
     prefs = Preferences()
     if topic:
         try:
             prefs.topics = clean_preferences(topics=[topic]).topics
         except ValidationError:
             pass
-    return _render(request, "subscribe.html", _form_context(request, prefs, email="", errors=[]))
+    return pages.render("subscribe.html", pages.form_context(prefs, email="", errors=[]))
 
 
 @router.post("/subscribe", include_in_schema=False)
-async def subscribe_form(request: Request, background: BackgroundTasks) -> Response:
+async def subscribe_form(
+    request: Request,
+    background: BackgroundTasks,
+    pages: PagesDep,
+    limiter: SignupLimiterDep,
+    visitor: VisitorDep,
+    ip: ClientIpDep,
+) -> Response:
     form = await request.form(max_files=0, max_fields=MAX_FIELDS)
-    email = form.get("email")
-    email = email if isinstance(email, str) else ""
+    email = _field(form, "email") or ""
     prefs, errors = _form_preferences(form)
-    token = form.get(CSRF_FIELD)
-    if not verify_csrf(request, token if isinstance(token, str) else None):
+    if not verify_csrf(request, _field(form, CSRF_FIELD)):
         errors = [
             "This form has expired or did not come from this site; please submit it again."
         ] + errors
-        ctx = _form_context(request, prefs, email=email, errors=errors)
-        return _render(request, "subscribe.html", ctx, status_code=403)
-    _check_rate(request)
+        ctx = pages.form_context(prefs, email=email, errors=errors)
+        return pages.render("subscribe.html", ctx, status_code=403)
+    check_rate(limiter, visitor, ip, TOO_MANY)
     try:
         normalize_email(email)
     except ValidationError as exc:
         errors = exc.errors + errors
     if not errors:
         try:
-            result = await run_in_threadpool(subs.subscribe, db_of(request), email, prefs)
+            mail = await run_in_threadpool(_signup, pages.db, pages.settings, email, prefs)
         except ValidationError as exc:
             errors = exc.errors
     if errors:
-        ctx = _form_context(request, prefs, email=email, errors=errors)
-        return _render(request, "subscribe.html", ctx, status_code=400)
-    background.add_task(_send_signup, settings_of(request), result)
-    return _render(request, "check_inbox.html", {"email": result.subscriber.email})
-
-
-class SubscriptionIn(BaseModel):
-    """A sign-up; the address gets a confirmation link before any digest is sent."""
-
-    email: str = Field(max_length=320, examples=["you@example.org"])
-    topics: list[str] = Field(
-        default_factory=list, max_length=50, examples=[["sparse attention", "quantization"]]
-    )
-    collections: list[str] = Field(default_factory=list, max_length=50)
-    frequency: str = Field("daily", examples=["daily"], description="daily or weekly")
-    max_papers: int = Field(20, ge=1, le=MAX_PAPERS_LIMIT)
-    send_empty: bool = Field(False, description="also mail when there is nothing new")
-
-
-class SubscriptionAccepted(BaseModel):
-    status: str = Field(examples=["pending"])
-    detail: str
+        ctx = pages.form_context(prefs, email=email, errors=errors)
+        return pages.render("subscribe.html", ctx, status_code=400)
+    background.add_task(_deliver, pages.settings, pages.db, mail)
+    context = {
+        "email": normalize_email(email),
+        "outbox": not outbox.smtp_configured(pages.settings),
+    }
+    return pages.render("check_inbox.html", context)
 
 
 @router.post(
@@ -228,7 +276,16 @@ class SubscriptionAccepted(BaseModel):
         429: {"description": "too many sign-ups"},
     },
 )
-async def subscribe_api(body: SubscriptionIn, request: Request, background: BackgroundTasks) -> Any:
+async def subscribe_api(
+    body: SubscriptionIn,
+    request: Request,
+    background: BackgroundTasks,
+    db: DbDep,
+    settings: SettingsDep,
+    limiter: SignupLimiterDep,
+    visitor: VisitorDep,
+    ip: ClientIpDep,
+) -> SubscriptionAccepted | ProblemResponse:
     """Subscribe an address to the digest (double opt-in: a confirmation mail goes out).
 
     The answer is the same whether or not the address was already subscribed."""
@@ -242,12 +299,12 @@ async def subscribe_api(body: SubscriptionIn, request: Request, background: Back
         )
     except ValidationError as exc:
         return problem(422, "invalid subscription", instance=request.url.path, errors=exc.errors)
-    _check_rate(request)
+    check_rate(limiter, visitor, ip, TOO_MANY)
     try:
-        result = await run_in_threadpool(subs.subscribe, db_of(request), body.email, prefs)
+        mail = await run_in_threadpool(_signup, db, settings, body.email, prefs)
     except ValidationError as exc:
         return problem(422, "invalid subscription", instance=request.url.path, errors=exc.errors)
-    background.add_task(_send_signup, settings_of(request), result)
+    background.add_task(_deliver, settings, db, mail)
     return SubscriptionAccepted(
         status="pending",
         detail="If the address can receive mail, a message with a link is on its way.",
@@ -256,90 +313,39 @@ async def subscribe_api(body: SubscriptionIn, request: Request, background: Back
 
 # -- confirm -----------------------------------------------------------------------------------
 @router.get("/subscriptions/confirm", include_in_schema=False)
-def confirm_page(request: Request, token: str | None = None) -> Response:
-    settings = settings_of(request)
-    try:
-        sub = subs.confirmation(db_of(request), settings, token)
-    except TokenError as exc:
-        return _token_error(request, exc)
+def confirm_page(pages: PagesDep, token: str | None = None) -> Response:
+    sub = subs.confirmation(pages.db, pages.settings, token)
     if sub.status == subs.CONFIRMED:
-        return _confirmed(request, sub, changed=False)
-    return _render(request, "confirm.html", {"sub": sub, "token": token})
+        return pages.confirmed(sub, changed=False)
+    return pages.render("confirm.html", {"sub": sub, "token": token})
 
 
 @router.post("/subscriptions/confirm", include_in_schema=False)
-async def confirm_post(request: Request, token: str | None = None) -> Response:
+async def confirm_post(request: Request, pages: PagesDep, token: str | None = None) -> Response:
     """Confirm from the page's button; the signed token is the proof (no CSRF token needed:
     a forged request could only confirm an address its owner asked to subscribe)."""
     token = await _posted_token(request, token)
-    try:
-        sub, changed = await run_in_threadpool(
-            subs.confirm, db_of(request), settings_of(request), token
-        )
-    except TokenError as exc:
-        return _token_error(request, exc)
-    return _confirmed(request, sub, changed=changed)
-
-
-def _confirmed(request: Request, sub: subs.Subscriber, *, changed: bool) -> Response:
-    return _render(
-        request,
-        "confirmed.html",
-        {
-            "sub": sub,
-            "changed": changed,
-            "manage_url": tokens.manage_url(settings_of(request), sub.id, sub.email),
-        },
-    )
+    sub, changed = await run_in_threadpool(subs.confirm, pages.db, pages.settings, token)
+    return pages.confirmed(sub, changed=changed)
 
 
 # -- manage ------------------------------------------------------------------------------------
-def _manage_context(
-    request: Request, sub: subs.Subscriber, token: str, prefs: Preferences, **extra: Any
-) -> dict:
-    settings = settings_of(request)
-    return _form_context(
-        request,
-        prefs,
-        sub=sub,
-        token=token,
-        unsubscribe_url=tokens.unsubscribe_url(settings, sub.id, sub.email),
-        **extra,
-    )
-
-
 @router.get("/subscriptions/manage", include_in_schema=False)
-def manage_page(request: Request, token: str | None = None) -> Response:
-    try:
-        sub = subs.subscriber_for_token(db_of(request), settings_of(request), tokens.MANAGE, token)
-    except TokenError as exc:
-        return _token_error(request, exc)
-    return _render(
-        request,
-        "manage.html",
-        _manage_context(request, sub, token or "", sub.preferences, errors=[], saved=False),
-    )
+def manage_page(pages: PagesDep, token: str | None = None) -> Response:
+    sub = subs.subscriber_for_token(pages.db, pages.settings, tokens.MANAGE, token)
+    return pages.manage(sub, token or "", sub.preferences, [])
 
 
 @router.post("/subscriptions/manage", include_in_schema=False)
-async def manage_save(request: Request, token: str | None = None) -> Response:
+async def manage_save(request: Request, pages: PagesDep, token: str | None = None) -> Response:
     form = await request.form(max_files=0, max_fields=MAX_FIELDS)
-    token = token or (form.get("token") if isinstance(form.get("token"), str) else None)
-    db, settings = db_of(request), settings_of(request)
-    try:
-        sub = subs.subscriber_for_token(db, settings, tokens.MANAGE, token)
-    except TokenError as exc:
-        return _token_error(request, exc)
+    token = token or _field(form, "token")
+    db, settings = pages.db, pages.settings
+    sub = subs.subscriber_for_token(db, settings, tokens.MANAGE, token)
     prefs, errors = _form_preferences(form)
-    csrf = form.get(CSRF_FIELD)
-    if not verify_csrf(request, csrf if isinstance(csrf, str) else None):
+    if not verify_csrf(request, _field(form, CSRF_FIELD)):
         errors = ["This form has expired; please save again."] + errors
-        return _render(
-            request,
-            "manage.html",
-            _manage_context(request, sub, token or "", prefs, errors=errors, saved=False),
-            status_code=403,
-        )
+        return pages.manage(sub, token or "", prefs, errors, status_code=403)
     if not errors:
         try:
             if form.get("action") == "resume":
@@ -348,52 +354,32 @@ async def manage_save(request: Request, token: str | None = None) -> Response:
                 sub = await run_in_threadpool(subs.update_preferences, db, settings, token, prefs)
         except ValidationError as exc:
             errors = exc.errors
-        except TokenError as exc:
-            return _token_error(request, exc)
     if errors:
-        return _render(
-            request,
-            "manage.html",
-            _manage_context(request, sub, token or "", prefs, errors=errors, saved=False),
-            status_code=400,
-        )
-    return _render(
-        request,
-        "manage.html",
-        _manage_context(request, sub, token or "", sub.preferences, errors=[], saved=True),
-    )
+        return pages.manage(sub, token or "", prefs, errors, status_code=400)
+    return pages.manage(sub, token or "", sub.preferences, [], saved=True)
 
 
 # -- unsubscribe -------------------------------------------------------------------------------
 @router.get("/unsubscribe", include_in_schema=False)
-def unsubscribe_page(request: Request, token: str | None = None) -> Response:
-    settings = settings_of(request)
-    try:
-        sub = subs.subscriber_for_token(db_of(request), settings, tokens.UNSUBSCRIBE, token)
-    except TokenError as exc:
-        return _token_error(request, exc)
-    return _render(
-        request, "unsubscribe.html", {"sub": sub, "token": token, "done": False, "changed": False}
+def unsubscribe_page(pages: PagesDep, token: str | None = None) -> Response:
+    sub = subs.subscriber_for_token(pages.db, pages.settings, tokens.UNSUBSCRIBE, token)
+    return pages.render(
+        "unsubscribe.html", {"sub": sub, "token": token, "done": False, "changed": False}
     )
 
 
 @router.post("/unsubscribe", include_in_schema=False)
-async def unsubscribe_post(request: Request, token: str | None = None) -> Response:
+async def unsubscribe_post(request: Request, pages: PagesDep, token: str | None = None) -> Response:
     """Unsubscribe: from the page's button or a mail client's RFC 8058 one-click POST."""
     token = await _posted_token(request, token)
-    db, settings = db_of(request), settings_of(request)
-    try:
-        sub, changed = await run_in_threadpool(subs.unsubscribe, db, settings, token)
-    except TokenError as exc:
-        return _token_error(request, exc)
-    return _render(
-        request,
+    sub, changed = await run_in_threadpool(subs.unsubscribe, pages.db, pages.settings, token)
+    return pages.render(
         "unsubscribe.html",
         {
             "sub": sub,
             "token": token,
             "done": True,
             "changed": changed,
-            "manage_url": tokens.manage_url(settings, sub.id, sub.email),
+            "manage_url": tokens.manage_url(pages.settings, sub.id, sub.email),
         },
     )

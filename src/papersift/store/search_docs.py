@@ -1,79 +1,80 @@
-"""What search reads from and writes to the database: paper fields and stored embeddings.
+"""What search reads from and writes to the database: papers as documents, stored embeddings.
 
 Embeddings are kept in the ``embeddings`` table keyed by (paper id, model id) with the
 content hash of the text they were made from, as float16 (half the bytes of float32; cosine
 similarities change by less than 1e-3, far below any ranking difference we can measure).
+
+Papers are read as :class:`PaperDoc`, a flat projection of the fields the indexes need
+(columns straight from the table, no ORM objects): a full rebuild streams every paper
+through here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import date
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import Table, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from papersift.model import paper_text
+from papersift.store.papers import _chunks
 from papersift.store.schema import EmbeddingRow, PaperRow
 
-_CHUNK = 500
+_PAPERS = cast(Table, PaperRow.__table__)
+_EMBEDDINGS = cast(Table, EmbeddingRow.__table__)
 
 
-@dataclass
+@dataclass(slots=True)
 class PaperDoc:
-    """The fields of a paper that the indexes need."""
+    """A paper as the search indexes read it.
+
+    The fields of :class:`papersift.model.Paper` that are indexed (same names and types),
+    plus two columns the store derives from a paper: ``has_code`` and ``content_hash``.
+    """
 
     id: str
     title: str
-    abstract: str
-    content_hash: str
+    abstract: str = ""
     authors: list[str] = field(default_factory=list)
     published: date | None = None
-    has_code: bool = False
     categories: list[str] = field(default_factory=list)
+    has_code: bool = False
+    content_hash: str = ""
 
     @property
     def text(self) -> str:
-        """The embedded text: same as ``Paper.text``."""
-        return f"{self.title}. {self.abstract}" if self.abstract else self.title
+        """The indexed and embedded text (:func:`papersift.model.paper_text`)."""
+        return paper_text(self.title, self.abstract)
 
 
-_COLUMNS = (
-    PaperRow.id,
-    PaperRow.title,
-    PaperRow.abstract,
-    PaperRow.content_hash,
-    PaperRow.authors,
-    PaperRow.published,
-    PaperRow.has_code,
-    PaperRow.categories,
-)
+DOC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PaperDoc))
+# The columns of a PaperDoc, in field order (names are the column names).
+_DOC_COLUMNS = tuple(_PAPERS.c[name] for name in DOC_FIELDS)
 
 
-def _doc(row) -> PaperDoc:
+def _doc(row: Sequence[Any]) -> PaperDoc:
+    """A PaperDoc from a row of ``_DOC_COLUMNS`` (NULL text and lists become empty)."""
     return PaperDoc(
-        id=row[0],
-        title=row[1] or "",
-        abstract=row[2] or "",
-        content_hash=row[3] or "",
-        authors=list(row[4] or []),
-        published=row[5],
-        has_code=bool(row[6]),
-        categories=list(row[7] or []),
+        row[0],
+        row[1] or "",
+        row[2] or "",
+        list(row[3] or []),
+        row[4],
+        list(row[5] or []),
+        bool(row[6]),
+        row[7] or "",
     )
-
-
-def chunks(values: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
 
 
 def paper_docs(session: Session, ids: Sequence[str]) -> dict[str, PaperDoc]:
     """Docs by id; ids not in the database are absent."""
     out: dict[str, PaperDoc] = {}
-    for chunk in chunks(list(dict.fromkeys(ids))):
-        for row in session.execute(select(*_COLUMNS).where(PaperRow.id.in_(chunk))):
+    for chunk in _chunks(list(dict.fromkeys(ids))):
+        for row in session.execute(select(*_DOC_COLUMNS).where(_PAPERS.c.id.in_(chunk))):
             out[row[0]] = _doc(row)
     return out
 
@@ -83,7 +84,7 @@ def iter_paper_docs(session: Session, batch: int = 2000) -> Iterator[list[PaperD
     last = ""
     while True:
         rows = session.execute(
-            select(*_COLUMNS).where(PaperRow.id > last).order_by(PaperRow.id).limit(batch)
+            select(*_DOC_COLUMNS).where(_PAPERS.c.id > last).order_by(_PAPERS.c.id).limit(batch)
         ).all()
         if not rows:
             return
@@ -92,7 +93,7 @@ def iter_paper_docs(session: Session, batch: int = 2000) -> Iterator[list[PaperD
 
 
 def iter_hashes(session: Session, batch: int = 5000) -> Iterator[list[tuple[str, str]]]:
-    """(id, content_hash) of every paper, in batches."""
+    """(id, content_hash) of every paper in id order, in batches."""
     last = ""
     while True:
         rows = session.execute(
@@ -107,48 +108,32 @@ def iter_hashes(session: Session, batch: int = 5000) -> Iterator[list[tuple[str,
         last = rows[-1][0]
 
 
-def existing(session: Session, ids: Sequence[str]) -> set[str]:
-    out: set[str] = set()
-    for chunk in chunks(list(ids)):
-        out.update(session.scalars(select(PaperRow.id).where(PaperRow.id.in_(chunk))))
-    return out
-
-
 def duplicate_keys(session: Session, ids: Sequence[str]) -> dict[str, tuple[str, str | None, str]]:
     """(title key, arXiv id, content hash) by paper id: what makes two papers the same."""
     out: dict[str, tuple[str, str | None, str]] = {}
-    for chunk in chunks(list(dict.fromkeys(ids))):
-        stmt = select(PaperRow.id, PaperRow.title_key, PaperRow.arxiv_id, PaperRow.content_hash)
+    stmt = select(PaperRow.id, PaperRow.title_key, PaperRow.arxiv_id, PaperRow.content_hash)
+    for chunk in _chunks(list(dict.fromkeys(ids))):
         for pid, title_key, arxiv_id, chash in session.execute(stmt.where(PaperRow.id.in_(chunk))):
             out[pid] = (title_key or "", arxiv_id, chash or "")
     return out
 
 
 def published_dates(session: Session, ids: Sequence[str]) -> dict[str, date | None]:
+    """Publication date (None if unknown) by paper id."""
     out: dict[str, date | None] = {}
-    for chunk in chunks(list(dict.fromkeys(ids))):
+    for chunk in _chunks(list(dict.fromkeys(ids))):
         stmt = select(PaperRow.id, PaperRow.published).where(PaperRow.id.in_(chunk))
         out.update((pid, pub) for pid, pub in session.execute(stmt))
     return out
 
 
-def newest_ids(session: Session, limit: int) -> list[str]:
-    """Ids of the ``limit`` most recently published papers (undated ones last)."""
-    stmt = (
-        select(PaperRow.id)
-        .order_by(PaperRow.published.is_(None), PaperRow.published.desc(), PaperRow.id)
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
-
-
 def texts(session: Session, ids: Sequence[str]) -> dict[str, str]:
-    """The indexed text (title. abstract) by paper id."""
+    """The indexed text (:func:`papersift.model.paper_text`) by paper id."""
     out: dict[str, str] = {}
-    for chunk in chunks(list(dict.fromkeys(ids))):
+    for chunk in _chunks(list(dict.fromkeys(ids))):
         stmt = select(PaperRow.id, PaperRow.title, PaperRow.abstract).where(PaperRow.id.in_(chunk))
         for pid, title, abstract in session.execute(stmt):
-            out[pid] = f"{title}. {abstract}" if abstract else (title or "")
+            out[pid] = paper_text(title, abstract)
     return out
 
 
@@ -168,6 +153,7 @@ def count_unembedded(session: Session, model: str) -> int:
 
 
 def encode_vector(vector: np.ndarray) -> bytes:
+    """The stored form of a vector: little-endian float16."""
     return np.asarray(vector, dtype="<f2").tobytes()
 
 
@@ -181,17 +167,17 @@ def decode_vector(blob: bytes, dim: int) -> np.ndarray | None:
 
 
 def load_embeddings(
-    session: Session, docs: Sequence[PaperDoc], model: str, dim: int
+    session: Session, hashes: Mapping[str, str], model: str, dim: int
 ) -> dict[str, np.ndarray]:
-    """Stored vectors of the docs whose text has not changed since they were embedded."""
-    wanted = {d.id: d.content_hash for d in docs}
+    """Stored vectors of the papers (id -> content hash) whose text has not changed since
+    they were embedded."""
     out: dict[str, np.ndarray] = {}
-    for chunk in chunks(list(wanted)):
+    for chunk in _chunks(list(hashes)):
         stmt = select(EmbeddingRow.paper_id, EmbeddingRow.content_hash, EmbeddingRow.vector).where(
             EmbeddingRow.model == model, EmbeddingRow.paper_id.in_(chunk)
         )
         for pid, chash, blob in session.execute(stmt):
-            if chash == wanted.get(pid):
+            if chash == hashes.get(pid):
                 vec = decode_vector(blob, dim)
                 if vec is not None:
                     out[pid] = vec
@@ -202,13 +188,13 @@ def save_embeddings(
     session: Session, rows: Sequence[tuple[str, str, np.ndarray]], model: str
 ) -> None:
     """Replace the stored vectors of (paper id, content hash, vector) rows for ``model``."""
-    for chunk in chunks(list(rows)):
+    for chunk in _chunks(list(rows)):
         ids = [pid for pid, _h, _v in chunk]
         session.execute(
             delete(EmbeddingRow).where(EmbeddingRow.model == model, EmbeddingRow.paper_id.in_(ids))
         )
         session.execute(
-            EmbeddingRow.__table__.insert(),
+            _EMBEDDINGS.insert(),
             [
                 {
                     "paper_id": pid,

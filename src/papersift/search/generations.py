@@ -1,0 +1,163 @@
+"""Index generations: which folder of indexes is live, opening it, and the writers' lock.
+
+Indexes are derived data under ``$PAPERSIFT_HOME/index``: deleting the folder loses nothing,
+the next search (or ``papersift index``) rebuilds it from the database, re-using the stored
+embeddings. Layout::
+
+    index/CURRENT            {"dir": "v...", "gen": 7, "docs": N, "vectors": M, "model": ...}
+    index/v<time>/lexical/   tantivy
+    index/v<time>/flat.npz | hnsw.usearch
+    index/v<time>/catalog.sqlite
+
+A rebuild writes a new ``v<time>`` folder and switches ``CURRENT`` atomically, so searches
+keep working meanwhile. Incremental updates change the live folder and bump ``gen``; every
+process re-opens its indexes when it sees ``CURRENT`` change (one ``stat`` per search).
+Writers take a file lock, so two ``papersift ingest`` runs cannot corrupt the index.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from papersift.search.catalog import Catalog
+from papersift.search.lexical import LexicalIndex
+from papersift.search.spelling import Vocabulary
+from papersift.search.vectors import VectorIndex, VectorParams
+
+Meta = dict[str, Any]  # the JSON object in CURRENT
+Stamp = tuple[int, int, int]  # (mtime ns, size, inode) of CURRENT: changes on every switch
+
+
+@dataclass
+class Generation:
+    """The open indexes of one generation, and the caches that live as long as they do."""
+
+    folder: Path
+    stamp: Stamp | None
+    meta: Meta
+    lexical: LexicalIndex
+    vectors: VectorIndex | None
+    catalog: Catalog
+    # Feedback term distributions by paper key (LRU, see execute.TERM_CACHE).
+    terms: OrderedDict[int, dict[str, float]] = field(default_factory=OrderedDict)
+    terms_lock: threading.Lock = field(default_factory=threading.Lock)
+    vocab: Vocabulary | None = None  # spelling suggestions: read on first need
+
+    @property
+    def pending_vectors(self) -> int:
+        """Indexed papers that have no vector yet."""
+        return int(self.meta.get("docs", 0)) - int(self.meta.get("vectors", 0))
+
+
+class Generations:
+    """The index folder of one home: finds, opens and switches generations (thread-safe)."""
+
+    def __init__(self, root: Path, params: VectorParams, *, view: bool = True) -> None:
+        self.root = Path(root)
+        self.current_path = self.root / "CURRENT"  # stat()ed on every search
+        self.params = params
+        self._view = view  # readers memory-map the vector graph
+        self._live: Generation | None = None
+        self._lock = threading.RLock()
+        self._writing = threading.RLock()
+
+    def stamp(self) -> Stamp | None:
+        """Identity of the CURRENT file as it is now (None if there is none)."""
+        try:
+            st = self.current_path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def read_meta(self) -> Meta | None:
+        """CURRENT's contents, or None if it is missing, corrupt or names no folder."""
+        try:
+            meta = json.loads(self.current_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or not (self.root / str(meta.get("dir", ""))).is_dir():
+            return None
+        return meta
+
+    def write_meta(self, meta: Meta) -> None:
+        """Switch CURRENT atomically (write a temporary file, rename it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".CURRENT.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, self.current_path)
+
+    def open(self, meta: Meta, stamp: Stamp | None, *, writable: bool = False) -> Generation:
+        """Open the indexes CURRENT names (writers load the vectors instead of mapping them)."""
+        folder = self.root / meta["dir"]
+        vectors = None
+        if VectorIndex.exists(folder) and meta.get("dim"):
+            vectors = VectorIndex.load(
+                folder, int(meta["dim"]), self.params, view=self._view and not writable
+            )
+        return Generation(
+            folder,
+            stamp,
+            meta,
+            LexicalIndex(folder / "lexical"),
+            vectors,
+            Catalog(folder / "catalog.sqlite"),
+        )
+
+    def current(self) -> Generation | None:
+        """The open indexes, re-opened if another process changed them."""
+        stamp = self.stamp()
+        live = self._live
+        if live is not None and live.stamp == stamp:
+            return live
+        with self._lock:
+            stamp = self.stamp()
+            if self._live is not None and self._live.stamp == stamp:
+                return self._live
+            meta = self.read_meta() if stamp else None
+            self._live = self.open(meta, stamp) if meta else None
+            return self._live
+
+    def forget(self) -> None:
+        """Drop the open generation (after this process switched CURRENT)."""
+        with self._lock:
+            self._live = None
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Serialise writers within this process and across processes."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._writing, (self.root / ".lock").open("a") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def new_folder(self, name: str) -> Path:
+        """A fresh generation folder (fails if it exists)."""
+        folder = self.root / name
+        folder.mkdir(parents=True)
+        return folder
+
+    def drop_old(self, keep: str) -> None:
+        """Delete every generation folder but ``keep``."""
+        for child in self.root.iterdir():
+            if child.is_dir() and child.name.startswith("v") and child.name != keep:
+                shutil.rmtree(child, ignore_errors=True)
+
+    def status(self) -> dict[str, Any]:
+        """What the current index holds (for ``papersift index`` and the web app)."""
+        live = self.current()
+        if live is None:
+            return {"built": False, "docs": 0, "vectors": 0, "path": str(self.root)}
+        return {"built": True, "path": str(live.folder), **live.meta}

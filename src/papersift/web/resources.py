@@ -1,0 +1,198 @@
+"""What the HTML page and the JSON route of one resource share: the lookup and its 404,
+the paging, the cards of a paper list, and the writes (votes, views) behind both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.exceptions import HTTPException
+
+from papersift.model import Collection, CollectionEntry, Paper
+from papersift.rank import trending as trending_mod
+from papersift.rank import votes as vote_store
+from papersift.rank.trending import WINDOWS, TrendingCache
+from papersift.store import collections as collection_store
+from papersift.store import papers as paper_store
+from papersift.store.db import Database
+from papersift.store.web_state import Session
+from papersift.web.ratelimit import RateLimiter
+from papersift.web.searching import ResultCache
+from papersift.web.state import ViewCounter
+
+MAX_ID = 255  # ids, names and other path values longer than this cannot exist
+TRENDING_DEPTH = 1000  # trending lists stop here
+
+
+def clean_ref(value: str) -> str | None:
+    """A path value that could name something, or None (too long, control characters)."""
+    value = value.strip()
+    if not value or len(value) > MAX_ID or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return None
+    return value
+
+
+def load_paper(session: Session, ref: str) -> Paper:
+    """The paper for an id, arXiv id or DOI, or a 404."""
+    cleaned = clean_ref(ref)
+    paper = paper_store.get_paper(session, cleaned) if cleaned else None
+    if paper is None:
+        raise HTTPException(404, "No paper with this id.")
+    return paper
+
+
+@dataclass
+class PaperDetail:
+    """A paper as its own page and its JSON show it."""
+
+    paper: Paper
+    votes: int
+    memberships: list[tuple[str, int]]  # (collection name, rank)
+
+
+def load_paper_detail(session: Session, ref: str) -> PaperDetail:
+    """The paper ``ref`` names with its vote count and collections, or a 404."""
+    paper = load_paper(session, ref)
+    return PaperDetail(
+        paper,
+        vote_store.vote_count(session, paper.id),
+        collection_store.collections_of_paper(session, paper.id),
+    )
+
+
+def load_collection(session: Session, name: str) -> Collection:
+    """The collection of this name with its entries in order, or a 404."""
+    cleaned = clean_ref(name)
+    found = collection_store.get_collection(session, cleaned) if cleaned else None
+    if found is None:
+        raise HTTPException(404, "No collection with this name.")
+    return found
+
+
+def check_window(raw: str | None) -> str:
+    """A trending window from a query value (day when absent), or a 400."""
+    if raw in WINDOWS:
+        return raw
+    if raw:
+        raise HTTPException(400, "window must be day, week or month")
+    return "day"
+
+
+def page_number(raw: str | None, last: int = 10_000) -> int:
+    """A 1-based page number from a query value (1 when absent), or a 400."""
+    if raw is None or raw == "":
+        return 1
+    if raw.isdigit() and 1 <= int(raw) <= last:
+        return int(raw)
+    raise HTTPException(400, "page must be a positive number within range")
+
+
+def start_of(offset: int, k: int, page: int | None) -> int:
+    """Where a page starts: ``page`` (1-based, of ``k`` items) wins over ``offset``."""
+    return (page - 1) * k if page else offset
+
+
+def collection_entries(found: Collection, start: int, size: int) -> list[CollectionEntry]:
+    """One page of a collection's entries."""
+    return found.entries[start : start + size]
+
+
+def trending_slice(
+    trending: TrendingCache, window: str, start: int, size: int
+) -> tuple[list[tuple[str, float]], bool]:
+    """(paper id, score) from ``start`` on, at most ``size``, and whether more follow."""
+    if start > TRENDING_DEPTH:
+        raise HTTPException(400, f"trending lists stop at {TRENDING_DEPTH} papers")
+    ranked = trending.get(window, start + size + 1)
+    return ranked[start : start + size], len(ranked) > start + size
+
+
+@dataclass
+class Card:
+    """A paper as a list item shows it."""
+
+    paper: Paper
+    votes: int = 0
+    voted: bool = False
+    score: float | None = None
+
+
+def papers_by_id(
+    session: Session, ids: list[str], cache: ResultCache | None = None
+) -> dict[str, Paper]:
+    """Papers for list pages, through ``cache`` when given (missing ids are absent).
+
+    Lists (search results, similar papers) show the same popular papers again and again;
+    reading them costs more than the search on a small corpus. A cached paper is at most
+    the cache's ttl old, like the cached search results that name it; paper pages always
+    read the database.
+    """
+    if cache is None:
+        return paper_store.get_papers(session, ids)
+    found: dict[str, Paper] = {}
+    missing = []
+    for paper_id in ids:
+        paper = cache.get(("paper", paper_id))
+        if paper is None:
+            missing.append(paper_id)
+        else:
+            found[paper_id] = paper
+    if missing:
+        for paper_id, paper in paper_store.get_papers(session, missing).items():
+            cache.put(("paper", paper_id), paper)
+            found[paper_id] = paper
+    return found
+
+
+def cards(
+    session: Session,
+    ids: list[str],
+    visitor: str | None,
+    scores: dict[str, float] | None = None,
+    *,
+    cache: ResultCache | None = None,
+) -> list[Card]:
+    """Cards for ids in their order (unknown ids dropped); vote counts are always fresh."""
+    papers = papers_by_id(session, ids, cache)
+    counts = vote_store.vote_counts(session, list(papers))
+    mine = vote_store.voted_by(session, visitor, list(papers))
+    return [
+        Card(papers[i], counts.get(i, 0), i in mine, (scores or {}).get(i))
+        for i in ids
+        if i in papers
+    ]
+
+
+def check_rate(limiter: RateLimiter, visitor: str | None, ip: str, message: str) -> None:
+    """A 429 with Retry-After when this visitor or IP has used up its budget."""
+    wait = limiter.check(visitor, ip)
+    if wait:
+        raise HTTPException(429, message, headers={"Retry-After": str(wait)})
+
+
+@dataclass
+class Voting:
+    """Upvotes for one request: rate limited per visitor and IP, trending refreshed."""
+
+    db: Database
+    trending: TrendingCache
+    limiter: RateLimiter
+    ip: str
+
+    def cast(self, visitor: str, paper_ref: str, *, undo: bool) -> tuple[str, bool, int]:
+        """Vote (or undo) for the paper ``paper_ref`` names: (its id, voted, vote count)."""
+        check_rate(self.limiter, visitor, self.ip, "Too many votes; try again shortly.")
+        with self.db.session() as session:
+            paper = load_paper(session, paper_ref)
+            if undo:
+                vote_store.remove_vote(session, paper.id, visitor)
+            else:
+                vote_store.upvote(session, paper.id, visitor)
+            count = vote_store.vote_count(session, paper.id)
+        self.trending.invalidate()
+        return paper.id, not undo, count
+
+
+def count_view(session: Session, views: ViewCounter, viewer: str, paper_id: str) -> None:
+    """Count a view of the paper once per viewer and day."""
+    if views.first_view(viewer, paper_id):
+        trending_mod.record_view(session, paper_id)
