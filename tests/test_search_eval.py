@@ -101,12 +101,12 @@ PERTURBATIONS = {
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Each collection loaded and indexed once (as ``papersift eval`` does), for many runs."""
-    from papersift.search import documents as docstore
     from papersift.search import eval as search_eval
     from papersift.search.embedder import get_embedder
     from papersift.search.service import SearchService
     from papersift.settings import load_settings
     from papersift.store import papers as paper_store
+    from papersift.store import search_docs as docstore
     from papersift.store.db import Database
 
     embedder = get_embedder()
