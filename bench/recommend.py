@@ -92,7 +92,7 @@ class IVFIndex:
     """Inverted-file nearest neighbours: vectors bucketed by their nearest of ``lists``
     spherical k-means centroids; a query scans the ``probe`` closest buckets exactly."""
 
-    def __init__(self, matrix: np.ndarray, lists: int = 1024, probe: int = 12) -> None:
+    def __init__(self, matrix: np.ndarray, lists: int = 1024, probe: int = 8) -> None:
         self.matrix = matrix
         self.probe = probe
         path = cache_root() / f"ivf-{len(matrix)}-{lists}.npz"
@@ -123,15 +123,14 @@ class IVFIndex:
         self.members = np.split(order, np.cumsum(np.bincount(assign, minlength=lists))[:-1])
 
     def candidates(self, queries: np.ndarray, count: int) -> list[str]:
-        """The ``count`` nearest of each query among its probed buckets (the provider)."""
+        """The ``count`` nearest of each query among its probed buckets (the provider); the
+        buckets of all queries are scanned in one pass (interests overlap)."""
         lists = np.argsort(-(queries @ self.centroids.T), axis=1)[:, : self.probe]
-        out: list[np.ndarray] = []
-        for q, row in zip(queries, lists, strict=True):
-            rows = np.concatenate([self.members[c] for c in row])
-            sims = self.matrix[rows] @ q
-            keep = min(count, len(rows))
-            out.append(rows[np.argpartition(-sims, keep - 1)[:keep]])
-        return [str(i) for i in np.unique(np.concatenate(out))]
+        rows = np.concatenate([self.members[c] for c in np.unique(lists)])
+        sims = self.matrix[rows] @ queries.T
+        keep = min(count, len(rows))
+        top = np.argpartition(-sims, keep - 1, axis=0)[:keep]
+        return [str(i) for i in np.unique(rows[top])]
 
 
 def libraries(

@@ -224,7 +224,9 @@ def serve_in_thread(app) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    # As `papersift serve` runs it: the app alone decides whom X-Forwarded-For is believed
+    # from (forwarded_allow_ips); uvicorn's default would trust 127.0.0.1.
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", proxy_headers=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

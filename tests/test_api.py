@@ -92,6 +92,9 @@ def test_etag_revalidation(client: httpx.Client) -> None:
 )
 def test_unknown_or_hostile_paper_ids_are_404(client: httpx.Client, ref: str) -> None:
     assert_problem(client.get(f"/api/v1/papers/{ref}"), 404)
+    # no visitor yet: 403, unless the path itself names nothing (404 before any handler)
+    assert client.post(f"/api/v1/papers/{ref}/upvote").status_code in (403, 404)
+    client.get("/")  # now one
     assert_problem(client.post(f"/api/v1/papers/{ref}/upvote"), 404)
     assert_problem(client.get(f"/api/v1/papers/{ref}/similar"), 404)
 
@@ -99,13 +102,18 @@ def test_unknown_or_hostile_paper_ids_are_404(client: httpx.Client, ref: str) ->
 # --- votes ----------------------------------------------------------------------------
 
 
-def test_upvote_issues_a_cookie_and_counts_once(live_server: str) -> None:
+def test_upvote_needs_a_cookie_from_a_page_and_counts_once(live_server: str) -> None:
     with httpx.Client(base_url=live_server) as alice, httpx.Client(base_url=live_server) as bob:
         before = alice.get(f"/api/v1/papers/{SLASH_ID}").json()["votes"]
+        refused = alice.post(f"/api/v1/papers/{SLASH_ID}/upvote")  # no visitor seen before
+        assert refused.status_code == 403 and "ps_visitor" in refused.json()["detail"]
+        page = alice.get(f"/papers/{SLASH_ID}")
+        assert "ps_visitor=" in page.headers["set-cookie"]
+        assert "HttpOnly" in page.headers["set-cookie"]
+        assert "SameSite=Lax" in page.headers["set-cookie"]
+        bob.get(f"/papers/{SLASH_ID}")
         r = alice.post(f"/api/v1/papers/{SLASH_ID}/upvote")
         assert r.status_code == 200
-        assert "ps_visitor=" in r.headers["set-cookie"]
-        assert "HttpOnly" in r.headers["set-cookie"] and "SameSite=Lax" in r.headers["set-cookie"]
         assert r.json() == {"id": SLASH_ID, "votes": before + 1, "voted": True}
         again = alice.post(f"/api/v1/papers/{SLASH_ID}/upvote")
         assert again.json()["votes"] == before + 1 and "set-cookie" not in again.headers
@@ -120,11 +128,10 @@ def test_upvote_issues_a_cookie_and_counts_once(live_server: str) -> None:
         assert bob.delete(f"/api/v1/papers/{SLASH_ID}/upvote").json()["votes"] == before
 
 
-def test_forged_cookie_gets_a_new_visitor(live_server: str) -> None:
+def test_forged_cookie_cannot_vote(live_server: str) -> None:
     with httpx.Client(base_url=live_server, cookies={"ps_visitor": "forged.value"}) as c:
         r = c.post(f"/api/v1/papers/{SLASH_ID}/upvote")
-        assert r.status_code == 200 and "ps_visitor=" in r.headers["set-cookie"]
-        c.delete(f"/api/v1/papers/{SLASH_ID}/upvote")
+        assert r.status_code == 403
 
 
 def test_votes_change_the_etag_and_trending(client: httpx.Client) -> None:
@@ -133,6 +140,7 @@ def test_votes_change_the_etag_and_trending(client: httpx.Client) -> None:
     top_before = client.get("/api/v1/trending", params={"window": "day", "k": 1}).json()
     for _ in range(3):  # three visitors make it the most-voted paper of the day
         with httpx.Client(base_url=str(client.base_url)) as voter:
+            voter.get(f"/papers/{pid}")  # a vote needs a visitor seen before
             assert voter.post(f"/api/v1/papers/{pid}/upvote").status_code == 200
     assert client.get(f"/api/v1/papers/{pid}", headers={"If-None-Match": etag}).status_code == 200
     top = client.get("/api/v1/trending", params={"window": "day", "k": 1}).json()["results"][0]

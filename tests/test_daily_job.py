@@ -26,6 +26,7 @@ from papersift.digest import outbox, tokens
 from papersift.digest import subscriptions as subs
 from papersift.digest.validation import clean_preferences
 from papersift.ingest.harvest import HarvestConfig
+from papersift.jobs import InProcessRunner, run_job
 from papersift.jobs.daily import run_daily
 from papersift.settings import load_settings
 from papersift.store.db import Database
@@ -236,6 +237,15 @@ def test_oai_day_in_process(db: Database, tmp_path: Path, server: Recorder) -> N
     assert later.ok and later.since == date(2026, 12, 1)
     assert server.log[0].params["from"] == "2026-12-01"
     assert run_daily(settings, db, day=date(2026, 12, 3), harvest=fast).already_done
+    # the same jobs by name, as a queue or the in-process runner starts them
+    assert run_job("daily", settings, db, day="2026-12-03")["already_done"] is True
+    runner = InProcessRunner(settings, db)
+    try:
+        assert runner.defer("mail.deliver").result(30) == outbox.DeliveryReport().to_dict()
+        with pytest.raises(KeyError):
+            runner.defer("no-such-job")
+    finally:
+        runner.close()
 
 
 def test_bad_input_is_refused_and_writes_nothing(tmp_path: Path, server: Recorder) -> None:

@@ -207,16 +207,18 @@ def test_form_body_limit(browser: httpx.Client) -> None:
 
 
 def test_page_views_feed_trending(browser: httpx.Client, live_server: str, web_home) -> None:
-    """Ten visitors open a paper, each twice: ten views are stored (a reload is not a
-    view), and they lift the paper in trending (the page cache refreshes within seconds)."""
+    """Ten visitors (from ten addresses: one address counts at most a few views a day)
+    open a paper, each twice: ten views are stored (a reload is not a view), and they lift
+    the paper in trending (the page cache refreshes within seconds)."""
     from papersift.rank.trending import trending
     from papersift.store.db import Database
     from papersift.store.schema import PaperViewRow
 
     month = browser.get("/api/v1/trending", params={"window": "month", "k": 100}).json()
     quiet = next(p["id"] for p in reversed(month["results"]) if p["score"] == 0)
-    for _ in range(10):
-        with httpx.Client(base_url=live_server) as visitor:
+    for n in range(10):
+        transport = httpx.HTTPTransport(local_address=f"127.0.1.{n + 1}")
+        with httpx.Client(base_url=live_server, transport=transport) as visitor:
             visitor.get("/")  # get a visitor cookie first, as a browser would
             assert visitor.get(f"/papers/{quiet}").status_code == 200
             visitor.get(f"/papers/{quiet}")

@@ -155,6 +155,7 @@ def test_votes_and_trending_on_both_databases(db: Database, tmp_path: Path) -> N
         vote_limits=(Limit(capacity=6, rate=0.001), Limit(capacity=100, rate=1)),
     )
     with TestClient(app) as alice, TestClient(app) as bob:
+        alice.get("/papers/one"), bob.get("/papers/one")  # a vote needs a visitor seen before
         assert alice.post("/api/v1/papers/cond-mat/0101001/upvote").json()["votes"] == 1
         assert bob.post("/api/v1/papers/cond-mat/0101001/upvote").json()["votes"] == 2
         assert alice.post("/api/v1/papers/cond-mat/0101001/upvote").json()["votes"] == 2
@@ -272,6 +273,7 @@ def test_vote_limit_holds_across_workers(web_home: Path, tmp_path: Path) -> None
         # A new connection per request, so the kernel spreads them over both workers.
         no_reuse = httpx.Limits(max_keepalive_connections=0)
         with httpx.Client(base_url=base, limits=no_reuse, timeout=10) as visitor:
+            visitor.get(f"/papers/{ids[0]}")  # a vote needs a visitor seen before
             statuses = [visitor.post(f"/api/v1/papers/{pid}/upvote").status_code for pid in ids]
             assert visitor.cookies.get("ps_visitor")
     finally:

@@ -60,6 +60,27 @@ def title_paper_id(title: str) -> str:
     return f"p{digest}"
 
 
+# C0 and C1 control characters (NUL, ESC, CSI, DEL ...) but tab and newline: PostgreSQL
+# refuses NUL, mail parts must not carry them and a terminal obeys ESC sequences.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without control characters other than tab and newline (the same on every
+    database: applied to every text field at ingest)."""
+    return _CONTROLS.sub("", text) if _CONTROLS.search(text) else text
+
+
+def strip_record_controls(record: Any) -> None:
+    """Apply :func:`strip_controls` to every text and list-of-text field of a dataclass."""
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, str):
+            setattr(record, f.name, strip_controls(value))
+        elif isinstance(value, list) and any(isinstance(v, str) for v in value):
+            setattr(record, f.name, [strip_controls(v) if isinstance(v, str) else v for v in value])
+
+
 def clean_text(text: str | None) -> str:
     """Collapse runs of whitespace (feeds wrap abstracts at 80 columns)."""
     if not text:

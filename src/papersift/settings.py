@@ -79,6 +79,30 @@ class Settings(BaseSettings):
         "(default `~/.cache/papersift`).",
     )
 
+    # -- database reliability ---------------------------------------------------------------
+    db_busy_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        description="Seconds a web request waits for a locked SQLite database, or for a pooled "
+        "PostgreSQL connection, before answering 503 with Retry-After.",
+    )
+    db_connect_timeout: int = Field(
+        default=5,
+        gt=0,
+        description="Seconds to wait for a PostgreSQL connection to open.",
+    )
+    db_statement_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one web request's SQL statement may run on PostgreSQL "
+        "(also the TCP user timeout of a connection that stops answering).",
+    )
+    manage_link_days: int = Field(
+        default=30,
+        gt=0,
+        description="Days a subscriber's manage/unsubscribe link in a mail stays valid.",
+    )
+
     # -- web and mail -----------------------------------------------------------------------
     base_url: str = Field(
         default="http://127.0.0.1:8000",
@@ -120,6 +144,61 @@ class Settings(BaseSettings):
         default=True,
         description="Admin pages (`/admin/outbox`) answer requests from 127.0.0.1/::1 "
         "(`0`: never; an admin sign-in will be the other way in).",
+    )
+
+    # -- web hardening ----------------------------------------------------------------------
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Proxies whose `X-Forwarded-For`/`-Proto` are believed: comma-separated "
+        "addresses or networks, e.g. `127.0.0.1` behind a local nginx; `*` any; empty "
+        "(default): none, the client is the TCP peer.",
+    )
+    trusted_hosts: str = Field(
+        default="",
+        description="Host names the app answers for (comma-separated, `*.example.org`, `*` any); "
+        "empty (default): the host of `base_url` plus localhost, 127.0.0.1, ::1 and testserver. "
+        "Other `Host` headers get 400.",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's complete headers (`serve`).",
+    )
+    keepalive_timeout: int = Field(
+        default=5,
+        gt=0,
+        description="Seconds an idle keep-alive connection stays open (`serve`).",
+    )
+    body_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds the app waits for the next piece of a request body before 408.",
+    )
+    max_connections: int = Field(
+        default=1000,
+        gt=0,
+        description="Open connections per worker of `serve`; more are answered 503 and closed.",
+    )
+    max_connections_per_ip: int = Field(
+        default=64,
+        gt=0,
+        description="Open connections per worker from one client address (an IPv6 /64).",
+    )
+    votes_per_ip_paper: int = Field(
+        default=5,
+        gt=0,
+        description="Upvotes one client address (an IPv6 /64) can give one paper per day.",
+    )
+    views_per_ip_paper: int = Field(
+        default=5,
+        gt=0,
+        description="Views of one paper counted per client address (an IPv6 /64) per day.",
+    )
+    signup_mails_per_hour: int = Field(
+        default=200,
+        gt=0,
+        description="Confirmation mails the sign-up form writes per hour at most, in all "
+        "(one domain gets a quarter of it, one address with its `+tag` removed one per 10 min).",
     )
 
     # -- the daily job ----------------------------------------------------------------------
@@ -184,6 +263,25 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")) or "://" == value[-3:]:
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        import ipaddress
+
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        for item in items:
+            if item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an address or network") from None
+        return ",".join(items)
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        return ",".join(v.strip().lower() for v in value.split(",") if v.strip())
 
     @field_validator("unsubscribe_mailto", "secret", "model_dir", mode="before")
     @classmethod

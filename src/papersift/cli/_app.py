@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.segment import Segment
 
 from papersift import __version__
+from papersift.model import strip_controls
 from papersift.settings import Settings, SettingsError, load_settings
 from papersift.store.db import Database, DatabaseError, sqlite_folder
 
@@ -24,8 +27,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-console = Console()
-err_console = Console(stderr=True)
+
+class SafeConsole(Console):
+    """A console whose text cannot carry terminal escape sequences: control characters in
+    what is printed (a paper's title, a digest) are dropped; rich's own styling, emitted
+    afterwards from styles, is kept."""
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(
+            seg if seg.control else Segment(strip_controls(seg.text), seg.style, seg.control)
+            for seg in buffer
+        )
+
+
+console = SafeConsole()
+err_console = SafeConsole(stderr=True)
 
 
 class State:

@@ -23,7 +23,9 @@ def _print(report: DailyReport) -> None:
         detail = ", ".join(
             f"{k} {v}" for k, v in step.items() if k not in ("status",) and v not in (None, [])
         )
-        console.print(f"  {name}: {step.get('status')} ({escape(detail)})", highlight=False)
+        console.print(
+            f"  {name}: {step.get('status')} ({escape(detail)})", highlight=False, soft_wrap=True
+        )
 
 
 @app.command()
@@ -53,7 +55,7 @@ def daily(
     the outbox) go to stderr and the --json `warnings` list; they do not change the exit
     status. A failed step exits 1, another run still in progress exits 75.
 
-    Example: PAPERSIFT_DAILY_SOURCE='arxiv:cat:cs.CL' papersift daily
+    Example: PAPERSIFT_DAILY_SOURCE=oai:https://oaipmh.arxiv.org/oai#cs papersift daily
     """
     the_day: date | None = None
     if day is not None:

@@ -158,7 +158,7 @@ def ingest(
     Formats are detected from content. Each file is one transaction: a bad file changes
     nothing and the others still go in. Exit status 1 if any file failed.
 
-    Example: papersift ingest data/sample/ 'feeds/*.xml' arxiv-metadata-oai-snapshot.json
+    Example: papersift ingest pages/ 'feeds/*.xml' arxiv-236k.jsonl.gz
     """
     report = run_ingest(paths, quiet=quiet or json_out, collection_title=collection_title)
     if json_out:

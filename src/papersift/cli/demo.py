@@ -3,6 +3,7 @@ pages) with its precomputed embeddings, end to end."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,7 @@ from papersift.cli._app import app, console, err_console, fail, state
 from papersift.cli.data import library, print_summary, run_ingest
 from papersift.ingest.demo import DemoDataError, demo_paths, load_vectors, seeds_dir
 from papersift.search import EmbedderError
+from papersift.settings import env_name
 
 
 def sample_dir() -> Path:
@@ -83,4 +85,10 @@ def demo(
     if serve:
         from papersift.cli.web import serve_app
 
+        if "smtp_url" not in state.settings.model_fields_set:
+            # No mail server on a demo machine: sign-up mail waits in the outbox
+            # (papersift mail outbox) instead of failing against port 25.
+            os.environ[env_name("smtp_url")] = "none"
+            state._settings = state.settings.replace(smtp_url="none")
+            console.print("mail is kept in the outbox: papersift mail outbox", style="dim")
         serve_app("127.0.0.1", port)

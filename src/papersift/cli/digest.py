@@ -13,7 +13,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from papersift.cli._app import app, console, err_console, fail, print_json, state
-from papersift.digest import inbound, tokens
+from papersift.digest import inbound, outbox, tokens
 from papersift.digest import subscriptions as subs
 from papersift.digest.run import DigestRun, Outcome, preview
 from papersift.digest.smtp import SmtpConfigError, SmtpError
@@ -80,16 +80,19 @@ def subscribers_add(
             send_empty=send_empty,
         )
         normalize_email(email)
-        result = subs.subscribe(state.db(), email, prefs)
+        queued = outbox.SignupMail(state.settings, interval=0) if mail else None
+        result = subs.subscribe(state.db(), email, prefs, on_signup=queued)
     except ValidationError as exc:
         _invalid(exc)
     settings = state.settings
     sub = result.subscriber
     link = tokens.confirm_url(settings, sub.id, sub.email) if result.action != "already" else None
     mailed, mail_error = False, None
-    if mail:
-        try:
-            mailed = subs.send_signup_mail(settings, result)
+    if queued is not None and queued.id is not None and outbox.smtp_configured(settings):
+        try:  # written to the outbox with the sign-up; a failure leaves it there
+            report = outbox.deliver(settings, state.db(), ids=[queued.id], due_only=False)
+            mailed = report.sent == 1
+            mail_error = "; ".join(report.errors) or None
         except (SmtpError, SmtpConfigError, OSError, ValueError) as exc:
             mail_error = str(exc)
     if json_out:
@@ -114,9 +117,13 @@ def subscribers_add(
             console.print(f"confirmation link: {link}", highlight=False, soft_wrap=True)
         if mailed:
             console.print("confirmation mail sent", style="dim")
+        elif queued is not None and queued.id is not None and not mail_error:
+            console.print(f"mail {outbox.where_mail_goes(settings)}", style="dim")
     if mail_error:
         err_console.print(
-            f"[yellow]warning:[/] the mail could not be sent: {mail_error}", highlight=False
+            f"[yellow]warning:[/] the mail could not be sent now (kept in the outbox, "
+            f"`papersift mail send` retries it): {mail_error}",
+            highlight=False,
         )
         raise typer.Exit(1)
 

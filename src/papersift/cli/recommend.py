@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +41,9 @@ def eval_rec_cmd(
             "(for choosing a method without touching the hidden papers).",
         ),
     ] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Processes scoring readers (default: the cores).")
+    ] = min(4, os.cpu_count() or 1),
 ) -> None:
     """Measure recommendations on readers' libraries: Recall@20, Recall@100, nDCG@20.
 
@@ -59,6 +63,7 @@ def eval_rec_cmd(
                 references=references,
                 split="holdout" if holdout else "hidden",
                 embed_progress=progress,
+                workers=workers,
             )
     except (RecEvalError, EmbedderError) as exc:
         fail(str(exc))

@@ -152,6 +152,11 @@ def search(
         category=category,
     )
     service = get_service(state.settings, state.db())
+    if mode == "semantic":  # asked for meaning only: no model is an error, not keyword hits
+        try:
+            service.embedder  # noqa: B018  (loads the model, or says why it cannot)
+        except EmbedderError as exc:
+            fail(f"semantic search needs the embedding model: {exc}")
     try:
         results = service.search(query, k=k, offset=offset, mode=mode, filters=filters, sort=sort)
     except SearchError as exc:
@@ -228,6 +233,8 @@ def index(
     Example: papersift index            # or: papersift index --rebuild
     """
     try:
+        # index embeds: without the model that is an error, not a keyword-only index
+        get_service(state.settings, state.db()).embedder  # noqa: B018
         report = build_index(rebuild=rebuild, quiet=quiet or json_out)
     except (SearchError, EmbedderError) as exc:
         fail(str(exc))

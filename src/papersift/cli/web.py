@@ -33,6 +33,8 @@ def serve_app(host: str, port: int, workers: int = 1, digests: bool = False) -> 
     ``digests``, also run the daily digest scheduler in this process."""
     import uvicorn
 
+    from papersift.web.protocol import MAX_HEADER_BYTES
+
     if not 0 < port < 65536:
         fail("--port must be between 1 and 65535")
     if not 1 <= workers <= MAX_WORKERS:
@@ -68,8 +70,14 @@ def serve_app(host: str, port: int, workers: int = 1, digests: bool = False) -> 
             port=port,
             workers=workers,
             log_level="warning",
-            proxy_headers=True,
+            # The app decides whom to believe (forwarded_allow_ips, ProxyHeadersMiddleware);
+            # uvicorn's own handling trusts 127.0.0.1 unless told otherwise.
+            proxy_headers=False,
             server_header=False,
+            http="papersift.web.protocol:GuardedHttpProtocol",  # header deadline, caps
+            timeout_keep_alive=settings.keepalive_timeout,
+            limit_concurrency=settings.max_connections + 1,  # the protocol refuses first
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         )
     finally:
         if stop_digests is not None:

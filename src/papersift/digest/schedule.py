@@ -23,6 +23,22 @@ DEFAULT_HOUR = 7
 DEFAULT_INTERVAL = 900.0
 
 
+def _deliver_outbox(settings: Settings, db: Database) -> None:
+    """On every wake: retry the outbox mail whose time has come (a sign-up mail that
+    could not go at once), so a server alone, without timers, still delivers it."""
+    from papersift.digest import outbox
+
+    if not outbox.smtp_configured(settings):
+        return
+    try:
+        report = outbox.deliver(settings, db, due_only=True)
+    except Exception:
+        log.exception("outbox delivery failed")
+        return
+    if report.sent or report.errors:
+        log.info("outbox: %s", report.to_dict())
+
+
 def start_scheduler(
     settings: Settings,
     db: Database,
@@ -57,6 +73,7 @@ def start_scheduler(
                         on_report(report)
                 except Exception:
                     log.exception("digest run failed")
+            _deliver_outbox(settings, db)
             stop.wait(interval)
 
     thread = threading.Thread(target=loop, name="papersift-digests", daemon=True)

@@ -344,12 +344,19 @@ def update_preferences(
 
 
 def resume(db: Database, settings: Settings, token: object) -> Subscriber:
-    """Re-enable an unsubscribed or paused address from its manage page (it was confirmed
-    before, and the signed link proves the owner asked)."""
+    """Re-enable a paused address (paused after failed deliveries) from its manage page.
+
+    An address that unsubscribed is not turned back on by a link: anyone holding an old
+    mail could do that. Subscribing again sends a new confirmation (double opt-in)."""
     with db.session() as s:
         row = _by_token(s, settings, tokens.MANAGE, token)
         if row.confirmed_at is None:
             raise tokens.TokenError("this subscription was never confirmed; subscribe again")
+        if row.status == UNSUBSCRIBED:
+            raise ValidationError(
+                "This address unsubscribed. To receive digests again, subscribe on the "
+                "subscribe page and confirm the mail we send."
+            )
         store.update_row(s, row, status=CONFIRMED, failure_count=0, unsubscribed_at=None)
         return Subscriber.from_row(row)
 

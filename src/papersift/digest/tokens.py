@@ -1,4 +1,5 @@
-"""Signed links in mails: confirm (expires), unsubscribe and manage (long-lived).
+"""Signed links in mails: confirm (7 days), manage (``manage_link_days``), unsubscribe (never
+expires: one click must always stop the mail).
 
 Each purpose has its own salt, so an unsubscribe token cannot confirm and a manage token
 cannot be replayed as anything else. A token names the subscriber id and the address: if
@@ -18,12 +19,14 @@ from urllib.parse import parse_qs, urlsplit
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.timed import TimestampSigner
 
+from papersift.keys import signing_key
 from papersift.settings import Settings
 
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
 MANAGE = "manage"
-# None = no expiry; the signature and the id+address binding still protect the link.
+# None = no expiry (one-click unsubscribe must keep working); a manage link lives
+# ``Settings.manage_link_days`` days. The signature and the id+address binding protect both.
 MAX_AGE: dict[str, timedelta | None] = {CONFIRM: timedelta(days=7), UNSUBSCRIBE: None, MANAGE: None}
 MAX_TOKEN_LEN = 1024
 
@@ -57,14 +60,14 @@ _secrets: dict[str, str] = {}
 
 
 def _secret(settings: Settings) -> str:
-    """The signing key; read from the home once per process (a digest run signs two links
-    per mail, and ``Settings.secret_key`` reads a file)."""
+    """The signing key; read once per process (a digest run signs two links per mail, and
+    the key is in a file or, for a PostgreSQL deployment, in the database)."""
     if settings.secret:
         return settings.secret
-    home = str(settings.home)
-    if home not in _secrets:
-        _secrets[home] = settings.secret_key()
-    return _secrets[home]
+    where = f"{settings.home}|{settings.db_url}"
+    if where not in _secrets:
+        _secrets[where] = signing_key(settings)
+    return _secrets[where]
 
 
 def _serializer(
@@ -97,7 +100,7 @@ def read_token(settings: Settings, purpose: str, token: object) -> tuple[int, st
     token = token.strip()
     if len(token) > MAX_TOKEN_LEN:
         raise TokenError("the link is not valid (token too long)")
-    max_age = MAX_AGE[purpose]
+    max_age = _max_age(settings, purpose)
     try:
         data = _serializer(settings, purpose).loads(
             token, max_age=int(max_age.total_seconds()) if max_age else None
@@ -116,6 +119,12 @@ def read_token(settings: Settings, purpose: str, token: object) -> tuple[int, st
     ):
         raise TokenError("the link is not valid")
     return data["s"], data["e"]
+
+
+def _max_age(settings: Settings, purpose: str) -> timedelta | None:
+    if purpose == MANAGE:
+        return timedelta(days=settings.manage_link_days)
+    return MAX_AGE[purpose]
 
 
 def token_from_link(text: str) -> str:
@@ -150,7 +159,7 @@ def unsubscribe_url(settings: Settings, subscriber_id: int, email: str) -> str:
 
 
 def manage_url(settings: Settings, subscriber_id: int, email: str) -> str:
-    """The preferences page of a subscriber (never expires)."""
+    """The preferences page of a subscriber (expires after ``manage_link_days``)."""
     return link(
         settings, "/subscriptions/manage", make_token(settings, MANAGE, subscriber_id, email)
     )

@@ -14,6 +14,7 @@ from papersift.model import (
     normalize_arxiv_id,
     normalize_doi,
     normalize_title,
+    strip_record_controls,
 )
 
 MAX_TITLE_CHARS = 2_000
@@ -116,6 +117,7 @@ class PaperRecord(PaperMetadata):
 
     def finalize(self) -> PaperRecord:
         """Normalize fields and check limits; raises IngestError on unusable records."""
+        strip_record_controls(self)
         self.title = clean_text(self.title)
         self.abstract = clean_text(self.abstract)
         if not self.title:

@@ -19,9 +19,9 @@ from papersift.store import daily as daily_store
 from papersift.store.db import Session
 
 Kind = Literal["day", "week", "month"]
-_DAY = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_WEEK = re.compile(r"(\d{4})-W(\d{2})")
-_MONTH = re.compile(r"(\d{4})-(\d{2})")
+_DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_WEEK = re.compile(r"([0-9]{4})-W([0-9]{2})")
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
 MIN_YEAR = 1900  # nothing older is a paper papersift can hold
 
 

@@ -69,6 +69,15 @@ class Catalog:
             sql = "SELECT count(*) FROM docs WHERE vec_hash IS NOT NULL"
             return conn.execute(sql).fetchone()[0]
 
+    def count_pending_vectors(self) -> int:
+        """How many indexed papers have no vector, or one of an older text."""
+        with self._conn() as conn:
+            sql = (
+                "SELECT count(*) FROM docs WHERE lex_hash IS NOT NULL"
+                " AND (vec_hash IS NULL OR vec_hash != lex_hash)"
+            )
+            return conn.execute(sql).fetchone()[0]
+
     def ids(self, keys: Sequence[int]) -> dict[int, str]:
         """Paper ids of the keys that are in the catalog."""
         out: dict[int, str] = {}
@@ -110,6 +119,28 @@ class Catalog:
                 list(rows),
             )
             conn.execute("COMMIT")
+
+    def put(self, rows: Iterable[tuple[int, str, str | None, str | None]]) -> None:
+        """Rows of (key, paper_id, lex_hash, vec_hash) exactly as given: a None hash marks
+        "not in that index (yet)", so an interrupted update is redone by the next sync."""
+        with self._conn() as conn:
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT INTO docs(key, paper_id, lex_hash, vec_hash) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET paper_id=excluded.paper_id, "
+                "lex_hash=excluded.lex_hash, vec_hash=excluded.vec_hash",
+                list(rows),
+            )
+            conn.execute("COMMIT")
+
+    def without_vectors(self, after: int = -1, limit: int = 5000) -> list[tuple[int, str]]:
+        """(key, paper_id) of indexed papers whose vector is missing or stale, by key."""
+        with self._conn() as conn:
+            return conn.execute(
+                "SELECT key, paper_id FROM docs WHERE key > ? AND lex_hash IS NOT NULL"
+                " AND (vec_hash IS NULL OR vec_hash != lex_hash) ORDER BY key LIMIT ?",
+                (after, limit),
+            ).fetchall()
 
     def remove(self, keys: Sequence[int]) -> None:
         """Forget these keys (papers that left the database)."""

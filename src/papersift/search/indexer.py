@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from papersift.search.catalog import Catalog, paper_key
-from papersift.search.embedder import Embedder
-from papersift.search.generations import Generations, Meta
+from papersift.search.embedder import Embedder, EmbedderError
+from papersift.search.generations import Generation, Generations, Meta
 from papersift.search.lexical import LexicalIndex
 from papersift.search.spelling import Vocabulary
 from papersift.search.types import IndexReport, Progress, SearchError
@@ -27,6 +27,7 @@ from papersift.store.search_docs import PaperDoc
 
 EMBED_BATCH = 1024  # papers embedded (and written to the database) per step
 EMBED_LIMIT = 20_000  # more changed papers than this: ingest leaves embedding to `index`
+VECTOR_CHUNK = 8192  # papers given vectors per saved, live step (a killed run keeps the rest)
 
 
 class _Embedding:
@@ -52,6 +53,13 @@ class Indexer:
         self.db = db
         self.generations = generations
         self._embedder = embedder  # called only when a run needs the model
+
+    def _optional_embedder(self) -> Embedder | None:
+        """The model, or None when it cannot load: keyword search never waits for it."""
+        try:
+            return self._embedder()
+        except EmbedderError:
+            return None
 
     # -- vectors ---------------------------------------------------------------------------
 
@@ -111,24 +119,29 @@ class Indexer:
         with gens.write_lock():
             if only_if_missing and gens.read_meta() is not None:
                 return report
-            emb = self._embedder()
+            emb = self._optional_embedder()  # None: a keyword-only index, vectors later
             name = f"v{time.time_ns()}"
             folder = gens.new_folder(name)
             try:
                 lexical = LexicalIndex(folder / "lexical")
                 catalog = Catalog(folder / "catalog.sqlite")
-                vectors = VectorIndex(emb.dim, gens.params)
+                vectors = VectorIndex(emb.dim if emb else 1, gens.params)
                 vocab = Vocabulary()
-                with self.db.session() as s:
-                    missing = search_docs.count_unembedded(s, emb.model_id)
-                embed = embed_limit is None or missing <= embed_limit
+                missing = 0
+                if emb is not None:
+                    with self.db.session() as s:
+                        missing = search_docs.count_unembedded(s, emb.model_id)
+                # Keyword search first: the new generation goes live with the stored
+                # vectors only; missing ones are embedded afterwards in resumable batches.
                 run = _Embedding(progress, missing)
 
                 def papers() -> Iterator[PaperDoc]:
                     """Stream papers to tantivy; vectors and catalog follow batch by batch."""
                     with self.db.session() as s:
                         for batch in search_docs.iter_paper_docs(s):
-                            vecs = self._vectors_for(batch, run) if embed else self._stored(batch)
+                            vecs: dict[str, np.ndarray] = {}
+                            if emb is not None:
+                                vecs = self._stored(batch)
                             if vecs:
                                 vectors.add(
                                     [paper_key(pid) for pid in vecs], np.vstack(list(vecs.values()))
@@ -148,7 +161,8 @@ class Indexer:
 
                 lexical.write(papers(), fresh=True)
                 vocab.save(folder)
-                vectors.save(folder)
+                if emb is not None:
+                    vectors.save(folder)
                 report.embedded = run.done
                 n_vectors = len(vectors)
                 report.pending_vectors = report.indexed - n_vectors
@@ -160,17 +174,72 @@ class Indexer:
                         "gen": int(old.get("gen", 0)) + 1,
                         "docs": report.indexed,
                         "vectors": n_vectors,
-                        "model": emb.model_id,
-                        "dim": emb.dim,
+                        "model": emb.model_id if emb else None,
+                        "dim": emb.dim if emb else None,
                         "updated": time.time(),
                     }
                 )
             except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
+                shutil.rmtree(folder, ignore_errors=True)  # a failed write leaves nothing
                 raise
             gens.drop_old(keep=name)
         gens.forget()
+        if emb is not None and missing and (embed_limit is None or missing <= embed_limit):
+            more = self.embed_pending(progress=progress)
+            report.embedded += more.embedded
+            report.pending_vectors = more.pending_vectors
         report.seconds = time.monotonic() - started
+        return report
+
+    def embed_pending(
+        self, *, progress: Progress | None = None, chunk: int = VECTOR_CHUNK
+    ) -> IndexReport:
+        """Give vectors to the indexed papers that lack one, ``chunk`` papers at a time:
+        each chunk is saved and made live before the next, so a killed run keeps what it
+        did (and the embeddings themselves are stored in the database batch by batch)."""
+        report = IndexReport()
+        gens = self.generations
+        emb = self._optional_embedder()
+        if emb is None:
+            return report
+        with gens.write_lock():
+            meta = gens.read_meta()
+            if meta is None or meta.get("model") != emb.model_id:
+                return report
+            live = gens.open(meta, gens.stamp(), writable=True)
+            vectors = live.vectors or VectorIndex(emb.dim, gens.params)
+            total = live.catalog.count_pending_vectors()
+            run = _Embedding(progress, total)
+            after = -1
+            try:
+                while True:
+                    rows = live.catalog.without_vectors(after, chunk)
+                    if not rows:
+                        break
+                    after = rows[-1][0]
+                    with self.db.session() as s:
+                        docs = search_docs.paper_docs(s, [pid for _k, pid in rows])
+                    batch = list(docs.values())
+                    vecs = self._vectors_for(batch, run)
+                    keys = [paper_key(pid) for pid in vecs]
+                    vectors.remove(keys)
+                    if vecs:
+                        vectors.add(keys, np.vstack(list(vecs.values())))
+                    vectors.save(live.folder)
+                    live.catalog.upsert(
+                        (paper_key(pid), pid, None, docs[pid].content_hash) for pid in vecs
+                    )
+                    meta.update(
+                        gen=int(meta.get("gen", 0)) + 1,
+                        vectors=live.catalog.count_vectors(),
+                        updated=time.time(),
+                    )
+                    gens.write_meta(meta)
+                    report.embedded = run.done
+            finally:
+                report.pending_vectors = live.catalog.count_pending_vectors()
+                live.catalog.close()
+                gens.forget()
         return report
 
     def index_papers(
@@ -187,8 +256,13 @@ class Indexer:
         if not ids:
             return report
         gens = self.generations
-        if gens.current() is None:
+        live_now = gens.current()
+        if live_now is None or (
+            live_now.meta.get("model") is None and self._optional_embedder() is not None
+        ):  # no index yet, or a keyword-only one and the model is here now
             return self.rebuild(progress=progress, embed_limit=embed_limit)
+        if live_now.meta.get("model") is None:
+            return self._index_keywords(ids, started)
         with gens.write_lock():
             meta = gens.read_meta()
             if meta is None:  # deleted under us: start over
@@ -201,29 +275,38 @@ class Indexer:
             gone_ids = [i for i in ids if i not in docs]
             gone = [paper_key(i) for i in gone_ids]
             batch = list(docs.values())
-            live.lexical.write(batch, delete_ids=gone_ids)
-            vocab = Vocabulary.load(live.folder)
-            if vocab is not None:  # (no file: the first suggestion builds it)
-                vocab.add_texts(d.text for d in batch)
-                vocab.save(live.folder)
+            self._write_lexical(live, batch, gone_ids)
+            meta.update(
+                gen=int(meta.get("gen", 0)) + 1,
+                docs=len(live.catalog),
+                vectors=live.catalog.count_vectors(),
+                updated=time.time(),
+            )
+            gens.write_meta(meta)  # keyword-searchable now; vectors follow
+            vectors = live.vectors or VectorIndex(emb.dim, gens.params)
+            vectors.remove(gone + [paper_key(d.id) for d in batch])
             stored = self._stored(batch) if batch else {}
             missing = sum(1 for d in batch if d.id not in stored)
             embed = embed_limit is None or missing <= embed_limit
-            vectors = live.vectors or VectorIndex(emb.dim, gens.params)
             run = _Embedding(progress, missing)
-            vec_hash: dict[str, str | None] = {d.id: None for d in batch}
-            vecs = self._vectors_for(batch, run, stored) if embed else stored
-            stale = [paper_key(d.id) for d in batch if d.id not in vecs]
-            vectors.remove(gone + stale)
-            if vecs:
-                vectors.add([paper_key(pid) for pid in vecs], np.vstack(list(vecs.values())))
-                for pid in vecs:
-                    vec_hash[pid] = docs[pid].content_hash
-            vectors.save(live.folder)
-            live.catalog.remove(gone)
-            live.catalog.upsert(
-                (paper_key(d.id), d.id, d.content_hash, vec_hash[d.id]) for d in batch
-            )
+            for start in range(0, len(batch), VECTOR_CHUNK):
+                part = batch[start : start + VECTOR_CHUNK]
+                have = {d.id: stored[d.id] for d in part if d.id in stored}
+                vecs = self._vectors_for(part, run, have) if embed else have
+                if vecs:
+                    vectors.add([paper_key(pid) for pid in vecs], np.vstack(list(vecs.values())))
+                vectors.save(live.folder)
+                live.catalog.upsert(
+                    (paper_key(pid), pid, None, docs[pid].content_hash) for pid in vecs
+                )
+                meta.update(
+                    gen=int(meta.get("gen", 0)) + 1,
+                    vectors=live.catalog.count_vectors(),
+                    updated=time.time(),
+                )
+                gens.write_meta(meta)
+            if not batch:
+                vectors.save(live.folder)
             n_docs, n_vec = len(live.catalog), live.catalog.count_vectors()
             live.catalog.close()
             meta.update(
@@ -237,29 +320,95 @@ class Indexer:
         report.seconds = time.monotonic() - started
         return report
 
-    def sync(self, *, progress: Progress | None = None) -> IndexReport:
-        """Bring the indexes in step with the database, looking at content hashes only."""
+    @staticmethod
+    def _write_lexical(live: Generation, batch: Sequence[PaperDoc], gone_ids: list[str]) -> None:
+        """Update the lexical index so that it never holds a paper the catalog lacks (every
+        hit it counts can be returned) and the catalog never claims what it lacks.
+
+        The catalog marks the papers "not indexed" first, tantivy commits, then the marks
+        become content hashes; the papers that left go from tantivy before the catalog. A
+        kill anywhere leaves marks that the next sync redoes. A failed write (a full disk)
+        rolls tantivy back and deletes the segment files it had written.
+        """
+        live.catalog.put((paper_key(d.id), d.id, None, None) for d in batch)
+        try:
+            live.lexical.write(batch, delete_ids=gone_ids)
+        except BaseException:
+            live.lexical.collect_garbage()
+            raise
+        live.catalog.remove([paper_key(i) for i in gone_ids])
+        live.catalog.upsert((paper_key(d.id), d.id, d.content_hash, None) for d in batch)
+        vocab = Vocabulary.load(live.folder)
+        if vocab is not None:  # (no file: the first spelling suggestion builds it)
+            vocab.add_texts(d.text for d in batch)
+            vocab.save(live.folder)
+
+    def _index_keywords(self, ids: list[str], started: float) -> IndexReport:
+        """Update a keyword-only index (no model could be loaded when it was built)."""
+        report = IndexReport()
+        gens = self.generations
+        with gens.write_lock():
+            meta = gens.read_meta()
+            if meta is None:
+                return self.rebuild()
+            live = gens.open(meta, gens.stamp(), writable=True)
+            with self.db.session() as s:
+                docs = search_docs.paper_docs(s, ids)
+            gone_ids = [i for i in ids if i not in docs]
+            batch = list(docs.values())
+            self._write_lexical(live, batch, gone_ids)
+            n_docs = len(live.catalog)
+            live.catalog.close()
+            meta.update(gen=int(meta.get("gen", 0)) + 1, docs=n_docs, updated=time.time())
+            gens.write_meta(meta)
+            report.indexed, report.removed = len(batch), len(gone_ids)
+            report.pending_vectors = n_docs
+        gens.forget()
+        report.seconds = time.monotonic() - started
+        return report
+
+    def sync(
+        self,
+        *,
+        progress: Progress | None = None,
+        also: Sequence[str] = (),
+        embed_limit: int | None = None,
+    ) -> IndexReport:
+        """Bring the indexes in step with the database, looking at content hashes only:
+        whatever an interrupted run left undone (papers committed but never indexed, marks
+        of a killed update, missing vectors) is found here. ``also``: ids just changed."""
         started = time.monotonic()
         live = self.generations.current()
-        if live is None:
-            return self.rebuild(progress=progress)
-        self._check_model(live.meta, "run `papersift index --rebuild` to re-embed every paper")
-        changed: list[str] = []
+        keywords_only = live is not None and live.meta.get("model") is None
+        if live is None or (keywords_only and self._optional_embedder() is not None):
+            return self.rebuild(progress=progress, embed_limit=embed_limit)
+        if not keywords_only:
+            self._check_model(live.meta, "run `papersift index --rebuild` to re-embed every paper")
+        changed: list[str] = list(also)
         seen = 0
         with self.db.session() as s:
             for batch in search_docs.iter_hashes(s):
                 known = live.catalog.hashes([pid for pid, _h in batch])
                 seen += len(batch)
-                for pid, chash in batch:
-                    lex, vec = known.get(pid, (None, None))
-                    if lex != chash or vec != chash:
-                        changed.append(pid)
+                changed.extend(pid for pid, chash in batch if known.get(pid, (None,))[0] != chash)
+        changed = list(dict.fromkeys(changed))
         gone: list[str] = []
         if len(live.catalog) + len(changed) > seen:  # some indexed papers left the database
             with self.db.session() as s:
                 for rows in live.catalog.iter_ids():
                     present = paper_store.existing_ids(s, [pid for _k, pid in rows])
                     gone.extend(pid for _k, pid in rows if pid not in present)
-        report = self.index_papers(changed + gone, progress=progress)
+        report = IndexReport()
+        if changed or gone:
+            report = self.index_papers(changed + gone, progress=progress, embed_limit=embed_limit)
+        if not keywords_only:
+            live = self.generations.current()
+            pending = live.catalog.count_pending_vectors() if live is not None else 0
+            if pending and (embed_limit is None or pending <= embed_limit):
+                more = self.embed_pending(progress=progress)
+                report.embedded += more.embedded
+                report.pending_vectors = more.pending_vectors
+            else:
+                report.pending_vectors = pending
         report.seconds = time.monotonic() - started
         return report

@@ -197,6 +197,19 @@ class LexicalIndex:
         self.forget_shares()
         return written
 
+    def collect_garbage(self) -> None:
+        """Delete segment files no commit refers to (left by a write that failed, e.g. on a
+        full disk); best effort, since the disk may still be full."""
+        try:
+            writer = self.index.writer(heap_size=15_000_000, num_threads=1)
+            try:
+                writer.garbage_collect_files()
+            finally:
+                writer.rollback()
+                writer.wait_merging_threads()
+        except Exception:  # cleaning up after a failure must not mask it
+            pass
+
     # -- queries -------------------------------------------------------------------------
 
     def reload(self) -> None:

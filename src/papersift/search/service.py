@@ -108,10 +108,11 @@ class SearchService:
     def papers_changed(
         self, paper_ids: list[str], *, progress: Progress | None = None
     ) -> IndexReport:
-        """After papers were committed: index them at once, embedding them only if there
-        are at most ``EMBED_LIMIT`` to embed (a bigger load is left to :meth:`sync`)."""
-        return self.indexer.index_papers(
-            list(paper_ids), progress=progress, embed_limit=indexing.EMBED_LIMIT
+        """After papers were committed: index them at once, with whatever an interrupted
+        earlier run left undone (found by content hash), embedding only if there are at
+        most ``EMBED_LIMIT`` to embed (a bigger load is left to :meth:`sync`)."""
+        return self.indexer.sync(
+            progress=progress, also=list(paper_ids), embed_limit=indexing.EMBED_LIMIT
         )
 
     def warm(self, limit: int = TERM_CACHE) -> int:

@@ -28,16 +28,22 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
 
 
+def _unset(column: Any) -> ColumnElement[bool]:
+    """``column IS NULL``: with the (announced, published, first_seen) index, papers
+    without a listing day (or without any date) are one range of it."""
+    return column.is_(None)
+
+
 def in_days(start: date, end: date) -> ColumnElement[bool]:
     """Papers whose day is in ``start``..``end`` (inclusive)."""
     return or_(
         _T.announced.between(start, end),
-        and_(_T.announced.is_(None), _T.published.between(start, end)),
+        and_(_T.published.between(start, end), _unset(_T.announced)),
         and_(
-            _T.announced.is_(None),
-            _T.published.is_(None),
             _T.first_seen >= _midnight(start),
             _T.first_seen < _midnight(end + timedelta(days=1)),
+            _unset(_T.announced),
+            _unset(_T.published),
         ),
     )
 
@@ -96,12 +102,10 @@ def _bound(session: Session, day: date, after: bool) -> date | None:
         seen = _T.first_seen < _midnight(day)
     candidates = [
         session.scalar(select(pick(_T.announced)).where(ann)),
-        session.scalar(select(pick(_T.published)).where(_T.announced.is_(None), pub)),
+        session.scalar(select(pick(_T.published)).where(pub, _unset(_T.announced))),
         _seen_day(
             session.scalar(
-                select(pick(_T.first_seen)).where(
-                    _T.announced.is_(None), _T.published.is_(None), seen
-                )
+                select(pick(_T.first_seen)).where(seen, _unset(_T.announced), _unset(_T.published))
             )
         ),
     ]
@@ -122,7 +126,18 @@ def previous_day(session: Session, day: date) -> date | None:
 
 
 def latest_day(session: Session) -> date | None:
-    """The newest day that has papers (None for an empty library)."""
+    """The newest day with papers that have a date of their own (listed or submitted), or
+    without any, the newest day of all (None for an empty library).
+
+    Papers without any date belong to the day they were first seen: a listing page
+    imported today would otherwise push the day's real listings off the home page."""
+    dated = [
+        session.scalar(select(func.max(_T.announced))),
+        session.scalar(select(func.max(_T.published)).where(_unset(_T.announced))),
+    ]
+    found = [d for d in dated if d is not None]
+    if found:
+        return max(found)
     return _bound(session, date.max - timedelta(days=1), after=False)
 
 
@@ -138,16 +153,16 @@ def day_counts(session: Session, start: date, end: date) -> dict[date, int]:
             counts[day] += int(n)
     for day, n in session.execute(
         select(_T.published, func.count())
-        .where(_T.announced.is_(None), _T.published.between(start, end))
+        .where(_T.published.between(start, end), _unset(_T.announced))
         .group_by(_T.published)
     ):
         if day is not None:
             counts[day] += int(n)
     seen = select(_T.first_seen).where(
-        _T.announced.is_(None),
-        _T.published.is_(None),
         _T.first_seen >= _midnight(start),
         _T.first_seen < _midnight(end + timedelta(days=1)),
+        _unset(_T.announced),
+        _unset(_T.published),
     )
     for (value,) in session.execute(seen):
         day = _seen_day(value)
@@ -156,36 +171,47 @@ def day_counts(session: Session, start: date, end: date) -> dict[date, int]:
     return dict(counts)
 
 
-def _stream(stmt: Any, limit: int) -> Any:
-    return stmt.order_by(*_BY_TIME).limit(limit)
+_COLS = (_T.id, _T.announced, _T.published, _T.first_seen)
+# The three kinds of day, each in an order its own index gives (ties then by submission,
+# arrival and id, as in _BY_TIME).
+_STREAMS: tuple[tuple[tuple[ColumnElement[bool], ...], tuple[Any, ...]], ...] = (
+    ((_T.announced.is_not(None),), (_T.announced.desc(),)),
+    ((_T.published.is_not(None), _unset(_T.announced)), (_T.published.desc(),)),
+    ((_unset(_T.announced), _unset(_T.published)), (_T.first_seen.desc(),)),
+)
 
 
-def newest_by_day(session: Session, limit: int, *, offset: int = 0) -> list[str]:
-    """Paper ids newest day first (then submission, then arrival): the "Newest" order.
+def _time_key(row: Any) -> tuple[int, int, float, str]:
+    pid, announced, published, seen = row
+    day = announced or published or _seen_day(seen) or date.min
+    return (-day.toordinal(), -(published or date.min).toordinal(), -seen.timestamp(), pid)
 
-    The three kinds of day are read as three indexed streams of ``offset + limit`` rows
-    each and merged, instead of sorting every paper on an expression."""
+
+def _newest(
+    session: Session, where: ColumnElement[bool] | None, limit: int, offset: int
+) -> list[str]:
+    """Ids of the papers matching ``where``, newest day first (then submission, arrival).
+
+    Read as three streams of ``offset + limit`` rows, one per kind of day, each walking its
+    own index, then merged: sorting every paper on the day expression cost 0.7 s at 236k
+    papers."""
     want = offset + limit
     if limit <= 0:
         return []
-    cols = (_T.id, _T.announced, _T.published, _T.first_seen)
-    rows = [
-        *session.execute(_stream(select(*cols).where(_T.announced.is_not(None)), want)),
-        *session.execute(
-            _stream(select(*cols).where(_T.announced.is_(None), _T.published.is_not(None)), want)
-        ),
-        *session.execute(
-            _stream(select(*cols).where(_T.announced.is_(None), _T.published.is_(None)), want)
-        ),
-    ]
-
-    def key(row: Any) -> tuple[int, int, float, str]:
-        pid, announced, published, seen = row
-        day = announced or published or _seen_day(seen) or date.min
-        return (-day.toordinal(), -(published or date.min).toordinal(), -seen.timestamp(), pid)
-
-    rows.sort(key=key)
+    rows: list[Any] = []
+    for conditions, order in _STREAMS:
+        stmt = select(*_COLS).where(*conditions)
+        if where is not None:
+            stmt = stmt.where(where)
+        order_by = (*order, _T.published.desc().nulls_last(), _T.first_seen.desc(), _T.id)
+        rows.extend(session.execute(stmt.order_by(*order_by).limit(want)))
+    rows.sort(key=_time_key)
     return [row[0] for row in rows[offset:want]]
+
+
+def newest_by_day(session: Session, limit: int, *, offset: int = 0) -> list[str]:
+    """Paper ids newest day first (then submission, then arrival): the "Newest" order."""
+    return _newest(session, None, limit, offset)
 
 
 def listed_first(session: Session, start: date, end: date, limit: int) -> list[str]:
@@ -216,28 +242,46 @@ class PaperPage:
     total: int
 
 
+SMALL_LIST = 2000  # up to this many matches are read at once and sorted here
+
+
 def _page(session: Session, where: ColumnElement[bool], limit: int, offset: int) -> PaperPage:
+    """A page of the papers matching ``where`` (a scan: no index helps), newest first.
+
+    Most authors have a few papers: one scan reads them all. A big category is counted in
+    a second scan, and its page comes from the three newest-first streams, which stop early
+    because most papers match."""
+    rows = list(session.execute(select(*_COLS).where(where).limit(SMALL_LIST + 1)))
+    if len(rows) <= SMALL_LIST:
+        rows.sort(key=_time_key)
+        return PaperPage([row[0] for row in rows[offset : offset + limit]], len(rows))
     total = session.scalar(select(func.count()).select_from(_T).where(where)) or 0
-    stmt = select(_T.id).where(where).order_by(*_BY_TIME).offset(offset).limit(limit)
-    return PaperPage(list(session.scalars(stmt)), total)
+    return PaperPage(_newest(session, where, limit, offset), total)
+
+
+def _contains(session: Session, column: Any, value: str, *, any_case: bool) -> Any:
+    """``column`` (a JSON list) has ``value`` as an element (ASCII case ignored if asked).
+
+    SQLite's LIKE ignores ASCII case by itself; SQLAlchemy's ilike would lower() every
+    row's text first (measured 1.2 s against 0.1 s at 236k papers)."""
+    pattern = _json_element(value)
+    text = cast(column, Text)
+    if any_case and session.get_bind().dialect.name != "sqlite":
+        return text.ilike(pattern, escape="\\")
+    return text.like(pattern, escape="\\")
 
 
 def papers_by_author(session: Session, name: str, *, limit: int, offset: int = 0) -> PaperPage:
-    """Papers that list ``name`` (exactly, ignoring case) as an author, newest first.
-
-    A scan of the authors column (a JSON list, no index): tens of milliseconds at a few
-    hundred thousand papers."""
-    pattern = _json_element(name)
-    return _page(session, cast(_T.authors, Text).ilike(pattern, escape="\\"), limit, offset)
+    """Papers that list ``name`` (exactly, ignoring ASCII case) as an author, newest first."""
+    return _page(session, _contains(session, _T.authors, name, any_case=True), limit, offset)
 
 
 def papers_in_category(
     session: Session, category: str, *, limit: int, offset: int = 0
 ) -> PaperPage:
     """Papers with ``category`` among their categories (or as primary), newest first."""
-    pattern = _json_element(category)
     where = or_(
         _T.primary_category == category,
-        cast(_T.categories, Text).like(pattern, escape="\\"),
+        _contains(session, _T.categories, category, any_case=False),
     )
     return _page(session, where, limit, offset)

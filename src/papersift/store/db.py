@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from papersift.home import create_private_file, ensure_private_dir
@@ -23,7 +31,9 @@ __all__ = [
     "DatabaseError",
     "Session",
     "StoreError",
+    "Timeouts",
     "create_db_engine",
+    "is_unavailable",
     "store_error_text",
 ]
 
@@ -34,14 +44,53 @@ class DatabaseError(Exception):
     """The database URL is unusable or the database cannot be reached."""
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    # WAL lets the web server read while an ingest or digest run writes.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a caller waits on the database before it gives up (seconds).
+
+    Batch work (ingest, digests) waits long; a web request waits briefly and answers 503
+    with Retry-After instead (see :func:`is_unavailable`). ``statement`` and ``connect``
+    apply to PostgreSQL; ``busy`` is SQLite's lock wait and the pool's checkout wait.
+    """
+
+    busy: float = 30.0
+    connect: int = 10
+    statement: float | None = None
+
+    @classmethod
+    def for_requests(cls, busy: float, connect: int, statement: float) -> Timeouts:
+        return cls(busy=busy, connect=connect, statement=statement)
+
+
+def _sqlite_pragmas(busy: float) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        # WAL lets the web server read while an ingest or digest run writes: readers
+        # never wait on a writer, only writers wait (up to ``busy`` s) on each other.
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
+        cur.close()
+
+    return on_connect
+
+
+_UNAVAILABLE_SQLSTATES = {"57014", "57P01", "57P02", "57P03", "53300", "08000", "08001", "08006"}
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when a store error means "the database is busy or away, try again soon"
+    (SQLite locked, PostgreSQL unreachable, cancelled by the statement timeout, the pool
+    exhausted), as opposed to a bug or bad data."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError):
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in _UNAVAILABLE_SQLSTATES
 
 
 def sqlite_folder(url: str) -> Path | None:
@@ -55,8 +104,9 @@ def sqlite_folder(url: str) -> Path | None:
     return Path(parsed.database).expanduser().parent
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(url: str, timeouts: Timeouts | None = None) -> Engine:
     """An engine with the right settings for SQLite or a server database."""
+    limits = timeouts or Timeouts()
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -71,8 +121,8 @@ def create_db_engine(url: str) -> Engine:
                 raise DatabaseError(
                     f"cannot create database {path}: {exc.strerror or exc}"
                 ) from None
-        engine = create_engine(url, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(url, connect_args={"timeout": limits.busy})
+        event.listen(engine, "connect", _sqlite_pragmas(limits.busy))
         return engine
     if parsed.drivername in ("postgresql", "postgres"):
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
@@ -82,9 +132,28 @@ def create_db_engine(url: str) -> Engine:
             "use sqlite:///PATH or postgresql://user@host/dbname"
         )
     try:
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            pool_timeout=limits.busy,
+            connect_args=_pg_connect_args(limits),
+        )
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from None
+
+
+def _pg_connect_args(limits: Timeouts) -> dict[str, Any]:
+    """libpq options: a bounded connect, and with a statement limit also a TCP user timeout
+    and keepalives, so a server that stops answering fails the query instead of hanging it."""
+    args: dict[str, Any] = {"connect_timeout": limits.connect}
+    if limits.statement is not None:
+        ms = int(limits.statement * 1000)
+        args["options"] = f"-c statement_timeout={ms}"
+        args["tcp_user_timeout"] = ms
+        args.update(keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
+    return args
 
 
 def store_error_text(exc: StoreError) -> str:
@@ -97,9 +166,10 @@ def store_error_text(exc: StoreError) -> str:
 class Database:
     """One database: its engine, a session factory and the migration runner."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, timeouts: Timeouts | None = None) -> None:
         self.url = url
-        self.engine = create_db_engine(url)
+        self.timeouts = timeouts or Timeouts()
+        self.engine = create_db_engine(url, self.timeouts)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         if migrate:
             self.migrate()

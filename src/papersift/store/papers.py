@@ -24,6 +24,7 @@ from papersift.model import (
     normalize_title,
     paper_from_mapping,
 )
+from papersift.store import daily as daily_store
 from papersift.store.schema import PaperRow
 
 _IN_CHUNK = 500  # stays well under SQLite's bound-parameter limit
@@ -184,15 +185,9 @@ def source_stats(session: Session) -> tuple[Counter[str], int]:
 
 
 def newest_ids(session: Session, limit: int, *, offset: int = 0) -> list[str]:
-    """Ids of the most recently published papers first; undated papers after them, and ties
-    broken by first-seen time (newest first), then id. The one "newest" order of the app."""
-    stmt = (
-        select(PaperRow.id)
-        .order_by(PaperRow.published.desc().nulls_last(), PaperRow.first_seen.desc(), PaperRow.id)
-        .offset(offset)
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
+    """Paper ids newest first, in the app's one "newest" order (the paper's day, then its
+    submission date, then arrival: :func:`papersift.store.daily.newest_by_day`)."""
+    return daily_store.newest_by_day(session, limit, offset=offset)
 
 
 def find_matches(

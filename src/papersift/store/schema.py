@@ -209,6 +209,11 @@ class HarvestStateRow(Base):
 
 
 Index("ix_digest_ledger_period", DigestLedgerRow.period)
+# A paper's day is announced, else published, else first_seen's date: with this index the
+# papers of a range of days, and the newest ones, are three index ranges (store/daily.py).
+Index("ix_papers_day", PaperRow.announced, PaperRow.published, PaperRow.first_seen)
 
 # Tables defined in their own modules register on the same Base when this module loads.
 from papersift.store import schema_jobs as _schema_jobs  # noqa: E402, F401
+from papersift.store import schema_keys as _schema_keys  # noqa: E402, F401
+from papersift.store import schema_web as _schema_web  # noqa: E402, F401

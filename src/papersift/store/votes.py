@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from papersift.store.schema import PaperViewRow, VoteRow
+from papersift.store.schema_web import ViewMarkRow
 
 _IN_CHUNK = 500
 
@@ -114,6 +115,31 @@ def add_view(session: Session, paper_id: str, day: date) -> None:
     if not (isinstance(result, CursorResult) and result.rowcount):
         session.add(PaperViewRow(paper_id=paper_id, day=day, count=1))
         session.flush()
+
+
+def mark_view(session: Session, day: date, viewer: str, paper_id: str) -> bool:
+    """Record that ``viewer`` saw the paper on ``day``; False if it already had (the view
+    is then not counted again). An insert that does nothing on conflict, race-safe."""
+    dialect = session.get_bind().dialect.name
+    upsert = _UPSERTS.get(dialect)
+    if upsert is not None:
+        stmt = upsert(ViewMarkRow).values(day=day, viewer=viewer, paper_id=paper_id)
+        result = session.execute(stmt.on_conflict_do_nothing())
+        return bool(isinstance(result, CursorResult) and result.rowcount)
+    if session.get(ViewMarkRow, (day, viewer, paper_id)) is not None:
+        return False
+    try:
+        with session.begin_nested():
+            session.add(ViewMarkRow(day=day, viewer=viewer, paper_id=paper_id))
+    except IntegrityError:
+        return False
+    return True
+
+
+def prune_view_marks(session: Session, before: date) -> int:
+    """Forget which viewers saw what before ``before``; rows removed."""
+    result = session.execute(delete(ViewMarkRow).where(ViewMarkRow.day < before))
+    return int(result.rowcount) if isinstance(result, CursorResult) else 0
 
 
 # INSERT ... ON CONFLICT DO UPDATE, where the dialect has it (both spell it alike).

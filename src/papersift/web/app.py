@@ -15,13 +15,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
 from papersift import __version__
+from papersift.keys import signing_key
 from papersift.rank import trending as trending_mod
 from papersift.search import get_service
 from papersift.settings import Settings, load_settings
-from papersift.store.db import Database
+from papersift.store.db import Database, Timeouts
 from papersift.web import problems
 from papersift.web.problems import PROBLEM_TYPE
-from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter, store_path
+from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter, ViewCounter, bucket_store
 from papersift.web.routes import (
     admin,
     api,
@@ -35,7 +36,13 @@ from papersift.web.routes import (
 )
 from papersift.web.schemas import Problem
 from papersift.web.searching import ResultCache, SearchGate, WebSearch
-from papersift.web.security import SecurityMiddleware, Signers
+from papersift.web.security import (
+    HostCheckMiddleware,
+    ProxyHeadersMiddleware,
+    SecurityMiddleware,
+    Signers,
+    allowed_hosts,
+)
 from papersift.web.shedding import SearchShedder
 from papersift.web.state import WebState, attach, web_state
 from papersift.web.templating import STATIC_DIR, make_templates
@@ -99,7 +106,12 @@ def create_app(
     at once (others wait ``search_wait`` s, then 503);
     more than ``max_searches_in_flight`` search requests get 503 at once."""
     settings = settings or load_settings()
-    database = db or Database(settings.db_url)
+    database = db or Database(
+        settings.db_url,
+        timeouts=Timeouts.for_requests(
+            settings.db_busy_timeout, settings.db_connect_timeout, settings.db_statement_timeout
+        ),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -129,7 +141,7 @@ def create_app(
         WebState(
             settings=settings,
             db=database,
-            signers=Signers(settings.secret_key()),
+            signers=Signers(signing_key(settings, database)),
             templates=make_templates(),
             search=WebSearch(
                 settings,
@@ -139,14 +151,25 @@ def create_app(
             ),
             paper_cache=ResultCache(size=4096),
             trending=trending_mod.TrendingCache(compute, ttl=TRENDING_TTL),
-            vote_limiter=RateLimiter(*vote_limits, store=store_path(settings.home), scope="votes"),
+            vote_limiter=RateLimiter(
+                *vote_limits, store=bucket_store(settings.home, database), scope="votes"
+            ),
+            views=ViewCounter(signing_key(settings, database)),
             swagger_available=swagger is not None,
         ),
     )
 
     problems.install(app)
     app.add_middleware(SearchShedder, max_in_flight=max_searches_in_flight)
-    app.add_middleware(SecurityMiddleware, secure_cookies=settings.base_url.startswith("https://"))
+    app.add_middleware(
+        HostCheckMiddleware, hosts=allowed_hosts(settings.trusted_hosts, settings.base_url)
+    )
+    app.add_middleware(
+        SecurityMiddleware,
+        secure_cookies=settings.base_url.startswith("https://"),
+        body_timeout=settings.body_timeout,
+    )
+    app.add_middleware(ProxyHeadersMiddleware, allow=settings.forwarded_allow_ips)
     app.mount("/static", CachedStatic(directory=STATIC_DIR), name="static")
     if swagger is not None:
         app.mount("/docs/assets", CachedStatic(directory=swagger), name="swagger")
@@ -162,7 +185,8 @@ def create_app(
     app.include_router(admin.router)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        """Liveness on the event loop: never waits for the database or the thread pool."""
         return {"status": "ok"}
 
     def openapi() -> dict[str, Any]:

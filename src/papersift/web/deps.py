@@ -18,10 +18,11 @@ from starlette.templating import Jinja2Templates
 from papersift.rank.trending import TrendingCache
 from papersift.settings import Settings
 from papersift.store.db import Database
+from papersift.web.ratelimit import ClientViews, per_day
 from papersift.web.resources import Voting
 from papersift.web.searching import ResultCache, WebSearch
-from papersift.web.security import visitor_id
-from papersift.web.state import ViewCounter, WebState, web_state
+from papersift.web.security import client_key, visitor_id
+from papersift.web.state import WebState, web_state
 from papersift.web.templating import PAGE_CACHE, render
 
 
@@ -56,8 +57,12 @@ async def get_trending(request: Request) -> TrendingCache:
     return web_state(request).trending
 
 
-async def get_views(request: Request) -> ViewCounter:
-    return web_state(request).views
+async def get_views(request: Request) -> ClientViews:
+    state = web_state(request)
+    if state.views.cap is None:  # the daily per-address cap, made once per app
+        cap = per_day(state.settings.views_per_ip_paper)
+        state.views.cap = state.key_limiter(f"views/{cap.capacity:g}", cap)
+    return ClientViews(state.views, client_key(await client_ip(request)))
 
 
 async def current_visitor(request: Request) -> str | None:
@@ -66,12 +71,21 @@ async def current_visitor(request: Request) -> str | None:
 
 
 async def client_ip(request: Request) -> str:
+    """The client's address: the TCP peer, or what a trusted proxy says it is (the app's
+    ``ProxyHeadersMiddleware`` has already decided, from ``forwarded_allow_ips``)."""
     return request.client.host if request.client else "-"
 
 
 async def get_voting(request: Request) -> Voting:
     state = web_state(request)
-    return Voting(state.db, state.trending, state.vote_limiter, await client_ip(request))
+    cap = per_day(state.settings.votes_per_ip_paper)
+    return Voting(
+        state.db,
+        state.trending,
+        state.vote_limiter,
+        await client_ip(request),
+        state.key_limiter(f"votes-per-paper/{cap.capacity:g}", cap),
+    )
 
 
 class Renderer:
@@ -111,7 +125,7 @@ SearchDep = Annotated[WebSearch, Depends(get_search)]
 CacheDep = Annotated[ResultCache, Depends(get_cache)]
 PaperCacheDep = Annotated[ResultCache, Depends(get_paper_cache)]
 TrendingDep = Annotated[TrendingCache, Depends(get_trending)]
-ViewsDep = Annotated[ViewCounter, Depends(get_views)]
+ViewsDep = Annotated[ClientViews, Depends(get_views)]
 VisitorDep = Annotated[str | None, Depends(current_visitor)]
 ClientIpDep = Annotated[str, Depends(client_ip)]
 RenderDep = Annotated[Renderer, Depends(get_renderer)]

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from papersift.digest.tokens import TokenError
+from papersift.store.db import StoreError, is_unavailable
 from papersift.web.searching import BadParams, SearchUnavailable
 from papersift.web.state import web_state
 from papersift.web.templating import render
@@ -29,6 +30,7 @@ log = logging.getLogger("papersift.web")
 
 PROBLEM_TYPE = "application/problem+json"
 RETRY_SOON = {"Retry-After": "1"}
+RETRY_LATER = {"Retry-After": "5"}
 
 # Shows a search error (status, message) inside a page; see show_search_errors_in.
 SearchErrorView = Callable[[int, str], Response]
@@ -181,6 +183,17 @@ async def bad_token(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def store_error(request: Request, exc: Exception) -> Response:
+    """The database is locked, away or too slow: 503 with Retry-After, never a wait or a
+    500 (any other database error is a bug: logged, 500)."""
+    if is_unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return _respond(
+            request, 503, "The database is busy or unavailable; try again shortly.", RETRY_LATER
+        )
+    return await server_error(request, exc)
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _respond(request, 500, "internal error; it has been logged")
@@ -193,4 +206,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(BadParams, bad_params)
     app.add_exception_handler(SearchUnavailable, search_unavailable)
     app.add_exception_handler(TokenError, bad_token)
+    app.add_exception_handler(StoreError, store_error)
     app.add_exception_handler(Exception, server_error)

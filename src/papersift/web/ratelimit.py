@@ -10,7 +10,11 @@ The app keeps its buckets in a small SQLite file next to its data
 one, not N times it. One take is one short write transaction (WAL, no fsync: the state is
 disposable; after a crash buckets start full). If the file cannot be used the limiter falls
 back to buckets in the process (:class:`TokenBuckets`) and says so in the log. Several hosts
-behind one balancer would need a network store (e.g. Redis) instead.
+behind one balancer share the PostgreSQL database instead: with a PostgreSQL ``db`` the
+buckets live in its ``rate_buckets`` table (:class:`~papersift.store.buckets.DbBuckets`).
+
+:class:`ViewCounter` counts a paper view once per viewer, paper and day, in the database
+(so workers and hosts agree), and at most ``views_per_ip_paper`` a day from one address.
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
-from papersift.store.web_state import BucketFile, BucketFileError
+from papersift.store import votes as vote_store
+from papersift.store.db import Database, Session
+from papersift.store.web_state import BucketFile, BucketFileError, Refill
 
 log = logging.getLogger("papersift.web")
 
@@ -72,6 +80,33 @@ class TokenBuckets:
         return wait
 
 
+class BucketStore(Protocol):
+    """Where shared buckets live: a SQLite file (one host) or the database (any hosts)."""
+
+    @property
+    def path(self) -> object: ...
+
+    def take(
+        self,
+        scope: str,
+        key: str,
+        clock: Callable[[], float],
+        refill: Refill,
+        *,
+        prune_older_than: float | None = None,
+    ) -> float: ...
+
+
+def bucket_store(home: Path | str, db: Database | None = None) -> BucketStore:
+    """The buckets of an app: in a PostgreSQL database when it has one (shared by every
+    host), else in ``$PAPERSIFT_HOME/ratelimit.sqlite`` (shared by every worker)."""
+    if db is not None and db.engine.dialect.name == "postgresql":
+        from papersift.store.buckets import DbBuckets
+
+        return DbBuckets(db)
+    return BucketFile(store_path(home))
+
+
 class SharedTokenBuckets:
     """Token buckets in a SQLite file, shared by every process that opens the same file.
 
@@ -84,16 +119,20 @@ class SharedTokenBuckets:
     def __init__(
         self,
         limit: Limit,
-        path: Path,
+        path: Path | BucketStore,
         scope: str,
         *,
         clock: Callable[[], float] = time.time,
         timeout: float = 2.0,
     ) -> None:
         self.limit = limit
-        self.path = Path(path)
         self.scope = f"{scope}:{limit.capacity:g}:{limit.rate:g}"
-        self._file = BucketFile(self.path, timeout=timeout)
+        self._file: BucketStore
+        if isinstance(path, str | os.PathLike):
+            self._file = BucketFile(Path(path), timeout=timeout)
+        else:
+            self._file = path
+        self.path = self._file.path
         self._clock = clock  # wall clock: it must mean the same in every process
         self._fallback = TokenBuckets(limit, clock=clock)
         self._takes = 0
@@ -128,7 +167,7 @@ class RateLimiter:
         per_visitor: Limit,
         per_ip: Limit,
         *,
-        store: Path | str | os.PathLike[str] | None = None,
+        store: Path | str | os.PathLike[str] | BucketStore | None = None,
         scope: str = "default",
     ) -> None:
         self.visitors: TokenBuckets | SharedTokenBuckets
@@ -137,12 +176,15 @@ class RateLimiter:
             self.visitors = TokenBuckets(per_visitor)
             self.ips = TokenBuckets(per_ip)
         else:
-            self.visitors = SharedTokenBuckets(per_visitor, Path(store), f"{scope}/visitor")
-            self.ips = SharedTokenBuckets(per_ip, Path(store), f"{scope}/ip")
+            where = Path(store) if isinstance(store, str | os.PathLike) else store
+            self.visitors = SharedTokenBuckets(per_visitor, where, f"{scope}/visitor")
+            self.ips = SharedTokenBuckets(per_ip, where, f"{scope}/ip")
 
     def check(self, visitor: str | None, ip: str | None) -> int:
         """0 if allowed, else whole seconds to put in a Retry-After header."""
-        wait = self.ips.take(f"ip:{ip or '-'}")
+        from papersift.web.security import client_key
+
+        wait = self.ips.take(f"ip:{client_key(ip or '-')}")
         if visitor:
             wait = max(wait, self.visitors.take(f"v:{visitor}"))
         return math.ceil(wait) if wait > 0 else 0
@@ -155,3 +197,67 @@ def store_path(home: Path | str) -> Path:
 
 # Votes: a burst of 20 then one every 3 s per visitor; an IP (a lab behind NAT) gets 5x that.
 VOTE_LIMITS = (Limit(capacity=20, rate=1 / 3), Limit(capacity=100, rate=5 / 3))
+
+
+class KeyLimiter:
+    """One bucket per key (an address and a paper, a mail domain, ...), shared like the
+    others: ``take`` answers 0 when allowed, else whole seconds to wait."""
+
+    def __init__(self, limit: Limit, store: BucketStore | None, scope: str) -> None:
+        self.buckets: TokenBuckets | SharedTokenBuckets = (
+            TokenBuckets(limit) if store is None else SharedTokenBuckets(limit, store, scope)
+        )
+
+    def take(self, key: str) -> int:
+        wait = self.buckets.take(key)
+        return math.ceil(wait) if wait > 0 else 0
+
+
+def per_day(count: int) -> Limit:
+    """``count`` at once, refilled over a day."""
+    return Limit(capacity=float(count), rate=count / 86400)
+
+
+class ViewCounter:
+    """Counts a paper view once per viewer, paper and day, in the database (every worker
+    and host agrees), and at most ``cap`` a day per client address and paper, so new
+    cookies from one address cannot add views. Viewers are stored as keyed hashes."""
+
+    PRUNE_EVERY = 1000
+
+    def __init__(self, secret: str = "", cap: KeyLimiter | None = None) -> None:
+        import hashlib
+
+        self._key = hashlib.sha256(f"papersift.views:{secret}".encode()).digest()
+        self.cap = cap
+        self._marks = 0
+
+    def viewer_key(self, viewer: str) -> str:
+        import hashlib
+
+        return hashlib.blake2b(viewer.encode(), key=self._key, digest_size=16).hexdigest()
+
+    def count(self, session: Session, viewer: str, client: str, paper_id: str) -> bool:
+        """Count one view (True) unless this viewer saw the paper today or the address
+        is past its daily cap for it."""
+        day = datetime.now(UTC).date()
+        if not vote_store.mark_view(session, day, self.viewer_key(viewer), paper_id):
+            return False
+        self._marks += 1
+        if self._marks % self.PRUNE_EVERY == 0:
+            vote_store.prune_view_marks(session, day - timedelta(days=1))
+        if self.cap is not None and self.cap.take(f"{client}|{paper_id}"):
+            return False
+        vote_store.add_view(session, paper_id, day)
+        return True
+
+
+@dataclass
+class ClientViews:
+    """The view counter for one request's client address (``web.deps``)."""
+
+    counter: ViewCounter
+    client: str
+
+    def count(self, session: Session, viewer: str, paper_id: str) -> bool:
+        return self.counter.count(session, viewer, self.client, paper_id)

@@ -6,18 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 from papersift.model import Collection, CollectionEntry, Paper
-from papersift.rank import trending as trending_mod
 from papersift.rank import votes as vote_store
 from papersift.rank.trending import WINDOWS, TrendingCache
 from papersift.store import collections as collection_store
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
 from papersift.store.web_state import Session
-from papersift.web.ratelimit import RateLimiter
-from papersift.web.searching import ResultCache
-from papersift.web.state import ViewCounter
+from papersift.web.ratelimit import ClientViews, KeyLimiter, RateLimiter
+from papersift.web.searching import ResultCache, parse_page
+from papersift.web.state import web_state
 
 MAX_ID = 255  # ids, names and other path values longer than this cannot exist
 TRENDING_DEPTH = 1000  # trending lists stop here
@@ -81,9 +81,10 @@ def page_number(raw: str | None, last: int = 10_000) -> int:
     """A 1-based page number from a query value (1 when absent), or a 400."""
     if raw is None or raw == "":
         return 1
-    if raw.isdigit() and 1 <= int(raw) <= last:
-        return int(raw)
-    raise HTTPException(400, "page must be a positive number within range")
+    value = parse_page(raw, last)
+    if value is None:
+        raise HTTPException(400, f"page must be a number from 1 to {last}")
+    return value
 
 
 def start_of(offset: int, k: int, page: int | None) -> int:
@@ -177,6 +178,7 @@ class Voting:
     trending: TrendingCache
     limiter: RateLimiter
     ip: str
+    per_paper: KeyLimiter | None = None  # votes one address gives one paper, per day
 
     def cast(self, visitor: str, paper_ref: str, *, undo: bool) -> tuple[str, bool, int]:
         """Vote (or undo) for the paper ``paper_ref`` names: (its id, voted, vote count)."""
@@ -186,13 +188,31 @@ class Voting:
             if undo:
                 vote_store.remove_vote(session, paper.id, visitor)
             else:
+                if not vote_store.voted_by(session, visitor, [paper.id]) and self.per_paper:
+                    from papersift.web.security import client_key
+
+                    wait = self.per_paper.take(f"{client_key(self.ip)}|{paper.id}")
+                    if wait:
+                        raise HTTPException(
+                            429,
+                            "This paper has all the votes it can take from your network today.",
+                            headers={"Retry-After": str(wait)},
+                        )
                 vote_store.upvote(session, paper.id, visitor)
             count = vote_store.vote_count(session, paper.id)
         self.trending.invalidate()
         return paper.id, not undo, count
 
 
-def count_view(session: Session, views: ViewCounter, viewer: str, paper_id: str) -> None:
-    """Count a view of the paper once per viewer and day."""
-    if views.first_view(viewer, paper_id):
-        trending_mod.record_view(session, paper_id)
+def count_view(session: Session, views: ClientViews, viewer: str, paper_id: str) -> None:
+    """Count a view of the paper once per viewer and day, within the address's daily cap
+    (see ``ratelimit.ViewCounter``)."""
+    views.count(session, viewer, paper_id)
+
+
+def next_link(request: Request, offset: int) -> str:
+    """The absolute URL of a list's next page: ``base_url`` and the request's path and
+    query with ``offset`` set (never the request's Host, which the client chose)."""
+    base = web_state(request).settings.base_url
+    query = request.url.include_query_params(offset=offset).remove_query_params("page").query
+    return f"{base}{request.url.path}?{query}"

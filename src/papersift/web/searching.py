@@ -181,12 +181,23 @@ def parse_params(query: dict[str, str]) -> SearchParams:
         errors.append("has_code must be 1 or 0")
     params.collection = _text(query.get("collection"), "collection", errors, MAX_COLLECTION_NAME)
     params.category = _text(query.get("category"), "category", errors, MAX_CATEGORY)
-    raw_page = (query.get("page") or "1").strip()
-    if raw_page.isdigit() and 1 <= int(raw_page) <= MAX_PAGE:
-        params.page = int(raw_page)
-    else:
+    page = parse_page(query.get("page") or "1", MAX_PAGE)
+    if page is None:
         errors.append(f"page must be a number from 1 to {MAX_PAGE}")
+    else:
+        params.page = page
     return params
+
+
+def parse_page(raw: str, last: int) -> int | None:
+    """``raw`` as a page number from 1 to ``last``, or None. Only ASCII digits count:
+    ``str.isdigit`` also accepts "²" and other digit symbols that ``int`` refuses, and a
+    5,000-digit number is over Python's int-parsing limit; both used to be 500s."""
+    text = raw.strip()
+    if not text.isascii() or not text.isdecimal() or len(text) > len(str(last)):
+        return None
+    value = int(text)
+    return value if 1 <= value <= last else None
 
 
 class ResultCache:

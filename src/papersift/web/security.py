@@ -7,17 +7,30 @@
   visitor of the cookie sent with it (a double-submit scheme without server state).
 - ``SecurityMiddleware`` (pure ASGI, so it adds no per-request task): refuses bodies over
   ``MAX_BODY`` bytes with 413, adds CSP and the other security headers to every response,
-  and sets the visitor cookie when a handler issued a new id.
+  and sets the visitor cookie when a handler issued a new id; a request body that stalls
+  for ``body_timeout`` seconds gets 408, and a redirect never names the request's ``Host``.
+- ``ProxyHeadersMiddleware``: ``X-Forwarded-For``/``-Proto`` are believed only from the
+  peers in ``forwarded_allow_ips`` (none by default), so a client cannot choose its address.
+- ``HostCheckMiddleware``: ``Host`` headers outside ``trusted_hosts`` get 400.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import logging
 import secrets
+from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import HTTPConnection
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("papersift.web")
 
 VISITOR_COOKIE = "ps_visitor"
 VISITOR_MAX_AGE = 2 * 365 * 24 * 3600
@@ -79,6 +92,15 @@ def visitor_id(conn: HTTPConnection, *, create: bool = True) -> str | None:
     return found
 
 
+def seen_visitor(conn: HTTPConnection) -> str | None:
+    """The visitor of a valid cookie issued on an earlier request, or None: a vote needs
+    one, so a script that never loaded a page cannot vote, and an id minted on the vote
+    itself does not count."""
+    if conn.scope.get("state", {}).get("new_visitor_cookie"):
+        return None
+    return visitor_id(conn, create=False)
+
+
 def csrf_token(conn: HTTPConnection) -> str:
     """A token for a form on this page, bound to the visitor (issued now if new)."""
     state = conn.scope.setdefault("state", {})
@@ -135,15 +157,47 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
+class BodyTimeout(HTTPException):
+    """The client stopped sending its request body for ``body_timeout`` seconds."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(408, f"request body not received within {timeout:g} s")
+
+
+def _local_location(
+    headers: Sequence[tuple[bytes, bytes]], host: bytes | None
+) -> list[tuple[bytes, bytes]]:
+    """The response headers with an absolute ``Location`` on the request's own ``Host``
+    made relative (the router's trailing-slash redirect builds it from the Host header,
+    which the client chose)."""
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        if name.lower() == b"location" and host and b"://" in value[:10]:
+            parts = urlsplit(value.decode("latin-1"))
+            if parts.netloc.encode("latin-1").lower() == host.lower():
+                local = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                if local.startswith("//"):
+                    local = "/" + local.lstrip("/")
+                value = local.encode("latin-1")
+        out.append((name, value))
+    return out
+
+
 class SecurityMiddleware:
     """Body size limit, security headers and the visitor cookie, for every response."""
 
     def __init__(
-        self, app: ASGIApp, *, max_body: int = MAX_BODY, secure_cookies: bool = False
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int = MAX_BODY,
+        secure_cookies: bool = False,
+        body_timeout: float = 20.0,
     ) -> None:
         self.app = app
         self.max_body = max_body
         self.secure_cookies = secure_cookies
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -165,11 +219,18 @@ class SecurityMiddleware:
 
         received = 0
         started = False
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later receives wait for the disconnect: no deadline on those
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                raise BodyTimeout(self.body_timeout) from None
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.max_body:
                     if message.get("more_body", False):
@@ -188,7 +249,10 @@ class SecurityMiddleware:
                 if cookie:
                     extra.append((b"set-cookie", self._cookie(cookie).encode()))
                 message = dict(message)
-                message["headers"] = list(message.get("headers", [])) + extra
+                message["headers"] = [
+                    *_local_location(message.get("headers", []), headers.get(b"host")),
+                    *extra,
+                ]
             await send(message)
 
         try:
@@ -196,6 +260,12 @@ class SecurityMiddleware:
         except BodyTooLarge:
             if not started:
                 await self._reject_size(scope, receive, send, is_api)
+        except BodyTimeout as exc:
+            if not started:
+                timeout = PlainTextResponse(
+                    exc.detail, 408, headers={"connection": "close", "content-security-policy": CSP}
+                )
+                await timeout(scope, receive, send)
         except Exception as exc:  # answer here so even a 500 carries the security headers
             if started:
                 raise
@@ -238,3 +308,108 @@ class SecurityMiddleware:
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+# -- client address and host ---------------------------------------------------------------
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[bool, list[Network]]:
+    """(any address, networks) from a ``forwarded_allow_ips`` value."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return "*" in items, [ipaddress.ip_network(v, strict=False) for v in items if v != "*"]
+
+
+def client_key(ip: str) -> str:
+    """The address a limit counts: an IPv4 address, or the /64 of an IPv6 one (one
+    household or host gets a whole /64, so counting single IPv6 addresses counts nothing)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64] or "-"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+class ProxyHeadersMiddleware:
+    """Take the client address and scheme from ``X-Forwarded-For``/``-Proto`` when, and only
+    when, the TCP peer is a trusted proxy. The address is the right-most hop that is not
+    itself a trusted proxy: what the nearest untrusted party sent is all that can be known.
+    ``papersift serve`` turns uvicorn's own handling off, so this is the one rule."""
+
+    def __init__(self, app: ASGIApp, *, allow: str = "") -> None:
+        self.app = app
+        self.any, self.networks = parse_networks(allow)
+        self.enabled = self.any or bool(self.networks)
+
+    def trusted(self, host: str) -> bool:
+        if self.any:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in net for net in self.networks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.enabled and scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            if client and self.trusted(client[0]):
+                headers = dict(scope.get("headers") or [])
+                forwarded = headers.get(b"x-forwarded-for")
+                if forwarded:
+                    hops = [h.strip() for h in forwarded.decode("latin-1").split(",") if h.strip()]
+                    chosen = hops[0] if hops else client[0]
+                    for hop in reversed(hops):
+                        if not self.trusted(hop):
+                            chosen = hop
+                            break
+                    scope["client"] = (chosen[:64], 0)
+                proto = headers.get(b"x-forwarded-proto", b"").decode("latin-1").strip().lower()
+                if proto in ("http", "https"):
+                    scope["scheme"] = proto
+        await self.app(scope, receive, send)
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "testserver")
+
+
+def allowed_hosts(trusted_hosts: str, base_url: str) -> list[str]:
+    """The ``trusted_hosts`` setting as a list; empty: the host of ``base_url`` and the
+    loopback names (``testserver`` is Starlette's test client; no public DNS name is
+    single-label, so no one can point a browser at it)."""
+    items = [h for h in trusted_hosts.split(",") if h]
+    if items:
+        return items
+    host = urlsplit(base_url).hostname or "127.0.0.1"
+    return list(dict.fromkeys([host.lower(), *LOOPBACK_NAMES]))
+
+
+class HostCheckMiddleware(TrustedHostMiddleware):
+    """Starlette's trusted-host check with a message that says which setting to change."""
+
+    def __init__(self, app: ASGIApp, *, hosts: list[str]) -> None:
+        super().__init__(app, allowed_hosts=hosts, www_redirect=False)
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allow_any or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+        name = host.split(":")[0] if not host.startswith("[") else host[1:].split("]")[0]
+        name = name.lower()
+        for pattern in self.allowed_hosts:
+            if name == pattern or (pattern.startswith("*") and name.endswith(pattern[1:])):
+                await self.app(scope, receive, send)
+                return
+        log.warning("refused Host %r (set PAPERSIFT_TRUSTED_HOSTS to serve it)", host[:100])
+        response = PlainTextResponse(
+            "Invalid host header: this server answers for "
+            f"{', '.join(self.hosts)} (PAPERSIFT_TRUSTED_HOSTS, PAPERSIFT_BASE_URL).",
+            400,
+        )
+        await response(scope, receive, send)

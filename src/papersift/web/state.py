@@ -7,9 +7,7 @@ parts through the dependencies in ``web.deps``, never by reaching into ``app.sta
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
@@ -18,29 +16,9 @@ from starlette.templating import Jinja2Templates
 from papersift.rank.trending import TrendingCache
 from papersift.settings import Settings
 from papersift.store.db import Database
-from papersift.web.ratelimit import Limit, RateLimiter, store_path
+from papersift.web.ratelimit import KeyLimiter, Limit, RateLimiter, ViewCounter, bucket_store
 from papersift.web.searching import ResultCache, WebSearch
 from papersift.web.security import Signers
-
-
-class ViewCounter:
-    """Counts a paper view at most once per viewer, paper and day (in-process memory)."""
-
-    def __init__(self, max_keys: int = 50_000) -> None:
-        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_keys = max_keys
-
-    def first_view(self, viewer: str, paper_id: str) -> bool:
-        """True the first time today that ``viewer`` sees ``paper_id``."""
-        key = (viewer, paper_id, datetime.now(UTC).date().isoformat())
-        with self._lock:
-            if key in self._seen:
-                return False
-            self._seen[key] = None
-            while len(self._seen) > self.max_keys:
-                self._seen.popitem(last=False)
-        return True
 
 
 @dataclass
@@ -58,16 +36,28 @@ class WebState:
     views: ViewCounter = field(default_factory=ViewCounter)
     swagger_available: bool = False
     _limiters: dict[str, RateLimiter] = field(default_factory=dict)
+    _key_limiters: dict[str, KeyLimiter] = field(default_factory=dict)
     _limiter_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def limiter(self, scope: str, limits: tuple[Limit, Limit]) -> RateLimiter:
         """The app's (per visitor, per IP) limiter for ``scope``, made on first use; its
-        buckets live next to the app's data so every worker shares them."""
+        buckets are shared by every worker (and, on PostgreSQL, every host)."""
         with self._limiter_lock:
             found = self._limiters.get(scope)
             if found is None:
-                found = RateLimiter(*limits, store=store_path(self.settings.home), scope=scope)
+                found = RateLimiter(
+                    *limits, store=bucket_store(self.settings.home, self.db), scope=scope
+                )
                 self._limiters[scope] = found
+            return found
+
+    def key_limiter(self, scope: str, limit: Limit) -> KeyLimiter:
+        """The app's one-bucket-per-key limiter for ``scope``, shared like ``limiter``."""
+        with self._limiter_lock:
+            found = self._key_limiters.get(scope)
+            if found is None:
+                found = KeyLimiter(limit, bucket_store(self.settings.home, self.db), scope)
+                self._key_limiters[scope] = found
             return found
 
 

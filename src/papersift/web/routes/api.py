@@ -34,12 +34,13 @@ from papersift.web.resources import (
     load_collection,
     load_paper,
     load_paper_detail,
+    next_link,
     papers_by_id,
     start_of,
     trending_slice,
 )
 from papersift.web.searching import ResultCache, SearchParams
-from papersift.web.security import same_origin, visitor_id
+from papersift.web.security import VISITOR_COOKIE, same_origin, seen_visitor
 from papersift.web.templating import collection_url
 
 router = APIRouter(prefix="/api/v1", tags=["api"], route_class=CachedRoute)
@@ -113,7 +114,7 @@ def api_search(
     results = search.run(params, start)
     nxt = None
     if start + k < results.total and results.hits:
-        nxt = str(request.url.include_query_params(offset=start + k).remove_query_params("page"))
+        nxt = next_link(request, start + k)
     return schemas.SearchOut(
         query=results.query,
         mode=results.mode,
@@ -150,7 +151,13 @@ def api_similar(
 def _vote(request: Request, voting: VotingDep, paper_id: str, undo: bool) -> schemas.VoteOut:
     if not same_origin(request):
         raise HTTPException(403, "Cross-site requests cannot vote.")
-    visitor = visitor_id(request, create=True) or ""
+    visitor = seen_visitor(request)
+    if visitor is None:
+        raise HTTPException(
+            403,
+            f"Votes need the visitor cookie ({VISITOR_COOKIE}) a page of this site sets: "
+            "load a page (e.g. /papers/ID) first, then vote with its cookie.",
+        )
     canonical, voted, count = voting.cast(visitor, paper_id, undo=undo)
     return schemas.VoteOut(id=canonical, votes=count, voted=voted)
 
@@ -164,8 +171,9 @@ def _vote(request: Request, voting: VotingDep, paper_id: str, undo: bool) -> sch
 def api_upvote(
     request: Request, voting: VotingDep, paper_id: str, undo: bool = False
 ) -> schemas.VoteOut:
-    """Upvote a paper as this visitor (cookie issued on the first call); ``undo=true``
-    removes the vote. One vote per visitor per paper; rate limited per visitor and IP."""
+    """Upvote a paper as this visitor (the ``ps_visitor`` cookie an earlier page view set;
+    without one, 403); ``undo=true`` removes the vote. One vote per visitor per paper; rate
+    limited per visitor and address, and a few votes per paper per address a day."""
     return _vote(request, voting, paper_id, undo)
 
 

@@ -25,7 +25,7 @@ from papersift.rank.days import BadPeriod, Kind, Listing, Period
 from papersift.web import schemas
 from papersift.web.caching import REVALIDATE, CachedRoute, cache_control, in_threadpool
 from papersift.web.deps import DbDep, PaperCacheDep, RenderDep, VisitorDep
-from papersift.web.resources import cards, page_number, papers_by_id, start_of
+from papersift.web.resources import cards, next_link, page_number, papers_by_id, start_of
 from papersift.web.routes.api import OFFSET, PAGE, K
 
 router = APIRouter(include_in_schema=False)
@@ -128,6 +128,20 @@ def latest_or_today(db: DbDep, kind: Kind) -> Period:
 def pick_day(db: DbDep, day: Annotated[str | None, Query(alias="date")] = None) -> Response:
     """The date picker's target: the day page of ``date`` (the latest day when empty)."""
     period = parse("day", day) if day else latest_or_today(db, "day")
+    return RedirectResponse(period_url(period), status_code=303)
+
+
+@router.get("/papers/week")
+def pick_week(db: DbDep, week: str | None = None) -> Response:
+    """The week page of ``week`` (YYYY-Www), or of the latest day with papers."""
+    period = parse("week", week) if week else latest_or_today(db, "week")
+    return RedirectResponse(period_url(period), status_code=303)
+
+
+@router.get("/papers/month")
+def pick_month(db: DbDep, month: str | None = None) -> Response:
+    """The month page of ``month`` (YYYY-MM), or of the latest day with papers."""
+    period = parse("month", month) if month else latest_or_today(db, "month")
     return RedirectResponse(period_url(period), status_code=303)
 
 
@@ -250,7 +264,7 @@ def _answer(
         papers = papers_by_id(session, [pid for pid, _ in found.items], cache)
     nxt = None
     if start + k < found.total:
-        nxt = str(request.url.include_query_params(offset=start + k).remove_query_params("page"))
+        nxt = next_link(request, start + k)
     return DailyOut(
         period=period.kind,
         key=period.key,
@@ -267,9 +281,9 @@ def _answer(
     )
 
 
-DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
-WEEK_PATTERN = r"^\d{4}-W\d{2}$"
-MONTH_PATTERN = r"^\d{4}-\d{2}$"
+DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+WEEK_PATTERN = r"^[0-9]{4}-W[0-9]{2}$"
+MONTH_PATTERN = r"^[0-9]{4}-[0-9]{2}$"
 
 
 @api_router.get(

@@ -3,6 +3,10 @@
 - ``GET/POST /subscribe``: the form (CSRF-protected, rate limited). Whatever the address,
   the answer is "check your inbox": the page never reveals who is subscribed.
 - ``POST /api/v1/subscriptions``: the same as JSON, answering 202.
+- Sign-up mail is limited beyond the per-visitor and per-address buckets: one inbox (its
+  ``+tag`` removed) gets one mail per 10 minutes (quietly: the answer is the same), one
+  domain a quarter of ``signup_mails_per_hour``, everyone together all of it (429 past
+  those); addresses need a dotted domain.
 - ``GET /subscriptions/confirm?token=``: the double opt-in link from the mail shows a
   button; its ``POST`` confirms. Mail scanners (Safe Links and the like) fetch every link
   in a message, so a GET that confirmed would sign up anyone whose address was typed in.
@@ -24,6 +28,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from papersift.digest import outbox, tokens
@@ -55,6 +60,7 @@ from papersift.web.ratelimit import Limit, RateLimiter
 from papersift.web.resources import check_rate
 from papersift.web.schemas import SubscriptionAccepted, SubscriptionIn
 from papersift.web.security import CSRF_FIELD, verify_csrf
+from papersift.web.state import WebState
 
 log = logging.getLogger("papersift.web")
 
@@ -155,9 +161,75 @@ async def _posted_token(request: Request, token: str | None) -> str | None:
     return _field(await request.form(max_files=0, max_fields=5), "token")
 
 
-def _signup(db: Database, settings: Settings, email: str, prefs: Preferences) -> SignupMail:
+class GatedSignupMail(SignupMail):
+    """A sign-up's mail, not written when the address (its ``+tag`` removed) had one
+    recently: the sign-up is recorded and the answer is the same, but no mail goes out."""
+
+    def __init__(self, settings: Settings, *, allowed: bool) -> None:
+        super().__init__(settings)
+        self.allowed = allowed
+
+    def __call__(self, session: Any, result: subs.SignupResult) -> None:
+        if not self.allowed:
+            self.throttled = True
+            return
+        super().__call__(session, result)
+
+
+def web_address(raw: str) -> str:
+    """The address as the web accepts it: valid, and with a dotted domain (a public mail
+    domain; ``root@localhost`` can still be added by an operator on the command line)."""
+    address = normalize_email(raw)
+    if "." not in address.rsplit("@", 1)[1]:
+        raise ValidationError(
+            f"{address!r} needs a full mail domain with a dot (like example.org): "
+            "local addresses cannot sign up on the web"
+        )
+    return address
+
+
+def mail_keys(address: str) -> tuple[str, str]:
+    """(the address without its ``+tag``, its domain): what the sign-up mail limits count,
+    so victim+1@, victim+2@ ... are one inbox."""
+    local, domain = address.rsplit("@", 1)
+    return f"{local.split('+', 1)[0]}@{domain}", domain
+
+
+def mail_gate(state: WebState, address: str) -> bool:
+    """Whether this sign-up may write a mail: False (quietly) when the same inbox got one
+    in the last ``SIGNUP_MAIL_INTERVAL`` s; 429 when the domain (a quarter of the budget)
+    or everyone together (``signup_mails_per_hour``) had too many this hour."""
+    inbox, domain = mail_keys(address)
+    interval = subs.SIGNUP_MAIL_INTERVAL
+    per_inbox = state.key_limiter("signup-inbox", Limit(capacity=1, rate=1 / interval))
+    if per_inbox.take(inbox):
+        return False
+    hourly = state.settings.signup_mails_per_hour
+    share = max(5, hourly // 4)
+    per_domain = state.key_limiter(f"signup-domain/{share}", Limit(share, share / 3600))
+    wait = per_domain.take(domain)
+    if wait:
+        raise HTTPException(
+            429,
+            f"Too many sign-ups for addresses at {domain} this hour; try again later.",
+            headers={"Retry-After": str(wait)},
+        )
+    overall = state.key_limiter(f"signup-all/{hourly}", Limit(hourly, hourly / 3600))
+    wait = overall.take("all")
+    if wait:
+        raise HTTPException(
+            429,
+            "Too many sign-ups this hour; try again later.",
+            headers={"Retry-After": str(wait)},
+        )
+    return True
+
+
+def _signup(
+    db: Database, settings: Settings, email: str, prefs: Preferences, *, allowed: bool = True
+) -> SignupMail:
     """Record the sign-up and write its mail to the outbox, in one transaction."""
-    mail = SignupMail(settings)
+    mail = GatedSignupMail(settings, allowed=allowed)
     subs.subscribe(db, email, prefs, on_signup=mail)
     return mail
 
@@ -235,6 +307,7 @@ async def subscribe_form(
     limiter: SignupLimiterDep,
     visitor: VisitorDep,
     ip: ClientIpDep,
+    state: StateDep,
 ) -> Response:
     form = await request.form(max_files=0, max_fields=MAX_FIELDS)
     email = _field(form, "email") or ""
@@ -247,12 +320,15 @@ async def subscribe_form(
         return pages.render("subscribe.html", ctx, status_code=403)
     check_rate(limiter, visitor, ip, TOO_MANY)
     try:
-        normalize_email(email)
+        web_address(email)
     except ValidationError as exc:
         errors = exc.errors + errors
     if not errors:
+        allowed = await run_in_threadpool(mail_gate, state, web_address(email))
         try:
-            mail = await run_in_threadpool(_signup, pages.db, pages.settings, email, prefs)
+            mail = await run_in_threadpool(
+                _signup, pages.db, pages.settings, email, prefs, allowed=allowed
+            )
         except ValidationError as exc:
             errors = exc.errors
     if errors:
@@ -285,6 +361,7 @@ async def subscribe_api(
     limiter: SignupLimiterDep,
     visitor: VisitorDep,
     ip: ClientIpDep,
+    state: StateDep,
 ) -> SubscriptionAccepted | ProblemResponse:
     """Subscribe an address to the digest (double opt-in: a confirmation mail goes out).
 
@@ -301,7 +378,9 @@ async def subscribe_api(
         return problem(422, "invalid subscription", instance=request.url.path, errors=exc.errors)
     check_rate(limiter, visitor, ip, TOO_MANY)
     try:
-        mail = await run_in_threadpool(_signup, db, settings, body.email, prefs)
+        address = web_address(body.email)
+        allowed = await run_in_threadpool(mail_gate, state, address)
+        mail = await run_in_threadpool(_signup, db, settings, address, prefs, allowed=allowed)
     except ValidationError as exc:
         return problem(422, "invalid subscription", instance=request.url.path, errors=exc.errors)
     background.add_task(_deliver, settings, db, mail)

@@ -20,6 +20,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("primary_category", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("comment", sa.Text(), nullable=True))
         batch_op.create_index(batch_op.f("ix_papers_announced"), ["announced"], unique=False)
+        batch_op.create_index(
+            "ix_papers_day", ["announced", "published", "first_seen"], unique=False
+        )
     with op.batch_alter_table("collections", schema=None) as batch_op:
         batch_op.add_column(sa.Column("title", sa.Text(), server_default="", nullable=False))
         batch_op.add_column(sa.Column("description", sa.Text(), server_default="", nullable=False))
@@ -30,6 +33,7 @@ def downgrade() -> None:
         batch_op.drop_column("description")
         batch_op.drop_column("title")
     with op.batch_alter_table("papers", schema=None) as batch_op:
+        batch_op.drop_index("ix_papers_day")
         batch_op.drop_index(batch_op.f("ix_papers_announced"))
         batch_op.drop_column("comment")
         batch_op.drop_column("primary_category")
