@@ -148,3 +148,9 @@ def test_days_on_a_phone(chromium_browser, daily_server: str) -> None:
     page.wait_for_url(re.compile(r"/subscribe$"))
     assert console.errors == []
     context.close()
+    context, page, console = new_page(chromium_browser, daily_server, **PHONE, color_scheme="dark")
+    page.goto("/papers/week/2026-W10")
+    no_sideways_scroll(page, 390)
+    shot(page, "week-phone-dark", full=False)
+    assert console.errors == []
+    context.close()

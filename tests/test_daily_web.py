@@ -106,9 +106,11 @@ def client(daily_home: Path) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def fresh(web_home: Path, tmp_path: Path) -> Iterator[TestClient]:
-    """An app of its own (for votes that other tests must not see)."""
-    with TestClient(app_for(make_home(web_home, tmp_path / "home"))) as c:
+def fresh(seeded_home: Path, tmp_path: Path) -> Iterator[TestClient]:
+    """An app of its own on the seed pages and the daily papers, as a fresh install has
+    them: no votes or views yet (the web test home gets other tests' votes), and its own
+    votes reach no other test."""
+    with TestClient(app_for(make_home(seeded_home, tmp_path / "home"))) as c:
         yield c
 
 
@@ -415,6 +417,23 @@ def test_author_page_feed_and_category_page_feed(client: TestClient) -> None:
         assert "No papers for this" in page(client, url, 404)
 
 
+def test_a_big_category_pages_without_counting(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from papersift.store import daily as daily_store
+
+    small = card_ids(page(client, "/categories/cs.CL"), "people-papers")
+    assert len(small) == 7  # the daily papers (4 has cs.CL as its primary), newest first
+    monkeypatch.setattr(daily_store, "SMALL_LIST", 2)  # as if cs.CL had 200,000 papers
+    first = page(client, "/categories/cs.CL")
+    assert "More than 2 papers" in first and card_ids(first, "people-papers") == small
+    monkeypatch.setattr("papersift.web.routes.people.PEOPLE_PAGE", 4)
+    one, two = (page(client, f"/categories/cs.CL?page={n}") for n in (1, 2))
+    assert card_ids(one, "people-papers") + card_ids(two, "people-papers") == small
+    assert 'rel="next"' in one and 'rel="next"' not in two
+    assert "page must be within range" in page(client, "/categories/cs.CL?page=3", 400)
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -511,3 +530,31 @@ def test_any_period_path_is_200_or_400(client: TestClient, kind: str, value: str
     response = client.get(f"/papers/{kind}/{quote(value, safe='')}")
     assert response.status_code in (200, 400, 404), (value, response.status_code)
     assert "Traceback" not in response.text
+
+
+# --- the queries on both databases ----------------------------------------------------
+
+
+def test_day_queries_on_sqlite_and_postgres(db: Database) -> None:
+    from papersift.store import daily as daily_store
+
+    add_daily_papers(db)
+    with db.session() as s:
+        page_ = daily_store.papers_of_days(s, date(2026, 3, 2), date(2026, 3, 8), limit=2)
+        assert page_.total == 5 and len(page_.items) == 2
+        assert daily_store.next_day(s, date(2026, 3, 2)) == date(2026, 3, 4)
+        assert daily_store.previous_day(s, date(2026, 3, 4)) == date(2026, 3, 2)
+        assert daily_store.previous_day(s, date(2026, 2, 27)) is None
+        assert daily_store.latest_day(s) == date(2026, 3, 9)
+        assert daily_store.day_counts(s, date(2026, 3, 1), date(2026, 3, 31)) == {
+            date(2026, 3, 2): 3,
+            date(2026, 3, 4): 2,
+            date(2026, 3, 9): 1,
+        }
+        assert daily_store.newest_by_day(s, 3) == ["2603.00007", "2603.00005", "2603.00006"]
+        by = daily_store.papers_by_author(s, "GRACE HOPPER", limit=10)
+        assert by.ids == ["2603.00005", "2603.00002"] and by.total == 2
+        assert daily_store.papers_by_author(s, "Grace", limit=10).total == 0
+        assert daily_store.papers_by_author(s, "%", limit=10).total == 0
+        assert daily_store.papers_in_category(s, "stat.ML", limit=10).ids == ["2603.00004"]
+        assert daily_store.papers_in_category(s, "cs.L_", limit=10).total == 0

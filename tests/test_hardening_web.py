@@ -293,16 +293,13 @@ app_smtp: list[SmtpCapture] = []
 def pending_mail(db: Database) -> int:
     with db.session() as s:
         return int(
-            s.scalar(select(func.count()).where(OutboxRow.status.in_(("pending", "sending"))))
-            or 0
+            s.scalar(select(func.count()).where(OutboxRow.status.in_(("pending", "sending")))) or 0
         )
 
 
 def outbox_to(db: Database, needle: str) -> int:
     with db.session() as s:
-        return int(
-            s.scalar(select(func.count()).where(OutboxRow.recipient.contains(needle))) or 0
-        )
+        return int(s.scalar(select(func.count()).where(OutboxRow.recipient.contains(needle))) or 0)
 
 
 def sign_up(client: httpx.Client, email: str, **headers: str) -> httpx.Response:
@@ -395,6 +392,13 @@ def test_trickling_clients_are_dropped_and_others_still_served(
         started = time.monotonic()
         socks = [s for s in (_trickler(port, "127.0.0.2") for _ in range(200)) if s]
         assert len(socks) == 200
+        time.sleep(0.5)
+        refused = 0
+        for s in socks:  # over the per-address cap: 503 at once
+            s.settimeout(0.01)
+            with contextlib.suppress(OSError):
+                refused += s.recv(64).startswith(b"HTTP/1.1 503")
+        assert refused == 150, refused
         # Trickle a header line every half second for up to 8 s.
         t0 = time.monotonic()
         with httpx.Client(base_url=base, timeout=10) as normal:
@@ -415,7 +419,7 @@ def test_trickling_clients_are_dropped_and_others_still_served(
         with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
             slow.sendall(
                 b"POST /api/v1/subscriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\""
+                b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"email"'
             )
             t1 = time.monotonic()
             reply = slow.recv(4096)
@@ -449,3 +453,52 @@ def test_host_header_is_not_reflected(web_home: Path, tmp_path: Path) -> None:
         daily = c.get("/api/v1/daily", params={"k": 1}, headers=evil)
         if daily.status_code == 200 and daily.json().get("next"):
             assert daily.json()["next"].startswith(f"{public}/api/v1/daily?")
+
+
+# -- the migration -------------------------------------------------------------------------
+def test_hardening_revision_up_and_down(tmp_path: Path, pg_server_url: str) -> None:
+    """0004 adds view_marks and rate_buckets on SQLite and PostgreSQL; downgrading to 0003
+    removes them and leaves the votes; upgrading again restores them."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, inspect, text
+
+    from papersift.store.db import MIGRATIONS_DIR
+
+    def alembic(url: str, target: str, *, down: bool = False) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, target)
+        engine.dispose()
+
+    pg_admin = create_engine(
+        pg_server_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT"
+    )
+    name = f"hardening_{os.getpid()}"
+    with pg_admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    urls = [f"sqlite:///{tmp_path / 'm.db'}", pg_server_url.rsplit("/", 1)[0] + f"/{name}"]
+    try:
+        for url in urls:
+            alembic(url, "0004")
+            engine = create_engine(url)
+            assert {"view_marks", "rate_buckets"} <= set(inspect(engine).get_table_names())
+            engine.dispose()
+            alembic(url, "0003", down=True)
+            engine = create_engine(url)
+            tables = set(inspect(engine).get_table_names())
+            engine.dispose()
+            assert "view_marks" not in tables and "rate_buckets" not in tables
+            assert "votes" in tables
+            alembic(url, "head")
+            engine = create_engine(url)
+            assert {"view_marks", "rate_buckets"} <= set(inspect(engine).get_table_names())
+            engine.dispose()
+    finally:
+        with pg_admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        pg_admin.dispose()

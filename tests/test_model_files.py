@@ -32,3 +32,13 @@ def test_a_damaged_model_file_is_refused(tmp_path: Path) -> None:
     copy.write_bytes(b"")
     with pytest.raises(embedder.EmbedderError, match="reinstall"):
         embedder._verify_checksum(copy, embedder.DEFAULT_MODEL_SHA256)
+
+
+def test_document_int8_setting_selects_its_own_model_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PAPERSIFT_DOCUMENT_INT8", raising=False)
+    assert not embedder.get_embedder().model_id.endswith("-doc-int8")
+    monkeypatch.setenv("PAPERSIFT_DOCUMENT_INT8", "1")
+    int8 = embedder.get_embedder()
+    assert int8.model_id.endswith("-doc-int8")  # stored apart from float embeddings
+    vector = int8.encode(["sparse attention for long documents"])[0]
+    assert abs(float((vector**2).sum()) - 1.0) < 1e-3

@@ -289,3 +289,41 @@ def test_two_senders_at_once_deliver_each_mail_once(db: Database, tmp_path: Path
         assert sum(r.sent for r in reports) == len(emails)
         assert sorted(rcpt for m in smtp.messages for rcpt in m.rcpt_tos) == sorted(emails)
     assert {r.status for r in rows(db)} == {outbox.SENT}
+
+
+@pytest.mark.parametrize(
+    "peer,headers,allowed",
+    [
+        ("127.0.0.1", {"host": "127.0.0.1:8000"}, True),
+        ("::1", {"host": "[::1]:8000"}, True),
+        ("127.0.0.1", {"host": "localhost"}, True),
+        ("127.0.0.1", {"host": "evil.example"}, False),  # a rebound name
+        ("127.0.0.1", {"host": "127.0.0.1", "x-forwarded-for": "203.0.113.9"}, False),
+        ("127.0.0.1", {"host": "127.0.0.1", "forwarded": "for=203.0.113.9"}, False),
+        ("192.0.2.7", {"host": "127.0.0.1"}, False),
+    ],
+)
+def test_admin_is_only_for_direct_loopback_requests(
+    peer: str, headers: dict[str, str], allowed: bool
+) -> None:
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+
+    from papersift.web.routes.admin import require_admin
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/admin/outbox",
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+        "client": (peer, 50000),
+    }
+    request = Request(scope)
+    if allowed:
+        require_admin(request, True)
+    else:
+        with pytest.raises(HTTPException) as refused:
+            require_admin(request, True)
+        assert refused.value.status_code == 403
+    with pytest.raises(HTTPException):
+        require_admin(request, False)  # admin_loopback = 0: never

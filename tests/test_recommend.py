@@ -285,3 +285,25 @@ def test_holdout_moves_part_of_each_library_and_drops_hidden(tmp_path: Path):
     (u,) = split.users
     assert len(u.hidden) == 2 and len(u.library) == 8
     assert set(u.hidden) | set(u.library) == {str(i) for i in range(10)}
+
+
+def test_worker_processes_give_the_same_numbers(tmp_path: Path):
+    from papersift.rank.rec_eval import evaluate_methods
+
+    rng = np.random.default_rng(3)
+    words = ["graph", "protein", "galaxy", "market"]
+    papers = [{"id": str(i), "title": f"{words[i % 4]} study {i}"} for i in range(60)]
+    users = [
+        {
+            "user": f"u{n}",
+            "library": [str(i) for i in range(n % 4, 60, 4)][:8],
+            "hidden": [str(n % 4 + 40)],
+        }
+        for n in range(6)
+    ]
+    data = load_dataset(_write(tmp_path / "d", papers, users))
+    vectors = np.eye(4)[[i % 4 for i in range(60)]] + rng.normal(0, 0.3, (60, 4))
+    one = evaluate_methods(data, vectors, workers=1)
+    two = evaluate_methods(data, vectors, workers=2)
+    assert one.methods == two.methods
+    assert one.methods["papersift"]["recall@100"] == 1.0  # the hidden paper is on topic

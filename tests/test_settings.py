@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from papersift import settings as settings_mod
-from papersift.settings import SettingsError, current, load_settings, settings_table_markdown
+from papersift.cli.settings import settings_table_markdown
+from papersift.settings import SettingsError, current, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

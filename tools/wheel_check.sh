@@ -19,7 +19,11 @@ step() { printf '\n== %s\n' "$*"; }
 fail() { printf 'wheel check FAILED: %s\n' "$*" >&2; exit 1; }
 
 step "build the wheel"
-"$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$REPO" >/dev/null
+# From a copy: a build/ folder left in the tree by an earlier build could put stale files in.
+mkdir -p "$WORK/src"
+tar -C "$REPO" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
+  --exclude=./test-artifacts --exclude=__pycache__ -cf - . | tar -C "$WORK/src" -xf -
+"$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$WORK/src" >/dev/null
 WHEEL="$(ls "$WORK"/dist/papersift-*.whl)"
 ls -l "$WHEEL"
 
@@ -97,8 +101,8 @@ echo "served /search on 127.0.0.1:$PORT"
 
 kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
 
-step "papersift demo on a fresh home: seconds from start to the first page"
-export PAPERSIFT_HOME="$WORK/home-demo"
+step "papersift demo on a fresh home and cache: seconds from start to the first page"
+export PAPERSIFT_HOME="$WORK/home-demo" PAPERSIFT_CACHE="$WORK/cache-demo"
 started="$("$VENV_BIN/python" -c 'import time; print(time.time())')"
 "$PS" demo --port "$PORT" >"$WORK/demo.log" 2>&1 &
 SERVER_PID=$!

@@ -203,7 +203,8 @@ class Library:
     def update_index(
         self, paper_ids: list[str], *, on_embed: Progress | None = None
     ) -> IndexReport | None:
-        """Make these (just committed) papers searchable; None if there were none.
+        """Make these (just committed) papers searchable, and any an interrupted run left
+        unindexed; None if there were none and there is no index yet.
 
         They are searchable by keyword at once; they are embedded now unless there are
         very many (a snapshot import: hours of CPU), which :meth:`index` then embeds
@@ -212,9 +213,14 @@ class Library:
         :class:`papersift.search.EmbedderError` when the indexes cannot be updated; the
         papers themselves are stored either way.
         """
-        if not paper_ids:
+        service = self.search_service
+        if not paper_ids and not service.status().get("built"):
             return None
-        return self.search_service.papers_changed(list(paper_ids), progress=on_embed)
+        # also indexes what an interrupted earlier run committed but never indexed
+        report = service.papers_changed(list(paper_ids), progress=on_embed)
+        if not paper_ids and not (report.indexed or report.removed or report.embedded):
+            return None  # nothing was changed and nothing was left to catch up
+        return report
 
     def _index_changed(
         self, report: IngestReport, paper_ids: list[str], on_embed: Progress | None

@@ -9,10 +9,16 @@ enough for them too.
 from __future__ import annotations
 
 import os
+import secrets
+import tempfile
 from pathlib import Path
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+
+
+class KeyFileError(ValueError):
+    """A key file exists but holds no key: refusing beats signing with an empty key."""
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -41,3 +47,36 @@ def create_private_file(path: Path) -> None:
     except FileExistsError:
         return
     os.close(fd)
+
+
+def file_key(path: Path) -> str:
+    """The key in ``path``, created once: each process writes a complete key to a file of its
+    own and hard-links it into place, so the first link wins and no reader ever sees a
+    partial or empty key, however many processes start at once."""
+    key = _read_key(path)
+    if key:
+        return key
+    ensure_private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)  # 0600 by construction
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won; use its key
+    finally:
+        os.unlink(tmp)
+    key = _read_key(path)
+    if not key:
+        raise KeyFileError(f"{path} is empty or unreadable: remove it to make a new key")
+    return key
+
+
+def _read_key(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from papersift.cli._app import app, console, err_console, fail, print_json, state
+from papersift.cli.harvest import Backoff, Delay, PageSize, Retries, parse_day
 from papersift.ingest.harvest import HarvestConfig
 from papersift.jobs.daily import DailyBusy, DailyError, DailyReport, run_daily
 
@@ -34,16 +34,10 @@ def daily(
         str | None,
         typer.Option("--day", help="Run the job of this day (YYYY-MM-DD, UTC); default today."),
     ] = None,
-    delay: Annotated[
-        float, typer.Option("--delay", min=0.0, help="Seconds between harvest requests.")
-    ] = 3.0,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="Retries per page.")] = 5,
-    backoff: Annotated[
-        float, typer.Option("--backoff", min=0.0, help="First harvest retry wait, s; doubles.")
-    ] = 2.0,
-    page_size: Annotated[
-        int, typer.Option("--page-size", min=1, max=2000, help="arXiv API results per request.")
-    ] = 100,
+    delay: Delay = 3.0,
+    retries: Retries = 5,
+    backoff: Backoff = 2.0,
+    page_size: PageSize = 100,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
@@ -57,12 +51,7 @@ def daily(
 
     Example: PAPERSIFT_DAILY_SOURCE=oai:https://oaipmh.arxiv.org/oai#cs papersift daily
     """
-    the_day: date | None = None
-    if day is not None:
-        try:
-            the_day = date.fromisoformat(day)
-        except ValueError:
-            fail(f"--day must be a date like 2024-01-31, not {day!r}", code=2)
+    the_day = parse_day(day, "--day")
     config = HarvestConfig(delay=delay, retries=retries, backoff=backoff, page_size=page_size)
 
     def log(message: str) -> None:

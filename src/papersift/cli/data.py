@@ -85,11 +85,12 @@ def update_search_index(
     The papers are stored whatever happens here, so a failure is reported as a warning
     with the command that catches up, not as a failed ingest.
     """
-    if not paper_ids:
-        return
+    lib = lib or library()
+    if not paper_ids and not lib.search_service.status().get("built"):
+        return  # nothing changed and no index to catch up (the first search builds one)
     try:
         with embedding_progress(quiet) as on_embed:
-            report = (lib or library()).update_index(paper_ids, on_embed=on_embed)
+            report = lib.update_index(paper_ids, on_embed=on_embed)
     except Exception as exc:
         err_console.print(
             f"[yellow]warning:[/] papers are stored but the search index was not updated "

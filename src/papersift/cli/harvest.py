@@ -21,8 +21,21 @@ from papersift.ingest.harvest import (
     harvest_oai,
 )
 
+# The options of how to harvest, shared by `harvest` and `daily` (defaults: 100, 3.0, 5, 2.0).
+PageSize = Annotated[
+    int, typer.Option("--page-size", min=1, max=2000, help="arXiv API results per request.")
+]
+Delay = Annotated[
+    float, typer.Option("--delay", min=0.0, help="Seconds between requests (arXiv asks 3).")
+]
+Retries = Annotated[int, typer.Option("--retries", min=0, help="Retries per page.")]
+Backoff = Annotated[
+    float, typer.Option("--backoff", min=0.0, help="First retry wait in seconds; doubles.")
+]
 
-def _parse_day(value: str | None, option: str) -> date | None:
+
+def parse_day(value: str | None, option: str) -> date | None:
+    """The date an option names (None when absent), or exit 2 saying what a date is."""
     if value is None:
         return None
     try:
@@ -92,16 +105,10 @@ def harvest(
         typer.Option("--max", min=1, help="arXiv API: stop after this many results in total."),
     ] = None,
     arxiv_url: Annotated[str, typer.Option("--arxiv-url", help="arXiv API endpoint.")] = ARXIV_API,
-    page_size: Annotated[
-        int, typer.Option("--page-size", min=1, max=2000, help="arXiv API results per request.")
-    ] = 100,
-    delay: Annotated[
-        float, typer.Option("--delay", min=0.0, help="Seconds between requests (arXiv asks 3).")
-    ] = 3.0,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="Retries per page.")] = 5,
-    backoff: Annotated[
-        float, typer.Option("--backoff", min=0.0, help="First retry wait in seconds; doubles.")
-    ] = 2.0,
+    page_size: PageSize = 100,
+    delay: Delay = 3.0,
+    retries: Retries = 5,
+    backoff: Backoff = 2.0,
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, help="Request timeout, s.")
     ] = 60.0,
@@ -126,8 +133,8 @@ def harvest(
         fail("give exactly one of --oai URL or --arxiv-query QUERY", code=2)
     if prefix not in PREFIXES:
         fail(f"--prefix must be one of {', '.join(PREFIXES)}", code=2)
-    since = _parse_day(from_date, "--from")
-    until = _parse_day(until_date, "--until")
+    since = parse_day(from_date, "--from")
+    until = parse_day(until_date, "--until")
     if since and until and until < since:
         fail("--until must not be before --from", code=2)
     if (since or until) and oai is None:

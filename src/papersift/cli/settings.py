@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
+from pydantic.fields import FieldInfo
 from rich.table import Table
 
 from papersift.cli._app import app, console, print_json, state
-from papersift.settings import documented_fields, env_name, settings_table_markdown
+from papersift.settings import Settings, env_name
 
 _HIDDEN = {"secret"}
+
+
+def documented_fields() -> Iterator[tuple[str, FieldInfo]]:
+    """Every setting in declaration order, for the generated docs."""
+    yield from Settings.model_fields.items()
+
+
+def _default_text(name: str, info: FieldInfo) -> str:
+    if info.default_factory is not None or name in ("db", "secret"):
+        return ""
+    if info.default is None:
+        return ""
+    if isinstance(info.default, bool):
+        return "1" if info.default else "0"
+    return str(info.default)
+
+
+def settings_table_markdown() -> str:
+    """The README's settings table, generated so the docs cannot drift from the code."""
+    rows = [
+        "| variable | TOML key | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, info in documented_fields():
+        default = _default_text(name, info)
+        rows.append(
+            f"| `{env_name(name)}` | `{name}` | {f'`{default}`' if default else ''} "
+            f"| {info.description or ''} |"
+        )
+    return "\n".join(rows) + "\n"
 
 
 @app.command("settings")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 from typing import Annotated
 
 import typer
 
 from papersift.cli._app import app, console, fail, state
+from papersift.logs import log_config
 from papersift.settings import worker_environment
 
 MAX_WORKERS = 64
@@ -46,6 +48,13 @@ def serve_app(host: str, port: int, workers: int = 1, digests: bool = False) -> 
     # Worker processes already use the cores; ONNX threads inside each would only
     # fight over them (measured: 58 -> 82 hybrid searches/s with 2 workers).
     os.environ.update(worker_environment(settings, config=state.config, single_thread=workers > 1))
+    if workers > 1:
+        # One scrape of /metrics must add up every worker: prometheus-client's multiprocess
+        # mode keeps each worker's figures in files of this folder, emptied at each start.
+        metrics_dir = settings.home / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(mode=0o700)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     shown = f"[{host}]" if ":" in host else host
     console.print(
         f"serving papersift on [bold]http://{shown}:{port}/[/] (Ctrl-C to stop)", highlight=False
@@ -69,7 +78,8 @@ def serve_app(host: str, port: int, workers: int = 1, digests: bool = False) -> 
             host=host,
             port=port,
             workers=workers,
-            log_level="warning",
+            log_config=log_config(settings),
+            access_log=True,
             # The app decides whom to believe (forwarded_allow_ips, ProxyHeadersMiddleware);
             # uvicorn's own handling trusts 127.0.0.1 unless told otherwise.
             proxy_headers=False,

@@ -118,9 +118,18 @@ def _fallback(
 
 
 def ranking(
-    session: Session, window: str = "day", *, limit: int = 20, now: datetime | None = None
+    session: Session,
+    window: str = "day",
+    *,
+    limit: int = 20,
+    now: datetime | None = None,
+    fallback: Literal["days", "arrival"] = "days",
 ) -> Ranking:
-    """The trending list of a window, best first, with the signal that ranked it."""
+    """The trending list of a window, best first, with the signal that ranked it.
+
+    Papers without activity follow in the ``fallback`` order: ``days`` (the pages: see the
+    module docstring) or ``arrival`` (newest first seen first: what a digest wants, whose
+    trending part is about what is new since the last mail)."""
     span = check_window(window)
     if now is None:
         now = datetime.now(UTC)
@@ -138,15 +147,22 @@ def ranking(
     out = [(pid, score) for pid, score, _ in scored[:limit]]
     if len(out) < limit:
         taken = {pid for pid, _ in out}
-        out.extend((pid, 0.0) for pid in _fallback(session, span, now, limit - len(out), taken))
+        if fallback == "days":
+            rest = _fallback(session, span, now, limit - len(out), taken)
+        else:
+            # Over-fetch by the number already taken so the filler never comes up short.
+            fetched = paper_store.recently_seen_ids(session, limit - len(out) + len(taken))
+            rest = [pid for pid in fetched if pid not in taken][: limit - len(out)]
+        out.extend((pid, 0.0) for pid in rest)
     return Ranking(signal, out)
 
 
 def trending(
     session: Session, window: str = "day", *, limit: int = 20, now: datetime | None = None
 ) -> list[tuple[str, float]]:
-    """(paper_id, score) best first; papers without activity follow (module docstring)."""
-    return ranking(session, window, limit=limit, now=now).items
+    """(paper_id, score) best first; papers without activity follow, newest first seen
+    first (the digest's order; the pages use :func:`ranking`'s days fallback)."""
+    return ranking(session, window, limit=limit, now=now, fallback="arrival").items
 
 
 def record_view(session: Session, paper_id: str, day: date | None = None) -> None:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,8 +36,14 @@ from papersift.search.lexical import LexicalIndex
 from papersift.search.spelling import Vocabulary
 from papersift.search.vectors import VectorIndex, VectorParams
 
+log = logging.getLogger(__name__)
+
 Meta = dict[str, Any]  # the JSON object in CURRENT
 Stamp = tuple[int, int, int]  # (mtime ns, size, inode) of CURRENT: changes on every switch
+
+
+class IndexUnavailable(RuntimeError):
+    """The index cannot answer right now (being rebuilt after damage): retry shortly."""
 
 
 @dataclass
@@ -68,6 +76,7 @@ class Generations:
         self.params = params
         self._view = view  # readers memory-map the vector graph
         self._live: Generation | None = None
+        self.damaged: str | None = None  # why the last generation was set aside, if one was
         self._lock = threading.RLock()
         self._writing = threading.RLock()
 
@@ -104,14 +113,12 @@ class Generations:
             vectors = VectorIndex.load(
                 folder, int(meta["dim"]), self.params, view=self._view and not writable
             )
-        return Generation(
-            folder,
-            stamp,
-            meta,
-            LexicalIndex(folder / "lexical"),
-            vectors,
-            Catalog(folder / "catalog.sqlite"),
-        )
+        lexical = LexicalIndex(folder / "lexical")
+        catalog = Catalog(folder / "catalog.sqlite")
+        # Checks that read every part once: a damaged file fails here, not in a search.
+        lexical.num_docs  # noqa: B018
+        len(catalog)
+        return Generation(folder, stamp, meta, lexical, vectors, catalog)
 
     def current(self) -> Generation | None:
         """The open indexes, re-opened if another process changed them."""
@@ -124,8 +131,28 @@ class Generations:
             if self._live is not None and self._live.stamp == stamp:
                 return self._live
             meta = self.read_meta() if stamp else None
-            self._live = self.open(meta, stamp) if meta else None
+            try:
+                self._live = self.open(meta, stamp) if meta else None
+            except Exception as exc:  # damaged files: tantivy, usearch, numpy or sqlite
+                assert meta is not None
+                self._set_aside(meta, exc)
+                self._live = None
             return self._live
+
+    def _set_aside(self, meta: Meta, exc: BaseException) -> None:
+        """Move a generation that cannot be opened out of the way (kept for a post-mortem as
+        ``broken-<dir>-<time>``) and retire CURRENT, so the next build starts clean."""
+        name = str(meta.get("dir", ""))
+        self.damaged = (
+            f"index generation {name} could not be opened ({exc.__class__.__name__}: {exc})"
+        )
+        log.error("%s; set aside, the index will be rebuilt", self.damaged)
+        try:
+            os.replace(self.root / name, self.root / f"broken-{name}-{time.time_ns()}")
+        except OSError:
+            pass  # another process moved it first
+        if self.read_meta() is None or (self.read_meta() or {}).get("dir") == name:
+            self.current_path.unlink(missing_ok=True)
 
     def forget(self) -> None:
         """Drop the open generation (after this process switched CURRENT)."""

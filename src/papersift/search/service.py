@@ -8,6 +8,7 @@ A facade over three parts: :mod:`~papersift.search.generations` (which indexes a
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -19,7 +20,7 @@ from papersift.search import identifiers, spelling
 from papersift.search import indexer as indexing
 from papersift.search.embedder import Embedder, EmbedderError, get_embedder
 from papersift.search.execute import TERM_CACHE, Executor
-from papersift.search.generations import Generation, Generations
+from papersift.search.generations import Generation, Generations, IndexUnavailable
 from papersift.search.query import clean_query
 from papersift.search.types import (
     DEFAULT_K,
@@ -39,6 +40,8 @@ from papersift.search.vectors import VectorParams
 from papersift.settings import Settings
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
+
+log = logging.getLogger(__name__)
 
 
 class SearchService:
@@ -66,6 +69,9 @@ class SearchService:
         self._embedder = embedder
         self._load_embedder = load_embedder or (lambda: get_embedder(settings.model_dir))
         self.generations = Generations(self.root, self.params, view=view)
+        self.repair_in_background = False  # the web app sets it: requests never wait
+        self._repair: threading.Thread | None = None
+        self._repair_lock = threading.Lock()
         self.indexer = indexing.Indexer(db, self.generations, self._get_embedder)
         self.executor = Executor(db, self._get_embedder)
         # Writing is the indexer's: rebuild(), index_papers(ids) and sync(), each taking an
@@ -91,15 +97,47 @@ class SearchService:
         return self.generations.current()
 
     def _ready(self) -> Generation | None:
-        """Open indexes; builds them first if they are missing and the database has papers."""
+        """Open indexes; builds them first if they are missing and the database has papers.
+
+        A generation that was damaged (set aside by :class:`Generations`) is rebuilt in a
+        background thread when ``repair_in_background`` is set (the web app): meanwhile
+        :class:`IndexUnavailable` says so, and nothing waits for the rebuild."""
         live = self.generations.current()
         if live is not None:
             return live
         with self.db.session() as s:
             if paper_store.count_papers(s) == 0:
                 return None
-        self.indexer.rebuild(embed_limit=indexing.EMBED_LIMIT, only_if_missing=True)
+        if self.generations.damaged and self.repair_in_background:
+            self._start_repair()
+            raise IndexUnavailable(
+                "the search index was damaged and is being rebuilt; try again shortly"
+            )
+        self._rebuild_missing()
         return self.generations.current()
+
+    def _rebuild_missing(self) -> None:
+        self.indexer.rebuild(embed_limit=indexing.EMBED_LIMIT, only_if_missing=True)
+        self.generations.damaged = None
+
+    def _start_repair(self) -> None:
+        with self._repair_lock:
+            if self._repair is None or not self._repair.is_alive():
+                self._repair = threading.Thread(
+                    target=self._repair_quietly, name="index-repair", daemon=True
+                )
+                self._repair.start()
+
+    def _repair_quietly(self) -> None:
+        try:
+            self._rebuild_missing()
+        except Exception:
+            log.exception("rebuilding the damaged search index failed")
+
+    def catch_up(self) -> IndexReport:
+        """Bring the indexes in step with the database (at a server's start): papers an
+        interrupted ingest committed but never indexed become searchable."""
+        return self.indexer.sync(embed_limit=indexing.EMBED_LIMIT)
 
     def status(self) -> dict[str, Any]:
         """What the current index holds (for ``papersift index`` and the web app)."""

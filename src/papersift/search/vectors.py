@@ -217,16 +217,20 @@ class VectorIndex:
         """Write atomically into ``folder`` (and drop the file of the other kind)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        if self._hnsw is not None:
-            tmp = folder / f".{self.HNSW}.{os.getpid()}.tmp"
-            self._hnsw.save(str(tmp))
-            os.replace(tmp, folder / self.HNSW)
-            (folder / self.FLAT).unlink(missing_ok=True)
-        else:
-            tmp = folder / f".flat.{os.getpid()}.tmp.npz"
-            np.savez(tmp, keys=self._keys, matrix=self._matrix)
-            os.replace(tmp, folder / self.FLAT)
-            (folder / self.HNSW).unlink(missing_ok=True)
+        hnsw = self._hnsw is not None
+        tmp = folder / (
+            f".{self.HNSW}.{os.getpid()}.tmp" if hnsw else f".flat.{os.getpid()}.tmp.npz"
+        )
+        try:
+            if self._hnsw is not None:
+                self._hnsw.save(str(tmp))
+            else:
+                np.savez(tmp, keys=self._keys, matrix=self._matrix)
+            os.replace(tmp, folder / (self.HNSW if hnsw else self.FLAT))
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves nothing behind
+            raise
+        (folder / (self.FLAT if hnsw else self.HNSW)).unlink(missing_ok=True)
 
     @classmethod
     def exists(cls, folder: Path) -> bool:

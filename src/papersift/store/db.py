@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -132,14 +136,19 @@ def create_db_engine(url: str, timeouts: Timeouts | None = None) -> Engine:
             "use sqlite:///PATH or postgresql://user@host/dbname"
         )
     try:
-        return create_engine(
+        engine = create_engine(
             url,
-            pool_pre_ping=True,
+            # With a statement deadline a dead connection fails fast on its own; a ping
+            # would be one more round trip that nothing times out.
+            pool_pre_ping=limits.statement is None,
             pool_size=10,
             max_overflow=20,
             pool_timeout=limits.busy,
             connect_args=_pg_connect_args(limits),
         )
+        if limits.statement is not None:
+            _watch_statements(engine, limits.statement + 1.0)
+        return engine
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from None
 
@@ -154,6 +163,91 @@ def _pg_connect_args(limits: Timeouts) -> dict[str, Any]:
         args["tcp_user_timeout"] = ms
         args.update(keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
     return args
+
+
+class _Watchdog:
+    """Cuts the socket of a PostgreSQL statement that outlived its deadline.
+
+    ``statement_timeout`` is enforced by the server, and TCP timeouts only see unanswered
+    packets: neither helps when the server (or a proxy before it) accepts bytes and never
+    answers. One thread checks the running statements' deadlines; shutting the socket
+    down makes the blocked driver call fail at once, and the pool drops the connection.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[int, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self, token: int, fd: int, seconds: float) -> None:
+        with self._lock:
+            self._running[token] = (time.monotonic() + seconds, fd)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._watch, name="db-watchdog", daemon=True)
+                self._thread.start()
+
+    def stop(self, token: int) -> None:
+        with self._lock:
+            self._running.pop(token, None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.2)
+            now = time.monotonic()
+            with self._lock:
+                late = [(t, fd) for t, (due, fd) in self._running.items() if due <= now]
+                for token, _fd in late:
+                    del self._running[token]
+            for _token, fd in late:
+                try:
+                    sock = socket.socket(fileno=os.dup(fd))
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    finally:
+                        sock.close()
+                except OSError:
+                    pass  # finished or closed meanwhile
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _socket_of(dbapi_connection: Any) -> int | None:
+    try:
+        return int(dbapi_connection.pgconn.socket)
+    except Exception:
+        return None
+
+
+def _watch_statements(engine: Engine, seconds: float) -> None:
+    """Give every statement on ``engine`` a client-side deadline (see :class:`_Watchdog`);
+    one statement runs per connection at a time, so the socket names it."""
+
+    def stop(dbapi_connection: Any) -> None:
+        fd = _socket_of(dbapi_connection)
+        if fd is not None:
+            _WATCHDOG.stop(fd)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Any, *_args: Any) -> None:
+        fd = _socket_of(conn.connection.dbapi_connection)
+        if fd is not None:
+            _WATCHDOG.start(fd, fd, seconds)
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: Any, *_args: Any) -> None:
+        stop(conn.connection.dbapi_connection)
+
+    @event.listens_for(engine, "handle_error")
+    def _failed(context: Any) -> None:
+        conn = context.connection
+        if conn is not None and conn.connection.dbapi_connection is not None:
+            stop(conn.connection.dbapi_connection)
+
+    @event.listens_for(engine, "checkin")
+    def _back(dbapi_connection: Any, _record: Any) -> None:
+        if dbapi_connection is not None:
+            stop(dbapi_connection)
 
 
 def store_error_text(exc: StoreError) -> str:

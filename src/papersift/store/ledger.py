@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, insert, literal, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -137,3 +137,11 @@ def delete_history(session: Session, subscriber_id: int) -> None:
     may not enforce ON DELETE CASCADE)."""
     session.execute(delete(SentPaperRow).where(SentPaperRow.subscriber_id == subscriber_id))
     session.execute(delete(DigestLedgerRow).where(DigestLedgerRow.subscriber_id == subscriber_id))
+
+
+def counts(session: Session) -> dict[str, int]:
+    """Ledger rows per state (sent, failed, uncertain, ...), for the operators' metrics."""
+    rows = session.execute(
+        select(DigestLedgerRow.status, func.count()).group_by(DigestLedgerRow.status)
+    )
+    return {str(status): int(n) for status, n in rows}

@@ -20,7 +20,7 @@ from papersift.rank import trending as trending_mod
 from papersift.search import get_service
 from papersift.settings import Settings, load_settings
 from papersift.store.db import Database, Timeouts
-from papersift.web import problems
+from papersift.web import observability, problems
 from papersift.web.problems import PROBLEM_TYPE
 from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter, ViewCounter, bucket_store
 from papersift.web.routes import (
@@ -80,6 +80,7 @@ def _warm_search(app: FastAPI, freeze_gc: bool = False) -> None:
     try:
         state = web_state(app)
         service = get_service(state.settings, state.db)
+        service.catch_up()  # papers an interrupted ingest left unindexed
         service.search("warm up", k=1)
         service.warm()
     except Exception:
@@ -129,6 +130,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        # Operation ids are the handlers' names (`api_search`), stable across releases, for
+        # clients generated from /openapi.json (FastAPI's default appends path and method).
+        generate_unique_id_function=lambda route: route.name,
     )
 
     def compute(window: str, limit: int) -> trending_mod.Ranking:
@@ -160,6 +164,13 @@ def create_app(
     )
 
     problems.install(app)
+    observability.install(
+        app,
+        database,
+        lambda: get_service(settings, database).status(),
+        model_id=lambda: get_service(settings, database).embedder.model_id,
+        cors_origins=settings.cors_origin_list,
+    )
     app.add_middleware(SearchShedder, max_in_flight=max_searches_in_flight)
     app.add_middleware(
         HostCheckMiddleware, hosts=allowed_hosts(settings.trusted_hosts, settings.base_url)

@@ -8,12 +8,9 @@ look things up, so they run in the event loop without a thread hop or sub-depend
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.responses import Response
-from starlette.templating import Jinja2Templates
 
 from papersift.rank.trending import TrendingCache
 from papersift.settings import Settings
@@ -23,7 +20,7 @@ from papersift.web.resources import Voting
 from papersift.web.searching import ResultCache, WebSearch
 from papersift.web.security import client_key, visitor_id
 from papersift.web.state import WebState, web_state
-from papersift.web.templating import PAGE_CACHE, render
+from papersift.web.templating import Renderer
 
 
 async def get_state(request: Request) -> WebState:
@@ -86,33 +83,6 @@ async def get_voting(request: Request) -> Voting:
         await client_ip(request),
         state.key_limiter(f"votes-per-paper/{cap.capacity:g}", cap),
     )
-
-
-class Renderer:
-    """Renders pages for one request (see ``templating.render``)."""
-
-    def __init__(self, request: Request, templates: Jinja2Templates) -> None:
-        self.request = request
-        self.templates = templates
-
-    def __call__(
-        self,
-        name: str,
-        context: Mapping[str, Any],
-        status_code: int = 200,
-        *,
-        cache_control: str | None = PAGE_CACHE,
-        headers: Mapping[str, str] | None = None,
-    ) -> Response:
-        return render(
-            self.templates,
-            self.request,
-            name,
-            context,
-            status_code=status_code,
-            cache_control=cache_control,
-            headers=headers,
-        )
 
 
 async def get_renderer(request: Request) -> Renderer:

@@ -24,7 +24,7 @@ from papersift.digest.tokens import TokenError
 from papersift.store.db import StoreError, is_unavailable
 from papersift.web.searching import BadParams, SearchUnavailable
 from papersift.web.state import web_state
-from papersift.web.templating import render
+from papersift.web.templating import Renderer
 
 log = logging.getLogger("papersift.web")
 
@@ -96,9 +96,7 @@ def error_page(
 ) -> Response:
     """The HTML error page; falls back to bare HTML if templates themselves fail."""
     try:
-        return render(
-            web_state(request).templates,
-            request,
+        return Renderer(request, web_state(request).templates)(
             "error.html",
             {"status": status, "title": title_of(status), "message": message},
             status_code=status,

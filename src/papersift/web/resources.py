@@ -3,7 +3,9 @@ the paging, the cards of a paper list, and the writes (votes, views) behind both
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -22,6 +24,8 @@ from papersift.web.state import web_state
 MAX_ID = 255  # ids, names and other path values longer than this cannot exist
 TRENDING_DEPTH = 1000  # trending lists stop here
 
+T = TypeVar("T")
+
 
 def clean_ref(value: str) -> str | None:
     """A path value that could name something, or None (too long, control characters)."""
@@ -31,13 +35,19 @@ def clean_ref(value: str) -> str | None:
     return value
 
 
+def _found(ref: str, lookup: Callable[[str], T | None], missing: str) -> T:
+    """What ``lookup`` finds for a path value, or a 404 saying ``missing``: a value that
+    could name nothing (see ``clean_ref``) is not looked up."""
+    cleaned = clean_ref(ref)
+    found = lookup(cleaned) if cleaned else None
+    if found is None:
+        raise HTTPException(404, missing)
+    return found
+
+
 def load_paper(session: Session, ref: str) -> Paper:
     """The paper for an id, arXiv id or DOI, or a 404."""
-    cleaned = clean_ref(ref)
-    paper = paper_store.get_paper(session, cleaned) if cleaned else None
-    if paper is None:
-        raise HTTPException(404, "No paper with this id.")
-    return paper
+    return _found(ref, lambda key: paper_store.get_paper(session, key), "No paper with this id.")
 
 
 @dataclass
@@ -61,11 +71,11 @@ def load_paper_detail(session: Session, ref: str) -> PaperDetail:
 
 def load_collection(session: Session, name: str) -> Collection:
     """The collection of this name with its entries in order, or a 404."""
-    cleaned = clean_ref(name)
-    found = collection_store.get_collection(session, cleaned) if cleaned else None
-    if found is None:
-        raise HTTPException(404, "No collection with this name.")
-    return found
+    return _found(
+        name,
+        lambda key: collection_store.get_collection(session, key),
+        "No collection with this name.",
+    )
 
 
 def check_window(raw: str | None) -> str:
@@ -208,6 +218,11 @@ def count_view(session: Session, views: ClientViews, viewer: str, paper_id: str)
     """Count a view of the paper once per viewer and day, within the address's daily cap
     (see ``ratelimit.ViewCounter``)."""
     views.count(session, viewer, paper_id)
+
+
+def next_page(request: Request, start: int, k: int, total: int) -> str | None:
+    """The next page's URL (see ``next_link``) when ``total`` goes past this page of ``k``."""
+    return next_link(request, start + k) if start + k < total else None
 
 
 def next_link(request: Request, offset: int) -> str:

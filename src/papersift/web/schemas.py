@@ -93,12 +93,17 @@ class TrendingOut(BaseModel):
     results: list[ScoredPaper]
 
 
-class CollectionSummary(BaseModel):
+class CollectionFields(BaseModel):
+    """What a collection says of itself, in its summary and on its own page."""
+
     name: str
     origin: str
     title: str = Field(description="readable title (never a hash)")
     description: str = ""
     size: int
+
+
+class CollectionSummary(CollectionFields):
     url: str
 
 
@@ -109,12 +114,7 @@ class CollectionsOut(BaseModel):
     results: list[CollectionSummary]
 
 
-class CollectionOut(BaseModel):
-    name: str
-    origin: str
-    title: str = Field(description="readable title (never a hash)")
-    description: str = ""
-    size: int
+class CollectionOut(CollectionFields):
     offset: int
     k: int
     results: list[RankedPaper]

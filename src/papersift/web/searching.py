@@ -29,6 +29,7 @@ from papersift.search import (
     SearchService,
     get_service,
 )
+from papersift.search.generations import IndexUnavailable
 from papersift.settings import Settings
 from papersift.store.db import Database
 
@@ -265,10 +266,12 @@ class WebSearch:
     def service(self) -> SearchService:
         """The search service (``SearchUnavailable`` when it cannot be opened)."""
         try:
-            return get_service(self.settings, self.db)
+            service = get_service(self.settings, self.db)
         except Exception as exc:
             log.exception("search service unavailable")
             raise SearchUnavailable("search is not available right now") from exc
+        service.repair_in_background = True  # a damaged index never holds a request
+        return service
 
     def run(self, params: SearchParams, offset: int | None = None) -> SearchResults:
         """Results for ``params`` at ``offset`` or the params' page (``SearchError``
@@ -289,6 +292,8 @@ class WebSearch:
                     )
                 except SearchError as exc:
                     raise BadParams(str(exc)) from exc
+                except IndexUnavailable as exc:
+                    raise SearchUnavailable(str(exc)) from exc
 
         return self.cache.through(asked, compute)
 
@@ -301,5 +306,10 @@ class WebSearch:
                     return self.service().similar(paper_id, k=k)
                 except KeyError:
                     return None
+                except SearchUnavailable:
+                    raise
+                except Exception as exc:  # a paper page never depends on the index
+                    log.warning("similar papers unavailable for %s: %s", paper_id, exc)
+                    raise SearchUnavailable("similar papers are not available now") from exc
 
         return self.cache.through(("similar", paper_id, k), compute)

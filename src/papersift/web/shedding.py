@@ -14,6 +14,7 @@ import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from papersift.web.observability import SHED
 from papersift.web.problems import problem_bytes
 
 SEARCH_PATHS = re.compile(
@@ -37,6 +38,7 @@ class SearchShedder:
             return
         if self.in_flight >= self.max_in_flight:
             self.shed += 1
+            SHED.inc()
             await self._busy(scope, send)
             return
         self.in_flight += 1  # single-threaded event loop: no lock needed

@@ -179,36 +179,46 @@ def make_templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     versions = static_versions()
-    env.globals["static"] = lambda name: f"/static/{name}?v={versions.get(name, '0')}"
-    env.globals["paper_url"] = paper_url
-    env.globals["collection_url"] = collection_url
-    env.globals["author_url"] = author_url
-    env.globals["category_url"] = category_url
-    env.globals["paper_day"] = paper_day
-    env.globals["with_query"] = with_query
-    env.filters["rich"] = rich_text
-    env.filters["snippet"] = snippet
-    env.filters["authors"] = authors_line
-    env.filters["human_date"] = human_date
-    env.filters["safe_url"] = safe_url
-    env.globals["csrf_token"] = csrf_token
+    env.globals.update(
+        static=lambda name: f"/static/{name}?v={versions.get(name, '0')}",
+        paper_url=paper_url,
+        collection_url=collection_url,
+        author_url=author_url,
+        category_url=category_url,
+        paper_day=paper_day,
+        with_query=with_query,
+        csrf_token=csrf_token,
+    )
+    env.filters.update(
+        rich=rich_text,
+        snippet=snippet,
+        authors=authors_line,
+        human_date=human_date,
+        safe_url=safe_url,
+    )
     return Jinja2Templates(env=env)
 
 
-def render(
-    templates: Jinja2Templates,
-    request: Request,
-    name: str,
-    context: Mapping[str, Any],
-    *,
-    status_code: int = 200,
-    cache_control: str | None = PAGE_CACHE,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
-    """A rendered page with its caching policy (every HTML page goes through here)."""
-    response = templates.TemplateResponse(
-        request, name, dict(context), status_code=status_code, headers=dict(headers or {})
-    )
-    if cache_control is not None:
-        response.headers["Cache-Control"] = cache_control
-    return response
+class Renderer:
+    """Renders pages for one request with their caching policy (every HTML page goes
+    through here)."""
+
+    def __init__(self, request: Request, templates: Jinja2Templates) -> None:
+        self.request = request
+        self.templates = templates
+
+    def __call__(
+        self,
+        name: str,
+        context: Mapping[str, Any],
+        status_code: int = 200,
+        *,
+        cache_control: str | None = PAGE_CACHE,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        response = self.templates.TemplateResponse(
+            self.request, name, dict(context), status_code=status_code, headers=dict(headers or {})
+        )
+        if cache_control is not None:
+            response.headers["Cache-Control"] = cache_control
+        return response

@@ -11,10 +11,11 @@ that says what a good one looks like.
 from __future__ import annotations
 
 import calendar
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import RedirectResponse, Response
@@ -22,11 +23,13 @@ from starlette.responses import RedirectResponse, Response
 from papersift.model import Paper, paper_day
 from papersift.rank import days
 from papersift.rank.days import BadPeriod, Kind, Listing, Period
+from papersift.store.db import Database
 from papersift.web import schemas
 from papersift.web.caching import REVALIDATE, CachedRoute, cache_control, in_threadpool
 from papersift.web.deps import DbDep, PaperCacheDep, RenderDep, VisitorDep
-from papersift.web.resources import cards, next_link, page_number, papers_by_id, start_of
+from papersift.web.resources import cards, next_page, page_number, papers_by_id, start_of
 from papersift.web.routes.api import OFFSET, PAGE, K
+from papersift.web.searching import ResultCache
 
 router = APIRouter(include_in_schema=False)
 api_router = APIRouter(prefix="/api/v1", tags=["daily"], route_class=CachedRoute)
@@ -124,46 +127,26 @@ def latest_or_today(db: DbDep, kind: Kind) -> Period:
     return days.OF_DAY[kind](day)
 
 
-@router.get("/papers/date")
-def pick_day(db: DbDep, day: Annotated[str | None, Query(alias="date")] = None) -> Response:
-    """The date picker's target: the day page of ``date`` (the latest day when empty)."""
-    period = parse("day", day) if day else latest_or_today(db, "day")
-    return RedirectResponse(period_url(period), status_code=303)
+def _add_pages(kind: Kind) -> None:
+    """A period kind's page and its picker (the query value's page, or the latest)."""
+    label = LABELS[kind]
+
+    def pick(db: DbDep, raw: str | None = Query(None, alias=label)) -> Response:
+        period = parse(kind, raw) if raw else latest_or_today(db, kind)
+        return RedirectResponse(period_url(period), status_code=303)
+
+    def show(
+        render: RenderDep, db: DbDep, visitor: VisitorDep, key: str, page: str | None = None
+    ) -> Response:
+        return _show(render, db, visitor, parse(kind, key), page)
+
+    pick.__doc__ = f"The {kind} page of ``{label}``, or of the latest day with papers."
+    router.add_api_route(PATHS[kind].rstrip("/"), pick, methods=["GET"], name=f"pick_{kind}")
+    router.add_api_route(PATHS[kind] + "{key}", show, methods=["GET"], name=f"{kind}_page")
 
 
-@router.get("/papers/week")
-def pick_week(db: DbDep, week: str | None = None) -> Response:
-    """The week page of ``week`` (YYYY-Www), or of the latest day with papers."""
-    period = parse("week", week) if week else latest_or_today(db, "week")
-    return RedirectResponse(period_url(period), status_code=303)
-
-
-@router.get("/papers/month")
-def pick_month(db: DbDep, month: str | None = None) -> Response:
-    """The month page of ``month`` (YYYY-MM), or of the latest day with papers."""
-    period = parse("month", month) if month else latest_or_today(db, "month")
-    return RedirectResponse(period_url(period), status_code=303)
-
-
-@router.get("/papers/date/{day}")
-def day_page(
-    render: RenderDep, db: DbDep, visitor: VisitorDep, day: str, page: str | None = None
-) -> Response:
-    return _show(render, db, visitor, parse("day", day), page)
-
-
-@router.get("/papers/week/{week}")
-def week_page(
-    render: RenderDep, db: DbDep, visitor: VisitorDep, week: str, page: str | None = None
-) -> Response:
-    return _show(render, db, visitor, parse("week", week), page)
-
-
-@router.get("/papers/month/{month}")
-def month_page(
-    render: RenderDep, db: DbDep, visitor: VisitorDep, month: str, page: str | None = None
-) -> Response:
-    return _show(render, db, visitor, parse("month", month), page)
+for _kind in PATHS:
+    _add_pages(_kind)
 
 
 # --- JSON ------------------------------------------------------------------------------
@@ -254,114 +237,98 @@ def daily_paper(paper: Paper, votes: int) -> DailyPaper:
     )
 
 
-def _answer(
-    request: Request, db: DbDep, cache: PaperCacheDep, period: Period, k: int, start: int
-) -> DailyOut:
-    with db.session() as session:
-        found: Listing = days.listing(
-            session, period, limit=k, offset=start, counts=period.kind != "day"
+@dataclass(frozen=True)
+class DailyPage:
+    """One page of a daily listing as asked for, whatever its period."""
+
+    request: Request
+    db: Database
+    cache: ResultCache
+    k: int
+    start: int
+
+    def answer(self, kind: Kind, raw: str | None) -> DailyOut:
+        """The page for the period ``raw`` names (the latest one when absent), or a 400."""
+        period = parse(kind, raw) if raw is not None else latest_or_today(self.db, kind)
+        with self.db.session() as session:
+            found: Listing = days.listing(
+                session, period, limit=self.k, offset=self.start, counts=period.kind != "day"
+            )
+            papers = papers_by_id(session, [pid for pid, _ in found.items], self.cache)
+        return DailyOut(
+            period=period.kind,
+            key=period.key,
+            start=period.start.isoformat(),
+            end=period.end.isoformat(),
+            total=found.total,
+            offset=self.start,
+            k=self.k,
+            previous=found.previous.key if found.previous else None,
+            following=found.next.key if found.next else None,
+            days={d.isoformat(): n for d, n in sorted(found.counts.items())},
+            results=[daily_paper(papers[pid], n) for pid, n in found.items if pid in papers],
+            next=next_page(self.request, self.start, self.k, found.total),
         )
-        papers = papers_by_id(session, [pid for pid, _ in found.items], cache)
-    nxt = None
-    if start + k < found.total:
-        nxt = next_link(request, start + k)
-    return DailyOut(
-        period=period.kind,
-        key=period.key,
-        start=period.start.isoformat(),
-        end=period.end.isoformat(),
-        total=found.total,
-        offset=start,
-        k=k,
-        previous=found.previous.key if found.previous else None,
-        following=found.next.key if found.next else None,
-        days={d.isoformat(): n for d, n in sorted(found.counts.items())},
-        results=[daily_paper(papers[pid], n) for pid, n in found.items if pid in papers],
-        next=nxt,
+
+
+async def daily_page(
+    request: Request,
+    db: DbDep,
+    cache: PaperCacheDep,
+    k: K = 50,
+    offset: OFFSET = 0,
+    page: PAGE = None,
+) -> DailyPage:
+    return DailyPage(request, db, cache, k, start_of(offset, k, page))
+
+
+DailyDep = Annotated[DailyPage, Depends(daily_page)]
+
+
+# kind: (path, the query's pattern, the query's description, the operation's description)
+API: dict[Kind, tuple[str, str, str, str]] = {
+    "day": (
+        "/daily",
+        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+        "YYYY-MM-DD; the latest day with papers when absent",
+        "A day's papers by upvotes, then newest first (the day arXiv listed them).",
+    ),
+    "week": (
+        "/daily/week",
+        r"^[0-9]{4}-W[0-9]{2}$",
+        "ISO week, YYYY-Www; the latest week with papers when absent",
+        "An ISO week's papers (Monday to Sunday) by upvotes, then newest first.",
+    ),
+    "month": (
+        "/daily/month",
+        r"^[0-9]{4}-[0-9]{2}$",
+        "YYYY-MM; the latest month with papers when absent",
+        "A month's papers by upvotes, then newest first.",
+    ),
+}
+
+
+def _add_api(kind: Kind) -> None:
+    """The JSON route of a period kind: ``/daily`` for days, ``/daily/<kind>`` otherwise."""
+    path, pattern, described, doc = API[kind]
+
+    def answer(
+        daily: DailyDep,
+        raw: str | None = Query(None, alias=LABELS[kind], pattern=pattern, description=described),
+    ) -> DailyOut:
+        return daily.answer(kind, raw)
+
+    answer.__doc__ = doc
+    api_router.add_api_route(
+        path,
+        in_threadpool(answer),
+        methods=["GET"],
+        name="api_" + path.strip("/").replace("/", "_"),
+        response_model=DailyOut,
+        responses=schemas.problem_responses(400, 422),
+        dependencies=[cache_control(REVALIDATE)],
     )
 
 
-DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-WEEK_PATTERN = r"^[0-9]{4}-W[0-9]{2}$"
-MONTH_PATTERN = r"^[0-9]{4}-[0-9]{2}$"
-
-
-@api_router.get(
-    "/daily",
-    response_model=DailyOut,
-    responses=schemas.problem_responses(400, 422),
-    dependencies=[cache_control(REVALIDATE)],
-)
-@in_threadpool
-def api_daily(
-    request: Request,
-    db: DbDep,
-    cache: PaperCacheDep,
-    day: Annotated[
-        str | None,
-        Query(
-            alias="date",
-            pattern=DAY_PATTERN,
-            description="YYYY-MM-DD; the latest day with papers when absent",
-        ),
-    ] = None,
-    k: K = 50,
-    offset: OFFSET = 0,
-    page: PAGE = None,
-) -> DailyOut:
-    """A day's papers by upvotes, then newest first (the day arXiv listed them)."""
-    period = parse("day", day) if day is not None else latest_or_today(db, "day")
-    return _answer(request, db, cache, period, k, start_of(offset, k, page))
-
-
-@api_router.get(
-    "/daily/week",
-    response_model=DailyOut,
-    responses=schemas.problem_responses(400, 422),
-    dependencies=[cache_control(REVALIDATE)],
-)
-@in_threadpool
-def api_daily_week(
-    request: Request,
-    db: DbDep,
-    cache: PaperCacheDep,
-    week: Annotated[
-        str | None,
-        Query(
-            pattern=WEEK_PATTERN,
-            description="ISO week, YYYY-Www; the latest week with papers when absent",
-        ),
-    ] = None,
-    k: K = 50,
-    offset: OFFSET = 0,
-    page: PAGE = None,
-) -> DailyOut:
-    """An ISO week's papers (Monday to Sunday) by upvotes, then newest first."""
-    period = parse("week", week) if week is not None else latest_or_today(db, "week")
-    return _answer(request, db, cache, period, k, start_of(offset, k, page))
-
-
-@api_router.get(
-    "/daily/month",
-    response_model=DailyOut,
-    responses=schemas.problem_responses(400, 422),
-    dependencies=[cache_control(REVALIDATE)],
-)
-@in_threadpool
-def api_daily_month(
-    request: Request,
-    db: DbDep,
-    cache: PaperCacheDep,
-    month: Annotated[
-        str | None,
-        Query(
-            pattern=MONTH_PATTERN, description="YYYY-MM; the latest month with papers when absent"
-        ),
-    ] = None,
-    k: K = 50,
-    offset: OFFSET = 0,
-    page: PAGE = None,
-) -> DailyOut:
-    """A month's papers by upvotes, then newest first."""
-    period = parse("month", month) if month is not None else latest_or_today(db, "month")
-    return _answer(request, db, cache, period, k, start_of(offset, k, page))
+for _kind in API:
+    _add_api(_kind)

@@ -51,12 +51,12 @@ def _list_page(
     query = _by_author if kind == "author" else _in_category
     with db.session() as session:
         found = query(session, name, PEOPLE_PAGE, (number - 1) * PEOPLE_PAGE)
-        if not found.total:
+        if found.total == 0:
             raise HTTPException(404, f"No papers for this {kind}.")
+        if not found.ids:
+            raise HTTPException(400, "page must be within range: this one has no papers")
         items = cards(session, found.ids, visitor)
-    pages = max(1, -(-found.total // PEOPLE_PAGE))
-    if number > pages:
-        raise HTTPException(400, f"page must be within range: there are {pages}")
+    pages = -(-found.total // PEOPLE_PAGE) if found.total is not None else 0
     url = author_url(name) if kind == "author" else category_url(name)
     context: dict[str, Any] = {
         "kind": kind,
@@ -65,6 +65,8 @@ def _list_page(
         "total": found.total,
         "page": number,
         "pages": pages,
+        "more": found.more,
+        "counted_up_to": daily_store.SMALL_LIST,
         "feed_url": f"/feeds/{kind}/{url.rsplit('/', 1)[1]}.atom",
     }
     return render("people.html", context)
@@ -91,7 +93,7 @@ async def _feed(db: DbDep, base: str, kind: str, name: str) -> Response:
         query = _by_author if kind == "author" else _in_category
         with db.session() as session:
             found = query(session, name, FEED_SIZE, 0)
-        if not found.total:
+        if not found.ids:
             raise HTTPException(404, f"No papers for this {kind}.")
         page = author_url(name) if kind == "author" else category_url(name)
         self_path = f"/feeds/{kind}/{page.rsplit('/', 1)[1]}.atom"

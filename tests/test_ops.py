@@ -1,0 +1,218 @@
+"""What operators watch: /readyz, /metrics (also added up over workers), request ids in
+responses and JSON logs, CORS, gzip, and stable OpenAPI operation ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from papersift.settings import load_settings
+from papersift.web.app import create_app
+
+from .conftest import serve_in_thread
+
+PAPERSIFT = [str(Path(sys.executable).with_name("papersift"))]
+PAPER_ROUTE = "/api/v1/papers/{paper_id:path}"
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The sum of every sample of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def test_readyz_and_metrics_on_the_live_app(live_server: str) -> None:
+    with httpx.Client(base_url=live_server, timeout=30) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        body = ready.json()
+        assert body["status"] == "ready" and body["checks"]["database"]["ok"]
+        assert body["checks"]["index"]["documents"] > 0
+        before = _metric(
+            client.get("/metrics").text,
+            "papersift_http_requests_total",
+            route=PAPER_ROUTE,
+            status="200",
+        )
+        for _ in range(3):
+            assert client.get("/api/v1/papers/hep-th/9901001").status_code == 200
+        assert client.get("/api/v1/search", params={"q": "attention", "mode": "lexical"}).is_success
+        text = client.get("/metrics").text
+    after = _metric(
+        text,
+        "papersift_http_requests_total",
+        route=PAPER_ROUTE,
+        status="200",
+    )
+    assert after - before == 3
+    assert "/api/v1/papers/hep-th/9901001" not in text  # templates, not raw paths
+    assert _metric(text, "papersift_search_duration_seconds_count", mode="lexical") >= 1
+    assert _metric(text, "papersift_index_documents") > 0
+    assert re.search(r"^papersift_embedding_backlog \d", text, re.M)
+    assert re.search(r"^papersift_index_age_seconds \d", text, re.M)
+
+
+def test_readyz_is_503_with_a_reason_when_no_index_is_loaded(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path / "fresh")
+    with serve_in_thread(create_app(settings, warm_search=False)) as url:
+        answer = httpx.get(f"{url}/readyz", timeout=30)
+        health = httpx.get(f"{url}/healthz", timeout=30)
+    assert answer.status_code == 503 and answer.headers["retry-after"]
+    assert "no index" in answer.json()["checks"]["index"]["reason"]
+    assert answer.json()["checks"]["database"]["ok"] is True
+    assert health.status_code == 200  # alive, just not ready
+
+
+def test_request_ids_gzip_and_no_cors_by_default(live_server: str) -> None:
+    mine = str(uuid.uuid4())
+    with httpx.Client(base_url=live_server, timeout=30) as client:
+        echoed = client.get("/healthz", headers={"X-Request-ID": mine})
+        made = client.get("/healthz", headers={"X-Request-ID": "not-a-uuid; <script>"})
+        docs = client.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+        cross = client.get("/api/v1/collections", headers={"Origin": "https://evil.example"})
+    assert echoed.headers["x-request-id"] == mine
+    made_id = made.headers["x-request-id"]
+    assert made_id != "not-a-uuid; <script>" and uuid.UUID(made_id)
+    assert docs.headers.get("content-encoding") == "gzip"
+    assert json.loads(docs.content)["openapi"]  # httpx decoded it: a real gzip body
+    assert "access-control-allow-origin" not in cross.headers
+
+
+def test_cors_for_configured_origins_only(web_home: Path) -> None:
+    settings = load_settings(web_home).replace(cors_origins="https://lab.example.org")
+    with serve_in_thread(create_app(settings, warm_search=False)) as url:
+        allowed = httpx.get(
+            f"{url}/api/v1/collections", headers={"Origin": "https://lab.example.org"}
+        )
+        preflight = httpx.options(
+            f"{url}/api/v1/search",
+            headers={
+                "Origin": "https://lab.example.org",
+                "Access-Control-Request-Method": "GET",
+            },
+        )
+        other = httpx.get(f"{url}/api/v1/collections", headers={"Origin": "https://x.example"})
+    assert allowed.headers["access-control-allow-origin"] == "https://lab.example.org"
+    assert preflight.status_code == 200
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_bad_cors_origin_setting_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="origin"):
+        load_settings(tmp_path).replace(cors_origins="lab.example.org")
+
+
+def test_operation_ids_are_the_handler_names(live_server: str) -> None:
+    spec = httpx.get(f"{live_server}/openapi.json", timeout=30).json()
+    ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+    assert "api_search" in ids or any(i.endswith("search") for i in ids)
+    assert not [i for i in ids if re.search(r"_(get|post|delete)$", i)], ids
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def two_workers(web_home: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    home = tmp_path / "home"
+    shutil.copytree(web_home, home)
+    port = _free_port()
+    env = {**os.environ, "PAPERSIFT_HOME": str(home), "PAPERSIFT_JSON_LOGS": "1"}
+    env.pop("PAPERSIFT_DB", None)
+    proc = subprocess.Popen(
+        [*PAPERSIFT, "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail("serve did not come up")
+            time.sleep(0.3)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_metrics_add_up_over_workers_and_logs_are_json(
+    two_workers: tuple[str, subprocess.Popen[str]],
+) -> None:
+    url, proc = two_workers
+    marker = str(uuid.uuid4())
+    with httpx.Client(timeout=30) as client:  # new connections: both workers get some
+        for n in range(20):
+            headers = {"Connection": "close"}
+            if n == 0:
+                headers["X-Request-ID"] = marker
+            assert client.get(f"{url}/api/v1/papers/hep-th/9901001", headers=headers).is_success
+        scrapes = [client.get(f"{url}/metrics", headers={"Connection": "close"}).text for _ in "ab"]
+    for text in scrapes:  # whichever worker answers, it reports all 20
+        assert _metric(text, "papersift_http_requests_total", route=PAPER_ROUTE) == 20
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    records = []
+    for line in err.splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    assert records, err[-2000:]
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    access = [r for r in records if r["logger"] == "uvicorn.access"]
+    assert any(r.get("correlation_id") == marker for r in access), access[:3]
+
+
+def test_json_log_lines_survive_hostile_messages(tmp_path: Path) -> None:
+    import io
+    import logging.config
+
+    from papersift.logs import log_config
+
+    config = log_config(load_settings(tmp_path), stream_is_tty=False)
+    stream = io.StringIO()
+    config["handlers"]["stderr"] = {**config["handlers"]["stderr"], "stream": stream}
+    del config["handlers"]["stderr"]["stream"]
+    logging.config.dictConfig(config)
+    handler = logging.getLogger("papersift").handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    logging.getLogger("papersift.test").warning('line one\nline "two" \x1b[31m%s', "red")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["message"].startswith("line one\nline")
+    assert record["level"] == "WARNING" and record["correlation_id"] == "-"
+    plain = log_config(load_settings(tmp_path), stream_is_tty=True)
+    assert "format" in plain["formatters"]["main"]
