@@ -109,6 +109,8 @@ def quality() -> list[dict]:
             rows.append({"collection": coll.name, "system": name, **evaluate(run, coll.qrels)})
         for mode in ("lexical", "semantic", "hybrid"):
             res = search_eval.run_eval(folder, mode=mode)
+            for key in ("run", "runs", "texts", "qrels"):  # per-query data: not for the table
+                res.pop(key, None)
             rows.append({"collection": coll.name, "system": f"papersift {mode}", **res})
         print(json.dumps(rows[-1]), flush=True)
     return rows

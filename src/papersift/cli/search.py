@@ -27,6 +27,7 @@ from papersift.search import (
     SearchHit,
     get_service,
 )
+from papersift.search.compare import QueryDelta
 from papersift.store import papers as paper_store
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2}))?(?:-(\d{1,2}))?$")
@@ -265,23 +266,61 @@ def eval_cmd(
     json_out: Annotated[
         bool, typer.Option("--json", help="Last line: one JSON object with the metrics.")
     ] = False,
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            "--compare",
+            metavar="MODE_OR_RUN",
+            help="Per-query nDCG@10 differences against another mode or a saved run file.",
+        ),
+    ] = None,
+    save_run: Annotated[
+        Path | None, typer.Option("--save-run", metavar="FILE", help="Write the ranked ids.")
+    ] = None,
+    show: Annotated[int, typer.Option(help="Losses and wins listed with --compare.")] = 10,
 ) -> None:
     """Measure search quality on a BEIR collection: nDCG@10, Recall@100, MRR@10.
 
     The corpus is indexed in a temporary home; its embeddings are cached under
     $PAPERSIFT_CACHE/eval (default ~/.cache/papersift/eval).
 
-    Example: papersift eval ../shared/eval/cisi --mode hybrid --json
+    Example: papersift eval ../shared/eval/cisi --mode hybrid --compare lexical
     """
+    from papersift.search import compare as cmp
     from papersift.search.eval import EvalError, run_eval
 
     if mode not in MODES:
         fail(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    other_run, other_label = None, compare
+    if compare and compare not in MODES:
+        if not Path(compare).is_file():
+            fail(f"--compare takes a mode ({', '.join(MODES)}) or a saved run file: {compare!r}")
+        try:
+            other_run, other_label = cmp.load_run(Path(compare))
+        except cmp.RunFileError as exc:
+            fail(str(exc))
     try:
         with embedding_progress(json_out) as progress:
-            result = run_eval(folder, mode=mode, progress=progress)
+            extra = (compare,) if compare in MODES else ()
+            result = run_eval(folder, mode=mode, progress=progress, modes=extra)
     except EvalError as exc:
         fail(str(exc))
+    run, texts, qrels = result.pop("run"), result.pop("texts"), result.pop("qrels")
+    runs = result.pop("runs")
+    if save_run is not None:
+        try:
+            cmp.save_run(save_run, run, collection=result["collection"], mode=mode)
+        except OSError as exc:
+            fail(f"cannot write {save_run}: {exc}")
+    deltas = None
+    if compare:
+        other = runs[compare] if compare in MODES else other_run
+        deltas = cmp.per_query(run, other or {}, qrels, texts)
+        result["compare"] = {"against": other_label, **cmp.summary(deltas)}
+        result["per_query"] = [
+            {"query": d.query_id, "ndcg@10": round(d.ndcg, 4), "other": round(d.other, 4)}
+            for d in deltas
+        ]
     if json_out:
         print_json(result)
         return
@@ -294,3 +333,38 @@ def eval_cmd(
     table.add_row("documents", f"{result['documents']:,}")
     table.add_row("ms per query", f"{result['ms_per_query']:.1f}")
     console.print(table)
+    if deltas is not None:
+        _print_deltas(deltas, result["compare"], mode, str(other_label), show)
+
+
+def _print_deltas(deltas: list[QueryDelta], stats: dict, mode: str, other: str, show: int) -> None:
+    """The biggest per-query losses and wins of ``mode`` against ``other``."""
+    console.print(
+        f"{mode} against {other}: {stats['wins']} better, {stats['losses']} worse, "
+        f"{stats['ties']} equal; mean nDCG@10 difference {stats['mean_delta']:+.4f}"
+    )
+    losses = [d for d in deltas if d.delta < 0][:show]
+    wins = [d for d in reversed(deltas) if d.delta > 0][:show]
+    for title, rows in (("worst losses", losses), ("best wins", wins)):
+        if not rows:
+            continue
+        table = Table(
+            "query",
+            "nDCG@10",
+            other[:24],
+            "delta",
+            "recall@100 delta",
+            "text",
+            title=title,
+            title_justify="left",
+        )
+        for d in rows:
+            table.add_row(
+                Text(d.query_id),
+                f"{d.ndcg:.3f}",
+                f"{d.other:.3f}",
+                f"{d.delta:+.3f}",
+                f"{d.recall:+.3f}",
+                Text(" ".join(d.text.split())[:70]),
+            )
+        console.print(table)

@@ -46,9 +46,11 @@ log = logging.getLogger(__name__)
 TRENDING_POOL = 200  # trending candidates fetched per window and run
 HITS_PER_TOPIC = 100  # search hits fetched per topic, before the "new since" filter
 # Hybrid scores are z-scores over the search's candidate pool: a hit is kept when it stands
-# at least one standard deviation above that pool, and the top few are always kept (they
-# carry the topic even when the scale is a plain cosine, as on the dense-only path).
-MIN_TOPIC_SCORE = 1.0
+# at least 0.8 standard deviations above that pool (per-query side weights and feedback on
+# the first pass's scale leave the top of a short topic query lower than one), and the top
+# few are always kept (they carry the topic even when the scale is a plain cosine, as on the
+# dense-only path).
+MIN_TOPIC_SCORE = 0.8
 ALWAYS_TOP = 3
 MAX_LOOKBACK = timedelta(days=30)  # a subscriber back from a long pause gets a month
 

@@ -135,8 +135,14 @@ def run_eval(
     mode: str = "hybrid",
     k: int = 100,
     progress: Callable[[int, int], None] | None = None,
+    modes: tuple[str, ...] = (),
 ) -> dict:
-    """Index the collection in a temporary home and score every judged query."""
+    """Index the collection in a temporary home and score every judged query.
+
+    The result carries the ranked ids per query (``run``), the judged query texts
+    (``texts``) and the qrels (``qrels``) for per-query comparisons; ``modes`` are further
+    modes run on the same index, their runs in ``runs``.
+    """
     from papersift.search.embedder import get_embedder
     from papersift.search.service import SearchService
 
@@ -164,12 +170,19 @@ def run_eval(
             service = SearchService(settings, db, embedder=embedder, view=False)
             service.rebuild()
             indexed = time.monotonic()
-            run: dict[str, list[str]] = {}
             judged = {q: text for q, text in coll.queries.items() if q in coll.qrels}
-            for qid, text in judged.items():
-                res = service.search(text, k=k, mode=mode)
-                run[qid] = [h.paper_id for h in res.hits]
+
+            def one_run(which: str) -> dict[str, list[str]]:
+                out: dict[str, list[str]] = {}
+                for qid, text in judged.items():
+                    res = service.search(text, k=k, mode=which)
+                    out[qid] = [h.paper_id for h in res.hits]
+                return out
+
+            run = one_run(mode)
             searched = time.monotonic()
+            runs = {other: one_run(other) for other in modes if other != mode}
+            runs[mode] = run
         finally:
             db.dispose()
     scores = evaluate(run, coll.qrels)
@@ -181,4 +194,8 @@ def run_eval(
         **scores,
         "index_seconds": round(indexed - started, 2),
         "ms_per_query": round(1000 * (searched - indexed) / max(len(run), 1), 2),
+        "run": run,
+        "runs": runs,
+        "texts": judged,
+        "qrels": coll.qrels,
     }

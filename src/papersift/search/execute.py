@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import tantivy
 
-from papersift.search import hybrid
+from papersift.search import feedback, hybrid, syntax
+from papersift.search import floor as relevance
 from papersift.search.catalog import paper_key
 from papersift.search.embedder import Embedder, EmbedderError
 from papersift.search.generations import Generation
@@ -111,13 +112,18 @@ class Executor:
             date_to=filters.date_to,
             has_code=filters.has_code,
             category=filters.category or None,
+            paper_ids=list(filters.paper_ids) if filters.paper_ids is not None else None,
         )
         if filters.collection:
             with self.db.session() as s:
                 coll = get_collection(s, filters.collection)
             if coll is None:
                 return spec, f"no collection named {filters.collection!r}"
-            spec.paper_ids = [e.paper_id for e in coll.entries]
+            members = [e.paper_id for e in coll.entries]
+            if spec.paper_ids is not None:
+                wanted = set(spec.paper_ids)
+                members = [pid for pid in members if pid in wanted]
+            spec.paper_ids = members
         return (spec if spec.active else None), None
 
     def vector_problem(self, live: Generation) -> str | None:
@@ -155,9 +161,12 @@ class Executor:
         if mode_used == "lexical":
             ranked = self._lexical(live, clean, need, fq, by_date)
         elif mode_used == "semantic":
-            ranked = self._semantic(live, clean, max(need, DATE_POOL) if by_date else need, fq)
+            ranked = self._semantic(live, clean, max(need, DATE_POOL) if by_date else need, fq, k)
         else:
-            ranked = self._hybrid(live, clean, max(need, DATE_POOL if by_date else need), fq)
+            # (candidates depend on the page size, not the offset: every page of one query
+            # ranks the same candidates, so the total is what can be paged through)
+            pool = max(hybrid.POOL, k, DATE_POOL if by_date else 0)
+            ranked = self._hybrid(live, clean, need, fq, pool)
         notes.extend(ranked.notes)
         keys, scores = ranked.keys, ranked.scores
         if by_date and mode_used != "lexical":
@@ -173,8 +182,12 @@ class Executor:
             notes.append(
                 f"{live.pending_vectors:,} papers are not embedded yet: run `papersift index`"
             )
+        # The count is what can be paged through: a short page is the last one.
+        total = max(ranked.total, offset + len(hits))
+        if len(hits) < k and (hits or offset == 0):
+            total = min(total, offset + len(hits))
         message = "; ".join(dict.fromkeys(notes)) or None
-        return SearchResults(hits, ranked.total, request.query, mode, message)
+        return SearchResults(hits, total, request.query, mode, message)
 
     def _lexical(
         self,
@@ -217,24 +230,34 @@ class Executor:
         return [k for k, _ in kept], [s for _, s in kept], allowed
 
     def _semantic(
-        self, live: Generation, clean: CleanQuery, need: int, fq: tantivy.Query | None
+        self, live: Generation, clean: CleanQuery, need: int, fq: tantivy.Query | None, k: int
     ) -> _Ranked:
         text = clean.semantic or clean.text
         qvec = self._embedder().encode_query(text)
-        keys, sims, total = self._dense(live, qvec, need, fq)
-        return _Ranked(keys, sims, total)
+        fetch = max(k, relevance.SEMANTIC_COUNT)  # the same for every page of the query
+        keys, sims, _allowed = self._dense(live, qvec, fetch, fq)
+        # Only papers above the relevance floor are matches (and counted as results).
+        known = relevance.has_known_word(live.lexical, clean.words or text)
+        shown = relevance.above(sims, relevance.cosine_floor(self._embedder().model_id, known))
+        return _Ranked(keys[: min(shown, need)], sims[: min(shown, need)], shown)
 
     def _hybrid(
-        self, live: Generation, clean: CleanQuery, need: int, fq: tantivy.Query | None
+        self,
+        live: Generation,
+        clean: CleanQuery,
+        need: int,
+        fq: tantivy.Query | None,
+        pool: int,
     ) -> _Ranked:
+        """``need``: results up to the end of the page; ``pool``: candidates per side."""
         lexical = live.lexical
-        query, simplified = lexical.build_query(clean, title_weight=hybrid.TITLE_WEIGHT)
+        query, simplified = syntax.ranking_query(lexical, clean, hybrid.TITLE_WEIGHT)
         notes = ["query simplified to plain words"] if simplified else []
+        fq = syntax.combine(fq, syntax.constraint_filter(lexical, clean))
         if not clean.semantic:  # e.g. only `author:` clauses: nothing to embed
             ranked = self._lexical(live, clean, need, fq, False)
             ranked.notes = notes + ranked.notes
             return ranked
-        pool = max(hybrid.POOL, need)
         semantic = clean.semantic
 
         def dense_side() -> tuple[np.ndarray, Dense]:
@@ -262,85 +285,48 @@ class Executor:
                         self.term_distributions(live, lex.keys[: hybrid.FEEDBACK_DOCS])
                 finally:
                     qvec, (d_keys, d_sims, _allowed) = pending.result()
-        if query is None or lex is None or not lex.keys:
-            return _Ranked(d_keys[:need], d_sims[:need], len(d_keys), notes)
-        # Explicit syntax (phrases, fields, +/-) is a constraint: rank lexical matches only.
-        cands = hybrid.merge_candidates(lex.keys, [] if clean.has_syntax else d_keys)
-        dense = self._exact_dense(live, cands, qvec, d_sims, dict(zip(d_keys, d_sims, strict=True)))
+        model_id = self._embedder().model_id
+        if query is None or lex is None or not lex.keys:  # no paper shares a word: meaning only
+            known = relevance.has_known_word(lexical, clean.words)
+            shown = relevance.above(d_sims, relevance.cosine_floor(model_id, known))
+            return _Ranked(d_keys[:shown], d_sims[:shown], shown, notes)
+        # Syntax has filtered both sides (see syntax.py): every candidate keeps its meaning.
+        cands = hybrid.merge_candidates(lex.keys, d_keys)
+        dense = self._exact_dense(live, cands, qvec, dict(zip(d_keys, d_sims, strict=True)))
         lex_scores = dict(zip(lex.keys, lex.scores, strict=True))
         floor = min(lex.scores) if len(lex.keys) >= pool else 0.0
         lex_vec = hybrid.lookup(lex_scores, cands, floor)
-        fused = hybrid.fuse(lex_vec, lex.scores, dense, d_sims or dense.tolist())
-        fused = self._feedback(live, clean, query, cands, fused, dense, d_sims)
+        d_ref = d_sims or dense.tolist()
+        alpha = hybrid.dense_weight(lex.scores, d_ref)
+        fused = hybrid.fuse(lex_vec, lex.scores, dense, d_ref, alpha)
+        fused = feedback.rescore(
+            live,
+            clean,
+            cands,
+            fused,
+            dense,
+            alpha,
+            (lex_vec, lex.scores, lex.keys),
+            (qvec, d_keys, d_sims),
+            self.term_distributions,
+        )
         order = np.argsort(-fused, kind="stable")
-        return _Ranked([cands[i] for i in order], fused[order].tolist(), len(cands), notes)
+        # Matches only: a paper that shares a query word or is close enough in meaning.
+        shared = np.fromiter((key in lex_scores for key in cands), dtype=bool, count=len(cands))
+        order = order[relevance.keep(dense, shared, relevance.cosine_floor(model_id))[order]]
+        return _Ranked([cands[i] for i in order], fused[order].tolist(), len(order), notes)
 
     def _exact_dense(
-        self,
-        live: Generation,
-        cands: list[int],
-        qvec: np.ndarray,
-        ref: list[float],
-        known: dict[int, float] | None = None,
+        self, live: Generation, cands: list[int], qvec: np.ndarray, known: dict[int, float]
     ) -> np.ndarray:
-        """Cosine of every candidate from its stored vector (floor if it has none).
-
-        ``known`` are similarities the vector search already computed against the same
-        stored vectors; only the other candidates' vectors are read.
-        """
-        known = known or {}
-        out = np.full(len(cands), min(ref) if ref else 0.0, dtype=np.float64)
+        """Cosine of every candidate from its stored vector (NaN if it has none yet: the
+        fusion then ranks it by its lexical score alone). ``known`` are similarities the
+        vector search already computed; only the other candidates' vectors are read."""
+        out = np.array([known.get(key, np.nan) for key in cands], dtype=np.float64)
         rest = [i for i, key in enumerate(cands) if key not in known]
-        for i, key in enumerate(cands):
-            if key in known:
-                out[i] = known[key]
         if rest:
-            found, vecs = _vectors(live).get([cands[i] for i in rest])
-            if len(vecs):
-                out[np.asarray(rest)[found]] = vecs @ qvec
+            out[rest] = feedback.exact_cosines(live.vectors, [cands[i] for i in rest], qvec)
         return out
-
-    def _feedback(
-        self,
-        live: Generation,
-        clean: CleanQuery,
-        query: tantivy.Query,
-        cands: list[int],
-        fused: np.ndarray,
-        dense: np.ndarray,
-        d_sims: list[float],
-    ) -> np.ndarray:
-        """RM3 on the fused top documents, re-scoring the candidates (see hybrid.py)."""
-        top = np.argsort(-fused, kind="stable")[: hybrid.FEEDBACK_DOCS]
-        if len(top) < 2:
-            return fused
-        top_keys = [cands[i] for i in top]
-        dists = self.term_distributions(live, top_keys)
-        doc_weights = hybrid.feedback_weights(fused[top])
-        # (the cached distributions hold no common terms: see _rare_terms)
-        model = hybrid.relevance_model(
-            (dists.get(key, {}), w) for key, w in zip(top_keys, doc_weights, strict=True)
-        )
-        if not model:
-            return fused
-        lexical = live.lexical
-        extra = None
-        if clean.has_syntax:  # phrases, fields, operators: kept as one query
-            n_terms = max(1, len(lexical.analyze(clean.semantic or clean.text)))
-            extra = tantivy.Query.boost_query(query, hybrid.original_share(n_terms))
-            weights = hybrid.expanded_query({}, n_terms, model)
-        else:
-            original = lexical.bag_weights(clean.text, title_weight=hybrid.TITLE_WEIGHT)
-            weights = hybrid.expanded_query(original, hybrid.query_length(original), model)
-        # Re-score the best FEEDBACK_RESCORE candidates; the rest keep their order below them.
-        head = np.argsort(-fused, kind="stable")[: hybrid.FEEDBACK_RESCORE]
-        head_keys = [cands[i] for i in head]
-        scores = lexical.scores_among(weights, head_keys, extra)
-        if not scores:
-            return fused
-        lex2 = hybrid.lookup(scores, head_keys, 0.0)
-        rescored = hybrid.fuse(lex2, list(scores.values()), dense[head], d_sims or dense.tolist())
-        return hybrid.splice_rescored(fused, head, rescored)
 
     # -- the feedback term cache -------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from papersift.search.catalog import Catalog
 from papersift.search.lexical import LexicalIndex
+from papersift.search.spelling import Vocabulary
 from papersift.search.vectors import VectorIndex, VectorParams
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Generation:
     # Feedback term distributions by paper key (LRU, see execute.TERM_CACHE).
     terms: OrderedDict[int, dict[str, float]] = field(default_factory=OrderedDict)
     terms_lock: threading.Lock = field(default_factory=threading.Lock)
+    vocab: Vocabulary | None = None  # spelling suggestions: read on first need
 
     @property
     def pending_vectors(self) -> int:

@@ -1,91 +1,58 @@
-"""Hybrid ranking: z-score fusion of BM25 and dense cosine, then pseudo-relevance feedback.
+"""Hybrid ranking: per-query weighted z-score fusion of BM25 and dense cosine, then feedback.
 
-The method (the default search mode), in three steps:
+The method (the default search mode):
 
-1. **Candidates.** The top ``POOL`` (200) documents of BM25 and the top ``POOL`` of the dense
-   index. Every candidate gets its *exact* cosine similarity from its stored vector (dense
-   re-scoring of the lexical candidates), so no candidate is judged on one signal only. A
-   candidate missing from the lexical list scores 0 (it shares no word with the query) or, if
-   the list was cut at ``POOL``, the lowest listed score (an upper bound of its true score).
+1. **Candidates.** The top ``POOL`` (200) documents of BM25 (a title word counts
+   ``1 + TITLE_WEIGHT``) and of the dense index. Every candidate gets its *exact* cosine from
+   its stored vector (NaN without one: it is then ranked by its lexical side alone). A
+   candidate missing from the lexical list scores 0, or, if the list was cut at ``POOL``, the
+   lowest listed score (an upper bound of its true score).
 
-2. **Score fusion.** Each signal is standardised by the mean and standard deviation of its
-   own top-``Z_DEPTH`` (100) scores, then the two z-scores are averaged with equal weight.
-   Why: RRF throws away how far apart the scores are, and min-max normalisation depends on
-   the single best and worst documents; a z-score says how exceptional a document is *for this
-   query*, on the same scale for both systems, and needs no per-collection constant. Equal
-   weights are the prior of two systems of similar quality (BM25 and MiniLM are within 0.03
-   nDCG@10 of each other on both collections we have, each winning one).
+2. **Fusion.** Each signal is standardised by the mean and standard deviation of its own
+   top ``Z_DEPTH`` (100) scores. The two z-scores are weighted *per query* by how confident
+   each side is (:func:`peak`: how far its best ``PEAK_TOP`` scores stand above its top
+   100), ``dense weight = ALPHA peak_d^p / (ALPHA peak_d^p + (1 - ALPHA) peak_l^p)``, p =
+   ``PEAK_POWER``. Why: which side is right varies by query, and the side whose scores are
+   flat cannot tell its candidates apart; on all four collections the difference of the two
+   peaks correlates with which side wins a query (0.13-0.31), while a fixed weight fitted
+   to one collection loses on another (LISA's paragraph queries, where the dense side is
+   weak, against CISI, where it is strong).
 
-3. **Pseudo-relevance feedback (RM3).** The 10 best fused documents, weighted by the softmax
-   of their fused score, give a relevance model: the probability of each index term in them.
-   Terms found in more than a tenth of all documents are skipped: in a collection of
-   abstracts these are the field's everyday words (model, method, result, propose), weak
-   evidence with the longest posting lists, which cost the most when re-scoring. Measured
-   against a cut at half the documents: nDCG@10 CISI 0.466 / Cranfield 0.580 against
-   0.461 / 0.582, every single-setting change below stays above the bar (with the cut at
-   half, a dense weight of 0.4 fell to 0.446 on CISI), and 3 ms less per query at a
-   million papers.
-   The 20 most likely remaining terms are added to the query with weight 1/2 (the original
-   query keeps 1/2, each part normalised to total weight 1), the lexical scores of the
-   candidates (at most ``FEEDBACK_RESCORE``, the best 200 by fused score) are
-   recomputed with the expanded query, and step 2 is repeated. Feedback re-scores the
-   candidates only (no new documents): this measured the same as a full second retrieval and
-   costs one tantivy query over a few hundred documents, whatever the collection size
-   (re-scoring the best 200 measured the same as the best 400, at half the cost). That
-   query is one flat OR of weighted terms (original and expansion merged per term), not
-   the original query OR'ed with the expansion: see ``LexicalIndex.scores_among``.
-   Feedback uses the fused list rather than BM25's own: fused top documents are cleaner, so
-   the expansion drifts less (measured: +0.02 nDCG@10 on CISI, equal on Cranfield, over
-   feedback from BM25's own top documents). The feedback documents' term distributions are
-   cached per open index, so a query whose top documents were seen before reads no text.
+3. **Feedback** from the ``FEEDBACK_DOCS`` best fused documents (softmax weights): RM3
+   adds the ``FEEDBACK_TERMS`` most likely terms of their relevance model at weight
+   ``FEEDBACK_LAMBDA`` (terms in more than ``MAX_DOC_SHARE`` of the documents skipped), and
+   the query vector moves towards their weighted mean vector (Rocchio, ``DENSE_FEEDBACK``).
+   The best ``FEEDBACK_RESCORE`` candidates are re-scored and fused again with the first
+   pass's weights and z-scales (BM25 is linear in term weights, so only the expansion terms
+   are scored: ``LexicalIndex.scores_among``). RM3 alone helps CISI and Cranfield and
+   costs LISA and NPL; Rocchio alone the reverse; at these moderate weights the two together
+   gain on all four. The feedback documents' term distributions are cached per open index.
 
-Measured with ``papersift eval`` (nDCG@10, Recall@100 in brackets), all 76 CISI and 225
-Cranfield queries; peers from ../shared/eval/BASELINES.md. Queries are embedded by the int8
-copy of the model (see quantize.py; ``PAPERSIFT_QUERY_INT8=0`` for the float one, last
-column of numbers):
-
-=========================  ===============  ===============  ==========================
-method                     CISI             Cranfield        float queries (CISI, Cran.)
-=========================  ===============  ===============  ==========================
-peer bm25s                 0.396 (0.453)    0.532 (0.757)
-peer MiniLM exact cosine   0.427 (0.472)    0.508 (0.792)
-peer RRF k=60 (the bar)    0.447 (0.513)    0.560 (0.805)
-lexical mode               0.398 (0.449)    0.531 (0.768)
-semantic mode              0.431 (0.474)    0.506 (0.794)    0.429, 0.508
-z-score fusion (steps 1-2) 0.448 (0.518)    0.570 (0.815)    0.458, 0.570
-hybrid (steps 1-3)         0.466 (0.516)    0.580 (0.823)    0.468, 0.579
-=========================  ===============  ===============  ==========================
-
-The parameters are textbook defaults (10 feedback documents, 20 terms, lambda 0.5; z over the
-top 100; equal weights) and are not tuned per collection. Changing any one of them (5
-documents, 30 terms, lambda 0.3 or 0.7, dense weight 0.4 or 0.6, pool 100, z over the top 50,
-re-scoring 400, document-share cut 0.25) keeps CISI within 0.459-0.469 and Cranfield within
-0.567-0.588. Feedback costs CISI a little recall@100 while raising the top of the ranking;
-Cranfield gains both. Tried and
-not kept: Rocchio feedback on the dense side too (query vector plus the weighted mean of the
-feedback documents' vectors: Cranfield +0.009, CISI -0.007 to -0.009).
+Numbers for every candidate tried, on CISI, Cranfield, LISA and NPL, are in the README
+(Search); ``tests/test_search_eval.py`` holds the bar (peer RRF + 0.01, never below the own
+lexical and semantic modes) and checks that one-setting changes still beat the peer RRF.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import cast
 
 import numpy as np
 
 POOL = 200
 Z_DEPTH = 100
-ALPHA = 0.5  # weight of the dense z-score
+ALPHA = 0.5  # prior weight of the dense z-score, before each side's confidence
+PEAK_TOP = 5  # a side's confidence: how far its best PEAK_TOP stand above its top Z_DEPTH
+PEAK_POWER = 3.0  # weights follow confidence ** PEAK_POWER
 FEEDBACK_DOCS = 10
 FEEDBACK_TERMS = 20
-FEEDBACK_LAMBDA = 0.5
+FEEDBACK_LAMBDA = 0.25  # weight of the relevance model's terms in the expanded query
 MAX_DOC_SHARE = 0.1  # feedback ignores terms in more than a tenth of the documents
+DENSE_FEEDBACK = 0.5  # weight of the feedback documents' mean vector added to the query
 FEEDBACK_RESCORE = 200  # feedback re-scores at most this many best candidates
-# No extra title weight inside hybrid ranking: MiniLM already reads the title first, and a
-# lexical title boost on top double-counts it (measured -0.007 nDCG@10 on CISI at 0.25,
-# -0.012 at 0.5, Cranfield flat). Lexical mode keeps its title boost (+0.02 on CISI there).
-TITLE_WEIGHT = 0.0
+# A title word counts 1.25x, as in lexical mode (see the module docstring for the numbers).
+TITLE_WEIGHT = 0.25
 
 
 def z_params(scores: Sequence[float] | np.ndarray, depth: int | None = None) -> tuple[float, float]:
@@ -100,6 +67,30 @@ def z_params(scores: Sequence[float] | np.ndarray, depth: int | None = None) -> 
     return mean, std if std > 1e-9 else 1.0
 
 
+def peak(scores: Sequence[float] | np.ndarray, top: int | None = None, pad: bool = False) -> float:
+    """How far a ranking's best ``top`` scores stand above its best ``Z_DEPTH``, in their
+    standard deviations: high when a few documents are clearly ahead (a confident side),
+    low when the scores are flat (the side cannot tell its candidates apart). ``pad``: a
+    list shorter than ``Z_DEPTH`` is all there is (BM25: every other document scores 0),
+    so it is filled up with zeros; a query matching a handful of papers is confident."""
+    top = PEAK_TOP if top is None else top
+    values = np.sort(np.asarray(scores, dtype=np.float64))[::-1][:Z_DEPTH]
+    if pad and len(values) < Z_DEPTH:
+        values = np.concatenate([values, np.zeros(Z_DEPTH - len(values))])
+    if len(values) < 2:
+        return 0.0
+    mean, std = z_params(values)
+    return max(float(values[:top].mean() - mean) / std, 0.0)
+
+
+def dense_weight(lex_ref: Sequence[float], dense_ref: Sequence[float]) -> float:
+    """This query's weight of the dense side: the prior ``ALPHA`` shifted towards the side
+    whose own score distribution is more peaked (confidence ** ``PEAK_POWER``)."""
+    lex_conf = max(peak(lex_ref, pad=True), 1e-3) ** PEAK_POWER * (1.0 - ALPHA)
+    dense_conf = max(peak(dense_ref), 1e-3) ** PEAK_POWER * ALPHA
+    return dense_conf / (lex_conf + dense_conf)
+
+
 def fuse(
     lex: np.ndarray | None,
     lex_ref: Sequence[float],
@@ -110,9 +101,11 @@ def fuse(
     """Fused scores of candidates from their lexical and dense scores.
 
     ``lex`` and ``dense`` are aligned with the candidates (None = signal unavailable);
-    ``*_ref`` are the score lists that set each signal's z-score scale.
+    ``*_ref`` are the score lists that set each signal's z-score scale; ``alpha`` is the
+    dense weight (default: from the two distributions, see :func:`dense_weight`).
     """
-    alpha = ALPHA if alpha is None else alpha
+    if alpha is None:
+        alpha = dense_weight(lex_ref, dense_ref) if len(lex_ref) and len(dense_ref) else ALPHA
     parts: list[tuple[float, np.ndarray]] = []
     if lex is not None and len(lex_ref):
         mean, std = z_params(lex_ref)
@@ -123,8 +116,11 @@ def fuse(
     if not parts:
         size = len(lex) if lex is not None else len(dense) if dense is not None else 0
         return np.zeros(size)
-    total = sum(w for w, _ in parts)
-    return cast(np.ndarray, sum(w * z for w, z in parts) / total)
+    # A candidate without a value on one side (no vector yet: NaN) is ranked by the other.
+    weights = np.vstack([np.where(np.isnan(z), 0.0, w) for w, z in parts])
+    values = np.vstack([np.nan_to_num(z, nan=0.0) for _w, z in parts])
+    total = weights.sum(axis=0)
+    return np.where(total > 0, (weights * values).sum(axis=0) / np.maximum(total, 1e-12), 0.0)
 
 
 def term_distribution(terms: Sequence[str]) -> dict[str, float]:
@@ -184,28 +180,6 @@ def lookup(scores: Mapping[int, float], keys: Sequence[int], missing: float) -> 
 def query_length(clauses: Mapping[tuple[str, str], float]) -> int:
     """How many words a bag-of-words query has: its summed ``text`` weights (at least 1)."""
     return max(1, int(sum(w for (f, _t), w in clauses.items() if f == "text")))
-
-
-def original_share(n_terms: int) -> float:
-    """Weight of each original query term in the expanded query (together 1 - lambda)."""
-    return (1 - FEEDBACK_LAMBDA) / n_terms
-
-
-def expanded_query(
-    original: Mapping[tuple[str, str], float], n_terms: int, model: Mapping[str, float]
-) -> dict[tuple[str, str], float]:
-    """RM3's expanded query as (field, term) -> weight: (1 - lambda) x the original query
-    (``original``'s clauses, per query term) + lambda x the relevance model, both merged
-    per term into one flat query (see ``LexicalIndex.scores_among``)."""
-    lam = FEEDBACK_LAMBDA
-    weights: dict[tuple[str, str], float] = {}
-    for clause, w in original.items():
-        weights[clause] = (1 - lam) / n_terms * w
-    for term, w in model.items():
-        weights["text", term] = weights.get(("text", term), 0.0) + lam * w
-        if TITLE_WEIGHT:
-            weights["title", term] = weights.get(("title", term), 0.0) + lam * w * TITLE_WEIGHT
-    return weights
 
 
 def splice_rescored(fused: np.ndarray, head: np.ndarray, rescored: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from papersift.search.catalog import Catalog, paper_key
 from papersift.search.embedder import Embedder, EmbedderError
 from papersift.search.generations import Generation, Generations, Meta
 from papersift.search.lexical import LexicalIndex
+from papersift.search.spelling import Vocabulary
 from papersift.search.types import IndexReport, Progress, SearchError
 from papersift.search.vectors import VectorIndex
 from papersift.store import papers as paper_store
@@ -125,6 +126,7 @@ class Indexer:
                 lexical = LexicalIndex(folder / "lexical")
                 catalog = Catalog(folder / "catalog.sqlite")
                 vectors = VectorIndex(emb.dim if emb else 1, gens.params)
+                vocab = Vocabulary()
                 missing = 0
                 if emb is not None:
                     with self.db.session() as s:
@@ -154,9 +156,11 @@ class Indexer:
                                 for d in batch
                             )
                             report.indexed += len(batch)
+                            vocab.add_texts(d.text for d in batch)
                             yield from batch
 
                 lexical.write(papers(), fresh=True)
+                vocab.save(folder)
                 if emb is not None:
                     vectors.save(folder)
                 report.embedded = run.done
@@ -334,6 +338,10 @@ class Indexer:
             raise
         live.catalog.remove([paper_key(i) for i in gone_ids])
         live.catalog.upsert((paper_key(d.id), d.id, d.content_hash, None) for d in batch)
+        vocab = Vocabulary.load(live.folder)
+        if vocab is not None:  # (no file: the first spelling suggestion builds it)
+            vocab.add_texts(d.text for d in batch)
+            vocab.save(live.folder)
 
     def _index_keywords(self, ids: list[str], started: float) -> IndexReport:
         """Update a keyword-only index (no model could be loaded when it was built)."""

@@ -33,8 +33,18 @@ _OPERATORS = re.compile(r"\b(?:AND|OR|NOT|IN|TO)\b")
 # Query syntax beyond a bag of words: quotes, fields, required/excluded words, boolean words.
 # (Parentheses alone are prose: "boundary layers (the slip effect)"; they group only together
 # with a field or an operator, which trigger this anyway.)
-_HAS_SYNTAX = re.compile(r'"|\b(?:title|text|authors):|(?:^|\s)[+\-]\w|\b(?:AND|OR|NOT)\b')
-_LONE_SIGNS = re.compile(r"(?:(?<=\s)|^)[-+](?=\s|$)")
+# ``+`` and ``-`` are operators only where they stand before a word (a letter, a quote or a
+# parenthesis) at the start of a term: "+1 nucleosomes", "- 2.5 V" and "x -0.3" are prose.
+_SIGN_OP = r"(?:^|(?<=\s)|(?<=\())[+\-](?=[^\W\d_]|\"|\()"
+_HAS_SYNTAX = re.compile(r'"|\b(?:title|text|authors):|' + _SIGN_OP + r"|\b(?:AND|OR|NOT)\b")
+# Hard constraints (a paper that breaks one is not a match): required and excluded terms,
+# AND / NOT, and author clauses. Phrases, title: and OR only say what to prefer.
+_CONSTRAINT = re.compile(_SIGN_OP + r"|\b(?:AND|NOT)\b|\bauthors:")
+_PROSE_SIGNS = re.compile(r"(?:^|(?<=\s)|(?<=\())[-+](?![^\W\d_]|\"|\()")
+# Parts of a query that say what a paper must NOT be about: left out of what is embedded.
+_EXCLUDED = re.compile(
+    r'(?:(?:^|(?<=\s)|(?<=\())-|\bNOT\s+)(?:\w+:)?(?:"[^"]*"?|\([^)]*\)?|[^\s()"]+)'
+)
 
 
 @dataclass
@@ -51,8 +61,21 @@ class CleanQuery:
 
     @property
     def has_syntax(self) -> bool:
-        """True when the user asked for phrases, fields or boolean logic (a constraint)."""
+        """True when the user asked for phrases, fields or boolean logic."""
         return bool(_HAS_SYNTAX.search(self.text))
+
+    @property
+    def constraint(self) -> bool:
+        """True when the syntax excludes papers (required or excluded terms, AND, NOT,
+        author clauses), not only prefers some: hybrid then filters both of its sides."""
+        return bool(_CONSTRAINT.search(self.text))
+
+    @property
+    def words(self) -> str:
+        """The query's words without syntax and without its excluded parts: what hybrid
+        ranks by (meaning and bag of words) whatever the syntax."""
+        kept = _EXCLUDED.sub(" ", _FIELD_CLAUSE.sub(" ", self.text))
+        return plain_terms(re.sub(r"\b(?:title|text):", " ", kept))
 
 
 def _strip_invisible(text: str) -> str:
@@ -93,10 +116,12 @@ def clean_query(raw: str | None) -> CleanQuery:
         text = cut.rsplit(" ", 1)[0] if " " in cut else cut
         notes.append(f"query shortened to its first {len(text):,} characters")
     text = _map_fields(text)
-    semantic = _FIELD_CLAUSE.sub(" ", text)
+    # Apostrophes ("can't", "Biot's") and signs before anything but a word are prose.
+    text = _PROSE_SIGNS.sub(" ", text.replace("'", " ").replace("\u2019", " "))
+    text = " ".join(text.split())
+    semantic = _EXCLUDED.sub(" ", _FIELD_CLAUSE.sub(" ", text))
     semantic = re.sub(r"\b(?:title|text):", " ", semantic)
     semantic = _OPERATORS.sub(" ", semantic)
-    semantic = " ".join(semantic.replace('"', " ").split())
-    # Apostrophes ("can't", "Biot's") and lone dashes are prose, not query syntax.
-    text = " ".join(_LONE_SIGNS.sub(" ", text.replace("'", " ").replace("\u2019", " ")).split())
+    semantic = " ".join(_PROSE_SIGNS.sub(" ", semantic.replace('"', " ")).split())
+    semantic = re.sub(r"(?:^|(?<=\s))\+(?=\S)", "", semantic)
     return CleanQuery(text=text, semantic=semantic, notes=notes)

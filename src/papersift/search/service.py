@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from papersift.search import identifiers, spelling
 from papersift.search import indexer as indexing
 from papersift.search.embedder import Embedder, EmbedderError, get_embedder
 from papersift.search.execute import TERM_CACHE, Executor
@@ -174,18 +177,33 @@ class SearchService:
         mode: str = DEFAULT_MODE,
         filters: SearchFilters | None = None,
         sort: str = DEFAULT_SORT,
+        spell: bool = True,
     ) -> SearchResults:
         """Ranked papers for ``query``; bad syntax is simplified, never an exception."""
         text = query if isinstance(query, str) else ""
-        return self.run(SearchRequest(text, k, offset, mode, sort, filters or NO_FILTERS))
+        request = SearchRequest(text, k, offset, mode, sort, filters or NO_FILTERS)
+        return self.run(request, spell=spell)
 
-    def run(self, request: SearchRequest) -> SearchResults:
-        """The results of one request (SearchError if it asks for what is not served)."""
+    def run(self, request: SearchRequest, *, spell: bool = True) -> SearchResults:
+        """The results of one request (SearchError if it asks for what is not served).
+
+        Only matches are returned (see floor.py) and ``total`` is how many there are to
+        page through. A pasted arXiv id, DOI or paper link returns that paper (``direct``).
+        A query with words the corpus lacks gets a ``suggestion``; when it finds (almost)
+        nothing, the hits are the suggestion's (``corrected``). ``spell`` False: neither.
+        """
         request.validate()
         raw, mode = request.query, request.mode
         clean = clean_query(raw)
         if clean.empty:
             return SearchResults([], 0, raw, mode, "empty query")
+        ref = identifiers.identify(raw)
+        if ref is not None:
+            with self.db.session() as s:
+                direct = identifiers.resolve(s, ref)
+            if direct is not None:
+                return SearchResults([SearchHit(direct, 1.0)], 1, raw, mode, direct=direct)
+            clean.notes.append(f"no paper here has the {identifiers.LABELS[ref.kind]} {ref.value}")
         spec, problem = self.executor.filter_spec(request.filters)
         if problem:
             return SearchResults([], 0, raw, mode, problem)
@@ -195,7 +213,46 @@ class SearchService:
             return SearchResults([], 0, raw, mode, f"cannot build the search index: {exc}")
         if live is None:
             return SearchResults([], 0, raw, mode, "no papers yet: run `papersift ingest` first")
-        return self.executor.search(live, request, clean, spec)
+        results = self.executor.search(live, request, clean, spec)
+        suggestion = spelling.suggest(live, clean.text, self.db) if spell else None
+        if suggestion and results.total < spelling.FEW:
+            again = self.run(replace(request, query=suggestion), spell=False)
+            # The typed query finds nothing, or almost nothing next to the corrected one
+            # (totals, not this page: every page of one query makes the same choice).
+            if again.total and again.total >= spelling.SWITCH * results.total:
+                lead = "nothing matches" if not results.total else "few papers match"
+                notes = [f"{lead} {raw.strip()!r}: showing {suggestion!r}"]
+                again.message = "; ".join(notes + ([again.message] if again.message else []))
+                again.query, again.suggestion, again.corrected = raw, suggestion, True
+                return again
+        results.suggestion = suggestion
+        if not results.hits and request.offset == 0:
+            advice = spelling.no_match_advice(spec is not None, results.mode)
+            results.message = "; ".join(filter(None, [results.message, advice]))
+        return results
+
+    def matches(
+        self,
+        query: str,
+        *,
+        paper_ids: Sequence[str] | None = None,
+        since: datetime | None = None,
+        mode: str = DEFAULT_MODE,
+        limit: int = MAX_K,
+    ) -> list[SearchHit]:
+        """The papers matching ``query`` (above the relevance floor, best first) among
+        ``paper_ids`` and/or the papers first seen since ``since``: for the digest's topics,
+        which must find every new match on a big corpus, not only those in the top 100."""
+        ids = list(paper_ids) if paper_ids is not None else None
+        if since is not None:
+            with self.db.session() as s:
+                recent = paper_store.ids_first_seen_since(s, since)
+            ids = recent if ids is None else [pid for pid in ids if pid in set(recent)]
+        if ids is not None and not ids:
+            return []
+        filters = SearchFilters(paper_ids=tuple(ids)) if ids is not None else None
+        res = self.search(query, k=min(limit, MAX_K), mode=mode, filters=filters, spell=False)
+        return res.hits
 
     def similar(self, paper_id: str, k: int = DEFAULT_K) -> list[SearchHit]:
         """Nearest papers by embedding; the paper itself and its duplicates are left out.

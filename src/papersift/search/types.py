@@ -46,11 +46,12 @@ class SearchFilters:
     has_code: bool | None = None
     collection: str | None = None
     category: str | None = None
+    paper_ids: tuple[str, ...] | None = None  # only these papers (e.g. a digest's new ones)
 
     @property
     def active(self) -> bool:
         """Whether any filter is set."""
-        return any(
+        return self.paper_ids is not None or any(
             v is not None and v != ""
             for v in (self.date_from, self.date_to, self.has_code, self.collection, self.category)
         )
@@ -104,10 +105,16 @@ class SearchResults:
     """A page of hits, how many papers matched in all, and a note for the user if any."""
 
     hits: list[SearchHit]
-    total: int
+    total: int  # how many matches there are to page through (only matches: see floor.py)
     query: str
     mode: str
     message: str | None = None
+    # The paper a pasted arXiv id, DOI or paper link names (a front end may go straight there).
+    direct: str | None = None
+    # "Did you mean" text from the corpus vocabulary (None when every word is known);
+    # ``corrected``: the hits are the suggestion's (the query as typed found too little).
+    suggestion: str | None = None
+    corrected: bool = False
 
 
 @dataclass

@@ -97,6 +97,21 @@ def resolve_id(session: Session, ref: str) -> str | None:
     return session.scalar(select(PaperRow.id).where(or_(*conds)).limit(1))
 
 
+def id_by_url(session: Session, urls: Sequence[str]) -> str | None:
+    """The paper whose abstract or PDF link is one of ``urls`` (spellings of one link)."""
+    if not urls:
+        return None
+    query = select(PaperRow.id).where(
+        or_(PaperRow.abs_url.in_(list(urls)), PaperRow.pdf_url.in_(list(urls)))
+    )
+    return session.scalar(query.limit(1))
+
+
+def ids_first_seen_since(session: Session, since: datetime) -> list[str]:
+    """Ids of the papers first seen at or after ``since``."""
+    return list(session.scalars(select(PaperRow.id).where(PaperRow.first_seen >= since)))
+
+
 def get_paper(session: Session, ref: str) -> Paper | None:
     paper_id = resolve_id(session, ref)
     if paper_id is None:

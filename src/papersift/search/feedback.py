@@ -1,0 +1,102 @@
+"""Hybrid's second pass: pseudo-relevance feedback on both sides (method in hybrid.py).
+
+From the best fused candidates: RM3 expansion terms for the lexical side, and a Rocchio move
+of the query vector for the dense side. The best ``FEEDBACK_RESCORE`` candidates are
+re-scored and fused again with the first pass's weights and on its z-scales, so feedback
+changes the order within each side, not how much a side counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from papersift.search import hybrid
+from papersift.search.generations import Generation
+from papersift.search.query import CleanQuery
+from papersift.search.vectors import VectorIndex
+
+TermDistributions = Callable[[Generation, list[int]], dict[int, dict[str, float]]]
+
+
+def exact_cosines(vectors: VectorIndex | None, keys: Sequence[int], qvec: np.ndarray) -> np.ndarray:
+    """Cosine of each key's stored vector with ``qvec``; NaN for a key without a vector."""
+    out = np.full(len(keys), np.nan, dtype=np.float64)
+    if vectors is None or not len(keys):
+        return out
+    found, vecs = vectors.get(list(keys))
+    if len(vecs):
+        out[np.asarray(found, dtype=bool)] = vecs @ qvec
+    return out
+
+
+def rescore(
+    live: Generation,
+    clean: CleanQuery,
+    cands: list[int],
+    fused: np.ndarray,
+    dense: np.ndarray,
+    alpha: float,
+    first: tuple[np.ndarray, list[float], list[int]],
+    dense_first: tuple[np.ndarray, list[int], list[float]],
+    term_distributions: TermDistributions,
+) -> np.ndarray:
+    """Fused scores after feedback. ``first``: the first pass's lexical scores of the
+    candidates, its lexical reference list and keys; ``dense_first``: the query vector and
+    the dense side's keys and similarities."""
+    top = np.argsort(-fused, kind="stable")[: hybrid.FEEDBACK_DOCS]
+    if len(top) < 2:
+        return fused
+    top_keys = [cands[i] for i in top]
+    dists = term_distributions(live, top_keys)
+    doc_weights = hybrid.feedback_weights(fused[top])
+    # (the cached distributions hold no common terms: see Executor._rare_terms)
+    model = hybrid.relevance_model(
+        (dists.get(key, {}), w) for key, w in zip(top_keys, doc_weights, strict=True)
+    )
+    if not model:
+        return fused
+    lexical = live.lexical
+    lam = hybrid.FEEDBACK_LAMBDA
+    # Expanded query = (1 - lam) x original (per query term) + lam x relevance model. BM25
+    # is linear in the query's term weights, so its score is (1 - lam) / n x the first
+    # pass's score plus lam x the score of the relevance model's terms alone: only the
+    # latter is computed, and the first pass's scores (and its bound for candidates below
+    # its cut) are kept, so lam = 0 ranks exactly as no feedback.
+    if clean.has_syntax:
+        n_terms = max(1, len(lexical.analyze(clean.words or clean.text)))
+    else:
+        n_terms = hybrid.query_length(
+            lexical.bag_weights(clean.text, title_weight=hybrid.TITLE_WEIGHT)
+        )
+    weights: dict[tuple[str, str], float] = {}
+    for term, w in model.items():
+        weights["text", term] = w
+        if hybrid.TITLE_WEIGHT:
+            weights["title", term] = w * hybrid.TITLE_WEIGHT
+    head = np.argsort(-fused, kind="stable")[: hybrid.FEEDBACK_RESCORE]
+    head_keys = [cands[i] for i in head]
+    first_vec, first_ref, first_keys = first
+    ref_keys = first_keys[: hybrid.Z_DEPTH]
+    scores = lexical.scores_among(weights, hybrid.merge_candidates(head_keys, ref_keys))
+    share = (1 - lam) / n_terms
+    lex2 = share * first_vec[head] + lam * hybrid.lookup(scores, head_keys, 0.0)
+    ref = share * np.asarray(first_ref[: hybrid.Z_DEPTH]) + lam * hybrid.lookup(
+        scores, ref_keys, 0.0
+    )
+    qvec, d_keys, d_sims = dense_first
+    dense_head, dense_ref = dense[head], d_sims or dense.tolist()
+    if hybrid.DENSE_FEEDBACK > 0 and live.vectors is not None:
+        _found, vecs = live.vectors.get(top_keys)
+        if len(vecs) == len(top_keys):
+            q2 = qvec + hybrid.DENSE_FEEDBACK * (doc_weights @ vecs)
+            q2 = (q2 / np.linalg.norm(q2)).astype(np.float32)
+            # The head and the first pass's dense list (the new scale) re-scored from their
+            # stored vectors: no second vector search.
+            keys2 = hybrid.merge_candidates(head_keys, d_keys)
+            sims2 = dict(zip(keys2, exact_cosines(live.vectors, keys2, q2), strict=True))
+            dense_head = hybrid.lookup(sims2, head_keys, np.nan)
+            dense_ref = [v for v in hybrid.lookup(sims2, d_keys, np.nan) if v == v]
+    rescored = hybrid.fuse(lex2, ref.tolist(), dense_head, dense_ref, alpha)
+    return hybrid.splice_rescored(fused, head, rescored)
