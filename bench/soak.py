@@ -298,11 +298,12 @@ def main() -> None:
         print("preparing the demo home ...", flush=True)
         prepare(home, env, extra)
         port = free_port()
+        server_log = (Path(tmp) / "serve.log").open("wb")  # a pipe would fill and block it
         proc = subprocess.Popen(
             [str(PAPERSIFT), "serve", "--port", str(port), "--workers", str(args.workers)],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=server_log,
         )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -368,7 +369,8 @@ def main() -> None:
             for t in threads:
                 t.join()
             proc.terminate()
-            proc.communicate(timeout=60)
+            proc.wait(timeout=60)
+            server_log.close()
         load_avg = os.getloadavg()
     sink.controller.stop()
     lines = summary(args, load, rss, events, sink.count, load_avg)

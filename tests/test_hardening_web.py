@@ -45,11 +45,12 @@ def served(home: Path, workers: int = 2, **env: str) -> Iterator[str]:
     port = free_port()
     environ = {**os.environ, "PAPERSIFT_HOME": str(home), **env}
     environ.pop("PAPERSIFT_DB", None)
+    log = (home.parent / f"serve-{port}.log").open("w+")  # a pipe would fill and block it
     proc = subprocess.Popen(
         [*PAPERSIFT, "serve", "--port", str(port), "--workers", str(workers)],
         env=environ,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -63,16 +64,18 @@ def served(home: Path, workers: int = 2, **env: str) -> Iterator[str]:
                 pass
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                pytest.fail("serve did not come up: " + (proc.communicate()[1] or "")[-2000:])
+                log.seek(0)
+                pytest.fail("serve did not come up: " + log.read()[-2000:])
             time.sleep(0.2)
         yield base
     finally:
         proc.terminate()
         try:
-            proc.communicate(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+        log.close()
 
 
 def copy_of(web_home: Path, dest: Path) -> Path:
