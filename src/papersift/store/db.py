@@ -275,13 +275,19 @@ class Database:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        # A migration is batch work: it runs with the long defaults, not a web request's.
+        own = self.timeouts != Timeouts()
+        engine = create_db_engine(self.url) if own else self.engine
         try:
-            with self.engine.begin() as conn:
+            with engine.begin() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except Exception as exc:  # driver errors vary; name the URL without its password
             safe = make_url(self.url).render_as_string(hide_password=True)
             raise DatabaseError(f"cannot open or migrate database {safe}: {exc}") from exc
+        finally:
+            if own:
+                engine.dispose()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
