@@ -50,19 +50,24 @@ def test_script_payload_is_inert() -> None:
 def test_query_terms() -> None:
     assert query_terms('title:"Flash Attention" AND transformers OR x') == [
         "flash",
-        "attention",
-        "transformer",
-    ]
+        "attent",
+        "transform",
+    ]  # the lexical index's own stems
     assert query_terms("") == [] and query_terms(None) == []
     assert query_terms("((( ''' ") == []
     assert len(query_terms(" ".join(f"w{i}x" for i in range(100)))) == 20
     assert query_terms("émoji 🚀 ünïcode") == ["émoji", "ünïcode"]
 
 
-def test_prefix_highlighting_and_case() -> None:
-    assert str(rich_text("Transformers transform", ["transformer"])) == (
-        "<mark>Transformers</mark> transform"
+def test_highlighting_marks_stems_never_prefixes_or_stop_words() -> None:
+    terms = query_terms("Transformer")
+    assert str(rich_text("Transformers transform transformation transit", terms)) == (
+        "<mark>Transformers</mark> <mark>transform</mark> <mark>transformation</mark> transit"
     )
+    text = "An introduction to inference in transformers: why does it work"
+    html = str(rich_text(text, query_terms("why does in transformer work")))
+    assert html.count("<mark>") == 2  # transformers, work
+    assert "<mark>in" not in html and "<mark>why" not in html and "<mark>does" not in html
 
 
 def test_snippet_centres_on_the_match_and_keeps_math_whole() -> None:

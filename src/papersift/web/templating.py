@@ -8,14 +8,17 @@ wrapped in ``<mark>`` or ``<span class="math">``. Paper text can therefore conta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import tantivy
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 from starlette.requests import Request
@@ -23,6 +26,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from papersift.model import paper_day
+from papersift.search.lexical import text_analyzer
 from papersift.web.security import csrf_token
 
 HERE = Path(__file__).parent
@@ -31,43 +35,71 @@ STATIC_DIR = HERE / "static"
 
 _WORD = re.compile(r"[^\W_][\w\-']*", re.UNICODE)
 _OPERATORS = {"and", "or", "not", "title", "author", "abstract"}
+# Question and function words beyond the index's stop list: a query "why does attention
+# work" should mark "attention", not every "does" and "why" on the page.
+_QUIET = frozenset(
+    "why what how which when where who whom whose does do did done doing can could would "
+    "should may might must shall has have had having been being its our we you your i me "
+    "my from than so very also using use used via about over under between".split()
+)
 _MATH = re.compile(r"\$[^$\n]{1,400}\$")
 MAX_TERMS = 20
+_local = threading.local()  # one tantivy analyzer per thread
 PAGE_CACHE = "private, no-cache"  # pages show the visitor's votes: revalidate every time
 
 
+def _analyzer() -> tantivy.TextAnalyzer:
+    analyzer = getattr(_local, "analyzer", None)
+    if analyzer is None:
+        analyzer = _local.analyzer = text_analyzer()
+    return analyzer
+
+
+@functools.lru_cache(maxsize=50_000)
+def _stem(word: str) -> str | None:
+    """The index term of one word (as the lexical index makes it), None for a stop word."""
+    terms = _analyzer().analyze(word)
+    return terms[0] if terms else None
+
+
 def query_terms(query: str | None) -> list[str]:
-    """Words of a query worth highlighting (no operators, no one-letter words), lowercased."""
+    """Index terms of a query worth highlighting: stems as the lexical index makes them,
+    stop words and operators left out, so "in" never marks "introduction" and
+    "transformers" marks "transformer"."""
     if not query:
         return []
     terms: list[str] = []
     for word in _WORD.findall(query[:1000]):
         word = word.lower().strip("-'")
-        if len(word) < 2 or word in _OPERATORS:
+        if len(word) < 2 or word in _OPERATORS or word in _QUIET:
             continue
-        # A crude stem so "transformers" also marks "transformer" (and vice versa by prefix).
-        if len(word) > 4 and word.endswith("s") and not word.endswith("ss"):
-            word = word[:-1]
-        if word not in terms:
-            terms.append(word)
+        stem = _stem(word)
+        if stem and stem not in terms:
+            terms.append(stem)
         if len(terms) == MAX_TERMS:
             break
     return terms
 
 
-def _term_pattern(terms: list[str]) -> re.Pattern[str] | None:
+def _wanted(terms: list[str] | None) -> frozenset[str]:
+    """Index terms for ``terms`` (words or stems alike: a stem stems to itself)."""
+    return frozenset(stem for t in terms or () if (stem := _stem(t.lower())))
+
+
+def _matches(text: str, terms: frozenset[str]) -> Iterator[re.Match[str]]:
+    """The whole words of ``text`` whose index term is one of ``terms``."""
     if not terms:
-        return None
-    alternatives = "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)(?:{alternatives})[\w\-]*", re.IGNORECASE)
+        return
+    for match in _WORD.finditer(text):
+        word = match.group(0).lower().strip("-'")
+        if word and _stem(word) in terms:
+            yield match
 
 
-def _marked(text: str, pattern: re.Pattern[str] | None) -> str:
-    if pattern is None:
-        return str(escape(text))
+def _marked(text: str, terms: frozenset[str]) -> str:
     out: list[str] = []
     last = 0
-    for match in pattern.finditer(text):
+    for match in _matches(text, terms):
         out.append(str(escape(text[last : match.start()])))
         out.append(f"<mark>{escape(match.group(0))}</mark>")
         last = match.end()
@@ -79,14 +111,14 @@ def rich_text(text: str | None, terms: list[str] | None = None) -> Markup:
     """Escaped text with query terms in <mark> and $math$ in a styled span."""
     if not text:
         return Markup("")
-    pattern = _term_pattern(terms or [])
+    wanted = _wanted(terms)
     out: list[str] = []
     last = 0
     for match in _MATH.finditer(text):
-        out.append(_marked(text[last : match.start()], pattern))
+        out.append(_marked(text[last : match.start()], wanted))
         out.append(f'<span class="math">{escape(match.group(0))}</span>')
         last = match.end()
-    out.append(_marked(text[last:], pattern))
+    out.append(_marked(text[last:], wanted))
     return Markup("".join(out))
 
 
@@ -96,10 +128,10 @@ def snippet(text: str | None, terms: list[str] | None = None, length: int = 320)
     if len(text) <= length:
         return rich_text(text, terms)
     start = 0
-    pattern = _term_pattern(terms or [])
-    if pattern:
-        match = pattern.search(text)
-        if match and match.start() > length // 2:
+    first = next(_matches(text, _wanted(terms)), None)
+    if first is not None:
+        match = first
+        if match.start() > length // 2:
             start = text.rfind(" ", 0, match.start() - length // 4) + 1
     end = text.find(" ", start + length)
     end = len(text) if end == -1 else end

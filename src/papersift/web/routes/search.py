@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from papersift.search import MODES, SORTS
 from papersift.store import collections as collection_store
@@ -30,7 +30,7 @@ from papersift.web.deps import (
 from papersift.web.problems import show_search_errors_in
 from papersift.web.resources import cards
 from papersift.web.searching import MAX_PAGE, ResultCache, parse_params
-from papersift.web.templating import query_terms
+from papersift.web.templating import paper_url, query_terms
 
 router = APIRouter(include_in_schema=False)
 
@@ -82,6 +82,9 @@ async def search_page(
             context["message"] = "Type a few words, a title or a question to search the papers."
             return render("search.html", context)
         results = search.run(params)
+        if results.direct and params.page == 1:
+            # A pasted arXiv id, DOI or paper link names one paper: go there.
+            return RedirectResponse(paper_url(results.direct), status_code=303)
         scores = {h.paper_id: h.score for h in results.hits}
         with db.session() as session:
             items = cards(
@@ -91,6 +94,7 @@ async def search_page(
             items=items,
             total=results.total,
             message=results.message,
+            suggestion=results.suggestion if not results.corrected else None,
             pages=min(MAX_PAGE, math.ceil(results.total / params.k)),
         )
         return render("search.html", context)
