@@ -3,6 +3,8 @@ straight to its paper, a misspelling gets a "did you mean" link."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
 
@@ -26,3 +28,30 @@ def test_misspelled_query_offers_the_correction(live_server: str) -> None:
 def test_unknown_identifier_is_searched_as_words(live_server: str) -> None:
     r = httpx.get(f"{live_server}/search", params={"q": "arXiv:9999.99999"}, timeout=30)
     assert r.status_code == 200
+
+
+def test_date_filters_only_when_papers_have_dates(tmp_path: Path) -> None:
+    import json
+
+    from papersift.api import Library
+    from papersift.settings import load_settings
+    from papersift.web.app import create_app
+
+    from .conftest import serve_in_thread
+
+    def page_for(records: list[dict]) -> str:
+        home = tmp_path / f"home{len(records)}"
+        data = tmp_path / f"papers{len(records)}.jsonl"
+        data.write_text("\n".join(json.dumps(r) for r in records))
+        with Library(home=home) as lib:
+            lib.ingest([str(data)])
+        app = create_app(load_settings(home), warm_search=False)
+        with serve_in_thread(app) as url:
+            return httpx.get(f"{url}/search", params={"q": "graphs"}, timeout=30).text
+
+    undated = {"title": "Graphs of graphs", "abstract": "About graphs and more graphs."}
+    dated = {"title": "Dated graphs", "abstract": "Graphs in time.", "date": "2024-05-01"}
+    assert 'name="date_from"' not in page_for([undated])
+    assert 'value="date"' not in page_for([undated])
+    shown = page_for([undated, dated])
+    assert 'name="date_from"' in shown and 'value="date"' in shown

@@ -154,6 +154,15 @@ def iter_papers(session: Session, batch: int = 2000) -> Iterator[Paper]:
         last = rows[-1].id
 
 
+def any_dated(session: Session) -> bool:
+    """Whether any paper has a publication date (date filters and sorting mean nothing
+    on a library of undated papers, such as saved listing pages alone)."""
+    return (
+        session.scalar(select(PaperRow.id).where(PaperRow.published.is_not(None)).limit(1))
+        is not None
+    )
+
+
 def paper_exists(session: Session, paper_id: str) -> bool:
     return session.get(PaperRow, paper_id) is not None
 

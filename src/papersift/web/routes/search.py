@@ -17,6 +17,7 @@ from starlette.responses import RedirectResponse, Response
 
 from papersift.search import MODES, SORTS
 from papersift.store import collections as collection_store
+from papersift.store import papers as paper_store
 from papersift.store.db import Database
 from papersift.web.deps import (
     CacheDep,
@@ -44,6 +45,16 @@ def _collections(cache: ResultCache, db: Database) -> list[tuple[str, str]]:
             return [(c.name, c.title) for c in collection_store.collection_summaries(session)]
 
     return cache.through(("collection titles",), names)
+
+
+def _has_dates(cache: ResultCache, db: Database) -> bool:
+    """Whether date filters and date sorting can mean anything here (kept a while)."""
+
+    def dated() -> bool:
+        with db.session() as session:
+            return paper_store.any_dated(session)
+
+    return bool(cache.through(("any dated papers",), dated))
 
 
 @router.get("/search")
@@ -76,6 +87,9 @@ async def search_page(
 
     def page() -> Response:
         context["collections"] = _collections(cache, db)
+        context["has_dates"] = _has_dates(cache, db)
+        if not context["has_dates"]:
+            context["sorts"] = [s for s in SORTS if s != "date"]
         if params.errors:
             return render("search.html", context, status_code=400)
         if not params.q.strip():
