@@ -399,7 +399,8 @@ def summary(
         f"`papersift serve --workers {args.workers}` on the demo corpus, {args.minutes:g} min at "
         f"{args.rate:g} requests/s mixed, open loop from 16 loopback addresses; "
         + "; ".join(events)
-        + f"; sign-up confirmations delivered to aiosmtpd during the run: {mails} in all.",
+        + f"; mails received by aiosmtpd during the run (sign-up confirmations and digests): "
+        f"{mails}.",
         "",
         f"**{total} answers, {fives} with 5xx, {load.errors} connection errors; "
         f"p50 {pct(every, 50):.1f} ms, p99 {pct(every, 99):.1f} ms, max {pct(every, 100):.0f} ms** "
