@@ -94,7 +94,9 @@ def test_invalid_requests_get_a_documented_4xx(api_schema, label: str) -> None:
 def test_paper_operation_on_a_real_paper(api_schema, label: str) -> None:
     operation = api_schema.find_operation_by_label(label)
     statuses = run(operation.as_strategy(GenerationMode.POSITIVE, path_parameters=KNOWN))
-    assert statuses & {200, 422}, statuses
+    # a vote needs the visitor cookie of an earlier page view, which a fuzzer has not got
+    expected = {200, 422} | ({403} if label.endswith("/upvote") else set())
+    assert statuses & expected, statuses
 
 
 def test_collection_operation_on_a_real_collection(api_schema) -> None:
