@@ -97,7 +97,7 @@ def quality() -> list[dict]:
         coll = search_eval.load_collection(folder)
         judged = {q: t for q, t in coll.queries.items() if q in coll.qrels}
         paper_rows = search_eval._paper_rows(coll)
-        matrix = search_eval._cached_embeddings(paper_rows, embedder, None)
+        matrix = search_eval.cached_embeddings(paper_rows, embedder, None)
         ids = [r["id"] for r in paper_rows]
         bm = _bm25s_run(coll.docs, judged, 100)
         dense = {}

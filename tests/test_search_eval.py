@@ -117,7 +117,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         settings = load_settings(home=home, db_url=f"sqlite:///{home / 'eval.db'}")
         db = Database(settings.db_url)
         rows = list({r["id"]: r for r in search_eval._paper_rows(coll)}.values())
-        matrix = search_eval._cached_embeddings(rows, embedder, None)
+        matrix = search_eval.cached_embeddings(rows, embedder, None)
         with db.session() as s:
             for start in range(0, len(rows), 1000):
                 paper_store.insert_rows(s, rows[start : start + 1000])

@@ -7,10 +7,8 @@ candidate; the hidden papers are the ones the ranking should find.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -29,13 +27,13 @@ from papersift.rank.recommend import (
     corpus_stats,
     recommend,
 )
-from papersift.search.eval import cache_dir
+from papersift.search.eval import cached_embeddings
 from papersift.settings import load_settings
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
 
 if TYPE_CHECKING:
-    from papersift.search.embedder import Embedder
+    pass
 
 ProgressFn = Callable[[int, int], None]
 
@@ -144,34 +142,6 @@ def _rows(data: Dataset) -> list[dict]:
         paper_store.bare_row(pid, title, abstract, source=source, now=now)
         for pid, title, abstract in zip(data.ids, data.titles, data.abstracts, strict=True)
     ]
-
-
-def cached_embeddings(
-    rows: list[dict], embedder: Embedder, progress: ProgressFn | None = None
-) -> np.ndarray:
-    """Paper vectors from the evaluation cache, or computed once and cached (float16)."""
-    digest = hashlib.sha1(embedder.model_id.encode())
-    for row in rows:
-        digest.update(f"{row['id']}\t{row['content_hash']}\n".encode())
-    path = cache_dir() / f"{digest.hexdigest()[:20]}.npy"
-    if path.is_file():
-        matrix = np.load(path)
-        if matrix.shape == (len(rows), embedder.dim):
-            return matrix.astype(np.float32)
-    texts = [paper_text(r["title"], r["abstract"]) for r in rows]
-    done = [0]
-
-    def step(n: int) -> None:
-        done[0] += n
-        if progress:
-            progress(done[0], len(texts))
-
-    matrix = embedder.encode(texts, progress=step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, matrix.astype(np.float16))
-    os.replace(tmp, path)
-    return np.asarray(matrix, dtype=np.float32)
 
 
 def index_dataset(data: Dataset, progress: ProgressFn | None = None) -> np.ndarray:

@@ -101,10 +101,12 @@ def _paper_rows(coll: Collection) -> list[dict]:
     ]
 
 
-def _cached_embeddings(
-    rows: list[dict], embedder: Embedder, progress: Callable[[int, int], None] | None
+def cached_embeddings(
+    rows: list[dict], embedder: Embedder, progress: Callable[[int, int], None] | None = None
 ) -> np.ndarray:
-    """Corpus vectors from the cache, or computed and cached (float16 on disk)."""
+    """Corpus vectors from the evaluation cache, or computed once and cached (float16 on
+    disk), keyed by the model and every row's id and content hash (search and
+    recommendation evaluations share it)."""
     digest = hashlib.sha1(embedder.model_id.encode())
     for row in rows:
         digest.update(f"{row['id']}\t{row['content_hash']}\n".encode())
@@ -126,7 +128,7 @@ def _cached_embeddings(
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, matrix.astype(np.float16))
     os.replace(tmp, path)
-    return matrix
+    return np.asarray(matrix, dtype=np.float32)
 
 
 def run_eval(
@@ -158,7 +160,7 @@ def run_eval(
             for row in rows:
                 first.setdefault(row["id"], row)  # the first of each id, in order
             rows = list(first.values())
-            matrix = _cached_embeddings(rows, embedder, progress)
+            matrix = cached_embeddings(rows, embedder, progress)
             with db.session() as s:
                 for start in range(0, len(rows), 1000):
                     paper_store.insert_rows(s, rows[start : start + 1000])
