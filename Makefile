@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/embed.py
+	$(BIN)/python bench/demo.py
 	$(BIN)/python bench/web.py
 	$(BIN)/python bench/digest.py
 
