@@ -38,11 +38,19 @@ def confirmed(settings, db, email: str, **prefs) -> subs.Subscriber:
 def test_topic_section_holds_relevant_search_hits(corpus) -> None:
     settings, db = corpus
     sub = confirmed(settings, db, "quant@example.org", topics=["quantization"], max_papers=9)
-    digest = Composer(settings, db).compose(sub, date.today())
+    composer = Composer(settings, db)
+    digest = composer.compose(sub, date.today())
     titles = [s.title for s in digest.sections]
     assert titles[0] == "Trending today" and 'New on "quantization"' in titles
     topic = next(s for s in digest.sections if s.title == 'New on "quantization"')
-    assert len(topic.papers) >= 4
+    found = composer._topic("quantization")
+    assert len(found) >= 4  # the seed pages hold several quantization papers
+    # Earlier tests vote on and view the shared corpus, so some matches may be trending
+    # today: those are shown once, under trending, and the topic holds the others.
+    trending_ids = {p.id for p in digest.sections[0].papers}
+    room = 9 - len(trending_ids)
+    assert len(topic.papers) == min(len([i for i in found if i not in trending_ids]), room)
+    assert len(topic.papers) >= 1
     assert len(digest.paper_ids) == 9 == len(set(digest.paper_ids))
     from papersift.search.service import get_service
 
