@@ -44,6 +44,26 @@ class _Embedding:
             self.progress(self.done, self.total)
 
 
+def _save_vectors(
+    gens: Generations,
+    live: Generation,
+    vectors: VectorIndex,
+    meta: Meta,
+    docs: dict[str, PaperDoc],
+    vecs: dict[str, np.ndarray],
+) -> None:
+    """Write the vector file, then record in the catalog which texts it now holds, then
+    publish the new count: in that order, so a crash never claims vectors not on disk."""
+    vectors.save(live.folder)
+    live.catalog.upsert((paper_key(pid), pid, None, docs[pid].content_hash) for pid in vecs)
+    meta.update(
+        gen=int(meta.get("gen", 0)) + 1,
+        vectors=live.catalog.count_vectors(),
+        updated=time.time(),
+    )
+    gens.write_meta(meta)
+
+
 class Indexer:
     """Brings the indexes of one home in step with its database (one writer at a time)."""
 
@@ -225,16 +245,7 @@ class Indexer:
                     vectors.remove(keys)
                     if vecs:
                         vectors.add(keys, np.vstack(list(vecs.values())))
-                    vectors.save(live.folder)
-                    live.catalog.upsert(
-                        (paper_key(pid), pid, None, docs[pid].content_hash) for pid in vecs
-                    )
-                    meta.update(
-                        gen=int(meta.get("gen", 0)) + 1,
-                        vectors=live.catalog.count_vectors(),
-                        updated=time.time(),
-                    )
-                    gens.write_meta(meta)
+                    _save_vectors(gens, live, vectors, meta, docs, vecs)
                     report.embedded = run.done
             finally:
                 report.pending_vectors = live.catalog.count_pending_vectors()
@@ -295,16 +306,7 @@ class Indexer:
                 vecs = self._vectors_for(part, run, have) if embed else have
                 if vecs:
                     vectors.add([paper_key(pid) for pid in vecs], np.vstack(list(vecs.values())))
-                vectors.save(live.folder)
-                live.catalog.upsert(
-                    (paper_key(pid), pid, None, docs[pid].content_hash) for pid in vecs
-                )
-                meta.update(
-                    gen=int(meta.get("gen", 0)) + 1,
-                    vectors=live.catalog.count_vectors(),
-                    updated=time.time(),
-                )
-                gens.write_meta(meta)
+                _save_vectors(gens, live, vectors, meta, docs, vecs)
             if not batch:
                 vectors.save(live.folder)
             n_docs, n_vec = len(live.catalog), live.catalog.count_vectors()
