@@ -7,7 +7,6 @@ candidate; the hidden papers are the ones the ranking should find.
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -27,7 +26,7 @@ from papersift.rank.recommend import (
     corpus_stats,
     recommend,
 )
-from papersift.search.eval import cached_embeddings
+from papersift.search.eval import cached_embeddings, json_objects
 from papersift.settings import load_settings
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
@@ -65,19 +64,7 @@ class Dataset:
 def _jsonl(path: Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise RecEvalError(f"{path.parent} is not a libraries folder: {path.name} is missing")
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecEvalError(f"{path}:{n}: not JSON ({exc.msg})") from None
-            if not isinstance(item, dict):
-                raise RecEvalError(f"{path}:{n}: expected a JSON object")
-            out.append((n, item))
-    return out
+    return json_objects(path, RecEvalError)
 
 
 def _id_list(value: object, where: str, key: str) -> list[str]:

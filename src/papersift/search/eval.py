@@ -47,7 +47,9 @@ def cache_dir() -> Path:
     return current_settings().cache / "eval"
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def json_objects(path: Path, error: type[Exception]) -> list[tuple[int, dict]]:
+    """The JSON objects of a JSON-lines file with their line numbers (blank lines skipped);
+    ``error`` with the file and line for anything else (evaluation data of every kind)."""
     out = []
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):
@@ -56,10 +58,19 @@ def _read_jsonl(path: Path) -> list[dict]:
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise EvalError(f"{path}:{n}: not JSON ({exc.msg})") from None
-            if not isinstance(item, dict) or "_id" not in item:
-                raise EvalError(f"{path}:{n}: expected an object with an _id")
-            out.append(item)
+                raise error(f"{path}:{n}: not JSON ({exc.msg})") from None
+            if not isinstance(item, dict):
+                raise error(f"{path}:{n}: expected a JSON object")
+            out.append((n, item))
+    return out
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    out = []
+    for n, item in json_objects(path, EvalError):
+        if "_id" not in item:
+            raise EvalError(f"{path}:{n}: expected an object with an _id")
+        out.append(item)
     return out
 
 
