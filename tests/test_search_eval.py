@@ -103,10 +103,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Each collection loaded and indexed once (as ``papersift eval`` does), for many runs."""
     from papersift.search import eval as search_eval
     from papersift.search.embedder import get_embedder
-    from papersift.search.service import SearchService
     from papersift.settings import load_settings
-    from papersift.store import papers as paper_store
-    from papersift.store import search_docs as docstore
     from papersift.store.db import Database
 
     embedder = get_embedder()
@@ -116,19 +113,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         home = tmp_path_factory.mktemp(f"eval-{name}")
         settings = load_settings(home=home, db_url=f"sqlite:///{home / 'eval.db'}")
         db = Database(settings.db_url)
-        rows = list({r["id"]: r for r in search_eval._paper_rows(coll)}.values())
-        matrix = search_eval.cached_embeddings(rows, embedder, None)
-        with db.session() as s:
-            for start in range(0, len(rows), 1000):
-                paper_store.insert_rows(s, rows[start : start + 1000])
-            docstore.save_embeddings(
-                s,
-                [(r["id"], r["content_hash"], v) for r, v in zip(rows, matrix, strict=True)],
-                embedder.model_id,
-            )
-        service = SearchService(settings, db, embedder=embedder, view=False)
-        service.rebuild()
-        out[name] = (coll, service)
+        out[name] = (coll, search_eval.load_collection_into(coll, settings, db, embedder))
     return out
 
 

@@ -18,17 +18,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from papersift.model import paper_text
 from papersift.search.embedder import Embedder
 from papersift.search.metrics import Qrels, evaluate
+from papersift.settings import Settings, load_settings
 from papersift.settings import current as current_settings
-from papersift.settings import load_settings
 from papersift.store import papers as paper_store
 from papersift.store import search_docs as docstore
 from papersift.store.db import Database
+
+if TYPE_CHECKING:
+    from papersift.search.service import SearchService
 
 
 class EvalError(ValueError):
@@ -142,6 +146,35 @@ def cached_embeddings(
     return np.asarray(matrix, dtype=np.float32)
 
 
+def load_collection_into(
+    coll: Collection,
+    settings: Settings,
+    db: Database,
+    embedder: Embedder,
+    progress: Callable[[int, int], None] | None = None,
+) -> SearchService:
+    """Store a collection's documents and their (cached) embeddings in ``db`` and build its
+    index: the real ingest-to-search path, without re-embedding on every run."""
+    from papersift.search.service import SearchService  # the service imports this package
+
+    first: dict[str, dict] = {}
+    for row in _paper_rows(coll):
+        first.setdefault(row["id"], row)  # the first of each id, in order
+    rows = list(first.values())
+    matrix = cached_embeddings(rows, embedder, progress)
+    with db.session() as s:
+        for start in range(0, len(rows), 1000):
+            paper_store.insert_rows(s, rows[start : start + 1000])
+        docstore.save_embeddings(
+            s,
+            [(r["id"], r["content_hash"], v) for r, v in zip(rows, matrix, strict=True)],
+            embedder.model_id,
+        )
+    service = SearchService(settings, db, embedder=embedder, view=False)
+    service.rebuild()
+    return service
+
+
 def run_eval(
     folder: Path,
     *,
@@ -157,7 +190,6 @@ def run_eval(
     modes run on the same index, their runs in ``runs``.
     """
     from papersift.search.embedder import get_embedder
-    from papersift.search.service import SearchService
 
     coll = load_collection(folder)
     started = time.monotonic()
@@ -166,22 +198,7 @@ def run_eval(
         db = Database(settings.db_url)
         try:
             embedder = get_embedder(settings.model_dir)
-            rows = _paper_rows(coll)
-            first: dict[str, dict] = {}
-            for row in rows:
-                first.setdefault(row["id"], row)  # the first of each id, in order
-            rows = list(first.values())
-            matrix = cached_embeddings(rows, embedder, progress)
-            with db.session() as s:
-                for start in range(0, len(rows), 1000):
-                    paper_store.insert_rows(s, rows[start : start + 1000])
-                docstore.save_embeddings(
-                    s,
-                    [(r["id"], r["content_hash"], v) for r, v in zip(rows, matrix, strict=True)],
-                    embedder.model_id,
-                )
-            service = SearchService(settings, db, embedder=embedder, view=False)
-            service.rebuild()
+            service = load_collection_into(coll, settings, db, embedder, progress)
             indexed = time.monotonic()
             judged = {q: text for q, text in coll.queries.items() if q in coll.qrels}
 
