@@ -226,6 +226,27 @@ class Settings(BaseSettings):
         description="The arXiv API endpoint `daily_source = arxiv:...` queries.",
     )
 
+    # -- background jobs --------------------------------------------------------------------
+    queue: Literal["auto", "inprocess", "procrastinate"] = Field(
+        default="auto",
+        description="Where background jobs (mail, digests, indexing, the daily job) run: "
+        "`procrastinate` (a PostgreSQL queue, run by `papersift worker`), `inprocess` (threads "
+        "of the process that asked), `auto`: procrastinate on PostgreSQL, in process on SQLite.",
+    )
+    queue_daily_cron: str = Field(
+        default="0 6 * * *",
+        description="When `papersift worker` starts the daily job (cron, UTC); empty: never "
+        "(a timer runs `papersift daily` instead).",
+    )
+    worker_concurrency: int = Field(
+        default=2, gt=0, le=64, description="Jobs one `papersift worker` runs at once."
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="A Redis server (`redis://host:6379/0`) for rate limits and view "
+        "de-duplication shared by every host; unset: they live in the database.",
+    )
+
     # -- the embedding model ----------------------------------------------------------------
     model_dir: str | None = Field(
         default=None,
@@ -321,6 +342,25 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip() or None
+            if value and not value.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("queue_daily_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        value = " ".join(value.split())
+        if value and not croniter.is_valid(value):
+            raise ValueError("must be a cron expression like '0 6 * * *' (or empty)")
+        return value
 
     @field_validator("home", "cache", "embed_cache")
     @classmethod

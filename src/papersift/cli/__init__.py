@@ -24,6 +24,7 @@ from papersift.cli import digest as _digest  # noqa: F401  (registers subscriber
 from papersift.cli import settings as _settings  # noqa: F401  (registers settings)
 from papersift.cli import mail as _mail  # noqa: F401  (registers mail outbox, mail send)
 from papersift.cli import daily as _daily  # noqa: F401  (registers daily)
+from papersift.cli import jobs as _jobs  # noqa: F401  (registers worker, jobs)
 from papersift.cli.argv import hoist_global_options
 # isort: on
 

@@ -1,4 +1,4 @@
-"""Tables of the background work: the mail outbox and the daily job's runs.
+"""Tables of the background work: the mail outbox, the daily job's runs, job errors.
 
 They share ``schema.Base`` (imported at the end of ``schema``), so Alembic and the app see
 one metadata.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Date, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, BigInteger, Date, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from papersift.store.schema import Base, UTCDateTime
@@ -54,6 +54,19 @@ class DailyRunRow(Base):
     steps: Mapped[dict] = mapped_column(JSON, default=dict)
     warnings: Mapped[list] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class JobErrorRow(Base):
+    """The last error of a queued job (procrastinate keeps a job's state, not why it
+    failed), so ``papersift jobs`` and ``/admin/jobs`` can say why without the worker's log."""
+
+    __tablename__ = "job_errors"
+
+    job_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    task: Mapped[str] = mapped_column(String(128))
+    attempt: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 Index("ix_outbox_status", OutboxRow.status, OutboxRow.next_attempt_at)
