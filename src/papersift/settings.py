@@ -210,6 +210,27 @@ class Settings(BaseSettings):
         "(one domain gets a quarter of it, one address with its `+tag` removed one per 10 min).",
     )
 
+    # -- reader accounts --------------------------------------------------------------------
+    signup_policy: Literal["closed", "open", "domains", "invite"] = Field(
+        default="closed",
+        description="Who may create an account by signing in: `closed` (only "
+        "`papersift users add`), `open` (anyone), `domains` (addresses at "
+        "`signup_domains`), `invite` (addresses given to `papersift users invite`).",
+    )
+    signup_domains: str = Field(
+        default="",
+        description="Comma-separated email domains that may sign up when `signup_policy` is "
+        "`domains` (`lab.example.org,example.edu`).",
+    )
+    anonymous_votes: bool | None = Field(
+        default=None,
+        description="Whether visitors without an account can vote; unset: yes until the "
+        "deployment has accounts (a user exists or `signup_policy` is not `closed`), then no.",
+    )
+    session_days: int = Field(
+        default=30, gt=0, le=3650, description="Days a sign-in lasts on one browser."
+    )
+
     # -- the daily job ----------------------------------------------------------------------
     daily_source: str = Field(
         default="",
@@ -328,7 +349,12 @@ class Settings(BaseSettings):
         """``cors_origins`` as a list (empty: no cross-origin calls)."""
         return [v for v in self.cors_origins.split(",") if v]
 
-    @field_validator("json_logs", mode="before")
+    @property
+    def signup_domain_list(self) -> list[str]:
+        """``signup_domains`` as lower-case domains, without a leading ``@``."""
+        return [d.strip().lower().lstrip("@") for d in self.signup_domains.split(",") if d.strip()]
+
+    @field_validator("json_logs", "anonymous_votes", mode="before")
     @classmethod
     def _blank_bool(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

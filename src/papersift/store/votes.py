@@ -38,6 +38,29 @@ def delete_vote(session: Session, paper_id: str, visitor_id: str) -> bool:
     return bool(isinstance(result, CursorResult) and result.rowcount)
 
 
+def votes_of(session: Session, voter: str) -> list[tuple[str, datetime]]:
+    """(paper id, when) of every vote of one voter, oldest first (account export)."""
+    stmt = (
+        select(VoteRow.paper_id, VoteRow.created_at)
+        .where(VoteRow.visitor_id == voter)
+        .order_by(VoteRow.created_at)
+    )
+    return [(pid, at) for pid, at in session.execute(stmt)]
+
+
+def move_votes(session: Session, from_voter: str, to_voter: str) -> int:
+    """Give ``from_voter``'s votes to ``to_voter`` (a visitor's to the account that signed
+    in): papers both voted for keep one vote. How many votes moved."""
+    theirs = select(VoteRow.paper_id).where(VoteRow.visitor_id == to_voter)
+    session.execute(
+        delete(VoteRow).where(VoteRow.visitor_id == from_voter, VoteRow.paper_id.in_(theirs))
+    )
+    result = session.execute(
+        update(VoteRow).where(VoteRow.visitor_id == from_voter).values(visitor_id=to_voter)
+    )
+    return int(result.rowcount) if isinstance(result, CursorResult) else 0
+
+
 def vote_count(session: Session, paper_id: str) -> int:
     return session.scalar(select(func.count()).where(VoteRow.paper_id == paper_id)) or 0
 

@@ -24,6 +24,7 @@ from papersift.web import observability, problems
 from papersift.web.problems import PROBLEM_TYPE
 from papersift.web.ratelimit import VOTE_LIMITS, Limit, RateLimiter, ViewCounter, bucket_store
 from papersift.web.routes import (
+    accounts,
     admin,
     api,
     daily,
@@ -194,6 +195,8 @@ def create_app(
     app.include_router(daily.api_router)
     app.include_router(subscriptions.router)
     app.include_router(admin.router)
+    app.include_router(accounts.router)
+    app.include_router(accounts.api_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

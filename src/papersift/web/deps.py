@@ -9,9 +9,14 @@ look things up, so they run in the event loop without a thread hop or sub-depend
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
+from papersift.accounts import Account
+from papersift.accounts import sessions as account_sessions
 from papersift.rank.trending import TrendingCache
 from papersift.settings import Settings
 from papersift.store.db import Database
@@ -85,7 +90,68 @@ async def get_voting(request: Request) -> Voting:
     )
 
 
-async def get_renderer(request: Request) -> Renderer:
+async def current_account(request: Request) -> Account | None:
+    """The signed-in account: from the session cookie, or on ``/api/`` paths from an
+    ``Authorization: Bearer`` personal token (a wrong token there is a 401). Resolved
+    once per request (kept in the request's state for the templates); anonymous requests
+    without either never touch the database."""
+    state = request.scope.setdefault("state", {})
+    if "account" in state:
+        found: Account | None = state["account"]
+        return found
+    db = web_state(request).db
+    found = None
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer " and request.url.path.startswith("/api/"):
+        found = await run_in_threadpool(account_sessions.token_account, db, auth[7:].strip())
+        if found is None:
+            raise HTTPException(
+                401, "invalid or revoked API token", headers={"WWW-Authenticate": "Bearer"}
+            )
+    else:
+        cookie = request.cookies.get(account_sessions.SESSION_COOKIE)
+        if cookie:
+            found = await run_in_threadpool(account_sessions.session_account, db, cookie)
+    state["account"] = found
+    return found
+
+
+AccountDep = Annotated[Account | None, Depends(current_account)]
+
+
+def _sign_in_first(request: Request) -> HTTPException:
+    if request.url.path.startswith("/api/"):
+        return HTTPException(
+            401, "sign in or send a personal API token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return HTTPException(
+        303, "Sign in first.", headers={"Location": "/signin?next=" + quote(target, safe="")}
+    )
+
+
+async def require_account(request: Request, account: AccountDep) -> Account:
+    """The signed-in account; anonymous: 401 on the API, a redirect to sign-in on pages."""
+    if account is None:
+        raise _sign_in_first(request)
+    return account
+
+
+SignedInDep = Annotated[Account, Depends(require_account)]
+
+
+async def require_admin(request: Request, account: SignedInDep) -> Account:
+    """A signed-in admin, or 403."""
+    if not account.is_admin:
+        raise HTTPException(403, "Only administrators can do this.")
+    return account
+
+
+AdminDep = Annotated[Account, Depends(require_admin)]
+
+
+async def get_renderer(request: Request, account: AccountDep) -> Renderer:
+    """Every page's renderer; resolving the account here puts it in every page's context."""
     return Renderer(request, web_state(request).templates)
 
 

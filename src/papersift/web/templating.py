@@ -248,8 +248,11 @@ class Renderer:
         cache_control: str | None = PAGE_CACHE,
         headers: Mapping[str, str] | None = None,
     ) -> Response:
+        values = dict(context)
+        # The signed-in account (web.deps.current_account put it there), for the nav.
+        values.setdefault("account", self.request.scope.get("state", {}).get("account"))
         response = self.templates.TemplateResponse(
-            self.request, name, dict(context), status_code=status_code, headers=dict(headers or {})
+            self.request, name, values, status_code=status_code, headers=dict(headers or {})
         )
         if cache_control is not None:
             response.headers["Cache-Control"] = cache_control
