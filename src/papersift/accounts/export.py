@@ -35,3 +35,21 @@ def export_account(db: Database, user_id: int) -> dict[str, Any]:
         importlib.import_module(module)
     with db.session() as session:
         return {name: fn(session, user_id) for name, fn in sorted(_EXPORTERS.items())}
+
+
+Eraser = Callable[[Session, int], None]
+_ERASERS: dict[str, Eraser] = {}
+
+
+def register_eraser(name: str, fn: Eraser) -> None:
+    """Add ``fn(session, user_id)`` to account deletion: it deletes the area's rows of the
+    user explicitly (the foreign keys' ON DELETE CASCADE is the second line)."""
+    _ERASERS[name] = fn
+
+
+def erase_account(session: Session, user_id: int) -> None:
+    """Run every registered area's eraser in the caller's transaction."""
+    for module in AREA_MODULES:
+        importlib.import_module(module)
+    for _name, fn in sorted(_ERASERS.items()):
+        fn(session, user_id)

@@ -8,6 +8,7 @@ at most every ``TOUCH_EVERY``, so signed-in page views are reads.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from papersift.accounts import Account
@@ -83,3 +84,32 @@ def token_account(db: Database, token: str | None) -> Account | None:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token as the settings page lists it (never the secret)."""
+
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+def tokens_of(db: Database, account_id: int) -> list[TokenInfo]:
+    with db.session() as session:
+        return [
+            TokenInfo(t.id, t.name, t.prefix, t.created_at, t.last_used_at)
+            for t in credentials.tokens_of(session, account_id)
+        ]
+
+
+def revoke_token(db: Database, account_id: int, token_id: int) -> bool:
+    with db.session() as session:
+        return credentials.delete_token(session, account_id, token_id)
+
+
+def session_count(db: Database, account_id: int) -> int:
+    with db.session() as session:
+        return len(credentials.sessions_of(session, account_id))

@@ -15,7 +15,8 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from papersift.accounts import Account
+from papersift.accounts import Account, voter_key
+from papersift.accounts import policy as account_policy
 from papersift.accounts import sessions as account_sessions
 from papersift.rank.trending import TrendingCache
 from papersift.settings import Settings
@@ -67,26 +68,26 @@ async def get_views(request: Request) -> ClientViews:
     return ClientViews(state.views, client_key(await client_ip(request)))
 
 
-async def current_visitor(request: Request) -> str | None:
-    """The visitor of the signed cookie, if any (no cookie is issued)."""
-    return visitor_id(request, create=False)
-
-
 async def client_ip(request: Request) -> str:
     """The client's address: the TCP peer, or what a trusted proxy says it is (the app's
     ``ProxyHeadersMiddleware`` has already decided, from ``forwarded_allow_ips``)."""
     return request.client.host if request.client else "-"
 
 
-async def get_voting(request: Request) -> Voting:
+async def get_voting(request: Request, account: AccountDep) -> Voting:
     state = web_state(request)
     cap = per_day(state.settings.votes_per_ip_paper)
+    anonymous = account is None and await run_in_threadpool(
+        account_policy.anonymous_votes, state.settings, state.db
+    )
     return Voting(
         state.db,
         state.trending,
         state.vote_limiter,
         await client_ip(request),
         state.key_limiter(f"votes-per-paper/{cap.capacity:g}", cap),
+        account=account,
+        anonymous=anonymous,
     )
 
 
@@ -117,6 +118,14 @@ async def current_account(request: Request) -> Account | None:
 
 
 AccountDep = Annotated[Account | None, Depends(current_account)]
+
+
+async def current_visitor(request: Request, account: AccountDep) -> str | None:
+    """Whose votes a page shows as "voted": the signed-in account's voter key, else the
+    visitor of the signed cookie, if any (no cookie is issued)."""
+    if account is not None:
+        return voter_key(account.id)
+    return visitor_id(request, create=False)
 
 
 def _sign_in_first(request: Request) -> HTTPException:

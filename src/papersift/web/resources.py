@@ -10,6 +10,7 @@ from typing import TypeVar
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from papersift.accounts import Account, voter_key
 from papersift.model import Collection, CollectionEntry, Paper
 from papersift.rank import votes as vote_store
 from papersift.rank.trending import WINDOWS, TrendingCache
@@ -189,9 +190,17 @@ class Voting:
     limiter: RateLimiter
     ip: str
     per_paper: KeyLimiter | None = None  # votes one address gives one paper, per day
+    account: Account | None = None  # signed in: the vote is the account's
+    anonymous: bool = True  # whether visitors without an account may vote
 
     def cast(self, visitor: str, paper_ref: str, *, undo: bool) -> tuple[str, bool, int]:
-        """Vote (or undo) for the paper ``paper_ref`` names: (its id, voted, vote count)."""
+        """Vote (or undo) for the paper ``paper_ref`` names: (its id, voted, vote count).
+        A signed-in reader votes as the account (one vote per paper, whichever browser);
+        an anonymous visitor only where ``anonymous_votes`` allows (else 401)."""
+        if self.account is not None:
+            visitor = voter_key(self.account.id)
+        elif not self.anonymous:
+            raise HTTPException(401, "Sign in to vote: votes here are accounts' votes.")
         check_rate(self.limiter, visitor, self.ip, "Too many votes; try again shortly.")
         with self.db.session() as session:
             paper = load_paper(session, paper_ref)

@@ -152,13 +152,13 @@ def _vote(request: Request, voting: VotingDep, paper_id: str, undo: bool) -> sch
     if not same_origin(request):
         raise HTTPException(403, "Cross-site requests cannot vote.")
     visitor = seen_visitor(request)
-    if visitor is None:
+    if visitor is None and voting.account is None:
         raise HTTPException(
             403,
             f"Votes need the visitor cookie ({VISITOR_COOKIE}) a page of this site sets: "
             "load a page (e.g. /papers/ID) first, then vote with its cookie.",
         )
-    canonical, voted, count = voting.cast(visitor, paper_id, undo=undo)
+    canonical, voted, count = voting.cast(visitor or "", paper_id, undo=undo)
     return schemas.VoteOut(id=canonical, votes=count, voted=voted)
 
 
