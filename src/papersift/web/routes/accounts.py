@@ -15,6 +15,7 @@ page (sessions, API tokens, subscription, export, delete) and ``/api/v1/account`
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
@@ -44,6 +45,8 @@ from papersift.web.resources import check_rate
 from papersift.web.routes.subscriptions import SIGNUP_LIMITS, mail_keys, web_address
 from papersift.web.security import CSRF_FIELD, verify_csrf, visitor_id
 from papersift.web.state import WebState
+
+log = logging.getLogger("papersift.web")
 
 router = APIRouter()
 api_router = APIRouter(prefix="/api/v1", tags=["api"])
@@ -147,16 +150,17 @@ async def signin_page(
 
 
 def _deliver(state: WebState, mail_id: int | None) -> None:
-    """Off the request path: ask the job queue to send the mail now (it stays in the
-    outbox, retried later, if the queue cannot be reached)."""
+    """Off the request path: send the sign-in mail now. Any failure leaves it in the
+    outbox, where the outbox runs retry it."""
     if mail_id is None or not outbox.smtp_configured(state.settings):
         return
     try:
-        state.jobs().enqueue("mail.deliver", ids=[mail_id], due_only=False)
-    except Exception:  # the queue's driver errors vary; the mail is safe in the outbox
-        import logging
-
-        logging.getLogger("papersift.web").exception("sign-in mail %d not queued", mail_id)
+        report = outbox.deliver(state.settings, state.db, ids=[mail_id], due_only=False)
+        errors = report.errors
+    except Exception as exc:  # SMTP, config and database errors alike: the mail is safe
+        errors = [f"{exc.__class__.__name__}: {exc}"]
+    if errors:
+        log.error("sign-in mail %d not delivered yet (kept in the outbox): %s", mail_id, errors)
 
 
 @router.post("/signin", include_in_schema=False)
