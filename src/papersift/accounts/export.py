@@ -21,6 +21,8 @@ _EXPORTERS: dict[str, Exporter] = {}
 # The modules that register exporters (each area adds its own line here).
 AREA_MODULES: list[str] = [
     "papersift.accounts.own_data",
+    "papersift.library.service",
+    "papersift.comments.service",
 ]
 
 

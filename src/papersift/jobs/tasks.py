@@ -89,7 +89,8 @@ def deliver_mail(
 
     The outbox row stays the durable record and keeps its own count of tries; this job only
     decides when to try again: asked for given mails, it fails (and is retried with
-    backoff) while any of them is still waiting."""
+    backoff) while any of them is still waiting, and once they went, it also sends up to
+    20 others whose time has come."""
     from papersift.digest import outbox
     from papersift.digest.smtp import SmtpConfigError
 
@@ -101,7 +102,10 @@ def deliver_mail(
         raise RetryLater(f"mail not delivered: {report.stopped}")
     if ids and report.retry:
         raise RetryLater(f"{report.retry} mail(s) not delivered yet: {'; '.join(report.errors)}")
-    return report.to_dict()
+    result = report.to_dict()
+    if ids and report.sent:  # the server works again: send what else waits for it
+        result["others"] = outbox.OutboxSender(settings, db).deliver(limit=20).to_dict()
+    return result
 
 
 def send_digests(settings: Settings, db: Database, *, day: str | None = None) -> dict[str, Any]:

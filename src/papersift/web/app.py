@@ -120,6 +120,7 @@ def create_app(
         if warm_search:
             threading.Thread(target=_warm_search, args=(app, freeze_gc), daemon=True).start()
         yield
+        web_state(app).close_jobs()
         if db is None:
             database.dispose()
 
@@ -171,6 +172,7 @@ def create_app(
         lambda: get_service(settings, database).status(),
         model_id=lambda: get_service(settings, database).embedder.model_id,
         cors_origins=settings.cors_origin_list,
+        jobs=lambda: web_state(app).jobs(),
     )
     app.add_middleware(SearchShedder, max_in_flight=max_searches_in_flight)
     app.add_middleware(

@@ -36,6 +36,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from papersift.jobs.queue import JobQueue
 from papersift.search import MODES
 from papersift.store import ledger as ledger_store
 from papersift.store import outbox as outbox_store
@@ -116,10 +117,12 @@ class DatabaseFigures(Collector):
         db: Database,
         index_status: Callable[[], dict[str, Any]],
         model_id: Callable[[], str],
+        jobs: Callable[[], JobQueue] | None = None,
     ) -> None:
         self.db = db
         self.index_status = index_status
         self.model_id = model_id
+        self.jobs = jobs
 
     def collect(self) -> Iterable[Metric]:
         status = self.index_status()
@@ -155,6 +158,26 @@ class DatabaseFigures(Collector):
         for name, count in sorted(digests.items()):
             sent.add_metric([name], float(count))
         yield from (pending, queue, sent)
+        yield from self._jobs()
+
+    def _jobs(self) -> Iterable[Metric]:
+        """Queue depth (jobs waiting, per queue) and jobs per state."""
+        if self.jobs is None:
+            return
+        try:
+            jobs = self.jobs()
+            depth, counts = jobs.depth(), jobs.counts()
+        except (StoreError, OSError):
+            return
+        waiting = GaugeMetricFamily(
+            "papersift_queue_depth", "Background jobs waiting to run", labels=["queue"]
+        )
+        for name, count in sorted(depth.items()):
+            waiting.add_metric([name], float(count))
+        states = GaugeMetricFamily("papersift_jobs", "Background jobs by state", labels=["status"])
+        for name, count in sorted(counts.items()):
+            states.add_metric([name], float(count))
+        yield from (waiting, states)
 
 
 def metrics_registry(extra: Collector) -> CollectorRegistry:
@@ -169,8 +192,13 @@ def metrics_registry(extra: Collector) -> CollectorRegistry:
     return registry
 
 
-def readiness(db: Database, index_status: Callable[[], dict[str, Any]]) -> tuple[bool, dict]:
-    """Whether this process can serve searches now, with the reason for each check."""
+def readiness(
+    db: Database,
+    index_status: Callable[[], dict[str, Any]],
+    jobs: Callable[[], JobQueue] | None = None,
+) -> tuple[bool, dict]:
+    """Whether this process can serve searches now, with the reason for each check (the
+    job queue: reachable; a missing worker is a warning, searches do not need one)."""
     checks: dict[str, Any] = {}
     ready = True
     try:
@@ -192,6 +220,12 @@ def readiness(db: Database, index_status: Callable[[], dict[str, Any]]) -> tuple
     else:
         ready = False
         checks["index"] = {"ok": False, "reason": "no index generation is loaded yet"}
+    if jobs is not None:
+        try:
+            checks["queue"] = jobs().check()
+        except (StoreError, OSError) as exc:
+            checks["queue"] = {"ok": False, "reason": str(exc).splitlines()[0][:200]}
+        ready = ready and bool(checks["queue"].get("ok"))
     return ready, checks
 
 
@@ -202,13 +236,14 @@ def install(
     *,
     model_id: Callable[[], str],
     cors_origins: list[str],
+    jobs: Callable[[], JobQueue] | None = None,
 ) -> None:
     """Add /readyz and /metrics, request ids, metrics, CORS for the API and compression."""
-    registry = metrics_registry(DatabaseFigures(db, index_status, model_id))
+    registry = metrics_registry(DatabaseFigures(db, index_status, model_id, jobs))
 
     @app.get("/readyz", include_in_schema=False)
     def readyz() -> JSONResponse:
-        ready, checks = readiness(db, index_status)
+        ready, checks = readiness(db, index_status, jobs)
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         headers = {"Cache-Control": "no-store"}
         if not ready:

@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 from starlette.templating import Jinja2Templates
 
+from papersift.jobs.queue import JobQueue, open_queue
 from papersift.rank.trending import TrendingCache
 from papersift.settings import Settings
 from papersift.store.db import Database
@@ -38,6 +39,21 @@ class WebState:
     _limiters: dict[str, RateLimiter] = field(default_factory=dict)
     _key_limiters: dict[str, KeyLimiter] = field(default_factory=dict)
     _limiter_lock: threading.Lock = field(default_factory=threading.Lock)
+    _jobs: JobQueue | None = None
+
+    def jobs(self) -> JobQueue:
+        """The app's background job queue (PostgreSQL queue or in-process runner, as
+        ``jobs.queue`` chooses), made on first use; closed when the app stops."""
+        with self._limiter_lock:
+            if self._jobs is None:
+                self._jobs = open_queue(self.settings, self.db)
+            return self._jobs
+
+    def close_jobs(self) -> None:
+        with self._limiter_lock:
+            if self._jobs is not None:
+                self._jobs.close()
+                self._jobs = None
 
     def limiter(self, scope: str, limits: tuple[Limit, Limit]) -> RateLimiter:
         """The app's (per visitor, per IP) limiter for ``scope``, made on first use; its

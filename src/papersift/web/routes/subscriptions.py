@@ -34,7 +34,6 @@ from starlette.responses import Response
 from papersift.digest import outbox, tokens
 from papersift.digest import subscriptions as subs
 from papersift.digest.outbox import SignupMail
-from papersift.digest.smtp import SmtpConfigError, SmtpError
 from papersift.digest.validation import (
     FREQUENCIES,
     MAX_PAPERS_LIMIT,
@@ -45,7 +44,7 @@ from papersift.digest.validation import (
 )
 from papersift.settings import Settings
 from papersift.store import collections as collection_store
-from papersift.store.db import Database, StoreError
+from papersift.store.db import Database
 from papersift.web.deps import (
     ClientIpDep,
     DbDep,
@@ -234,22 +233,20 @@ def _signup(
     return mail
 
 
-def _deliver(settings: Settings, db: Database, mail: SignupMail) -> None:
-    """Background task, off the request path: try the sign-up's mail now, then whatever
-    else is due in the outbox. A failure leaves the mail in the outbox to be retried."""
-    if mail.id is None or not outbox.smtp_configured(settings):
+def _deliver(state: WebState, mail: SignupMail) -> None:
+    """Background task, off the request path: ask the job queue to deliver the sign-up's
+    mail now (the queue retries it with backoff). The outbox row is the durable record: a
+    queue that cannot be reached leaves the mail there for the next outbox run."""
+    if mail.id is None or not outbox.smtp_configured(state.settings):
         return
     try:
-        report = outbox.deliver(settings, db, ids=[mail.id], due_only=False)
-        if report.sent:
-            outbox.OutboxSender(settings, db).deliver(limit=20)
-    except (SmtpError, SmtpConfigError, OSError, StoreError) as exc:
-        report = outbox.DeliveryReport(errors=[str(exc)])
-    if report.errors:
+        state.jobs().enqueue("mail.deliver", ids=[mail.id], due_only=False)
+    except Exception as exc:  # the queue's driver errors vary; the mail is safe either way
         log.error(
-            "sign-up mail %d not delivered yet (kept in the outbox, retried later): %s",
+            "sign-up mail %d not queued for delivery (kept in the outbox, retried later): %s: %s",
             mail.id,
-            "; ".join(report.errors),
+            exc.__class__.__name__,
+            exc,
         )
 
 
@@ -334,7 +331,7 @@ async def subscribe_form(
     if errors:
         ctx = pages.form_context(prefs, email=email, errors=errors)
         return pages.render("subscribe.html", ctx, status_code=400)
-    background.add_task(_deliver, pages.settings, pages.db, mail)
+    background.add_task(_deliver, state, mail)
     context = {
         "email": normalize_email(email),
         "outbox": not outbox.smtp_configured(pages.settings),
@@ -383,7 +380,7 @@ async def subscribe_api(
         mail = await run_in_threadpool(_signup, db, settings, address, prefs, allowed=allowed)
     except ValidationError as exc:
         return problem(422, "invalid subscription", instance=request.url.path, errors=exc.errors)
-    background.add_task(_deliver, settings, db, mail)
+    background.add_task(_deliver, state, mail)
     return SubscriptionAccepted(
         status="pending",
         detail="If the address can receive mail, a message with a link is on its way.",
