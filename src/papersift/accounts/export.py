@@ -22,7 +22,6 @@ _EXPORTERS: dict[str, Exporter] = {}
 AREA_MODULES: list[str] = [
     "papersift.accounts.own_data",
     "papersift.library.service",
-    "papersift.comments.service",
 ]
 
 
