@@ -21,6 +21,7 @@ _EXPORTERS: dict[str, Exporter] = {}
 # The modules that register exporters (each area adds its own line here).
 AREA_MODULES: list[str] = [
     "papersift.accounts.own_data",
+    "papersift.comments.service",
     "papersift.library.service",
 ]
 

@@ -215,6 +215,7 @@ Index("ix_papers_day", PaperRow.announced, PaperRow.published, PaperRow.first_se
 
 # Tables defined in their own modules register on the same Base when this module loads.
 from papersift.store import schema_accounts as _schema_accounts  # noqa: E402, F401
+from papersift.store import schema_feedback as _schema_feedback  # noqa: E402, F401
 from papersift.store import schema_jobs as _schema_jobs  # noqa: E402, F401
 from papersift.store import schema_keys as _schema_keys  # noqa: E402, F401
 from papersift.store import schema_library as _schema_library  # noqa: E402, F401

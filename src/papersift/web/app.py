@@ -27,6 +27,7 @@ from papersift.web.routes import (
     accounts,
     admin,
     api,
+    comments,
     daily,
     docs,
     feeds,
@@ -188,6 +189,8 @@ def create_app(
     if swagger is not None:
         app.mount("/docs/assets", CachedStatic(directory=swagger), name="swagger")
     app.include_router(daily.router)  # before pages: /papers/date/... is not a paper id
+    app.include_router(comments.router)
+    app.include_router(comments.api_router)
     app.include_router(people.router)
     app.include_router(pages.router)
     app.include_router(search.router)

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
+from papersift.comments import service as comment_service
 from papersift.export import bibtex_key, to_bibtex
 from papersift.model import Paper, normalize_arxiv_id, paper_day
 from papersift.rank import days
@@ -17,6 +18,7 @@ from papersift.rank import votes as vote_store
 from papersift.rank.trending import SIGNAL_NOTES
 from papersift.store import collections as collection_store
 from papersift.web.deps import (
+    AccountDep,
     ClientIpDep,
     DbDep,
     PaperCacheDep,
@@ -217,6 +219,7 @@ def paper_page(
     views: ViewsDep,
     visitor: VisitorDep,
     ip: ClientIpDep,
+    account: AccountDep,
     paper_id: str,
 ) -> Response:
     with db.session() as session:
@@ -236,6 +239,7 @@ def paper_page(
             similar = cards(session, [h.paper_id for h in hits], visitor, cache=paper_cache)
     with db.session() as session:
         titles = collection_store.collection_titles(session, [n for n, _ in found.memberships])
+        comments = comment_service.thread_of(session, paper.id, account)
     day = paper_day(paper)
     categories = list(dict.fromkeys([c for c in [paper.primary_category] if c] + paper.categories))
     return render(
@@ -246,6 +250,7 @@ def paper_page(
             "voted": voted,
             "memberships": [(n, titles.get(n, n), r) for n, r in found.memberships],
             "similar": similar,
+            "comments": comments,
             "bibtex": to_bibtex(paper),
             "day": day,
             "categories": categories[:8],
