@@ -25,6 +25,7 @@ from papersift.cli import settings as _settings  # noqa: F401  (registers settin
 from papersift.cli import mail as _mail  # noqa: F401  (registers mail outbox, mail send)
 from papersift.cli import daily as _daily  # noqa: F401  (registers daily)
 from papersift.cli import jobs as _jobs  # noqa: F401  (registers worker, jobs)
+from papersift.cli import users as _users  # noqa: F401  (registers users)
 from papersift.cli.argv import hoist_global_options
 # isort: on
 
