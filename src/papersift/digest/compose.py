@@ -5,9 +5,12 @@ For a subscriber and a period (a day, or an ISO week for weekly subscribers):
 1. Trending papers of the period (``papersift.rank.trending``) that are actually news:
    they had votes or views in the window, or were first seen since the last digest.
    Without that filter an idle site would mail its whole back catalogue, one day at a time.
-2. Papers first seen since the subscriber's last digest that match a topic (hybrid search:
-   the top 3 hits and any hit one standard deviation above the pool, see
-   ``MIN_TOPIC_SCORE``) or sit in a followed collection.
+2. Papers first seen since the subscriber's last digest that match a topic or sit in a
+   followed collection. A topic is searched among the papers first seen since then (not the
+   whole corpus, where new papers drown among old ones) and its matches are those above the
+   search's relevance floor in its stricter digest mode (``search.floor.digest_keep``: the
+   paper must hold the topic's rarer words or be close in meaning), so a narrow topic
+   brings a handful and an unrelated one nothing.
 
 No paper appears twice in a mail, no paper already mailed to the subscriber (table
 ``sent_papers``) comes back, and at most ``max_papers`` go out: with topics or collections,
@@ -44,14 +47,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRENDING_POOL = 200  # trending candidates fetched per window and run
-HITS_PER_TOPIC = 100  # search hits fetched per topic, before the "new since" filter
-# Hybrid scores are z-scores over the search's candidate pool: a hit is kept when it stands
-# at least 0.8 standard deviations above that pool (per-query side weights and feedback on
-# the first pass's scale leave the top of a short topic query lower than one), and the top
-# few are always kept (they carry the topic even when the scale is a plain cosine, as on the
-# dense-only path).
-MIN_TOPIC_SCORE = 0.8
-ALWAYS_TOP = 3
+HITS_PER_TOPIC = 1000  # matches kept per topic among the new papers (the search's maximum)
+# A topic is searched once per run and hour of its subscribers' "since" (rounded down):
+# subscribers of one daily run had their last digest within minutes of each other.
+TOPIC_SINCE_STEP = timedelta(hours=1)
 MAX_LOOKBACK = timedelta(days=30)  # a subscriber back from a long pause gets a month
 
 
@@ -115,7 +114,7 @@ class Composer:
         self.now = now or datetime.now(UTC)
         self._search = search
         self._trending: dict[str, list[tuple[str, float]]] = {}
-        self._topic_hits: dict[str, list[str]] = {}
+        self._topic_hits: dict[tuple[str, datetime], list[str]] = {}
         self._collections: dict[str, list[str]] = {}
         self._first_seen: dict[str, datetime] = {}
         self._papers: dict[str, Paper] = {}
@@ -134,18 +133,20 @@ class Composer:
             self._search = get_service(self.settings, self.db)
         return self._search
 
-    def _topic(self, topic: str) -> list[str]:
-        key = topic.casefold()
+    def _topic(self, topic: str, since: datetime) -> list[str]:
+        """Ids of the papers first seen since about ``since`` (see ``TOPIC_SINCE_STEP``; the
+        caller keeps those after its own instant) that match ``topic``, best first."""
+        step = TOPIC_SINCE_STEP.total_seconds()
+        start = datetime.fromtimestamp(since.timestamp() // step * step, UTC)
+        key = (topic.casefold(), start)
         if key in self._topic_hits:
             return self._topic_hits[key]
         ids: list[str] = []
         try:
-            results = self._service().search(topic, k=HITS_PER_TOPIC, mode="hybrid")
-            ids = [
-                h.paper_id
-                for i, h in enumerate(results.hits)
-                if h.score >= MIN_TOPIC_SCORE or (i < ALWAYS_TOP and h.score > 0)
-            ]
+            hits = self._service().matches(
+                topic, since=start, limit=HITS_PER_TOPIC, mode="hybrid", digest=True
+            )
+            ids = [h.paper_id for h in hits]
         except Exception as exc:
             self.warnings.append(f"topic {topic!r} could not be searched: {exc}")
             log.warning("digest topic %r: search failed: %s", topic, exc)
@@ -185,7 +186,7 @@ class Composer:
         with self.db.session() as s:
             trend = self._trending_for(s, window)
             lists: list[tuple[str, list[str]]] = [
-                (f'New on "{t}"', self._topic(t)) for t in sub.topics
+                (f'New on "{t}"', self._topic(t, since)) for t in sub.topics
             ]
             lists += [(f"New in {c}", self._collection(s, c)) for c in sub.collections]
             candidates = [pid for pid, _ in trend] + [p for _, ids in lists for p in ids]

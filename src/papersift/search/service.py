@@ -16,8 +16,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from papersift.search import identifiers, spelling
+import numpy as np
+
+from papersift.search import feedback, identifiers, spelling
+from papersift.search import floor as relevance
 from papersift.search import indexer as indexing
+from papersift.search.catalog import paper_key
 from papersift.search.embedder import Embedder, EmbedderError, get_embedder
 from papersift.search.execute import TERM_CACHE, Executor
 from papersift.search.generations import Generation, Generations, IndexUnavailable
@@ -39,6 +43,7 @@ from papersift.search.types import (
 from papersift.search.vectors import VectorParams
 from papersift.settings import Settings
 from papersift.store import papers as paper_store
+from papersift.store import search_docs
 from papersift.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -239,20 +244,55 @@ class SearchService:
         since: datetime | None = None,
         mode: str = DEFAULT_MODE,
         limit: int = MAX_K,
+        digest: bool = False,
     ) -> list[SearchHit]:
         """The papers matching ``query`` (above the relevance floor, best first) among
         ``paper_ids`` and/or the papers first seen since ``since``: for the digest's topics,
-        which must find every new match on a big corpus, not only those in the top 100."""
+        which must find every new match on a big corpus, not only those in the top 100.
+        ``digest``: the floor's stricter digest mode (``floor.digest_keep``)."""
         ids = list(paper_ids) if paper_ids is not None else None
         if since is not None:
             with self.db.session() as s:
                 recent = paper_store.ids_first_seen_since(s, since)
-            ids = recent if ids is None else [pid for pid in ids if pid in set(recent)]
+            fresh = set(recent)
+            ids = recent if ids is None else [pid for pid in ids if pid in fresh]
         if ids is not None and not ids:
             return []
         filters = SearchFilters(paper_ids=tuple(ids)) if ids is not None else None
         res = self.search(query, k=min(limit, MAX_K), mode=mode, filters=filters, spell=False)
-        return res.hits
+        return self._digest_matches(query, res.hits) if digest and res.hits else res.hits
+
+    def _digest_matches(self, query: str, hits: list[SearchHit]) -> list[SearchHit]:
+        """The hits that also pass the floor's digest mode: the topic's idf coverage of
+        each paper's terms and its exact cosine (none without a model: coverage only)."""
+        live = self._current()
+        if live is None:
+            return []
+        clean = clean_query(query)
+        lexical = live.lexical
+        words = clean.words or clean.semantic
+        shares = lexical.doc_shares(set(lexical.analyze(words)))
+        weights = relevance.topic_weights(shares, lexical.num_docs)
+        ids = [h.paper_id for h in hits]
+        with self.db.session() as s:
+            texts = search_docs.texts(s, ids)
+        covered = np.array(
+            [relevance.coverage(weights, set(lexical.analyze(texts.get(p, "")))) for p in ids]
+        )
+        dense = np.full(len(ids), -1.0)
+        model_id: str | None = None
+        if clean.semantic and live.vectors is not None:
+            try:
+                qvec = self.embedder.encode_query(clean.semantic)
+                model_id = self.embedder.model_id
+            except EmbedderError:
+                qvec = None
+            if qvec is not None:
+                cos = feedback.exact_cosines(live.vectors, [paper_key(p) for p in ids], qvec)
+                dense = np.nan_to_num(cos, nan=-1.0)
+        known = any(v > 0 for v in shares.values()) or relevance.has_known_word(lexical, words)
+        mask = relevance.digest_keep(dense, covered, model_id, known)
+        return [h for h, kept in zip(hits, mask, strict=True) if kept]
 
     def similar(self, paper_id: str, k: int = DEFAULT_K) -> list[SearchHit]:
         """Nearest papers by embedding; the paper itself and its duplicates are left out.
