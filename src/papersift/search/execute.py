@@ -84,6 +84,7 @@ class _Ranked:
     scores: list[float]
     total: int
     notes: list[str] = field(default_factory=list)
+    more: bool = False  # ``total`` is a lower bound (a broad query, not counted in full)
 
 
 def _vectors(live: Generation) -> VectorIndex:
@@ -187,7 +188,9 @@ class Executor:
         if len(hits) < k and (hits or offset == 0):
             total = min(total, offset + len(hits))
         message = "; ".join(dict.fromkeys(notes)) or None
-        return SearchResults(hits, total, request.query, mode, message)
+        out = SearchResults(hits, total, request.query, mode, message)
+        out.more = ranked.more and total == ranked.total
+        return out
 
     def _lexical(
         self,
@@ -201,10 +204,11 @@ class Executor:
         notes = ["query simplified to plain words"] if simplified else []
         if query is None:
             return _Ranked([], [], 0, notes + ["no searchable words in the query"])
-        res = live.lexical.search(
-            query, limit=need, filters=[fq], count=True, order_by_date=by_date
+        plain = None if clean.has_syntax or simplified else clean.text
+        res, more = live.lexical.search_counted(
+            query, plain, limit=need, filters=[fq], order_by_date=by_date
         )
-        return _Ranked(res.keys, res.scores, res.total, notes)
+        return _Ranked(res.keys, res.scores, res.total, notes, more)
 
     def _dense(
         self, live: Generation, qvec: np.ndarray, count: int, fq: tantivy.Query | None
@@ -214,20 +218,20 @@ class Executor:
         if fq is None:
             keys, sims = vectors.search(qvec, count)
             return [int(k) for k in keys], sims.tolist(), len(vectors)
-        allowed = live.lexical.count(fq)
+        passing = live.lexical.passing_keys(fq)  # sorted, remembered per filter
+        allowed = len(passing)
         if allowed == 0:
             return [], [], 0
         if allowed <= FILTER_EXACT:
-            keys, sims = vectors.search_among(qvec, live.lexical.filtered_keys(fq, allowed), count)
+            keys, sims = vectors.search_among(qvec, passing, count)
             return [int(k) for k in keys], sims.tolist(), allowed
         # Broad filter: over-fetch in proportion to how many papers pass, then keep those.
         share = allowed / max(len(vectors), 1)
         fetch = min(len(vectors), int(count / share * 1.5) + count, 50 * count + 1000)
         keys, sims = vectors.search(qvec, fetch)
-        passing = live.lexical.keep_passing(keys.tolist(), fq)
-        kept = [(int(k), float(s)) for k, s in zip(keys, sims, strict=True) if int(k) in passing]
-        kept = kept[:count]
-        return [k for k, _ in kept], [s for _, s in kept], allowed
+        keep = np.isin(keys, passing, assume_unique=True)
+        keys, sims = keys[keep][:count], sims[keep][:count]
+        return [int(k) for k in keys], sims.tolist(), allowed
 
     def _semantic(
         self, live: Generation, clean: CleanQuery, need: int, fq: tantivy.Query | None, k: int

@@ -22,13 +22,14 @@ parse it is retried as plain words and flagged as simplified. Nothing here raise
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import numpy as np
 import tantivy
 
 from papersift.model import paper_text
@@ -41,7 +42,14 @@ TITLE_WEIGHT = 0.25  # extra weight of a title match on top of its match in ``te
 EPOCH = date(1970, 1, 1)
 NO_DATE = -(2**31)  # documents without a date fail any date filter and sort last
 MAX_DATE = 2**31 - 1
+FRESH_HEAP = 800_000_000  # bytes of tantivy writer heap for a full build (shared by threads)
 SHARE_CACHE = 500_000  # remembered document shares per open index (~60 MB at most)
+# A plain query whose commonest word is in more papers than this is not counted in full:
+# counting scores every match (tantivy cannot skip blocks then), 30+ ms for a broad query
+# at a million papers. Its total is then that word's paper count: a true lower bound (each
+# of those papers matches), far beyond what anyone pages through, and shown as "N+".
+COUNT_CAP = 10_000
+FILTER_CACHE = 32  # key sets of recent filters kept per open index (8 bytes a paper)
 
 
 class LexicalDoc(Protocol):
@@ -150,6 +158,11 @@ class LexicalIndex:
         # repeat across queries (a Zipfian vocabulary), and a tantivy lookup per term per
         # query was a tenth of a hybrid search on a small corpus.
         self._shares: dict[str, float] = {}
+        # Sorted keys of the papers passing a filter, by the filter query's text: a filtered
+        # vector search keeps the nearest papers that are in it (a category or a date range
+        # repeats across queries; reading 100k keys from tantivy costs tens of ms).
+        self._passing: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._passing_lock = threading.Lock()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -176,8 +189,12 @@ class LexicalIndex:
         """
         written = 0
         with self._write_lock:
-            # A full build uses every core; small updates one thread (less memory, same speed).
-            writer = self.index.writer(heap_size=200_000_000, num_threads=0 if fresh else 1)
+            # A full build uses every core and a big heap (fewer segments to merge); small
+            # updates one thread (less memory, same speed).
+            if fresh:
+                writer = self.index.writer(heap_size=FRESH_HEAP, num_threads=0)
+            else:
+                writer = self.index.writer(heap_size=200_000_000, num_threads=1)
             try:
                 # (by id: tantivy-py's delete by term does not match u64 fields)
                 for paper_id in delete_ids:
@@ -247,8 +264,10 @@ class LexicalIndex:
         return out
 
     def forget_shares(self) -> None:
-        """Drop remembered document shares (after the index changed)."""
+        """Drop remembered document shares and filter key sets (after the index changed)."""
         self._shares = {}
+        with self._passing_lock:
+            self._passing.clear()
 
     def _term(self, field: str, term: str, weight: float) -> tuple[tantivy.Occur, tantivy.Query]:
         query = tantivy.Query.term_query(self.schema, field, term)
@@ -412,6 +431,37 @@ class LexicalIndex:
         total = matched if matched is not None else len(result.hits)
         return LexicalResult(self._keys(searcher, result.hits), scores, total)
 
+    def search_counted(
+        self,
+        query: tantivy.Query,
+        text: str | None,
+        *,
+        limit: int,
+        filters: Sequence[tantivy.Query | None] = (),
+        order_by_date: bool = False,
+    ) -> tuple[LexicalResult, bool]:
+        """Like ``search(count=True)``, but a broad plain query (``text``: its words; None
+        for a query with syntax) is not counted in full: (result, whether ``total`` is a
+        lower bound). See ``COUNT_CAP``."""
+        if text is not None and not any(f is not None for f in filters):
+            bound = self.lower_bound(text)
+            if bound > COUNT_CAP:
+                res = self.search(query, limit=limit, count=False, order_by_date=order_by_date)
+                res.total = max(bound, len(res.keys))
+                return res, True
+        return self.search(
+            query, limit=limit, filters=filters, count=True, order_by_date=order_by_date
+        ), False
+
+    def lower_bound(self, text: str) -> int:
+        """Papers a plain (bag-of-words) query of ``text`` certainly matches: those
+        holding its commonest word (the query is an OR of its words)."""
+        terms = set(self.analyze(text))
+        if not terms:
+            return 0
+        docs = self.index.searcher().num_docs
+        return round(max(self.doc_shares(terms).values()) * docs)
+
     def count(self, filters: tantivy.Query) -> int:
         result = self.index.searcher().search(filters, 1, count=True)  # limit 0 panics
         return _count(result) or 0
@@ -420,6 +470,23 @@ class LexicalIndex:
         """Keys of up to ``limit`` documents passing ``filters``."""
         searcher = self.index.searcher()
         return self._keys(searcher, searcher.search(filters, limit, count=False).hits)
+
+    def passing_keys(self, filters: tantivy.Query) -> np.ndarray:
+        """Sorted keys (u64) of every document passing ``filters`` (remembered per index)."""
+        name = repr(filters)
+        with self._passing_lock:
+            got = self._passing.get(name)
+            if got is not None:
+                self._passing.move_to_end(name)
+                return got
+        allowed = self.count(filters)
+        keys = self.filtered_keys(filters, allowed) if allowed else []
+        arr = np.sort(np.array(keys, dtype=np.uint64))
+        with self._passing_lock:
+            self._passing[name] = arr
+            while len(self._passing) > FILTER_CACHE:
+                self._passing.popitem(last=False)
+        return arr
 
     def keep_passing(self, keys: Sequence[int], filters: tantivy.Query) -> set[int]:
         """The subset of ``keys`` whose documents pass ``filters``."""

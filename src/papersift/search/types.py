@@ -115,6 +115,9 @@ class SearchResults:
     # ``corrected``: the hits are the suggestion's (the query as typed found too little).
     suggestion: str | None = None
     corrected: bool = False
+    # ``total`` is a lower bound: a broad keyword query is not counted in full (at least
+    # this many match; each of them can be paged through). See lexical.COUNT_CAP.
+    more: bool = False
 
 
 @dataclass

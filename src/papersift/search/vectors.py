@@ -9,7 +9,12 @@ million vectors; ``expansion_search`` can be changed on an open index.
 
 On disk a flat index is ``flat.npz`` (keys + float32 matrix), a graph index is
 ``hnsw.usearch``; both are written to a temporary file and renamed, so a reader never sees a
-half-written file. A read-only process may memory-map the graph (``view=True``).
+half-written file. A graph opened from disk is always memory-mapped (a first query does not
+wait for 1.5 GB to be read at a million papers) and updates to it go to a small exact delta
+layer beside it (``delta.py``), so an update writes kilobytes instead of the whole graph;
+the layer is folded into the graph when it outgrows ``exact_limit`` and by every rebuild.
+A graph built in memory (a rebuild) is built in one multi-threaded call (``add_many``).
+``view=True`` opens the index read-only.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 from numpy.typing import ArrayLike
 
+from papersift.search.delta import Delta
 from papersift.settings import current as current_settings
 
 if TYPE_CHECKING:
     from usearch.index import Index
 
 EXACT_LIMIT = 20_000
+BULK_CHUNK = 100_000  # vectors per call when building a graph (all cores share each call)
 
 
 @dataclass
@@ -79,7 +86,11 @@ class VectorIndex:
         self._matrix = np.zeros((0, ndim), dtype=np.float32)
         self._rows: dict[int, int] = {}
         self._hnsw: Index | None = None  # once the collection outgrows exact search
-        self._view = False
+        self._view = False  # opened read-only
+        # A graph opened from disk: memory-mapped from ``_folder``, changes go to ``_delta``.
+        self._delta: Delta | None = None
+        self._folder: Path | None = None
+        self._gone_arr: np.ndarray | None = None  # ``_delta.gone`` as an array (for isin)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -88,7 +99,16 @@ class VectorIndex:
         return self._hnsw is not None
 
     def __len__(self) -> int:
-        return len(self._hnsw) if self._hnsw is not None else len(self._keys)
+        if self._hnsw is None:
+            return len(self._keys)
+        if self._delta is None:
+            return len(self._hnsw)
+        return len(self._hnsw) - len(self._delta.gone) + len(self._delta)
+
+    @property
+    def delta_size(self) -> int:
+        """Entries waiting in the delta layer (0 when there is none)."""
+        return self._delta.size if self._delta is not None else 0
 
     def _new_hnsw(self) -> Index:
         from usearch.index import Index
@@ -123,6 +143,10 @@ class VectorIndex:
         if not len(keys):
             return
         self._writable()
+        if self._delta is not None:
+            self._delta.remove(keys)
+            self._hide(keys)
+            return
         if self._hnsw is not None:
             present = keys[self._hnsw.contains(keys)]
             if len(present):
@@ -143,11 +167,15 @@ class VectorIndex:
         if not len(keys):
             return
         self._writable()
+        if self._delta is not None:
+            self._hide(keys)
+            self._delta.add(keys, vectors)
+            return
         self.remove(keys)
         if self._hnsw is None and len(self._keys) + len(keys) > self.params.exact_limit:
             self._to_hnsw()
         if self._hnsw is not None:
-            self._hnsw.add(keys, vectors)
+            self._hnsw.add(keys, vectors, threads=os.cpu_count() or 0)
             return
         start = len(self._keys)
         self._keys = np.concatenate([self._keys, keys])
@@ -155,12 +183,79 @@ class VectorIndex:
         for offset, key in enumerate(keys.tolist()):
             self._rows[key] = start + offset
 
+    def add_many(self, chunks: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Add (keys, vectors) chunks of new keys to an index built in memory (a rebuild):
+        the graph is filled by big multi-threaded calls, not batch by batch."""
+        self._writable()
+        total = sum(len(k) for k, _v in chunks)
+        if self._delta is not None or self._hnsw is not None or len(self._keys):
+            for keys, vectors in chunks:
+                self.add(keys, vectors)
+            return
+        if total <= self.params.exact_limit:
+            for keys, vectors in chunks:
+                self.add(keys, vectors)
+            return
+        graph = self._new_hnsw()
+        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        size = 0
+        for i, (keys, vectors) in enumerate(chunks):
+            pending.append((keys, vectors))
+            size += len(keys)
+            if size >= BULK_CHUNK or i == len(chunks) - 1:
+                graph.add(
+                    _as_keys(np.concatenate([k for k, _v in pending])),
+                    _as_matrix(np.vstack([v for _k, v in pending]), self.ndim),
+                    threads=os.cpu_count() or 0,
+                )
+                pending, size = [], 0
+        self._hnsw = graph
+
+    # -- the delta layer -------------------------------------------------------------------
+
+    def _hide(self, keys: np.ndarray) -> None:
+        """Mark the keys the main graph holds as gone (their new vectors, if any, go to the
+        delta layer)."""
+        assert self._hnsw is not None and self._delta is not None
+        present = keys[np.asarray(self._hnsw.contains(keys), dtype=bool).reshape(-1)]
+        if len(present):
+            self._delta.gone.update(int(k) for k in present.tolist())
+            self._gone_arr = None
+
+    def _gone(self) -> np.ndarray:
+        assert self._delta is not None
+        if self._gone_arr is None:
+            self._gone_arr = np.array(sorted(self._delta.gone), dtype=np.uint64)
+        return self._gone_arr
+
+    def _merge(self) -> None:
+        """Fold the delta layer into a writable copy of the graph (then saved whole)."""
+        assert self._hnsw is not None and self._delta is not None and self._folder is not None
+        from usearch.index import Index
+
+        graph = Index.restore(str(self._folder / self.HNSW), view=False)
+        if graph is None:
+            raise ValueError(f"{self._folder / self.HNSW} cannot be read")
+        graph.expansion_search = self.params.expansion_search  # type: ignore[misc]
+        hidden = self._gone()
+        if len(hidden):
+            graph.remove(hidden)
+        if len(self._delta):
+            graph.add(self._delta.keys, self._delta.matrix, threads=os.cpu_count() or 0)
+        self._hnsw = graph
+        self._delta = Delta(self.ndim)
+        self._gone_arr = None
+
     # -- reading -------------------------------------------------------------------------
 
     def contains(self, keys: ArrayLike) -> np.ndarray:
         keys = _as_keys(keys)
         if self._hnsw is not None:
-            return np.asarray(self._hnsw.contains(keys), dtype=bool).reshape(-1)
+            found = np.asarray(self._hnsw.contains(keys), dtype=bool).reshape(-1)
+            if self._delta is not None and self._delta.size:
+                found &= ~np.isin(keys, self._gone())
+                found |= self._delta.contains(keys)
+            return found
         return np.array([int(k) in self._rows for k in keys.tolist()], dtype=bool)
 
     def get(self, keys: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -171,12 +266,32 @@ class VectorIndex:
         if not len(present):
             return found, np.zeros((0, self.ndim), dtype=np.float32)
         if self._hnsw is not None:
-            # (every key is present, so no row is None; usearch takes numpy dtypes too)
-            got = self._hnsw.get(present, dtype=np.float32)  # type: ignore[arg-type]
-            matrix = np.vstack(cast(tuple[np.ndarray, ...], got)) if isinstance(got, tuple) else got
-            return found, _as_matrix(cast(np.ndarray, matrix), self.ndim)
+            if self._delta is not None and len(self._delta):
+                recent = self._delta.contains(present)
+                if recent.any():
+                    out = np.zeros((len(present), self.ndim), dtype=np.float32)
+                    out[recent] = self._delta.get(present[recent])
+                    if (~recent).any():
+                        out[~recent] = self._graph_get(present[~recent])
+                    return found, out
+            return found, self._graph_get(present)
         rows = [self._rows[int(k)] for k in present.tolist()]
         return found, self._matrix[rows]
+
+    def _graph_get(self, keys: np.ndarray) -> np.ndarray:
+        assert self._hnsw is not None
+        # (every key is present, so no row is None; usearch takes numpy dtypes too)
+        got = self._hnsw.get(keys, dtype=np.float32)  # type: ignore[arg-type]
+        matrix = np.vstack(cast(tuple[np.ndarray, ...], got)) if isinstance(got, tuple) else got
+        return _as_matrix(cast(np.ndarray, matrix), self.ndim)
+
+    def _graph_search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        assert self._hnsw is not None
+        matches = self._hnsw.search(query, count, threads=1)
+        return (
+            np.asarray(matches.keys, dtype=np.uint64),
+            1.0 - np.asarray(matches.distances, dtype=np.float32),
+        )
 
     def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(keys, cosine similarities) of the ``count`` nearest vectors, best first."""
@@ -185,11 +300,19 @@ class VectorIndex:
             return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float32)
         query = np.asarray(query, dtype=np.float32).reshape(-1)
         if self._hnsw is not None:
-            matches = self._hnsw.search(query, count)
-            return (
-                np.asarray(matches.keys, dtype=np.uint64),
-                1.0 - np.asarray(matches.distances, dtype=np.float32),
-            )
+            delta = self._delta
+            if delta is None or not delta.size:
+                return self._graph_search(query, count)
+            # Over-fetch by the hidden keys that could be among the nearest, drop them, and
+            # merge with the layer's own nearest.
+            keys, sims = self._graph_search(query, count + min(len(delta.gone), count))
+            if delta.gone:
+                keep = ~np.isin(keys, self._gone())
+                keys, sims = keys[keep], sims[keep]
+            d_keys, d_sims = delta.search(query, count)
+            keys, sims = np.concatenate([keys, d_keys]), np.concatenate([sims, d_sims])
+            top = np.argsort(-sims, kind="stable")[:count]
+            return keys[top], sims[top]
         sims = self._matrix @ query
         if count < len(sims):
             top = np.argpartition(-sims, count - 1)[:count]
@@ -217,6 +340,12 @@ class VectorIndex:
         """Write atomically into ``folder`` (and drop the file of the other kind)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        if self._delta is not None:
+            if self._folder is not None and folder.resolve() == self._folder.resolve():
+                if self._delta.size <= self.params.exact_limit:
+                    self._delta.save(folder)  # the graph file is unchanged
+                    return
+            self._merge()  # outgrown (or saved elsewhere): the graph is written whole
         hnsw = self._hnsw is not None
         tmp = folder / (
             f".{self.HNSW}.{os.getpid()}.tmp" if hnsw else f".flat.{os.getpid()}.tmp.npz"
@@ -231,6 +360,9 @@ class VectorIndex:
             tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves nothing behind
             raise
         (folder / (self.FLAT if hnsw else self.HNSW)).unlink(missing_ok=True)
+        Delta.drop(folder)  # folded in (a stale one would be harmless: the layer wins)
+        if self._delta is not None:
+            self._folder = folder
 
     @classmethod
     def exists(cls, folder: Path) -> bool:
@@ -248,13 +380,23 @@ class VectorIndex:
         if graph_path.is_file():
             from usearch.index import Index
 
-            graph = Index.restore(str(graph_path), view=view)
+            # Mapped, also for writers: they change only the delta layer (see _merge).
+            graph = Index.restore(str(graph_path), view=True)
             if graph is None or graph.ndim != ndim:
                 raise ValueError(f"{graph_path} does not hold {ndim}-dimensional vectors")
             # (settable: usearch's stubs lose the property's setter)
             graph.expansion_search = index.params.expansion_search  # type: ignore[misc]
             index._hnsw = graph
             index._view = view
+            index._folder = folder
+            delta = Delta.load(folder, ndim)
+            if delta.size:
+                # Hidden keys the graph no longer has are dropped; keys the layer holds hide
+                # the graph's copy (a merge that crashed before dropping the layer).
+                marked = np.array(sorted(delta.gone | set(delta.keys.tolist())), dtype=np.uint64)
+                held = np.asarray(graph.contains(marked), dtype=bool).reshape(-1)
+                delta.gone = {int(k) for k in marked[held].tolist()}
+            index._delta = delta
         elif flat_path.is_file():
             with np.load(flat_path) as data:
                 keys, matrix = data["keys"], data["matrix"]

@@ -1,0 +1,112 @@
+"""The graph index at scale, on small data: bulk builds and the delta layer of updates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from papersift.search.delta import FILE as DELTA_FILE
+from papersift.search.vectors import VectorIndex, VectorParams
+
+
+def _unit(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    m = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def _exact(keys: np.ndarray, vecs: np.ndarray, query: np.ndarray, k: int) -> list[int]:
+    return keys[np.argsort(-(vecs @ query), kind="stable")[:k]].tolist()
+
+
+PARAMS = VectorParams(exact_limit=50, expansion_search=400)
+
+
+def _graph(tmp_path: Path, n: int = 400) -> tuple[Path, np.ndarray, np.ndarray]:
+    keys = np.arange(1000, 1000 + n, dtype=np.uint64)
+    vecs = _unit(n)
+    index = VectorIndex(32, PARAMS)
+    index.add_many([(keys[:150], vecs[:150]), (keys[150:], vecs[150:].astype(np.float16))])
+    assert index.is_hnsw and len(index) == n
+    index.save(tmp_path)
+    return tmp_path, keys, vecs
+
+
+def test_bulk_build_finds_what_exact_search_finds(tmp_path: Path):
+    folder, keys, vecs = _graph(tmp_path)
+    again = VectorIndex.load(folder, 32, PARAMS)
+    for i in (3, 77, 301):
+        got, sims = again.search(vecs[i], 10)
+        assert got[0] == keys[i] and sims[0] == pytest.approx(1.0, abs=0.01)
+        assert len(set(got.tolist()) & set(_exact(keys, vecs, vecs[i], 10))) >= 9
+    small = VectorIndex(32, PARAMS)
+    small.add_many([(keys[:20], vecs[:20])])  # under the limit: exact, as before
+    assert not small.is_hnsw and small.search(vecs[4], 1)[0][0] == keys[4]
+
+
+def test_updates_go_to_the_delta_layer_and_leave_the_graph_file(tmp_path: Path):
+    folder, keys, vecs = _graph(tmp_path)
+    graph_file = folder / VectorIndex.HNSW
+    before = graph_file.stat().st_mtime_ns, graph_file.stat().st_ino
+    writer = VectorIndex.load(folder, 32, PARAMS)
+    new_keys = np.array([5, 6, 7], dtype=np.uint64)
+    new_vecs = _unit(3, seed=9)
+    writer.add(new_keys, new_vecs)  # new papers
+    moved = _unit(1, seed=4)[0]
+    writer.add(keys[10:11], moved[None])  # a changed paper: its old vector must not answer
+    writer.remove(keys[20:21])  # a paper that left
+    assert len(writer) == 400 + 3 - 1
+    writer.save(folder)
+    assert (graph_file.stat().st_mtime_ns, graph_file.stat().st_ino) == before
+    assert (folder / DELTA_FILE).is_file()
+
+    reader = VectorIndex.load(folder, 32, PARAMS, view=True)
+    assert len(reader) == 402
+    assert reader.search(new_vecs[1], 1)[0][0] == 6
+    got, sims = reader.search(moved, 1)
+    assert got[0] == keys[10] and sims[0] == pytest.approx(1.0, abs=1e-5)
+    assert keys[10] not in reader.search(vecs[10], 5)[0][:1].tolist()  # the old vector
+    assert keys[20] not in reader.search(vecs[20], 20)[0].tolist()
+    found, got_vecs = reader.get([int(keys[10]), 6, int(keys[20]), int(keys[30])])
+    assert found.tolist() == [True, True, False, True]
+    assert np.allclose(got_vecs[0], moved) and np.allclose(got_vecs[1], new_vecs[1])
+    assert np.allclose(got_vecs[2], vecs[30], atol=0.01)
+    keys_among, _ = reader.search_among(moved, [int(keys[10]), int(keys[20]), 6], 3)
+    assert int(keys[20]) not in keys_among.tolist()
+    with pytest.raises(RuntimeError, match="read-only"):
+        reader.add([1], _unit(1))
+
+
+def test_a_layer_that_outgrows_its_limit_is_folded_into_the_graph(tmp_path: Path):
+    folder, keys, vecs = _graph(tmp_path)
+    writer = VectorIndex.load(folder, 32, PARAMS)
+    extra = _unit(60, seed=8)
+    writer.add(np.arange(1, 61, dtype=np.uint64), extra)  # 60 > exact_limit 50
+    writer.remove(keys[:5])
+    writer.save(folder)
+    assert not (folder / DELTA_FILE).exists()
+    merged = VectorIndex.load(folder, 32, PARAMS, view=True)
+    assert len(merged) == 400 + 60 - 5 and merged.delta_size == 0
+    assert merged.search(extra[7], 1)[0][0] == 8
+    assert not merged.contains(keys[:5]).any() and merged.contains(keys[5:6]).all()
+
+
+def test_a_stale_layer_after_a_crashed_merge_still_answers_right(tmp_path: Path):
+    """A merge writes the graph, then drops the layer: killed in between, the layer's
+    vectors are in both, and every paper still counts once."""
+    folder, keys, vecs = _graph(tmp_path)
+    writer = VectorIndex.load(folder, 32, PARAMS)
+    writer.add(np.array([1, 2], dtype=np.uint64), _unit(2, seed=3))
+    writer.save(folder)
+    stale = (folder / DELTA_FILE).read_bytes()
+    writer._merge()
+    writer.save(tmp_path / "elsewhere")  # the merged graph, written whole
+    (folder / VectorIndex.HNSW).write_bytes(
+        (tmp_path / "elsewhere" / VectorIndex.HNSW).read_bytes()
+    )
+    (folder / DELTA_FILE).write_bytes(stale)
+    again = VectorIndex.load(folder, 32, PARAMS, view=True)
+    assert len(again) == 402
+    got = again.search(_unit(2, seed=3)[0], 3)[0].tolist()
+    assert got[0] == 1 and got.count(1) == 1
