@@ -31,6 +31,7 @@ from papersift.web.routes import (
     daily,
     docs,
     feeds,
+    foryou,
     pages,
     people,
     search,
@@ -191,6 +192,8 @@ def create_app(
     app.include_router(daily.router)  # before pages: /papers/date/... is not a paper id
     app.include_router(comments.router)
     app.include_router(comments.api_router)
+    app.include_router(foryou.router)
+    app.include_router(foryou.api_router)
     app.include_router(people.router)
     app.include_router(pages.router)
     app.include_router(search.router)
