@@ -293,6 +293,12 @@ class Settings(BaseSettings):
         default=None,
         description="Folder of an embedding cache keyed by text (evaluation and benchmarks).",
     )
+    embed_providers: str = Field(
+        default="CPUExecutionProvider",
+        description="onnxruntime execution providers for document embedding, in order of "
+        "preference, comma-separated (e.g. `CUDAExecutionProvider,CPUExecutionProvider` on a "
+        "GPU node); ones this onnxruntime build lacks are skipped with a warning.",
+    )
 
     # -- the vector index -------------------------------------------------------------------
     vector_dtype: Literal["f16", "i8", "f32"] = Field(
@@ -443,12 +449,23 @@ class Settings(BaseSettings):
 
 
 def worker_environment(
-    settings: Settings, *, config: Path | None = None, single_thread: bool = False
+    settings: Settings,
+    *,
+    config: Path | None = None,
+    single_thread: bool = False,
+    embedding: bool = False,
 ) -> dict[str, str]:
     """Variables that make a worker process (uvicorn starts them afresh) load these settings:
     the home and database chosen on the command line, the config file, and one embedding
-    thread per worker when several share the cores (unless threads were set)."""
+    thread per worker when several share the cores (unless threads were set). With
+    ``embedding``, also the model settings, for workers on other nodes that have no config
+    file (a Ray cluster's actors)."""
     env = {env_name("home"): str(settings.home), env_name("db"): settings.db}
+    if embedding:
+        for name in ("model_dir", "document_int8", "embed_providers"):
+            value = getattr(settings, name)
+            if value is not None:
+                env[env_name(name)] = str(int(value) if isinstance(value, bool) else value)
     if config is not None:
         env[CONFIG_ENV] = str(Path(config).resolve())
     if single_thread and settings.threads is None:

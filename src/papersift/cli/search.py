@@ -27,6 +27,7 @@ from papersift.search import (
     SearchHit,
     get_service,
 )
+from papersift.search.cluster import BATCH_ROWS, ClusterError, embed_backlog
 from papersift.search.compare import QueryDelta
 from papersift.store import papers as paper_store
 
@@ -217,6 +218,29 @@ def build_index(*, rebuild: bool = False, quiet: bool = False) -> IndexReport:
         return service.rebuild(progress=progress) if rebuild else service.sync(progress=progress)
 
 
+def _embed_on_cluster(
+    model_id: str, address: str, workers: int | None, threads: int, batch: int, quiet: bool
+) -> dict[str, Any]:
+    """The cluster pass of ``index --ray``: stores the vectors; the indexer then adds them."""
+    with embedding_progress(quiet) as progress:
+        report = embed_backlog(
+            state.settings,
+            state.db(),
+            model_id,
+            address,
+            workers=workers,
+            threads=threads,
+            batch_rows=batch,
+            progress=progress,
+        )
+    if not quiet and report.backlog:
+        err_console.print(
+            f"embedded {report.embedded:,} of {report.backlog:,} papers on {report.workers} "
+            f"Ray workers in {report.seconds:.1f} s ({report.per_second:.1f}/s)"
+        )
+    return report.to_dict()
+
+
 @app.command()
 def index(
     rebuild: Annotated[
@@ -224,21 +248,42 @@ def index(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Embed what is missing on a Ray cluster (host:port, or 'local' to start "
+            "one here) before indexing; needs pip install 'papersift[ray]'.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Model actors on the cluster (default: its CPUs).")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="CPUs (model threads) per actor.")] = 1,
+    batch: Annotated[
+        int, typer.Option(min=1, max=4096, help="Papers per model call on the cluster.")
+    ] = BATCH_ROWS,
 ) -> None:
     """Bring the search indexes in step with the database (embeds what is missing).
 
     Indexes live in $PAPERSIFT_HOME/index and are derived data: deleting them loses nothing.
     Stored embeddings are re-used, so an interrupted run resumes where it stopped.
 
-    Example: papersift index            # or: papersift index --rebuild
+    Example: papersift index            # or: papersift index --rebuild, --ray local
     """
+    cluster: dict[str, Any] | None = None
     try:
         # index embeds: without the model that is an error, not a keyword-only index
-        get_service(state.settings, state.db()).embedder  # noqa: B018
+        embedder = get_service(state.settings, state.db()).embedder
+        if ray is not None:
+            cluster = _embed_on_cluster(
+                embedder.model_id, ray, workers, threads, batch, quiet or json_out
+            )
         report = build_index(rebuild=rebuild, quiet=quiet or json_out)
-    except (SearchError, EmbedderError) as exc:
+    except (SearchError, EmbedderError, ClusterError) as exc:
         fail(str(exc))
-    data = report.to_dict()
+    data = report.to_dict() | ({"cluster": cluster} if cluster is not None else {})
     if json_out:
         print_json(data)
         return

@@ -204,7 +204,24 @@ def _session(path: Path, threads: int) -> InferenceSession:
     # in the same request (measured: query embedding and search both slower with spinning).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=execution_providers())
+
+
+def execution_providers() -> list[str]:
+    """The ``embed_providers`` setting, less what this onnxruntime build lacks (a GPU
+    provider asked for on a CPU-only node is skipped, so one setting serves a mixed
+    cluster); the CPU provider closes the list so a session can always be made."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    wanted = [p.strip() for p in current_settings().embed_providers.split(",") if p.strip()]
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        log.warning("execution providers not in this onnxruntime build, skipped: %s", missing)
+    chosen = [p for p in wanted if p in available]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
 
 
 def _pad(encodings: Sequence) -> tuple[np.ndarray, np.ndarray]:

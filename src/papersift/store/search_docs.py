@@ -17,7 +17,7 @@ from datetime import date
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Table, and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, Table, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from papersift.model import paper_text
@@ -137,19 +137,28 @@ def texts(session: Session, ids: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _unembedded(model: str) -> ColumnElement[bool]:
+    """Papers with no stored embedding for ``model``, or one made from an older text (over
+    ``papers`` outer-joined to ``embeddings`` by :func:`_with_embeddings`)."""
+    return or_(EmbeddingRow.paper_id.is_(None), EmbeddingRow.content_hash != PaperRow.content_hash)
+
+
+def _with_embeddings(stmt: Select[Any], model: str) -> Select[Any]:
+    return stmt.outerjoin(
+        EmbeddingRow, and_(EmbeddingRow.paper_id == PaperRow.id, EmbeddingRow.model == model)
+    ).where(_unembedded(model))
+
+
 def count_unembedded(session: Session, model: str) -> int:
     """Papers with no stored embedding for ``model``, or one made from an older text."""
-    stmt = (
-        select(func.count())
-        .select_from(PaperRow)
-        .outerjoin(
-            EmbeddingRow, and_(EmbeddingRow.paper_id == PaperRow.id, EmbeddingRow.model == model)
-        )
-        .where(
-            or_(EmbeddingRow.paper_id.is_(None), EmbeddingRow.content_hash != PaperRow.content_hash)
-        )
-    )
+    stmt = _with_embeddings(select(func.count()).select_from(PaperRow), model)
     return int(session.scalar(stmt) or 0)
+
+
+def unembedded_ids(session: Session, model: str) -> list[str]:
+    """The ids of those papers, in id order (what a cluster run embeds)."""
+    stmt = _with_embeddings(select(PaperRow.id), model).order_by(PaperRow.id)
+    return list(session.scalars(stmt))
 
 
 def encode_vector(vector: np.ndarray) -> bytes:
