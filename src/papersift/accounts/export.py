@@ -22,6 +22,7 @@ _EXPORTERS: dict[str, Exporter] = {}
 AREA_MODULES: list[str] = [
     "papersift.accounts.own_data",
     "papersift.comments.service",
+    "papersift.rank.foryou",
     "papersift.library.service",
 ]
 

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from papersift.accounts import Account, voter_key
+from papersift.comments import service as comment_service
 from papersift.model import Collection, CollectionEntry, Paper
 from papersift.rank import votes as vote_store
 from papersift.rank.trending import WINDOWS, TrendingCache
@@ -126,6 +127,7 @@ class Card:
     votes: int = 0
     voted: bool = False
     score: float | None = None
+    comments: int = 0
 
 
 def papers_by_id(
@@ -167,8 +169,9 @@ def cards(
     papers = papers_by_id(session, ids, cache)
     counts = vote_store.vote_counts(session, list(papers))
     mine = vote_store.voted_by(session, visitor, list(papers))
+    talk = comment_service.counts(session, list(papers))
     return [
-        Card(papers[i], counts.get(i, 0), i in mine, (scores or {}).get(i))
+        Card(papers[i], counts.get(i, 0), i in mine, (scores or {}).get(i), talk.get(i, 0))
         for i in ids
         if i in papers
     ]
