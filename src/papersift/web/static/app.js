@@ -60,6 +60,39 @@
     });
   }
 
+  // "Not interested" / "More like this" on For you: post the form, take a dismissed card
+  // off at once, then swap in the recomputed list and side panel from the same page.
+  function setupFeedback(form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var card = form.closest(".rec");
+      var list = document.getElementById("recommendations");
+      form.querySelector("button").disabled = true;
+      fetch(form.action, {
+        method: "POST",
+        body: new FormData(form),
+        headers: { "Accept": "application/json" },
+        credentials: "same-origin"
+      }).then(function (response) {
+        if (!response.ok) { throw new Error("Could not save that; reload the page."); }
+        if (form.getAttribute("data-rec-feedback") === "dismiss" && card) { card.remove(); }
+        return fetch(window.location.href, { credentials: "same-origin" });
+      }).then(function (response) { return response.text(); }).then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        ["recommendations", "foryou-side"].forEach(function (id) {
+          var now = document.getElementById(id), next = fresh.getElementById(id);
+          if (now && next) { now.replaceWith(next); }
+        });
+        document.querySelectorAll("form[data-rec-feedback]").forEach(setupFeedback);
+        document.querySelectorAll("#recommendations form[data-vote]").forEach(setupVote);
+      }).catch(function (err) {
+        if (list) { showNote(list, err.message); }
+        form.querySelector("button").disabled = false;
+      });
+    });
+  }
+
   document.querySelectorAll("form[data-vote]").forEach(setupVote);
+  document.querySelectorAll("form[data-rec-feedback]").forEach(setupFeedback);
   document.querySelectorAll("[data-copy]").forEach(setupCopy);
 })();
