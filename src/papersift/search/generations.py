@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from papersift.search import manifest as manifests
 from papersift.search.catalog import Catalog
 from papersift.search.lexical import LexicalIndex
 from papersift.search.spelling import Vocabulary
@@ -79,6 +80,10 @@ class Generations:
         self.damaged: str | None = None  # why the last generation was set aside, if one was
         self._lock = threading.RLock()
         self._writing = threading.RLock()
+        self._depth = 0  # write_lock re-entered by this process's writer
+        self.marker = self.root / ".writing"  # a writer is (or died) between manifests
+        self._verified: set[tuple[str, str, str]] = set()  # (folder, name, sha256) hashed
+        self._verifier: threading.Thread | None = None
 
     def stamp(self) -> Stamp | None:
         """Identity of the CURRENT file as it is now (None if there is none)."""
@@ -106,8 +111,13 @@ class Generations:
         os.replace(tmp, self.current_path)
 
     def open(self, meta: Meta, stamp: Stamp | None, *, writable: bool = False) -> Generation:
-        """Open the indexes CURRENT names (writers load the vectors instead of mapping them)."""
+        """Open the indexes CURRENT names (writers load the vectors instead of mapping them).
+        Readers first check the files' sizes against the manifest (``ManifestError``)."""
         folder = self.root / meta["dir"]
+        if not writable and self.settled():
+            listed = manifests.read(folder)
+            if listed is not None:
+                manifests.check_sizes(folder, listed)
         vectors = None
         if VectorIndex.exists(folder) and meta.get("dim"):
             vectors = VectorIndex.load(
@@ -137,7 +147,75 @@ class Generations:
                 assert meta is not None
                 self._set_aside(meta, exc)
                 self._live = None
+            if self._live is not None and self.verify_in_background:
+                self._start_verifier()
             return self._live
+
+    # -- checksums -------------------------------------------------------------------------
+
+    verify_in_background = True  # hash the open generation's files once, in a thread
+
+    def writer_active(self) -> bool:
+        """Whether a writer (in any process, this one included) holds the index lock."""
+        try:
+            with (self.root / ".lock").open("a") as fh:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        except OSError:
+            return False
+        return False
+
+    def settled(self) -> bool:
+        """No writer is at work and none died mid-write: the manifest describes the files."""
+        return not self.marker.exists() and not self.writer_active()
+
+    def _start_verifier(self) -> None:
+        if self._verifier is None or not self._verifier.is_alive():
+            self._verifier = threading.Thread(
+                target=self.verify_quietly, name="index-verify", daemon=True
+            )
+            self._verifier.start()
+
+    def verify_quietly(self) -> None:
+        try:
+            self.verify()
+        except Exception:
+            log.exception("checking the index generation's checksums failed")
+
+    def verify(self) -> bool:
+        """Hash the live generation's files not yet hashed by this process; a generation
+        that fails is set aside (and rebuilt by whoever searches next). Returns True when
+        the files match. A writer's leftovers (the marker, no writer alive) are adopted:
+        the indexer's own bookkeeping redoes what it left half done."""
+        live = self._live
+        if live is None:
+            return True
+        if self.marker.exists() and not self.writer_active():
+            with self.write_lock(blocking=False):
+                pass  # (the manifest is refreshed as the lock is let go)
+        if not self.settled():
+            return True  # judged again when the writer switches CURRENT
+        folder = live.folder
+        listed = manifests.read(folder)
+        if listed is None:
+            return True
+        skip = {(rel, sha) for f, rel, sha in self._verified if f == str(folder)}
+        try:
+            done = manifests.check_all(folder, listed, skip=skip)
+        except manifests.ManifestError as exc:
+            # Only damage if nothing changed meanwhile: same manifest, no writer, same CURRENT.
+            if manifests.read(folder) == listed and self.settled() and self._live is live:
+                with self._lock:
+                    if self._live is live:
+                        self._set_aside(live.meta, exc)
+                        self._live = None
+                return False
+            return True
+        self._verified.update((str(folder), rel, sha) for rel, sha in done)
+        return True
 
     def _set_aside(self, meta: Meta, exc: BaseException) -> None:
         """Move a generation that cannot be opened out of the way (kept for a post-mortem as
@@ -160,15 +238,48 @@ class Generations:
             self._live = None
 
     @contextmanager
-    def write_lock(self) -> Iterator[None]:
-        """Serialise writers within this process and across processes."""
+    def write_lock(self, *, blocking: bool = True) -> Iterator[bool]:
+        """Serialise writers within this process and across processes; yields whether the
+        lock is held (always, unless ``blocking`` is False and another writer has it).
+
+        The outermost holder marks the index as being written and, as it lets go, writes
+        the live generation's manifest (hashing the files it changed)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with self._writing, (self.root / ".lock").open("a") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        if not self._writing.acquire(blocking=blocking):
+            yield False
+            return
+        try:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield True
+                finally:
+                    self._depth -= 1
+                return
+            with (self.root / ".lock").open("a") as fh:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    yield False
+                    return
+                self._depth = 1
+                try:
+                    self.marker.touch()
+                    yield True
+                    self._write_manifest()
+                finally:
+                    self._depth = 0
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        finally:
+            self._writing.release()
+
+    def _write_manifest(self) -> None:
+        """Record the live generation's checksums, then clear the marker (a failure leaves
+        the marker: the manifest is not trusted until a writer finishes cleanly)."""
+        meta = self.read_meta()
+        if meta is not None:
+            manifests.refresh(self.root / str(meta["dir"]))
+        self.marker.unlink(missing_ok=True)
 
     def new_folder(self, name: str) -> Path:
         """A fresh generation folder (fails if it exists)."""
