@@ -30,6 +30,8 @@ LibrarySort = Literal["added", "date", "title"]
 LIBRARY_SORTS: tuple[LibrarySort, ...] = get_args(LibrarySort)
 MAX_NOTE_CHARS = 20_000
 MAX_TAGS = 500  # per reader: a bound on what one account can make the database hold
+# Names of pages under /library/ (a tag of that name would hide them).
+RESERVED_TAGS = frozenset({"import", "imports", "searches"})
 
 register_exporter("library", store.export_library)
 register_eraser("library", store.delete_user_library)
@@ -53,6 +55,8 @@ def clean_tag_name(name: str | None) -> str:
         raise LibraryError(f"the tag name is longer than {MAX_TAG_CHARS} characters")
     if "/" in text or "\\" in text:
         raise LibraryError("a tag name cannot contain '/' or '\\'")
+    if text.casefold() in RESERVED_TAGS:
+        raise LibraryError(f"{text!r} is a page of the library; choose another tag name")
     return text
 
 

@@ -37,6 +37,7 @@ from papersift.web.routes import (
     search,
     subscriptions,
 )
+from papersift.web.routes.library import UPLOAD_LIMITS, include_library
 from papersift.web.schemas import Problem
 from papersift.web.searching import ResultCache, SearchGate, WebSearch
 from papersift.web.security import (
@@ -184,6 +185,7 @@ def create_app(
         SecurityMiddleware,
         secure_cookies=settings.base_url.startswith("https://"),
         body_timeout=settings.body_timeout,
+        upload_limits=UPLOAD_LIMITS,
     )
     app.add_middleware(ProxyHeadersMiddleware, allow=settings.forwarded_allow_ips)
     app.mount("/static", CachedStatic(directory=STATIC_DIR), name="static")
@@ -205,6 +207,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(accounts.router)
     app.include_router(accounts.api_router)
+    include_library(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

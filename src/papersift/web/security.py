@@ -20,7 +20,7 @@ import asyncio
 import ipaddress
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
@@ -193,9 +193,12 @@ class SecurityMiddleware:
         max_body: int = MAX_BODY,
         secure_cookies: bool = False,
         body_timeout: float = 20.0,
+        upload_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_body = max_body
+        # Paths that take a file upload (a library import) and their own, larger limit.
+        self.upload_limits = dict(upload_limits or {})
         self.secure_cookies = secure_cookies
         self.body_timeout = body_timeout
 
@@ -206,15 +209,16 @@ class SecurityMiddleware:
         state = scope.setdefault("state", {})
         path: str = scope.get("path", "")
         is_api = path.startswith("/api/")
+        limit = self.upload_limits.get(path, self.max_body)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None:
             try:
-                too_big = int(length) > self.max_body
+                too_big = int(length) > limit
             except ValueError:
                 too_big = True
             if too_big:
-                await self._reject_size(scope, receive, send, is_api)
+                await self._reject_size(scope, receive, send, is_api, limit)
                 return
 
         received = 0
@@ -232,10 +236,10 @@ class SecurityMiddleware:
             if message["type"] == "http.request":
                 body_done = not message.get("more_body", False)
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > limit:
                     if message.get("more_body", False):
                         await _drain(receive)
-                    raise BodyTooLarge(self.max_body)
+                    raise BodyTooLarge(limit)
             return message
 
         async def send_with_headers(message: Message) -> None:
@@ -259,7 +263,7 @@ class SecurityMiddleware:
             await self.app(scope, limited_receive, send_with_headers)
         except BodyTooLarge:
             if not started:
-                await self._reject_size(scope, receive, send, is_api)
+                await self._reject_size(scope, receive, send, is_api, limit)
         except BodyTimeout as exc:
             if not started:
                 timeout = PlainTextResponse(
@@ -288,9 +292,11 @@ class SecurityMiddleware:
             parts.append("Secure")
         return "; ".join(parts)
 
-    async def _reject_size(self, scope: Scope, receive: Receive, send: Send, is_api: bool) -> None:
+    async def _reject_size(
+        self, scope: Scope, receive: Receive, send: Send, is_api: bool, limit: int
+    ) -> None:
         await _drain(receive)
-        detail = f"request body larger than {self.max_body} bytes"
+        detail = f"request body larger than {limit} bytes"
         if is_api:
             from papersift.web.problems import problem_bytes  # (problems needs this module)
 
