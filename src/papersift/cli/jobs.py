@@ -43,6 +43,12 @@ def worker(
     once: Annotated[
         bool, typer.Option("--once", help="Run what is waiting, then exit (no periodic jobs).")
     ] = False,
+    no_periodic: Annotated[
+        bool,
+        typer.Option(
+            "--no-periodic", help="Do not defer the clock's jobs (daily, digests, outbox)."
+        ),
+    ] = False,
 ) -> None:
     """Run background jobs from the PostgreSQL queue until stopped (SIGTERM or Ctrl-C let
     running jobs finish): mail, digests, the index catch-up, snapshot publishing, and the
@@ -62,7 +68,10 @@ def worker(
         highlight=False,
     )
     try:
-        run_worker(settings, db, concurrency=concurrency, queues=queue, wait=not once)
+        run_worker(
+            settings, db, concurrency=concurrency, queues=queue, wait=not once,
+            periodic=not no_periodic,
+        )  # fmt: skip
     except tasks.JobFailed as exc:
         fail(str(exc), code=2)
     except KeyboardInterrupt:

@@ -63,7 +63,7 @@ def _execute(name: str, context: JobContext, kwargs: dict[str, Any]) -> dict[str
     kwargs.pop("timestamp", None)  # periodic runs pass the tick; the jobs do not need it
     job = context.job
     try:
-        return tasks.run_job(name, settings, db, **kwargs)
+        result = tasks.run_job(name, settings, db, **kwargs)
     except Exception as exc:
         text = f"{exc.__class__.__name__}: {exc}"[:2000]
         try:
@@ -72,6 +72,10 @@ def _execute(name: str, context: JobContext, kwargs: dict[str, Any]) -> dict[str
         except StoreError:
             log.exception("could not record the error of job %s", job.id)
         raise
+    if job.attempts:  # an earlier attempt failed: its error is no longer the job's state
+        with db.session() as s:
+            store.clear_error(s, job.id or 0)
+    return result
 
 
 def _now() -> datetime:
@@ -150,15 +154,17 @@ def run_worker(
     concurrency: int | None = None,
     queues: list[str] | None = None,
     wait: bool = True,
+    periodic: bool = True,
 ) -> None:
     """Run jobs until stopped (SIGINT/SIGTERM finish the running jobs first); with
-    ``wait=False`` return once no job is waiting (and defer no periodic job)."""
+    ``wait=False`` return once no job is waiting. ``periodic``: also defer the jobs that
+    run on a clock (each tick once, however many workers do it; not with ``wait=False``)."""
     with db.engine.connect() as conn:
         problem = store.schema_problem(conn)
     if problem:
         raise tasks.JobFailed(problem)
     _Runtime.settings, _Runtime.db = settings, db
-    app = build_app(settings, worker=True, periodic=wait)
+    app = build_app(settings, worker=True, periodic=periodic and wait)
 
     options: dict[str, Any] = {"queues": queues} if queues else {}
 
