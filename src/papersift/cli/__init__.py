@@ -26,6 +26,7 @@ from papersift.cli import mail as _mail  # noqa: F401  (registers mail outbox, m
 from papersift.cli import daily as _daily  # noqa: F401  (registers daily)
 from papersift.cli import jobs as _jobs  # noqa: F401  (registers worker, jobs)
 from papersift.cli import users as _users  # noqa: F401  (registers users)
+from papersift.cli import library as _library  # noqa: F401  (registers library)
 from papersift.cli.argv import hoist_global_options
 # isort: on
 
