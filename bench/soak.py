@@ -88,6 +88,35 @@ def prepare(home: Path, env: dict[str, str], extra: Path) -> None:
                     break
 
 
+# Written into the run's temp folder and put on the server's PYTHONPATH: every served
+# worker appends a line every 15 s with what its RSS is made of (Python's own blocks,
+# glibc's heap in use and free-but-kept, mmapped), so growth can be told apart: objects
+# kept by Python code, allocator fragmentation, or native memory (indexes, model).
+PROBE = """
+import os
+out = os.environ.get("SOAK_PROBE")
+if out and b"spawn_main" in open("/proc/self/cmdline", "rb").read():
+    import ctypes, json, sys, threading, time
+    class _Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _Info
+    def _probe():
+        while True:
+            time.sleep(15)
+            m = libc.mallinfo2()
+            line = {"pid": os.getpid(), "t": time.time(), "py_blocks": sys.getallocatedblocks(),
+                    "heap_mb": m.arena / 2**20, "in_use_mb": m.uordblks / 2**20,
+                    "free_mb": m.fordblks / 2**20, "mmap_mb": m.hblkhd / 2**20,
+                    "threads": threading.active_count()}
+            with open(out, "a") as f:
+                f.write(json.dumps(line) + "\n")
+    threading.Thread(target=_probe, daemon=True).start()
+"""
+
+
 def children(pid: int) -> list[int]:
     out: list[int] = []
     try:
@@ -277,6 +306,36 @@ class Load:
         await asyncio.gather(*workers)
 
 
+def memory_breakdown(probe_log: Path) -> list[str]:
+    """Per worker, what its memory was made of after warm-up, at half time and at the end."""
+    by_pid: dict[int, list[dict]] = {}
+    try:
+        for line in probe_log.read_text().splitlines():
+            item = json.loads(line)
+            by_pid.setdefault(item["pid"], []).append(item)
+    except (OSError, ValueError):
+        return []
+    lines = [
+        "",
+        "What each worker's memory was made of (probe inside the worker: Python's allocated "
+        "blocks, glibc heap in use / free but kept / mmapped), first, middle and last sample:",
+        "",
+        "| worker | Python blocks (k) | heap in use MB | heap free MB | mmapped MB | threads |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for n, samples in enumerate(by_pid.values(), 1):
+        picks = [samples[0], samples[len(samples) // 2], samples[-1]]
+
+        def show(key: str, scale: float = 1.0, picks: list[dict] = picks) -> str:
+            return " / ".join(f"{p[key] / scale:.0f}" for p in picks)
+
+        lines.append(
+            f"| {n} | {show('py_blocks', 1000)} | {show('in_use_mb')} | {show('free_mb')} "
+            f"| {show('mmap_mb')} | {show('threads')} |"
+        )
+    return lines
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values) * 1000, q)) if values else float("nan")
 
@@ -287,6 +346,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--probe-log", help="keep the workers' memory probe lines here")
     args = parser.parse_args()
     seconds = args.minutes * 60
     sink = SmtpSink()
@@ -299,14 +359,20 @@ def main() -> None:
         prepare(home, env, extra)
         port = free_port()
         server_log = (Path(tmp) / "serve.log").open("wb")  # a pipe would fill and block it
+        probe_dir = Path(tmp) / "probe"
+        probe_dir.mkdir()
+        (probe_dir / "sitecustomize.py").write_text(PROBE)
+        probe_log = Path(args.probe_log or Path(tmp) / "probe.jsonl")
+        serve_env = {**env, "PYTHONPATH": str(probe_dir), "SOAK_PROBE": str(probe_log)}
         proc = subprocess.Popen(
             [str(PAPERSIFT), "serve", "--port", str(port), "--workers", str(args.workers)],
-            env=env,
+            env=serve_env,
             stdout=subprocess.DEVNULL,
             stderr=server_log,
+            start_new_session=True,  # its workers are stopped with it, whatever happens
         )
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 900  # a starved machine starts workers slowly
         while True:
             try:
                 if httpx.get(f"{base}/api/v1/trending?k=100", timeout=5).status_code == 200:
@@ -314,9 +380,10 @@ def main() -> None:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
+                os.killpg(proc.pid, 9)
                 raise SystemExit("server did not come up")
             time.sleep(0.5)
+        print(f"server up on {base}", flush=True)
         ids = [
             p["id"]
             for p in httpx.get(f"{base}/api/v1/trending?window=month&k=100").json()["results"]
@@ -328,12 +395,15 @@ def main() -> None:
         done = threading.Event()
         t0 = time.monotonic()
 
+        loads: list[float] = []
+
         def sampler() -> None:
             while not done.is_set():
                 for w in workers(proc.pid):
                     value = rss_mb(w)
                     if value is not None:
                         rss.setdefault(w, []).append((time.monotonic() - t0, value))
+                loads.append(os.getloadavg()[0])
                 done.wait(15)
 
         def side_jobs() -> None:
@@ -369,11 +439,14 @@ def main() -> None:
             for t in threads:
                 t.join()
             proc.terminate()
-            proc.wait(timeout=60)
-            server_log.close()
-        load_avg = os.getloadavg()
+            try:
+                proc.wait(timeout=60)
+            finally:
+                os.killpg(proc.pid, 9)  # no worker outlives the run
+                server_log.close()
+            breakdown = memory_breakdown(probe_log)
     sink.controller.stop()
-    lines = summary(args, load, rss, events, sink.count, load_avg)
+    lines = summary(args, load, rss, events, sink.count, loads, breakdown)
     print("\n".join(lines))
     if not args.no_write:
         report.write_section("bench/soak.py", lines)
@@ -385,7 +458,8 @@ def summary(
     rss: dict[int, list[tuple[float, float]]],
     events: list[str],
     mails: int,
-    load_avg: tuple[float, float, float],
+    loads: list[float],
+    breakdown: list[str],
 ) -> list[str]:
     every = [v for values in load.latency.values() for v in values]
     fives = sum(n for counts in load.statuses.values() for s, n in counts.items() if s >= 500)
@@ -393,9 +467,10 @@ def summary(
     lines = [
         "## Soak (bench/soak.py)",
         "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {report.machine()}; load average at the end "
-        f"{load_avg[0]:.1f} / {load_avg[1]:.1f} / {load_avg[2]:.1f} (1/5/15 min; other work "
-        "shared the machine).",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {report.machine()}; 1-min load average "
+        f"during the run min {min(loads, default=0):.1f}, median "
+        f"{float(np.median(loads)) if loads else 0:.1f}, max {max(loads, default=0):.1f} "
+        "(other sessions' work shared the machine).",
         f"`papersift serve --workers {args.workers}` on the demo corpus, {args.minutes:g} min at "
         f"{args.rate:g} requests/s mixed, open loop from 16 loopback addresses; "
         + "; ".join(events)
@@ -433,6 +508,19 @@ def summary(
             f"| {n} | {first:.0f} | {last:.0f} | {peak:.0f} | {last - first:+.0f} MB "
             f"({(last - first) / first * 100:+.1f}%; second half {min(half):.0f}-{max(half):.0f}) |"
         )
+    marks = list(range(0, int(args.minutes * 60) + 1, 300))
+    lines += [
+        "",
+        "RSS MB per worker over time (nearest sample to each 5-minute mark):",
+        "",
+        "| worker | " + " | ".join(f"{m // 60} min" for m in marks) + " |",
+        "| --- | " + " | ".join("---:" for _ in marks) + " |",
+    ]
+    for n, samples in enumerate(rss.values(), 1):
+        if samples:
+            near = [min(samples, key=lambda s, m=m: abs(s[0] - m))[1] for m in marks]
+            lines.append(f"| {n} | " + " | ".join(f"{v:.0f}" for v in near) + " |")
+    lines += breakdown
     lines += [
         "",
         "429s are the per-address vote and sign-up limits doing their job (16 addresses "

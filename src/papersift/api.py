@@ -29,6 +29,7 @@ from typing import Any
 
 from papersift.export import BibtexExport, to_jsonl
 from papersift.ingest.pipeline import FileResult, IngestSummary, ProgressFn, ingest_paths
+from papersift.ingest.staging import finish_interrupted
 from papersift.ingest.titles import MAX_DESCRIPTION_CHARS, TitleError, clean_title
 from papersift.model import Paper
 from papersift.search import (
@@ -237,6 +238,7 @@ class Library:
             rebuild: build them anew from the database (stored embeddings are reused).
             on_embed: told ``(done, total)`` while papers are embedded.
         """
+        finish_interrupted(self.db)  # revert a file an ingest killed mid-way left behind
         service = self.search_service
         if rebuild:
             return service.rebuild(progress=on_embed)

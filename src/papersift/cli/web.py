@@ -15,6 +15,7 @@ from papersift.logs import log_config
 from papersift.settings import worker_environment
 
 MAX_WORKERS = 64
+WORKER_PING_SECONDS = 300  # a starved machine took over 2 min to start a worker
 
 
 def _check_port(host: str, port: int) -> None:
@@ -88,6 +89,9 @@ def serve_app(host: str, port: int, workers: int = 1, digests: bool = False) -> 
             timeout_keep_alive=settings.keepalive_timeout,
             limit_concurrency=settings.max_connections + 1,  # the protocol refuses first
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            # uvicorn kills a worker that misses a 5 s ping; starting workers on a loaded
+            # machine missed it and were restarted forever (the site never came up).
+            timeout_worker_healthcheck=WORKER_PING_SECONDS,
         )
     finally:
         if stop_digests is not None:

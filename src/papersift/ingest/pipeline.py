@@ -1,7 +1,9 @@
-"""Ingest files into the database: detect, parse, merge duplicates, one transaction per file.
+"""Ingest files into the database: detect, parse, merge duplicates, one logical
+transaction per file.
 
 A file either goes in whole or not at all; a bad file is reported and the next one still
-goes in. Records are written in batches so a multi-gigabyte snapshot streams through.
+goes in. Records are staged in batches (short transactions, so web writes get through)
+and a multi-gigabyte snapshot streams through in bounded memory.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from papersift.ingest.errors import IngestError
 from papersift.ingest.formats import open_source
 from papersift.ingest.merge import conflicts, merge_into, new_row, preferred_id
 from papersift.ingest.records import PaperRecord
+from papersift.ingest.staging import StagedFile, finish_interrupted, staged_file
 from papersift.ingest.titles import clean_title, fill_missing_titles
 from papersift.store import papers as paper_store
-from papersift.store.collections import upsert_collection
+from papersift.store import staging as staging_store
 from papersift.store.db import (
     Database,
     Session,
@@ -134,17 +137,18 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[FileResu
 
 
 class Merger:
-    """Merges batches of records into papers inside one session (one transaction).
+    """Merges batches of records into papers, straight into a session's transaction or
+    into a staged file (see :mod:`papersift.ingest.staging`).
 
     Only the current batch's rows are kept in memory: earlier batches are already written
-    to the same transaction, so a duplicate further down the file is found by the database
-    lookup. Memory stays bounded for a multi-gigabyte snapshot.
+    (to the same transaction, or staged), so a duplicate further down the file is found by
+    the database lookup. Memory stays bounded for a multi-gigabyte snapshot.
     """
 
-    def __init__(self, session: Session, source: str, now: datetime) -> None:
-        self.session = session
+    def __init__(self, source: str, now: datetime, *, batch: int | None = None) -> None:
         self.source = source
         self.now = now
+        self.batch = batch  # the staged file's batch id; None writes papers directly
         self.state: dict[str, str] = {}  # paper id -> added / updated / unchanged
         self._reset()
 
@@ -166,16 +170,32 @@ class Merger:
         if pid not in ids:
             ids.append(pid)
 
-    def _load(self, batch: list[PaperRecord]) -> None:
+    def _stored(self, session: Session, arx: list[str], dois: list[str], keys: list[str]) -> list:
+        """Rows the batch could merge into: stored ones, superseded by this file's staged
+        version of the same paper (a superseded row is matched by its staged values only)."""
+        found = paper_store.find_matches(session, arx, dois, keys)
+        if self.batch is None:
+            return found
+        staged = staging_store.find_matches(session, self.batch, arx, dois, keys)
+        superseded = staging_store.existing_ids(session, self.batch, [r["id"] for r in found])
+        return [r for r in found if r["id"] not in superseded] + staged
+
+    def _existing(self, session: Session, ids: list[str]) -> set[str]:
+        taken = paper_store.existing_ids(session, ids)
+        if self.batch is not None:
+            taken |= staging_store.existing_ids(session, self.batch, ids)
+        return taken
+
+    def _load(self, session: Session, batch: list[PaperRecord]) -> None:
         """Fetch every stored row the batch could merge into, and the ids it could collide with."""
         arx = [r.arxiv_id for r in batch if r.arxiv_id]
         dois = [r.doi for r in batch if r.doi]
         keys = [r.title_key for r in batch]
-        for row in paper_store.find_matches(self.session, arx, dois, keys):
+        for row in self._stored(session, arx, dois, keys):
             self._index(row)
             self.state.setdefault(row["id"], "unchanged_existing")
         wanted = {preferred_id(r) for r in batch} - self.rows.keys()
-        self.taken = paper_store.existing_ids(self.session, list(wanted))
+        self.taken = self._existing(session, list(wanted))
 
     def _match(self, record: PaperRecord) -> str | None:
         if record.arxiv_id and record.arxiv_id in self.by_arxiv:
@@ -189,25 +209,28 @@ class Merger:
                 return pid
         return None
 
-    def _new_id(self, record: PaperRecord) -> str:
+    def _new_id(self, session: Session, record: PaperRecord) -> str:
         base = preferred_id(record)
         if base not in self.rows and base not in self.taken:
             return base
         n = 2  # a different paper already holds the id (same title, other arXiv id)
-        while f"{base}-{n}" in self.rows or paper_store.existing_ids(self.session, [f"{base}-{n}"]):
+        while f"{base}-{n}" in self.rows or self._existing(session, [f"{base}-{n}"]):
             n += 1
         return f"{base}-{n}"
 
-    def apply(self, batch: list[PaperRecord]) -> list[str]:
-        """Merge a batch and write it; returns the paper id of each record in order."""
-        self._load(batch)
+    def plan(
+        self, session: Session, batch: list[PaperRecord]
+    ) -> tuple[list[str], list[dict], list[dict]]:
+        """Merge a batch (reading only): the paper id of each record in order, the rows to
+        insert and the rows to update."""
+        self._load(session, batch)
         ids: list[str] = []
         inserts: dict[str, dict] = {}
         updates: dict[str, dict] = {}
         for record in batch:
             pid = self._match(record)
             if pid is None:
-                pid = self._new_id(record)
+                pid = self._new_id(session, record)
                 row = new_row(record, pid, self.source, self.now)
                 self._index(row)
                 self.state[pid] = "added"
@@ -225,9 +248,14 @@ class Merger:
                 if row["title_key"] != old_title_key or row["arxiv_id"] or row["doi"]:
                     self._index(row)
             ids.append(pid)
-        paper_store.insert_rows(self.session, list(inserts.values()))
-        paper_store.update_rows(self.session, list(updates.values()))
         self._reset()
+        return ids, list(inserts.values()), list(updates.values())
+
+    def apply(self, session: Session, batch: list[PaperRecord]) -> list[str]:
+        """Merge a batch and write it into the session's papers; the ids in record order."""
+        ids, inserts, updates = self.plan(session, batch)
+        paper_store.insert_rows(session, inserts)
+        paper_store.update_rows(session, updates)
         return ids
 
     def counts(self) -> tuple[int, int, int, list[str]]:
@@ -258,12 +286,36 @@ def merge_records(
     batch_size: int = BATCH,
     progress: ProgressFn | None = None,
 ) -> tuple[Merger, list[str]]:
-    """Merge ``records`` into the session's transaction; the merger and ids in record order."""
+    """Merge ``records`` into the session's transaction (a harvest page: small); the merger
+    and the ids in record order."""
     prepare_bulk_write(session, sqlite_cache_kib=SQLITE_CACHE_KIB)
-    merger = Merger(session, source, now or datetime.now(UTC))
+    merger = Merger(source, now or datetime.now(UTC))
     order: list[str] = []
     for batch in _batched(iter(records), batch_size):
-        order.extend(merger.apply(batch))
+        order.extend(merger.apply(session, batch))
+        if progress:
+            progress(len(batch))
+    return merger, order
+
+
+def stage_records(
+    staged: StagedFile,
+    records: Iterable[PaperRecord],
+    source: str,
+    *,
+    batch_size: int = BATCH,
+    progress: ProgressFn | None = None,
+) -> tuple[Merger, list[str]]:
+    """Merge ``records`` into a staged file, one short write transaction per batch (the
+    lookups read outside it, so web writes wait for the inserts only)."""
+    merger = Merger(source, datetime.now(UTC), batch=staged.batch)
+    order: list[str] = []
+    for batch in _batched(iter(records), batch_size):
+        with staged.reading() as session:
+            prepare_bulk_write(session, sqlite_cache_kib=SQLITE_CACHE_KIB)
+            ids, inserts, updates = merger.plan(session, batch)
+        staged.write(inserts + updates)
+        order.extend(ids)
         if progress:
             progress(len(batch))
     return merger, order
@@ -278,25 +330,30 @@ def ingest_file(
     batch_size: int = BATCH,
     collection_title: str | None = None,
 ) -> FileResult:
-    """Ingest one file in one transaction; errors are returned in the result, not raised.
+    """Ingest one file as one logical transaction (staged in short ones: see
+    :mod:`papersift.ingest.staging`); errors are returned in the result, not raised.
     ``collection_title`` titles the collection a listing page makes (checked already)."""
     result = FileResult(str(path))
     label = source or f"file:{path.name}"
     try:
         parsed = open_source(path)
         result.format = parsed.format
-        with db.session() as session:
-            merger, order = merge_records(
-                session, parsed.records, label, batch_size=batch_size, progress=progress
+        with staged_file(db, label) as staged:
+            merger, order = stage_records(
+                staged, parsed.records, label, batch_size=batch_size, progress=progress
             )
             if not order and not parsed.deleted:
                 raise IngestError("no papers found in file")
+            collection = None
             if parsed.collection is not None:
-                name = parsed.collection.name
-                upsert_collection(
-                    session, name, parsed.collection.origin, order, title=collection_title
-                )
-                result.collection = name
+                result.collection = parsed.collection.name
+                collection = {
+                    "name": parsed.collection.name,
+                    "origin": parsed.collection.origin,
+                    "title": collection_title,
+                    "order": order,
+                }
+            staged.commit(collection)
             result.added, result.updated, result.unchanged, result.changed_ids = merger.counts()
     except IngestError as exc:
         exc.at(source=str(path))
@@ -323,7 +380,7 @@ def ingest_paths(
     on_file_done: Callable[[FileResult], None] | None = None,
     collection_title: str | None = None,
 ) -> IngestSummary:
-    """Ingest every file under ``paths``; each file is its own all-or-nothing transaction.
+    """Ingest every file under ``paths``; each file is its own all-or-nothing ingest.
 
     The hooks let a front end follow along: ``on_files`` gets the files found (before any
     is read), ``on_file_start`` is called as each file begins and may return a callback
@@ -338,6 +395,10 @@ def ingest_paths(
         collection_title = clean_title(collection_title)
     files, missing = expand_paths(paths)
     summary = IngestSummary(files=list(missing))
+    try:
+        finish_interrupted(db)  # a file an earlier run committed but did not publish
+    except StoreError as exc:
+        log.warning("interrupted ingest not finished: %s", store_error_text(exc))
     if on_files:
         on_files(files)
     for path in files:

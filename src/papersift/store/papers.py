@@ -249,12 +249,13 @@ def _json_str_list(fallback: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return convert
 
 
-def _insert_plan(dialect: Dialect) -> _InsertPlan:
-    plan = _PLANS.get(dialect.name)
+def _insert_plan(dialect: Dialect, table: Table) -> _InsertPlan:
+    key = f"{dialect.name}:{table.name}"
+    plan = _PLANS.get(key)
     if plan is None:
-        table = _PAPERS
-        compiled = table.insert().compile(dialect=dialect, column_keys=PAPER_COLUMNS)
-        names = tuple((compiled.positiontup or []) if compiled.positional else PAPER_COLUMNS)
+        columns = [c.name for c in table.columns]
+        compiled = table.insert().compile(dialect=dialect, column_keys=columns)
+        names = tuple((compiled.positiontup or []) if compiled.positional else columns)
         converters: list[tuple[int, Callable[[Any], Any]]] = []
         for i, name in enumerate(names):
             col_type = table.c[name].type.dialect_impl(dialect)
@@ -268,7 +269,7 @@ def _insert_plan(dialect: Dialect) -> _InsertPlan:
         plan = _InsertPlan(
             str(compiled), compiled.positional, names, itemgetter(*names), tuple(converters)
         )
-        _PLANS[dialect.name] = plan
+        _PLANS[key] = plan
     return plan
 
 
@@ -287,8 +288,9 @@ def bare_row(
     return new_paper_row(meta, paper_id=paper_id, source=source, now=now)
 
 
-def insert_rows(session: Session, rows: list[dict]) -> None:
-    """Bulk INSERT of complete rows (every column present) as one DBAPI executemany.
+def insert_rows(session: Session, rows: list[dict], *, table: Table = _PAPERS) -> None:
+    """Bulk INSERT of complete rows (every column present) as one DBAPI executemany
+    (into papers, or a table with the same columns and more, such as staged papers).
 
     Ingest writes tens of thousands of rows per file; SQLAlchemy's per-row parameter
     handling cost more than SQLite's own work, so the statement is compiled once and
@@ -298,11 +300,12 @@ def insert_rows(session: Session, rows: list[dict]) -> None:
     """
     if not rows:
         return
-    if any(len(row) != len(PAPER_COLUMNS) for row in rows):  # partial rows: defaults apply
-        session.execute(_PAPERS.insert(), rows)
+    width = len(table.columns)
+    if any(len(row) != width for row in rows):  # partial rows: defaults apply
+        session.execute(table.insert(), rows)
         return
     conn = session.connection()
-    plan = _insert_plan(conn.dialect)
+    plan = _insert_plan(conn.dialect, table)
     params: list = []
     for row in rows:
         values = list(plan.values(row))
