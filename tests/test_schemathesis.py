@@ -66,6 +66,8 @@ OPERATIONS = [
     "GET /api/v1/collections",
     "GET /api/v1/collections/{name}",
     "POST /api/v1/subscriptions",
+    "GET /api/v1/account",
+    "GET /api/v1/account/export",
 ]
 # Generated ids almost never exist; these make the paper endpoints answer 200 as well.
 KNOWN = {"paper_id": "hep-th/9901001"}
@@ -77,7 +79,18 @@ def test_every_operation_is_covered(api_schema) -> None:
 
 
 # Their only input is a free-form path string: no request to them can break the schema.
-NO_INVALID_INPUT = {"GET /api/v1/papers/{paper_id}", "DELETE /api/v1/papers/{paper_id}/upvote"}
+NO_INVALID_INPUT = {
+    "GET /api/v1/papers/{paper_id}",
+    "DELETE /api/v1/papers/{paper_id}/upvote",
+    "GET /api/v1/account",  # no input at all
+    "GET /api/v1/account/export",
+}
+
+
+OPERATIONS += [
+]
+NO_INVALID_INPUT |= {
+}
 
 
 @pytest.mark.parametrize("label", OPERATIONS)

@@ -135,6 +135,7 @@ def complete(db: Database, settings: Settings, token: str) -> SignedIn | None:
         link = credentials.use_link(session, token, now)
         if link is None:
             return None
+        credentials.prune_expired(session, now)  # old links and sessions: cheap, indexed
         user = user_store.user_by_email(session, link.email)
         created = False
         if user is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.encoders import jsonable_encoder
@@ -43,6 +43,7 @@ from papersift.web.deps import (
 from papersift.web.ratelimit import Limit, RateLimiter
 from papersift.web.resources import check_rate
 from papersift.web.routes.subscriptions import SIGNUP_LIMITS, mail_keys, web_address
+from papersift.web.schemas import problem_responses
 from papersift.web.security import CSRF_FIELD, verify_csrf, visitor_id
 from papersift.web.state import WebState
 
@@ -368,7 +369,7 @@ class AccountOut(BaseModel):
     is_admin: bool
 
 
-@api_router.get("/account", response_model=AccountOut)
+@api_router.get("/account", response_model=AccountOut, responses=problem_responses(401))
 async def api_account(account: SignedInDep) -> AccountOut:
     """The account of the session cookie or of ``Authorization: Bearer <token>``."""
     return AccountOut(
@@ -376,7 +377,11 @@ async def api_account(account: SignedInDep) -> AccountOut:
     )
 
 
-@api_router.get("/account/export")
+@api_router.get(
+    "/account/export",
+    response_model=dict[str, Any],
+    responses=problem_responses(401),
+)
 def api_account_export(state: StateDep, account: SignedInDep) -> JSONResponse:
     """Everything papersift holds about the account, as one JSON object."""
     return JSONResponse(jsonable_encoder(manage.export(state.db, account.id)), headers=NO_STORE)
