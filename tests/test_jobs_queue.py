@@ -14,14 +14,13 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from papersift.digest import outbox, tokens
 from papersift.digest import subscriptions as subs
@@ -33,32 +32,12 @@ from papersift.store.db import Database
 from papersift.store.schema import DigestLedgerRow
 from papersift.store.schema_jobs import OutboxRow
 
-from .conftest import PG_ADMIN_URL
+from . import jobs_support
 from .digest_support import PAPERSIFT, SmtpCapture
 
+pg_url = jobs_support.pg_url  # the fixture
+
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A database of this test's own (the queue's rows must not meet other tests')."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required in CI: {exc}")
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    name = f"papersift_queue_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture

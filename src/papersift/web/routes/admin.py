@@ -1,4 +1,6 @@
-"""Admin pages: ``/admin/outbox`` (the mail outbox, with the links of confirmation mails).
+"""Admin pages: ``/admin/outbox`` (the mail outbox, with the links of confirmation mails)
+and ``/admin/jobs`` (background jobs: counts, the newest jobs, retry a failed one; for
+signed-in administrators, ``AdminDep``).
 
 Until admin accounts exist, an admin page answers only a request made on the server
 itself: from 127.0.0.1 or ::1, to a loopback host name (so a web page that rebinds its
@@ -12,10 +14,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from papersift.digest import outbox
-from papersift.web.deps import DbDep, RenderDep, SettingsDep
+from papersift.jobs.info import STATUSES as JOB_STATUSES
+from papersift.store.db import StoreError
+from papersift.web.deps import AdminDep, DbDep, RenderDep, SettingsDep, StateDep
+from papersift.web.security import CSRF_FIELD, verify_csrf
 
 router = APIRouter(include_in_schema=False)
 
@@ -71,3 +76,38 @@ async def outbox_page(
         cache_control="private, no-store",
         headers={"Referrer-Policy": "no-referrer"},
     )
+
+
+NO_STORE = {"Referrer-Policy": "no-referrer"}
+
+
+@router.get("/admin/jobs")
+async def jobs_page(
+    request: Request, render: RenderDep, state: StateDep, admin: AdminDep, status: str | None = None
+) -> Response:
+    if status is not None and status not in JOB_STATUSES:
+        raise HTTPException(400, f"status must be one of {', '.join(JOB_STATUSES)}")
+    queue = state.jobs()
+
+    def read() -> tuple[dict, list, dict]:
+        return queue.counts(), queue.jobs([status] if status else None, limit=200), queue.check()
+
+    try:
+        counts, jobs, check = await run_in_threadpool(read)
+    except StoreError as exc:
+        raise HTTPException(503, "the job queue cannot be read now") from exc
+    context = {"counts": counts, "jobs": jobs, "check": check, "status": status, "kind": queue.kind}
+    return render("admin/jobs.html", context, cache_control="private, no-store", headers=NO_STORE)
+
+
+@router.post("/admin/jobs/{job_id}/retry")
+async def retry_job(request: Request, job_id: int, state: StateDep, admin: AdminDep) -> Response:
+    form = await request.form(max_files=0, max_fields=4)
+    token = form.get(CSRF_FIELD)
+    if not verify_csrf(request, token if isinstance(token, str) else None):
+        raise HTTPException(403, "This form has expired; reload the page and try again.")
+    try:
+        await run_in_threadpool(state.jobs().retry, job_id)
+    except LookupError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    return RedirectResponse("/admin/jobs", status_code=303, headers=NO_STORE)
