@@ -107,7 +107,10 @@ def test_flipped_byte_is_set_aside_and_rebuilt(web_home: Path, tmp_path: Path, k
     folder = live_folder(home)
     damaged = victim(folder, kind)
     flip_byte(damaged)
-    with serving(home, workers=1) as (base, _proc), httpx.Client(base_url=base, timeout=30) as client:
+    with (
+        serving(home, workers=1) as (base, _proc),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
         page = client.get("/papers/hep-th/9901001")
         assert page.status_code == 200  # paper pages never depend on the index
         deadline = time.monotonic() + 90

@@ -267,6 +267,29 @@ class Settings(BaseSettings):
         description="A Redis server (`redis://host:6379/0`) for rate limits and view "
         "de-duplication shared by every host; unset: they live in the database.",
     )
+    snapshot_url: str | None = Field(
+        default=None,
+        description="Where index snapshots are published (`index --publish`) and followed "
+        "(`serve`): a shared folder (`file:///srv/papersift-snapshots`) or a bucket "
+        "(`s3://bucket/prefix`, needs `papersift[s3]`; credentials from the usual AWS_* "
+        "variables). Unset: every host indexes for itself.",
+    )
+    snapshot_endpoint_url: str | None = Field(
+        default=None,
+        description="The S3 API endpoint for an S3-compatible store (MinIO, Ceph, "
+        "`http://127.0.0.1:9000`); unset: AWS.",
+    )
+    snapshot_poll_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often a `serve` host with `snapshot_url` looks for a newer snapshot.",
+    )
+    snapshot_download_rate: float = Field(
+        default=0.0,
+        ge=0,
+        description="Cap on snapshot download speed in MB/s (0: no cap), so a follower "
+        "never saturates its link while it serves.",
+    )
 
     # -- the embedding model ----------------------------------------------------------------
     model_dir: str | None = Field(
@@ -382,6 +405,15 @@ class Settings(BaseSettings):
             value = value.strip() or None
             if value and not value.startswith(("redis://", "rediss://", "unix://")):
                 raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("snapshot_url", mode="before")
+    @classmethod
+    def _snapshot_url(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().rstrip("/") or None
+            if value and not value.startswith(("file://", "s3://")):
+                raise ValueError("must be a file:// folder or an s3:// bucket URL")
         return value
 
     @field_validator("queue_daily_cron")

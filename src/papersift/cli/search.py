@@ -29,6 +29,7 @@ from papersift.search import (
 )
 from papersift.search.cluster import BATCH_ROWS, ClusterError, embed_backlog
 from papersift.search.compare import QueryDelta
+from papersift.search.snapshots import SnapshotError, publish_snapshot
 from papersift.store import papers as paper_store
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2}))?(?:-(\d{1,2}))?$")
@@ -264,6 +265,14 @@ def index(
     batch: Annotated[
         int, typer.Option(min=1, max=4096, help="Papers per model call on the cluster.")
     ] = BATCH_ROWS,
+    publish: Annotated[
+        bool,
+        typer.Option(
+            "--publish",
+            help="Then publish the index to snapshot_url (a base, or a delta of what "
+            "changed) for the serve hosts that follow it.",
+        ),
+    ] = False,
 ) -> None:
     """Bring the search indexes in step with the database (embeds what is missing).
 
@@ -281,9 +290,17 @@ def index(
                 embedder.model_id, ray, workers, threads, batch, quiet or json_out
             )
         report = build_index(rebuild=rebuild, quiet=quiet or json_out)
-    except (SearchError, EmbedderError, ClusterError) as exc:
+        published = None
+        if publish:
+            published = publish_snapshot(state.settings, state.db())
+    except (SearchError, EmbedderError, ClusterError, SnapshotError) as exc:
         fail(str(exc))
-    data = report.to_dict() | ({"cluster": cluster} if cluster is not None else {})
+    data: dict[str, Any] = report.to_dict()
+    data |= {"cluster": cluster} if cluster is not None else {}
+    if published is not None:
+        data["published"] = published
+        if not json_out:
+            console.print(published)
     if json_out:
         print_json(data)
         return

@@ -149,6 +149,33 @@ class Catalog:
             conn.executemany("DELETE FROM docs WHERE key = ?", [(int(k),) for k in keys])
             conn.execute("COMMIT")
 
+    def iter_rows(
+        self, batch: int = 5000
+    ) -> Iterator[list[tuple[int, str, str | None, str | None]]]:
+        """All (key, paper_id, lex_hash, vec_hash) in key order, in batches (snapshot deltas
+        compare two catalogs this way)."""
+        last = -1
+        while True:
+            with self._conn() as conn:
+                rows = conn.execute(
+                    "SELECT key, paper_id, lex_hash, vec_hash FROM docs WHERE key > ?"
+                    " ORDER BY key LIMIT ?",
+                    (last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+
+    def copy_to(self, path: Path) -> None:
+        """A consistent copy of the catalog in one file (SQLite's online backup)."""
+        dest = sqlite3.connect(path)
+        try:
+            with self._conn() as conn:
+                conn.backup(dest)
+        finally:
+            dest.close()
+
     def iter_ids(self, batch: int = 5000) -> Iterator[list[tuple[int, str]]]:
         """All (key, paper_id) in key order, in batches."""
         last = -1

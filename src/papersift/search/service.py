@@ -75,6 +75,7 @@ class SearchService:
         self._load_embedder = load_embedder or (lambda: get_embedder(settings.model_dir))
         self.generations = Generations(self.root, self.params, view=view)
         self.repair_in_background = False  # the web app sets it: requests never wait
+        self.follows_snapshots = False  # the web app sets it with snapshot_url: never builds
         self._repair: threading.Thread | None = None
         self._repair_lock = threading.Lock()
         self.indexer = indexing.Indexer(db, self.generations, self._get_embedder)
@@ -113,6 +114,8 @@ class SearchService:
         with self.db.session() as s:
             if paper_store.count_papers(s) == 0:
                 return None
+        if self.follows_snapshots:  # the index comes from the snapshot store, never built here
+            raise IndexUnavailable("the search index is being fetched; try again shortly")
         if self.generations.damaged and self.repair_in_background:
             self._start_repair()
             raise IndexUnavailable(

@@ -89,7 +89,8 @@ def _warm_search(app: FastAPI, freeze_gc: bool = False) -> None:
     try:
         state = web_state(app)
         service = get_service(state.settings, state.db)
-        service.catch_up()  # papers an interrupted ingest left unindexed
+        if not state.settings.snapshot_url:  # (a follower's index comes from the store)
+            service.catch_up()  # papers an interrupted ingest left unindexed
         service.search("warm up", k=1)
         service.warm()
     except Exception:
@@ -127,7 +128,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warm_search:
             threading.Thread(target=_warm_search, args=(app, freeze_gc), daemon=True).start()
+        following = threading.Event()
+        if settings.snapshot_url:  # follow the published index (other hosts build it)
+            from papersift.search.follow import follow_forever
+
+            follower = get_service(settings, database)
+            follower.follows_snapshots = True
+            follow_forever(settings, follower.generations, following)
         yield
+        following.set()
         web_state(app).close_jobs()
         if db is None:
             database.dispose()
@@ -166,9 +175,11 @@ def create_app(
             paper_cache=ResultCache(size=4096),
             trending=trending_mod.TrendingCache(compute, ttl=TRENDING_TTL),
             vote_limiter=RateLimiter(
-                *vote_limits, store=bucket_store(settings.home, database), scope="votes"
+                *vote_limits,
+                store=bucket_store(settings.home, database, redis_url=settings.redis_url),
+                scope="votes",
             ),
-            views=ViewCounter(signing_key(settings, database)),
+            views=ViewCounter(signing_key(settings, database), redis_url=settings.redis_url),
             swagger_available=swagger is not None,
         ),
     )
