@@ -6,16 +6,13 @@ next to the peers of BASELINES.md, recomputed in this run: bm25s (BM25, Snowball
 English stop words), exact MiniLM cosine (numpy over the same vectors) and RRF (k=60) of the
 two. All scored by ``papersift.search.metrics``.
 
-Scale, at 10k / 100k / 1M synthetic papers (``bench/synth.py``, built from the seed pages'
-sentences): a real papersift home (SQLite + indexes) is built and queried through
-``SearchService.search``, the code path of the CLI and web app, including the query
-embedding (the query cache is cleared before every mode, so each query is embedded). Peers on
-the same documents and queries: bm25s (1 thread, top 100) and brute-force numpy cosine (f32,
-top 100, query embedding included). Document embeddings are real MiniLM vectors at 10k and a
-cheap stand-in above (each paper's vector is the normalized sum of the real MiniLM vectors of
-its title and sentences: see ``synth.stand_in_vectors``); the tables say which.
+Scale (``bench/scale.py``): the real arXiv corpus (236,579 papers; a fixed random sample
+with real MiniLM embeddings, calibrated stand-in vectors for the rest) and 1M papers (the
+real ones plus synthetic papers made of real sentences), a real papersift home queried
+through ``SearchService.search`` with the peers interleaved in the same run; written to its
+own BENCHMARKS.md section after every size.
 
-Usage: python bench/search.py [--sizes 10000,100000,1000000] [--queries 300] [--no-quality]
+Usage: python bench/search.py [--quick] [--sizes 236579,1000000] [--queries 300] [--no-quality]
 """
 
 from __future__ import annotations
@@ -23,11 +20,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import sys
 import tempfile
-import time
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -35,20 +32,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report
-import synth
+import scale
 
 from papersift.search import eval as search_eval
 from papersift.search.embedder import get_embedder
 from papersift.search.metrics import evaluate
-from papersift.search.service import SearchService
-from papersift.settings import load_settings
-from papersift.store import search_docs as docstore
-from papersift.store.db import Database
-from papersift.store.papers import bare_row, content_hash, insert_rows
 
 EVAL_ROOT = report.ROOT.parent / "shared" / "eval"
-CACHE = Path(__file__).resolve().parent / ".cache"
-REAL_EMBEDDINGS_UP_TO = 10_000
 
 
 # -- quality ---------------------------------------------------------------------------------
@@ -114,203 +104,6 @@ def quality() -> list[dict]:
             rows.append({"collection": coll.name, "system": f"papersift {mode}", **res})
         print(json.dumps(rows[-1]), flush=True)
     return rows
-
-
-# -- scale -----------------------------------------------------------------------------------
-
-
-def make_queries(n: int, seed: int = 3) -> list[str]:
-    """Title-length queries: 2-6 consecutive words of seed titles, plus a few questions."""
-    text = synth.load_seed_text()
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        words = text.titles[int(rng.integers(len(text.titles)))].split()
-        length = int(rng.integers(2, 7))
-        start = int(rng.integers(0, max(1, len(words) - length + 1)))
-        out.append(" ".join(words[start : start + length]))
-    return out
-
-
-def _vectors(docs: list[synth.SynthDoc], real: bool) -> np.ndarray:
-    embedder = get_embedder()
-    if real:
-        cache = CACHE / f"real_{len(docs)}.npy"
-        if cache.is_file():
-            return np.load(cache).astype(np.float32)
-        vecs = embedder.encode([f"{d.title}. {d.abstract}" for d in docs], batch_size=64)
-        CACHE.mkdir(exist_ok=True)
-        np.save(cache, vecs.astype(np.float16))
-        return vecs
-    seeds = CACHE / "seed_vectors.npz"
-    if seeds.is_file():
-        data = np.load(seeds)
-        sv, tv = data["sentences"], data["titles"]
-    else:
-        text = synth.load_seed_text()
-        sv = embedder.encode(text.sentences, batch_size=64)
-        tv = embedder.encode(text.titles, batch_size=64)
-        CACHE.mkdir(exist_ok=True)
-        np.savez(seeds, sentences=sv, titles=tv)
-    return synth.stand_in_vectors(docs, sv, tv)
-
-
-def _lat(fn, queries: list[str]) -> tuple[float, float]:
-    times = []
-    for q in queries:
-        t0 = time.perf_counter()
-        fn(q)
-        times.append(time.perf_counter() - t0)
-    arr = np.array(times) * 1000
-    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
-
-
-def scale(
-    n: int, n_queries: int, workdir: Path, *, reuse: bool = False, build_only: bool = False
-) -> dict | None:
-    """Build (or, with ``reuse``, re-open a kept build of) n papers and measure them."""
-    print(f"--- {n:,} papers", flush=True)
-    out: dict = {"n": n, "embeddings": "MiniLM" if n <= REAL_EMBEDDINGS_UP_TO else "stand-in"}
-    home = workdir / f"home_{n}"
-    built = home / "built.json"
-    docs = list(synth.generate(n))
-    settings = load_settings(home=home, db_url=f"sqlite:///{home / 'papersift.db'}")
-    if reuse and built.is_file():
-        out.update(json.loads(built.read_text()))
-        print(f"re-using the build in {home}", flush=True)
-        return _measure(out, docs, settings, n_queries)
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
-    db = Database(settings.db_url)
-    # Rows go straight into the papers table: ingest speed is bench/ingest.py's subject (a
-    # million-record snapshot takes over two minutes there), index building is this one's.
-    t0 = time.perf_counter()
-    now = datetime.now(UTC)
-    for start in range(0, n, 20_000):
-        rows = [
-            bare_row(d.id, d.title, d.abstract, source="bench", now=now, arxiv_id=d.id)
-            for d in docs[start : start + 20_000]
-        ]
-        with db.session() as s:
-            insert_rows(s, rows)
-    out["load_s"] = time.perf_counter() - t0
-
-    matrix = _vectors(docs, real=n <= REAL_EMBEDDINGS_UP_TO)
-    embedder = get_embedder()
-    hashes = {d.id: content_hash(d.title, d.abstract) for d in docs}
-    first = {d.id: i for i, d in enumerate(docs)}
-    for start in range(0, len(first), 20_000):
-        chunk = list(first.items())[start : start + 20_000]
-        part = [(pid, hashes[pid], matrix[i]) for pid, i in chunk]
-        if part:
-            with db.session() as s:
-                docstore.save_embeddings(s, part, embedder.model_id)
-    print(f"stored {len(first):,} embeddings", flush=True)
-
-    service = SearchService(settings, db, embedder=embedder, view=False)
-    t0 = time.perf_counter()
-    service.rebuild()
-    out["build_s"] = time.perf_counter() - t0
-    out["index_disk_mb"] = report.dir_mb(settings.index_dir)
-    del service
-    db.dispose()
-    gc.collect()
-    built.write_text(json.dumps(out))
-    if build_only:
-        return None
-    return _measure(out, docs, settings, n_queries, matrix)
-
-
-def _measure(
-    out: dict,
-    docs: list[synth.SynthDoc],
-    settings,
-    n_queries: int,
-    matrix: np.ndarray | None = None,
-) -> dict:
-    """Query latency, memory and recall of a built home, and the peers on the same data."""
-    n = out["n"]
-    db = Database(settings.db_url)
-    embedder = get_embedder()
-    if matrix is None:
-        matrix = _vectors(docs, real=n <= REAL_EMBEDDINGS_UP_TO)
-    first = {d.id: i for i, d in enumerate(docs)}
-
-    queries = make_queries(n_queries)
-    # Serving process view: open the built index read-only (memory-mapped graph) and query.
-    before = report.rss_mb()
-    service = SearchService(settings, db, embedder=embedder, view=True)
-    service.search("warm up the index", k=10)
-    for q in queries[:20]:
-        service.search(q + " warm", k=10, mode="hybrid")
-    for mode in ("lexical", "semantic", "hybrid"):
-        embedder._cache.clear()
-        p50, p99 = _lat(lambda q, m=mode: service.search(q, k=10, mode=m), queries)
-        out[f"{mode}_p50"], out[f"{mode}_p99"] = p50, p99
-        print(f"{mode}: p50 {p50:.1f} ms p99 {p99:.1f} ms", flush=True)
-    out["service_rss_mb"] = report.rss_mb() - before
-
-    # HNSW (or exact) recall@100 against exact search over the same vectors.
-    live = service._current()
-    qvecs = [embedder.encode_query(q) for q in queries[:200]]
-    from papersift.search.catalog import paper_key
-
-    keys = np.array([paper_key(pid) for pid in first], dtype=np.uint64)
-    mat = matrix[list(first.values())]
-    recalls = []
-    for qv in qvecs:
-        got, _ = live.vectors.search(qv, 100)
-        sims = mat @ qv
-        top = keys[np.argpartition(-sims, 99)[:100]]
-        recalls.append(len(set(got.tolist()) & set(top.tolist())) / 100)
-    out["vector_recall@100"] = float(np.mean(recalls))
-    out["vector_index"] = "usearch HNSW" if live.vectors.is_hnsw else "exact numpy"
-
-    # Peers on the same documents and queries.
-    embedder._cache.clear()
-
-    def brute(q: str) -> None:
-        sims = mat @ embedder.encode_query(q)
-        top = np.argpartition(-sims, 99)[:100]
-        top[np.argsort(-sims[top])]
-
-    out["numpy_p50"], out["numpy_p99"] = _lat(brute, queries)
-    qv0 = qvecs[0]
-    out["numpy_search_only_p50"], _ = _lat(lambda q: np.argpartition(-(mat @ qv0), 99), queries)
-    out["numpy_mb"] = mat.nbytes / 1e6
-    matrix = mat = None  # free them (closures above are done)
-    gc.collect()
-
-    import bm25s
-    import Stemmer
-
-    stemmer = Stemmer.Stemmer("english")
-    before = report.rss_mb()
-    t0 = time.perf_counter()
-    retriever = bm25s.BM25()
-    tokens = bm25s.tokenize(
-        [f"{d.title}. {d.abstract}" for d in docs],
-        stopwords="en",
-        stemmer=stemmer,
-        show_progress=False,
-    )
-    retriever.index(tokens, show_progress=False)
-    del tokens
-    gc.collect()
-    out["bm25s_build_s"] = time.perf_counter() - t0
-    out["bm25s_rss_mb"] = report.rss_mb() - before
-
-    def bm(q: str) -> None:
-        tok = bm25s.tokenize([q], stopwords="en", stemmer=stemmer, show_progress=False)
-        if tok.vocab:
-            retriever.retrieve(tok, k=100, show_progress=False, n_threads=1)
-
-    out["bm25s_p50"], out["bm25s_p99"] = _lat(bm, queries)
-    retriever = docs = None
-    db.dispose()
-    gc.collect()
-    print(json.dumps(out), flush=True)
-    return out
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -380,44 +173,64 @@ def render(quality_rows: list[dict], scale_rows: list[dict]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--sizes", default="236579,1000000")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--no-quality", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--no-bm25s", action="store_true", help="skip the bm25s peer at scale")
     parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=None,
-        help="keep the built homes here (default: a temporary folder)",
-    )
-    parser.add_argument(
-        "--build-only",
+        "--quick",
         action="store_true",
-        help="build the homes in --workdir and stop (measure later with --reuse)",
+        help="about 20 minutes: 50,000 real papers, 150 queries, no quality section",
     )
     parser.add_argument(
-        "--reuse", action="store_true", help="measure the homes --build-only left in --workdir"
+        "--workdir", type=Path, default=None, help="keep the built homes here (default: temporary)"
+    )
+    parser.add_argument("--load", default=None, help="with --render: the run's load average")
+    parser.add_argument(
+        "--render", type=Path, default=None, help="re-render the scale rows of a run's log"
     )
     args = parser.parse_args()
-    quality_rows = [] if args.no_quality else quality()
+    if args.render is not None:
+        rows = [
+            json.loads(line)
+            for line in args.render.read_text().splitlines()
+            if line.startswith('{"n"')
+        ]
+        lines = scale.render(rows, args.load or "see the run")
+        print("\n".join(lines))
+        if not args.no_write:
+            report.write_section("bench/search.py scale", lines)
+        return
+    if args.quick:
+        args.sizes, args.queries, args.no_quality = "50000", 150, True
+    if not args.no_quality:
+        lines = render(quality(), [])
+        print("\n".join(lines))
+        if not args.no_write:
+            report.write_section("bench/search.py", lines)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="papersift-bench-"))
-    scale_rows = []
+    rows: list[dict] = []
     try:
         for n in [int(x) for x in args.sizes.split(",") if x]:
-            row = scale(n, args.queries, workdir, reuse=args.reuse, build_only=args.build_only)
-            if row is not None:
-                scale_rows.append(row)
+            out, docs, real_rows, matrix, home = scale.build(n, workdir)
+            rows.append(
+                scale.measure(
+                    out, docs, real_rows, matrix, home, args.queries, bm25s=not args.no_bm25s
+                )
+            )
+            del docs, matrix
+            gc.collect()
             if args.workdir is None:
-                shutil.rmtree(workdir / f"home_{n}", ignore_errors=True)
+                shutil.rmtree(home, ignore_errors=True)
+            load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+            lines = scale.render(rows, load)
+            print("\n".join(lines), flush=True)
+            if not args.no_write:  # after every size: a long run keeps what it measured
+                report.write_section("bench/search.py scale", lines)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    if args.build_only:
-        return
-    lines = render(quality_rows, scale_rows)
-    print("\n".join(lines))
-    if not args.no_write:
-        report.write_section("bench/search.py", lines)
 
 
 if __name__ == "__main__":
