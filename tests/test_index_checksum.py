@@ -38,7 +38,7 @@ def serving(
     """`papersift serve` as a subprocess (its log in a file: a pipe would fill and block)."""
     port = free_port(host)
     environ = {k: v for k, v in os.environ.items() if k != "PAPERSIFT_DB"}
-    environ.update(PAPERSIFT_HOME=str(home), **(env or {}))
+    environ.update({"PAPERSIFT_HOME": str(home), **(env or {})})
     log = (home.parent / f"serve-{host}-{port}.log").open("w+")
     cmd = [PAPERSIFT, "serve", "--host", host, "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=environ, stdout=subprocess.DEVNULL, stderr=log, text=True)
