@@ -68,7 +68,8 @@
       var card = form.closest(".rec");
       var list = document.getElementById("recommendations");
       form.querySelector("button").disabled = true;
-      fetch(form.action, {
+      // (getAttribute: the form's own "action" field shadows form.action)
+      fetch(form.getAttribute("action"), {
         method: "POST",
         body: new FormData(form),
         headers: { "Accept": "application/json" },
