@@ -11,10 +11,13 @@ one, not N times it. One take is one short write transaction (WAL, no fsync: the
 disposable; after a crash buckets start full). If the file cannot be used the limiter falls
 back to buckets in the process (:class:`TokenBuckets`) and says so in the log. Several hosts
 behind one balancer share the PostgreSQL database instead: with a PostgreSQL ``db`` the
-buckets live in its ``rate_buckets`` table (:class:`~papersift.store.buckets.DbBuckets`).
+buckets live in its ``rate_buckets`` table (:class:`~papersift.store.buckets.DbBuckets`),
+or in Redis when ``redis_url`` is set (:class:`~papersift.store.buckets.RedisBuckets`; a
+Redis that is away means limits per process until it is back, said once in the log).
 
 :class:`ViewCounter` counts a paper view once per viewer, paper and day, in the database
-(so workers and hosts agree), and at most ``views_per_ip_paper`` a day from one address.
+(so workers and hosts agree; in Redis when ``redis_url`` is set), and at most
+``views_per_ip_paper`` a day from one address.
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from papersift.store import votes as vote_store
 from papersift.store.db import Database, Session
 from papersift.store.web_state import BucketFile, BucketFileError, Refill
+
+if TYPE_CHECKING:
+    from papersift.store.buckets import RedisViewMarks
 
 log = logging.getLogger("papersift.web")
 
@@ -97,9 +103,16 @@ class BucketStore(Protocol):
     ) -> float: ...
 
 
-def bucket_store(home: Path | str, db: Database | None = None) -> BucketStore:
-    """The buckets of an app: in a PostgreSQL database when it has one (shared by every
-    host), else in ``$PAPERSIFT_HOME/ratelimit.sqlite`` (shared by every worker)."""
+def bucket_store(
+    home: Path | str, db: Database | None = None, *, redis_url: str | None = None
+) -> BucketStore:
+    """The buckets of an app: in Redis when ``redis_url`` is set, else in a PostgreSQL
+    database when it has one (both shared by every host), else in
+    ``$PAPERSIFT_HOME/ratelimit.sqlite`` (shared by every worker of one host)."""
+    if redis_url:
+        from papersift.store.buckets import RedisBuckets
+
+        return RedisBuckets(redis_url)
     if db is not None and db.engine.dialect.name == "postgresql":
         from papersift.store.buckets import DbBuckets
 
@@ -225,12 +238,31 @@ class ViewCounter:
 
     PRUNE_EVERY = 1000
 
-    def __init__(self, secret: str = "", cap: KeyLimiter | None = None) -> None:
+    def __init__(
+        self, secret: str = "", cap: KeyLimiter | None = None, *, redis_url: str | None = None
+    ) -> None:
         import hashlib
 
         self._key = hashlib.sha256(f"papersift.views:{secret}".encode()).digest()
         self.cap = cap
         self._marks = 0
+        self._redis: RedisViewMarks | None = None
+        if redis_url:
+            from papersift.store.buckets import RedisViewMarks
+
+            self._redis = RedisViewMarks(redis_url)
+        self._warned = False
+
+    def _first_view(self, session: Session, day: date, viewer: str, paper_id: str) -> bool:
+        """Mark (viewer, paper, day): in Redis when set (the database if it is away)."""
+        if self._redis is not None:
+            try:
+                return self._redis.mark(day, viewer, paper_id)
+            except BucketFileError as exc:
+                if not self._warned:
+                    log.warning("view marks: %s; using the database instead", exc)
+                    self._warned = True
+        return vote_store.mark_view(session, day, viewer, paper_id)
 
     def viewer_key(self, viewer: str) -> str:
         import hashlib
@@ -241,10 +273,10 @@ class ViewCounter:
         """Count one view (True) unless this viewer saw the paper today or the address
         is past its daily cap for it."""
         day = datetime.now(UTC).date()
-        if not vote_store.mark_view(session, day, self.viewer_key(viewer), paper_id):
+        if not self._first_view(session, day, self.viewer_key(viewer), paper_id):
             return False
         self._marks += 1
-        if self._marks % self.PRUNE_EVERY == 0:
+        if self._redis is None and self._marks % self.PRUNE_EVERY == 0:
             vote_store.prune_view_marks(session, day - timedelta(days=1))
         if self.cap is not None and self.cap.take(f"{client}|{paper_id}"):
             return False

@@ -62,7 +62,11 @@ class WebState:
             found = self._limiters.get(scope)
             if found is None:
                 found = RateLimiter(
-                    *limits, store=bucket_store(self.settings.home, self.db), scope=scope
+                    *limits,
+                    store=bucket_store(
+                        self.settings.home, self.db, redis_url=self.settings.redis_url
+                    ),
+                    scope=scope,
                 )
                 self._limiters[scope] = found
             return found
@@ -72,7 +76,8 @@ class WebState:
         with self._limiter_lock:
             found = self._key_limiters.get(scope)
             if found is None:
-                found = KeyLimiter(limit, bucket_store(self.settings.home, self.db), scope)
+                where = bucket_store(self.settings.home, self.db, redis_url=self.settings.redis_url)
+                found = KeyLimiter(limit, where, scope)
                 self._key_limiters[scope] = found
             return found
 
