@@ -5,10 +5,7 @@ deletion, and votes that belong to accounts."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,56 +18,27 @@ from sqlalchemy import func, select, update
 from papersift.accounts import policy, voter_key
 from papersift.digest import subscriptions as subs
 from papersift.digest.validation import Preferences
-from papersift.settings import Settings, load_settings
+from papersift.settings import load_settings
 from papersift.store import users as user_store
 from papersift.store.db import Database
 from papersift.store.schema import SubscriberRow, VoteRow
 from papersift.store.schema_accounts import SigninLinkRow, UserSessionRow
 from papersift.web.app import create_app
 
-from .accounts_support import make_account, sign_in
-from .digest_support import SmtpCapture, copy_home, links_in
+from .accounts_support import AccountsServer, accounts_server, make_account, sign_in
+from .digest_support import copy_home, links_in
 
 PAPER = "hep-th/9901001"
 
 
-@dataclasses.dataclass
-class Live:
-    url: str
-    settings: Settings
-    db: Database
-    smtp: SmtpCapture
+Live = AccountsServer
 
 
 @pytest.fixture(scope="module")
 def live(web_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    import uvicorn
-
     home = copy_home(web_home, tmp_path_factory.mktemp("accounts-web") / "home")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    smtp = SmtpCapture().start()
-    settings = load_settings(home, f"sqlite:///{home / 'papersift.db'}").replace(
-        base_url=url, smtp_url=smtp.url, signup_policy="open", forwarded_allow_ips="127.0.0.1"
-    )
-    db = Database(settings.db_url)
-    app = create_app(settings, db=db, warm_search=False)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield Live(url, settings, db, smtp)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        smtp.stop()
-        db.dispose()
+    with accounts_server(home, forwarded_allow_ips="127.0.0.1") as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -142,12 +142,17 @@ def _signin_page(
 
 @router.get("/signin", include_in_schema=False)
 async def signin_page(
-    render: RenderDep, state: StateDep, account: AccountDep, next: str | None = None
+    render: RenderDep,
+    state: StateDep,
+    account: AccountDep,
+    next: str | None = None,
+    email: str | None = None,
 ) -> Response:
+    """The form; ``email`` pre-fills it (the link of an invitation mail)."""
     target = signin.safe_next(next)
     if account is not None:
         return RedirectResponse(target, status_code=303)
-    return _signin_page(render, state, target)
+    return _signin_page(render, state, target, (email or "")[:320])
 
 
 def _deliver(state: WebState, mail_id: int | None) -> None:
