@@ -331,3 +331,22 @@ def test_fuzz_csl_json(value: object) -> None:
 def test_fuzz_any_bytes(data: bytes) -> None:
     for name in ("f.bib", "f.ris", "f.json", "f"):
         _tolerated(data, name)
+
+
+def test_account_export_and_deletion_include_the_library(corpus: Database) -> None:
+    from papersift.accounts import manage
+
+    uid, other = _user(corpus), _user(corpus, "bob@example.org")
+    for who in (uid, other):
+        service.save(corpus, who, "1706.03762", "RL")
+        service.set_note(corpus, who, "1706.03762", "mine")
+    data = manage.export(corpus, uid)["library"]
+    assert data["tags"][0]["name"] == "RL"
+    assert data["tags"][0]["papers"][0]["paper_id"] == "1706.03762"
+    assert data["notes"] == [
+        {"paper_id": "1706.03762", "text": "mine", "updated_at": data["notes"][0]["updated_at"]}
+    ]
+    assert manage.delete_account(corpus, uid)
+    with corpus.session() as s:
+        assert set(s.scalars(select(TagRow.user_id))) == {other}
+        assert set(s.scalars(select(LibraryEntryRow.user_id))) == {other}
