@@ -75,3 +75,25 @@ def test_sign_in_vote_token_sign_out_everywhere(chromium, server, device: str) -
     assert console.errors == []
     other.close()
     context.close()
+
+
+def test_an_anonymous_vote_leads_to_sign_in_and_back(chromium, server) -> None:  # noqa: F811
+    """Sign-up is open, so anonymous votes are off: the vote button sends the visitor to
+    sign in, and the link brings them back to the paper, where the vote then counts."""
+    context, page, console = new_page(chromium, server.url)
+    page.goto(f"/papers/{PAPER}")
+    page.click(".vote-btn")
+    page.wait_for_url("**/signin?next=*")
+    email = "anon@example.org"
+    page.fill("#signin-email", email)
+    page.click("form.subscribe-form button[type=submit]")
+    page.wait_for_selector("#signin-sent")
+    page.goto(mailed_link(server.smtp, email))
+    page.wait_for_url(f"**/papers/{PAPER}")
+    before = int(page.inner_text(".vote-count"))
+    page.click(".vote-btn")
+    page.wait_for_function(
+        f"document.querySelector('.vote-count').textContent.trim() == '{before + 1}'"
+    )
+    assert [e for e in console.errors if "401" not in e] == []
+    context.close()

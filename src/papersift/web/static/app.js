@@ -14,6 +14,10 @@
         headers: { "Accept": "application/json" },
         credentials: "same-origin"
       }).then(function (response) {
+        if (response.status === 401) {  // votes here are accounts' votes: sign in first
+          window.location.assign("/signin?next=" + encodeURIComponent(location.pathname + location.search));
+          return new Promise(function () {});
+        }
         if (response.status === 429) { throw new Error("Too many votes; wait a moment."); }
         if (!response.ok) { throw new Error("Could not record the vote; reload the page."); }
         return response.json();
