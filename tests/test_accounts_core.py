@@ -91,3 +91,67 @@ def test_pages_show_the_account_and_the_api_takes_bearer_tokens(
     good = c.get("/api/v1/account", headers={"Authorization": f"Bearer {api_token(db, acct)}"})
     assert good.status_code == 200 and good.json()["email"] == "reader@example.org"
     assert c.get("/api/v1/account").status_code == 401
+
+
+def test_a_link_works_once_even_when_clicks_race(db: Database, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from papersift.accounts import signin
+
+    settings = load_settings(tmp_path / "home", db.url).replace(signup_policy="open")
+    asked = signin.request_link(db, settings, "race@example.org", "/x")
+    assert asked.mail_id is not None
+    with db.session() as s:
+        from papersift.store import outbox as outbox_store
+
+        [row] = [r for r in outbox_store.listing(s, limit=10) if r.recipient == "race@example.org"]
+        assert row.kind == signin.SIGNIN_KIND and row.link
+        token = row.link.split("token=", 1)[1]
+    assert signin.bound_to(db, token, asked.nonce)
+    assert not signin.bound_to(db, token, "another-browser")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: signin.complete(db, settings, token), range(8)))
+    done = [r for r in results if r is not None]
+    assert len(done) == 1 and done[0].created and done[0].next_path == "/x"
+    assert done[0].account.is_admin  # the first account
+    assert signin.complete(db, settings, token) is None
+
+
+def test_votes_move_from_a_visitor_to_an_account(db: Database) -> None:
+    from datetime import UTC, datetime
+
+    from papersift.accounts import voter_key
+    from papersift.model import normalize_title
+    from papersift.store import votes as vote_store
+    from papersift.store.schema import PaperRow
+
+    now = datetime.now(UTC)
+    with db.session() as s:
+        for pid in ("p1", "p2", "p3"):
+            s.add(
+                PaperRow(
+                    id=pid,
+                    title=pid,
+                    title_key=normalize_title(pid),
+                    first_seen=now,
+                    modified_at=now,
+                    content_hash="0" * 40,
+                )
+            )
+    acct = make_account(db, "mover@example.org")
+    key = voter_key(acct.id)
+    with db.session() as s:
+        for pid in ("p1", "p2"):
+            vote_store.add_vote(s, pid, "visitor-a", now)
+        vote_store.add_vote(s, "p2", key, now)  # voted on p2 both ways: one vote stays
+        vote_store.add_vote(s, "p3", key, now)
+    with db.session() as s:
+        assert vote_store.move_votes(s, "visitor-a", key) == 1
+    with db.session() as s:
+        assert sorted(p for p, _ in vote_store.votes_of(s, key)) == ["p1", "p2", "p3"]
+        assert vote_store.votes_of(s, "visitor-a") == []
+        assert vote_store.vote_counts(s, ["p1", "p2", "p3"]) == {"p1": 1, "p2": 1, "p3": 1}
+    with db.session() as s:
+        assert user_store.delete_user(s, acct.id)
+    with db.session() as s:
+        assert vote_store.vote_counts(s, ["p1", "p2", "p3"]) == {"p1": 0, "p2": 0, "p3": 0}
