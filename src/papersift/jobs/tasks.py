@@ -14,11 +14,10 @@ first kind with backoff and gives up on the second at once.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from papersift.settings import Settings
 from papersift.store.db import Database
@@ -130,26 +129,19 @@ def sync_index(settings: Settings, db: Database) -> dict[str, Any]:
     return dict(get_service(settings, db).sync().to_dict())
 
 
-class SnapshotPublisher(Protocol):
-    """What ``snapshots.publish`` calls: ``papersift.search.snapshots.publish``."""
-
-    def __call__(self, settings: Settings, db: Database) -> dict[str, Any]: ...
-
-
-SNAPSHOTS_MODULE = "papersift.search.snapshots"
-
-
 def publish_snapshot(settings: Settings, db: Database) -> dict[str, Any]:
-    """Publish the index's newest generation to ``snapshot_url`` (the snapshots module's
-    ``publish(settings, db) -> dict``)."""
+    """Publish the index's newest generation to ``snapshot_url`` (``search.snapshots``):
+    a base, or a delta of what changed since."""
+    from papersift.search import snapshots
+
     try:
-        module = importlib.import_module(SNAPSHOTS_MODULE)
-    except ModuleNotFoundError as exc:
-        raise JobFailed(f"snapshot publishing is not available ({exc})") from exc
-    publish: SnapshotPublisher | None = getattr(module, "publish", None)
-    if publish is None:
-        raise JobFailed(f"{SNAPSHOTS_MODULE} has no publish(settings, db)")
-    return dict(publish(settings, db))
+        snapshots.Store.of(settings)  # no snapshot_url, or s3:// without s3fs: say so once
+    except snapshots.SnapshotError as exc:
+        raise JobFailed(str(exc)) from exc
+    try:
+        return {"published": snapshots.publish_snapshot(settings, db)}
+    except snapshots.SnapshotError as exc:  # an empty index, or the store failed: later
+        raise RetryLater(str(exc)) from exc
 
 
 JOBS: dict[str, Job] = {
