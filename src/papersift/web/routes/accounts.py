@@ -156,17 +156,17 @@ async def signin_page(
 
 
 def _deliver(state: WebState, mail_id: int | None) -> None:
-    """Off the request path: send the sign-in mail now. Any failure leaves it in the
-    outbox, where the outbox runs retry it."""
+    """Off the request path: ask the job queue to send the sign-in mail now (it retries
+    with backoff). Any failure leaves it in the outbox, where the outbox runs retry it."""
     if mail_id is None or not outbox.smtp_configured(state.settings):
         return
     try:
-        report = outbox.deliver(state.settings, state.db, ids=[mail_id], due_only=False)
-        errors = report.errors
-    except Exception as exc:  # SMTP, config and database errors alike: the mail is safe
-        errors = [f"{exc.__class__.__name__}: {exc}"]
-    if errors:
-        log.error("sign-in mail %d not delivered yet (kept in the outbox): %s", mail_id, errors)
+        state.jobs().enqueue("mail.deliver", ids=[mail_id], due_only=False)
+    except Exception as exc:  # the queue's driver errors vary: the mail is safe
+        log.error(
+            "sign-in mail %d not queued for delivery (kept in the outbox): %s: %s",
+            mail_id, exc.__class__.__name__, exc,
+        )  # fmt: skip
 
 
 @router.post("/signin", include_in_schema=False)
