@@ -108,6 +108,19 @@ NO_INVALID_INPUT |= {
 }
 
 
+# Comments and recommendations (web/routes/comments.py, foryou.py): all but reading a
+# paper's comments need an account (401 here).
+OPERATIONS += [
+    "GET /api/v1/comments",
+    "POST /api/v1/comments",
+    "PATCH /api/v1/comments/{comment_id}",
+    "DELETE /api/v1/comments/{comment_id}",
+    "GET /api/v1/recommendations",
+    "POST /api/v1/recommendations/feedback",
+    "DELETE /api/v1/recommendations/feedback",
+]
+
+
 @pytest.mark.parametrize("label", OPERATIONS)
 def test_valid_requests(api_schema, label: str) -> None:
     run(api_schema.find_operation_by_label(label).as_strategy(GenerationMode.POSITIVE))

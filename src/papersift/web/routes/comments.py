@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -25,12 +25,16 @@ from papersift.comments import service
 from papersift.comments.render import MAX_CHARS
 from papersift.web.deps import AccountDep, DbDep, SignedInDep, StateDep
 from papersift.web.ratelimit import Limit
+from papersift.web.schemas import problem_responses
 from papersift.web.security import CSRF_FIELD, verify_csrf
 from papersift.web.state import WebState
 from papersift.web.templating import paper_url
 
 router = APIRouter()
 api_router = APIRouter(prefix="/api/v1", tags=["api"])
+
+MAX_ID = 2**31 - 1  # comment ids are 32-bit integers in every database
+CommentId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 # Five at once, then one every two minutes (30 an hour): plenty for a discussion.
 COMMENT_LIMIT = Limit(capacity=5, rate=1 / 120)
@@ -57,9 +61,12 @@ async def _form(request: Request) -> dict[str, str]:
 
 def _int(value: str | None) -> int | None:
     try:
-        return int(value) if value not in (None, "") else None
+        number = int(value) if value not in (None, "") else None
     except ValueError:
         raise HTTPException(400, "not a comment id") from None
+    if number is not None and not 1 <= number <= MAX_ID:
+        raise HTTPException(400, "not a comment id")
+    return number
 
 
 def _back(paper_id: str, anchor: str = "comments") -> RedirectResponse:
@@ -86,7 +93,7 @@ async def comment_post(
 
 @router.post("/comments/{comment_id}/{action}", include_in_schema=False)
 async def comment_action(
-    request: Request, db: DbDep, account: SignedInDep, comment_id: int, action: str
+    request: Request, db: DbDep, account: SignedInDep, comment_id: CommentId, action: str
 ) -> Response:
     form = await _form(request)
     try:
@@ -113,14 +120,14 @@ async def comment_action(
 class CommentIn(BaseModel):
     paper_id: str = Field(min_length=1, max_length=255)
     body: str = Field(min_length=1, max_length=MAX_CHARS + 100)
-    reply_to: int | None = None
+    reply_to: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class CommentEdit(BaseModel):
     body: str = Field(min_length=1, max_length=MAX_CHARS + 100)
 
 
-@api_router.get("/comments")
+@api_router.get("/comments", responses=problem_responses(422))
 async def api_comments(
     db: DbDep, account: AccountDep, paper: Annotated[str, Query(min_length=1, max_length=255)]
 ) -> JSONResponse:
@@ -130,7 +137,7 @@ async def api_comments(
     return JSONResponse({"paper_id": paper, "comments": [v.as_json() for v in views]})
 
 
-@api_router.post("/comments", status_code=201)
+@api_router.post("/comments", status_code=201, responses=problem_responses(401, 404, 422, 429))
 async def api_comment_post(
     state: StateDep, db: DbDep, account: SignedInDep, comment: Annotated[CommentIn, Body()]
 ) -> JSONResponse:
@@ -147,9 +154,12 @@ async def api_comment_post(
     return JSONResponse({"id": new_id}, status_code=201)
 
 
-@api_router.patch("/comments/{comment_id}")
+@api_router.patch("/comments/{comment_id}", responses=problem_responses(401, 403, 422))
 async def api_comment_edit(
-    db: DbDep, account: SignedInDep, comment_id: int, comment: Annotated[CommentEdit, Body()]
+    db: DbDep,
+    account: SignedInDep,
+    comment_id: CommentId,
+    comment: Annotated[CommentEdit, Body()],
 ) -> JSONResponse:
     """Replace the text of your own comment."""
     try:
@@ -161,8 +171,10 @@ async def api_comment_edit(
     return JSONResponse({"id": comment_id})
 
 
-@api_router.delete("/comments/{comment_id}", status_code=204)
-async def api_comment_delete(db: DbDep, account: SignedInDep, comment_id: int) -> Response:
+@api_router.delete(
+    "/comments/{comment_id}", status_code=204, responses=problem_responses(401, 403, 422)
+)
+async def api_comment_delete(db: DbDep, account: SignedInDep, comment_id: CommentId) -> Response:
     """Delete your own comment."""
     try:
         await run_in_threadpool(service.delete, db, account, comment_id)

@@ -28,6 +28,7 @@ from papersift.rank.recommend import RecommendError
 from papersift.web.deps import DbDep, PaperCacheDep, RenderDep, SearchDep, SignedInDep
 from papersift.web.resources import cards
 from papersift.web.routes.pages import local_path
+from papersift.web.schemas import problem_responses
 from papersift.web.searching import WebSearch
 from papersift.web.security import CSRF_FIELD, verify_csrf
 
@@ -192,7 +193,7 @@ def result_json(result: ForYouResult, tag: str | None) -> dict[str, Any]:
     }
 
 
-@api_router.get("/recommendations")
+@api_router.get("/recommendations", responses=problem_responses(401, 404, 422))
 def api_recommendations(
     db: DbDep,
     search: SearchDep,
@@ -213,7 +214,7 @@ class FeedbackIn(BaseModel):
     tag: str | None = Field(default=None, max_length=100)
 
 
-@api_router.post("/recommendations/feedback")
+@api_router.post("/recommendations/feedback", responses=problem_responses(401, 404, 422))
 async def api_recommendation_feedback(
     db: DbDep, search: SearchDep, account: SignedInDep, body: Annotated[FeedbackIn, Body()]
 ) -> JSONResponse:
@@ -229,7 +230,7 @@ async def api_recommendation_feedback(
     return JSONResponse({"changed": changed, "action": body.action})
 
 
-@api_router.delete("/recommendations/feedback")
+@api_router.delete("/recommendations/feedback", responses=problem_responses(401, 404, 422))
 async def api_recommendation_reset(
     db: DbDep,
     search: SearchDep,
