@@ -33,7 +33,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextlib.contextmanager
 def serving(
-    home: Path, *, host: str = "127.0.0.1", workers: int = 2, env: dict[str, str] | None = None
+    home: Path,
+    *,
+    host: str = "127.0.0.1",
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    ready_within: float = 120,
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """`papersift serve` as a subprocess (its log in a file: a pipe would fill and block)."""
     port = free_port(host)
@@ -44,7 +49,7 @@ def serving(
     proc = subprocess.Popen(cmd, env=environ, stdout=subprocess.DEVNULL, stderr=log, text=True)
     base = f"http://{host}:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + ready_within
         while True:
             try:
                 if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
