@@ -8,11 +8,14 @@ embeddings. Layout::
     index/v<time>/lexical/   tantivy
     index/v<time>/flat.npz | hnsw.usearch
     index/v<time>/catalog.sqlite
+    index/v<time>/MANIFEST.json  sizes and sha256 of the files (see search/manifest.py)
 
 A rebuild writes a new ``v<time>`` folder and switches ``CURRENT`` atomically, so searches
 keep working meanwhile. Incremental updates change the live folder and bump ``gen``; every
 process re-opens its indexes when it sees ``CURRENT`` change (one ``stat`` per search).
 Writers take a file lock, so two ``papersift ingest`` runs cannot corrupt the index.
+Readers check file sizes against the manifest on open and hash the files once per process in
+a background thread; a generation that fails either is set aside as ``broken-*``.
 """
 
 from __future__ import annotations
