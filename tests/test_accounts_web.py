@@ -298,6 +298,9 @@ def test_votes_are_accounts_and_anonymous_ones_move_at_sign_in(live: Live) -> No
     assert vote(anonymous).status_code == 401  # sign-up is open: votes are accounts'
     assert votes_on(live) == before
     live.settings.anonymous_votes = True
+    # allowed again, anonymous votes keep the hardening rules: no cookie, no vote
+    cookieless = httpx.post(f"{live.url}/api/v1/papers/{PAPER}/upvote", timeout=10)
+    assert cookieless.status_code == 403
     assert vote(anonymous).json()["voted"]
     assert votes_on(live) == before + 1
     live.settings.anonymous_votes = None
