@@ -227,3 +227,28 @@ def test_saved_search_new_matches_and_feed(app_db: tuple[TestClient, Database]) 
     web.post(f"/library/searches/{search_id}/digest", data={"csrf_token": token, "in_digest": "1"})
     listed = web.get("/api/v1/library/searches").json()
     assert listed[0]["in_digest"] is True and listed[0]["name"] == "Prisms"
+
+
+def test_a_big_import_is_indexed_in_the_background(
+    app_db: tuple[TestClient, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from papersift.web.routes import library as library_routes
+
+    client, db = app_db
+    monkeypatch.setattr(library_routes, "SYNC_INDEX", 0)  # every import counts as big
+    erin = make_account(db, "erin@example.org")
+    web = _new_client(client)
+    sign_in(web, db, erin)
+    upload = web.post(
+        "/library/import",
+        data={"csrf_token": _csrf(web), "tag": "Big"},
+        files={"file": ("b.bib", b"@misc{b, title={Vlorptango meshes in the background}}", "x")},
+    )
+    assert "1 added" in upload.text
+    new_id = re.search(r'<a href="/papers/([^"]+)">Vlorptango', upload.text).group(1)
+    deadline = time.monotonic() + 60
+    while f'href="/papers/{new_id}"' not in web.get("/search", params={"q": "vlorptango"}).text:
+        assert time.monotonic() < deadline, "the imported paper never became searchable"
+        time.sleep(0.5)

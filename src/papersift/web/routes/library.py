@@ -8,6 +8,8 @@ carry the CSRF token. Saved searches are in :mod:`papersift.web.routes.saved_sea
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 from urllib.parse import quote
 
@@ -30,6 +32,7 @@ from papersift.web.deps import RenderDep, SignedInDep, StateDep
 from papersift.web.security import CSRF_FIELD, verify_csrf
 from papersift.web.state import WebState, web_state
 
+log = logging.getLogger("papersift.web")
 router = APIRouter(include_in_schema=False)
 
 STALE_FORM = "This form has expired or did not come from this site; please submit it again."
@@ -65,6 +68,26 @@ async def _form(request: Request, *, max_fields: int = 10, max_files: int = 0) -
 
 def _search(state: WebState) -> SearchService:
     return state.search.service()
+
+
+SYNC_INDEX = 200  # new papers an import indexes before it answers; more go on in the background
+
+
+def index_new_papers(state: WebState, ids: list[str]) -> None:
+    """Make an import's new papers searchable: at once for a few, else in a background
+    thread (embedding thousands takes minutes; the server's start catches up after a crash)."""
+
+    def run() -> None:
+        try:
+            _search(state).papers_changed(ids)
+        except Exception:
+            log.warning("indexing %d imported papers failed", len(ids), exc_info=True)
+        state.search.cache.clear()
+
+    if len(ids) <= SYNC_INDEX:
+        _search(state).papers_changed(ids)
+        return
+    threading.Thread(target=run, name="library-index", daemon=True).start()
 
 
 # -- what cards and paper pages show (template globals) -----------------------------------
@@ -212,7 +235,7 @@ async def import_upload(
                 data,
                 filename=name,
                 tag_name=tag,
-                index=lambda ids: _search(state).papers_changed(ids),
+                index=lambda ids: index_new_papers(state, ids),
             )
         except LibraryError as exc:
             context = _import_context(state, account, errors=[f"{name}: {exc}"])

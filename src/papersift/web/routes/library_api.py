@@ -19,7 +19,12 @@ from papersift.library.export import EXPORT_FORMATS, MEDIA_TYPES
 from papersift.library.formats import FORMATS, MAX_IMPORT_BYTES
 from papersift.web.caching import in_threadpool
 from papersift.web.deps import SignedInDep, StateDep
-from papersift.web.routes.library import API_IMPORT_PATH, _search, library_url
+from papersift.web.routes.library import (
+    API_IMPORT_PATH,
+    _search,
+    index_new_papers,
+    library_url,
+)
 from papersift.web.schemas import PaperOut, paper_fields, problem_responses
 from papersift.web.security import same_origin
 
@@ -253,7 +258,7 @@ async def api_library_import(
             filename=filename,
             tag_name=tag,
             format=format,
-            index=lambda ids: _search(state).papers_changed(ids),
+            index=lambda ids: index_new_papers(state, ids),
         )
         state.search.cache.clear()
         return ImportOut(**outcome.to_dict())
