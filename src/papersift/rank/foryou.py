@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,7 +98,7 @@ class IndexLookup:
 
 def sample_stats(
     index: VectorIndex,
-    key_batches: Callable[[], object],
+    key_batches: Callable[[], Iterable[list[tuple[int, str]]]],
     texts: Callable[[Sequence[str]], list[str]],
     *,
     sample: int = STATS_SAMPLE,
@@ -108,7 +108,7 @@ def sample_stats(
 
     ``key_batches()`` yields lists of (key, paper id), as ``Catalog.iter_ids`` does."""
     pairs: list[tuple[int, str]] = []
-    for batch in key_batches():  # type: ignore[attr-defined]
+    for batch in key_batches():
         pairs.extend(batch)
     if len(pairs) < 2:
         raise RecommendError("the corpus needs at least two papers with embeddings")
