@@ -40,16 +40,27 @@ COVERAGES = [round(0.30 + 0.05 * i, 2) for i in range(15)] + [float("inf")]
 COSINES = [round(0.30 + 0.025 * i, 3) for i in range(17)] + [float("inf")]
 
 
-def _f1(tp: np.ndarray, kept: np.ndarray, relevant: int) -> np.ndarray:
+def _prf(tp: np.ndarray, kept: np.ndarray, relevant: int) -> np.ndarray:
+    """(precision, recall, F1) stacked on a new first axis."""
     precision = np.divide(tp, kept, out=np.zeros_like(tp, dtype=float), where=kept > 0)
     recall = tp / relevant
     s = precision + recall
-    return np.divide(2 * precision * recall, s, out=np.zeros_like(s), where=s > 0)
+    f1 = np.divide(2 * precision * recall, s, out=np.zeros_like(s), where=s > 0)
+    return np.stack([precision, recall, f1])
 
 
 def measure(folder: Path, embedder) -> dict:
     """Per-query F1 over the grid (and the plain floor's numbers) for one collection."""
     coll = load_collection(folder)
+    analyzer = text_analyzer()
+    topic_like = {
+        qid: text
+        for qid, text in coll.queries.items()
+        if len(set(analyzer.analyze(text))) <= MAX_TERMS
+        and any(g > 0 for g in coll.qrels.get(qid, {}).values())
+    }
+    if not topic_like:  # nothing to measure: skip embedding the collection
+        return {"name": coll.name, "queries": 0, "docs": len(coll.docs)}
     first: dict[str, dict] = {}
     now = datetime.now(UTC)
     for doc_id, title, text in coll.docs:
@@ -59,17 +70,16 @@ def measure(folder: Path, embedder) -> dict:
     rows = list(first.values())
     ids = [r["id"] for r in rows]
     matrix = cached_embeddings(rows, embedder)
-    analyzer = text_analyzer()
     postings: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         for term in set(analyzer.analyze(paper_text(r["title"], r["abstract"]))):
             postings.setdefault(term, []).append(i)
     docs = len(rows)
-    grid = np.zeros((len(COVERAGES), len(COSINES)))
+    grid = np.zeros((3, len(COVERAGES), len(COSINES)))  # precision, recall, F1
     base = {"f1": 0.0, "kept": 0.0, "recall": 0.0}
     kept_at: list[np.ndarray] = []
     used = 0
-    for qid, text in coll.queries.items():
+    for qid, text in topic_like.items():
         relevant = {d for d, g in coll.qrels.get(qid, {}).items() if g > 0}
         rel_idx = np.array([i for i, d in enumerate(ids) if d in relevant], dtype=int)
         terms = set(analyzer.analyze(text))
@@ -87,8 +97,8 @@ def measure(folder: Path, embedder) -> dict:
         is_rel[rel_idx] = True
         known = any(share > 0 for share in shares.values())
         plain = floor.keep(sims, cov > 0, floor.cosine_floor(embedder.model_id, known))
-        f = _f1(np.array([np.sum(plain & is_rel)]), np.array([plain.sum()]), len(rel_idx))
-        base["f1"] += float(f[0])
+        f = _prf(np.array([np.sum(plain & is_rel)]), np.array([plain.sum()]), len(rel_idx))
+        base["f1"] += float(f[2, 0])
         base["kept"] += float(plain.sum())
         base["recall"] += float(np.sum(plain & is_rel)) / len(rel_idx)
         cov_masks = np.stack([cov >= c for c in COVERAGES])  # (C, D)
@@ -96,17 +106,19 @@ def measure(folder: Path, embedder) -> dict:
         keep = plain[None, None, :] & (cov_masks[:, None, :] | sim_masks[None, :, :])
         tp = (keep & is_rel[None, None, :]).sum(axis=2)
         kept = keep.sum(axis=2)
-        grid += _f1(tp, kept, len(rel_idx))
+        grid += _prf(tp, kept, len(rel_idx))
         kept_at.append(kept)
     if used:
         grid /= used
         base = {k: v / used for k, v in base.items()}
-    mean_kept = np.mean(kept_at, axis=0) if kept_at else np.zeros_like(grid)
+    mean_kept = np.mean(kept_at, axis=0) if kept_at else np.zeros_like(grid[2])
     return {
         "name": coll.name,
         "queries": used,
         "docs": docs,
-        "grid": grid,
+        "grid": grid[2],
+        "precision": grid[0],
+        "recall": grid[1],
         "kept": mean_kept,
         "base": base,
     }
@@ -142,6 +154,8 @@ def report(every: Sequence[dict], shipped: tuple[float, float]) -> dict:
                 "floor_recall": round(r["base"]["recall"], 3),
                 "shipped_f1": round(float(r["grid"][sc]), 3),
                 "shipped_kept": round(float(r["kept"][sc]), 1),
+                "shipped_precision": round(float(r["precision"][sc]), 3),
+                "shipped_recall": round(float(r["recall"][sc]), 3),
                 "own_best": {"coverage": own[0], "cosine": own[1], "f1": round(own[2], 3)},
                 "left_out": {
                     "coverage": c,
@@ -161,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("eval_dir", type=Path)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--only", nargs="*", default=list(COLLECTIONS), help="collection folders")
     args = ap.parse_args(argv)
     embedder = get_embedder(current().model_dir)
-    results = [measure(args.eval_dir / name, embedder) for name in COLLECTIONS]
+    results = [measure(args.eval_dir / name, embedder) for name in args.only]
     shipped = (floor.DIGEST_COVERAGE, floor.digest_cosine(embedder.model_id))
     out = report(results, shipped)
     out["shipped"] = {"coverage": shipped[0], "cosine": shipped[1]}

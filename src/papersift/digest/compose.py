@@ -11,11 +11,15 @@ For a subscriber and a period (a day, or an ISO week for weekly subscribers):
    search's relevance floor in its stricter digest mode (``search.floor.digest_keep``: the
    paper must hold the topic's rarer words or be close in meaning), so a narrow topic
    brings a handful and an unrelated one nothing.
+3. For a subscriber whose address has a reader account (``digest.reader``): a section per
+   tag (new recommendations for it) and one per saved search in the digest (its new
+   matches).
 
 No paper appears twice in a mail, no paper already mailed to the subscriber (table
-``sent_papers``) comes back, and at most ``max_papers`` go out: with topics or collections,
-trending takes a third of the room, matches fill the rest round-robin, and trending fills
-whatever room the matches leave.
+``sent_papers``) comes back, nor one the reader was sent in any section or dismissed
+(``reader_sent``, ``rec_feedback``), and at most ``max_papers`` go out: with other sections,
+trending takes a third of the room, the sections fill the rest round-robin, and trending
+fills whatever room they leave.
 
 ``Composer`` caches everything that does not depend on the subscriber (trending lists,
 search hits per topic, collection members, paper rows) for the length of one run, so
@@ -42,6 +46,7 @@ from papersift.store.db import Database
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from papersift.digest.reader import ReaderSections
     from papersift.search.service import SearchService
 
 log = logging.getLogger(__name__)
@@ -74,10 +79,15 @@ def period_end(day: date) -> datetime:
 
 @dataclass
 class Section:
-    """One heading of a digest and its papers, in order."""
+    """One heading of a digest and its papers, in order. ``via`` names it in the reader's
+    sent marks; ``link``, ``note`` and ``reasons`` (paper id -> why) are shown with it."""
 
     title: str
     papers: list[Paper] = field(default_factory=list)
+    via: str = "digest"
+    link: str = ""
+    note: str = ""
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,10 +98,15 @@ class Digest:
     day: date
     period: str
     sections: list[Section] = field(default_factory=list)
+    reader_id: int | None = None  # the account of the subscriber's address, if any
 
     @property
     def paper_ids(self) -> list[str]:
         return [p.id for s in self.sections for p in s.papers]
+
+    def marks(self) -> list[tuple[str, list[str]]]:
+        """(via, paper ids) per section: what the reader's sent marks record."""
+        return [(s.via, [p.id for p in s.papers]) for s in self.sections if s.papers]
 
     @property
     def empty(self) -> bool:
@@ -118,7 +133,21 @@ class Composer:
         self._collections: dict[str, list[str]] = {}
         self._first_seen: dict[str, datetime] = {}
         self._papers: dict[str, Paper] = {}
-        self.warnings: list[str] = []
+        self._readers: ReaderSections | None = None
+        self._warnings: list[str] = []
+
+    @property
+    def warnings(self) -> list[str]:
+        extra = self._readers.warnings if self._readers is not None else []
+        return self._warnings + extra
+
+    def readers(self) -> ReaderSections:
+        """Accounts and their tag and saved-search sections (``digest.reader``)."""
+        if self._readers is None:
+            from papersift.digest.reader import ReaderSections
+
+            self._readers = ReaderSections(self.settings, self.db, self._service)
+        return self._readers
 
     # -- shared, cached inputs ----------------------------------------------------------
     def _trending_for(self, s: Session, window: str) -> list[tuple[str, float]]:
@@ -148,7 +177,7 @@ class Composer:
             )
             ids = [h.paper_id for h in hits]
         except Exception as exc:
-            self.warnings.append(f"topic {topic!r} could not be searched: {exc}")
+            self._warnings.append(f"topic {topic!r} could not be searched: {exc}")
             log.warning("digest topic %r: search failed: %s", topic, exc)
         self._topic_hits[key] = ids
         return ids
@@ -183,12 +212,20 @@ class Composer:
         window = window_of(sub.frequency)
         digest = Digest(sub, day, period_key(sub.frequency, day))
         since = self.since(sub)
+        readers = self.readers()
+        reader = readers.reader(sub.email, since)
+        digest.reader_id = user_id = reader.user_id if reader is not None else None
+        # One empty section per list, in the lists' order: how the reader's sent marks
+        # name it and what it shows besides its papers.
+        shown: list[Section] = []
         with self.db.session() as s:
             trend = self._trending_for(s, window)
             lists: list[tuple[str, list[str]]] = [
                 (f'New on "{t}"', self._topic(t, since)) for t in sub.topics
             ]
             lists += [(f"New in {c}", self._collection(s, c)) for c in sub.collections]
+            shown = [Section(title, via="digest:topic") for title, _ in lists[: len(sub.topics)]]
+            shown += [Section(title, via="digest:collection") for title, _ in lists[len(shown) :]]
             candidates = [pid for pid, _ in trend] + [p for _, ids in lists for p in ids]
             self._load_first_seen(s, candidates)
             seen = self._first_seen
@@ -198,13 +235,23 @@ class Composer:
             fresh = [
                 (title, [p for p in ids if p in seen and seen[p] > since]) for title, ids in lists
             ]
+            # Reader sections hold new papers only (they are built from them).
+            for rl in reader.lists if reader is not None else []:
+                fresh.append((rl.title, rl.ids))
+                shown.append(Section(rl.title, [], rl.via, rl.link, rl.note, rl.reasons))
             # Ask the database about the picks only (usually none was sent before); if some
             # were, exclude every already-sent candidate in one more query and pick again.
+            # A reader's papers count whichever section or mail sent them (or a dismissal).
             picked_trend, picked_lists = self._select(sub.max_papers, trend_ids, fresh)
             picks = picked_trend + [p for _, ids in picked_lists for p in ids]
-            if ledger_store.sent_paper_ids(s, sub.id, picks):
+
+            def sent_of(ids: list[str]) -> set[str]:
+                out = ledger_store.sent_paper_ids(s, sub.id, ids)
+                return out if user_id is None else out | readers.seen(user_id, ids)
+
+            if sent_of(picks):
                 pool = trend_ids + [p for _, ids in fresh for p in ids]
-                sent = ledger_store.sent_paper_ids(s, sub.id, pool)
+                sent = sent_of(pool)
                 picked_trend, picked_lists = self._select(
                     sub.max_papers,
                     [p for p in trend_ids if p not in sent],
@@ -214,7 +261,11 @@ class Composer:
             papers = self._load_papers(s, picks)
         label = "Trending this week" if window == "week" else "Trending today"
         sections = [Section(label, [papers[p] for p in picked_trend if p in papers])]
-        sections += [Section(t, [papers[p] for p in ids if p in papers]) for t, ids in picked_lists]
+        sections[0].via = "digest:trending"
+        for sec, (_title, ids) in zip(shown, picked_lists, strict=True):
+            sec.papers = [papers[p] for p in ids if p in papers]
+            sec.reasons = {p: why for p, why in sec.reasons.items() if p in ids}
+            sections.append(sec)
         digest.sections = [sec for sec in sections if sec.papers]
         return digest
 
@@ -222,6 +273,7 @@ class Composer:
         """The digest of an earlier attempt again, from the papers the ledger recorded (a
         resend must carry what the first attempt carried, not the next batch)."""
         digest = Digest(sub, day, period_key(sub.frequency, day))
+        digest.reader_id = self.readers().account(sub.email)
         with self.db.session() as s:
             papers = self._load_papers(s, paper_ids)
         found = [papers[p] for p in paper_ids if p in papers]

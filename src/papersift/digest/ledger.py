@@ -35,11 +35,14 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.orm import Session
+
 from papersift.digest.subscriptions import CONFIRMED, PAUSED
+from papersift.store import feedback as feedback_store
 from papersift.store import ledger as store
 from papersift.store import subscriptions as subscriber_store
 from papersift.store.db import Database
@@ -187,8 +190,17 @@ class Ledger:
         """sending -> claimed: the server answered the body with a refusal, nothing left."""
         self._move(sub_id, period, CLAIMED)
 
-    def sent(self, sub_id: int, period: str, paper_ids: list[str]) -> None:
-        """sending -> sent, with the papers and the subscriber's last digest, atomically."""
+    def sent(
+        self,
+        sub_id: int,
+        period: str,
+        paper_ids: list[str],
+        *,
+        reader_id: int | None = None,
+        marks: Sequence[tuple[str, list[str]]] = (),
+    ) -> None:
+        """sending -> sent, with the papers, the subscriber's last digest and (for a
+        subscriber with an account) the reader's sent marks per section, atomically."""
         now = datetime.now(UTC)
         with self.db.session() as s:
             store.update_row(
@@ -199,6 +211,8 @@ class Ledger:
                 claimed_by=self.claimer,
             )
             store.record_sent_papers(s, sub_id, period, paper_ids)
+            if reader_id is not None:
+                _mark_reader(s, reader_id, paper_ids, marks, now)
             subscriber_store.set_values(
                 s, sub_id, last_digest_at=now, failure_count=0, last_error=None
             )
@@ -221,10 +235,18 @@ class Ledger:
             subscriber_store.set_values(s, sub_id, last_error=error)
 
     def uncertain(
-        self, sub_id: int, period: str, owner: str | None, paper_ids: list[str], error: str
+        self,
+        sub_id: int,
+        period: str,
+        owner: str | None,
+        paper_ids: list[str],
+        error: str,
+        *,
+        reader_id: int | None = None,
     ) -> bool:
-        """sending -> uncertain for a dead ``owner`` (or this run); its papers count as sent.
-        False if the row was no longer that owner's ``sending``."""
+        """sending -> uncertain for a dead ``owner`` (or this run); its papers count as sent
+        (for the reader's account too). False if the row was no longer that owner's
+        ``sending``."""
         with self.db.session() as s:
             changed = store.update_row(
                 s,
@@ -236,4 +258,20 @@ class Ledger:
             )
             if changed:
                 store.record_sent_papers(s, sub_id, period, list(paper_ids or []))
+                if reader_id is not None:
+                    _mark_reader(s, reader_id, list(paper_ids or []), (), datetime.now(UTC))
             return changed
+
+
+def _mark_reader(
+    session: Session,
+    reader_id: int,
+    paper_ids: list[str],
+    marks: Sequence[tuple[str, list[str]]],
+    at: datetime,
+) -> None:
+    """Mark what a digest carried as sent to the reader (``reader_sent``, which the For-you
+    page and every later digest section skip), each paper with its section's name."""
+    for via, ids in marks:
+        feedback_store.mark_sent(session, reader_id, ids, at, via)
+    feedback_store.mark_sent(session, reader_id, paper_ids, at, "digest")  # any left

@@ -298,8 +298,19 @@ class MessageBuilder:
         for sec in digest.sections:
             frags = [self._fragment(p) for p in sec.papers]
             titles += [f[2] for f in frags]
+            # A reader section says where it comes from and, per paper, why (the paper's
+            # own fragment is shared by every reader, the reason is this reader's).
+            whys = [" ".join(sec.reasons.get(p.id, "").split()) for p in sec.papers]
             sections.append(
-                {"title": sec.title, "html": [f[0] for f in frags], "text": [f[1] for f in frags]}
+                {
+                    "title": sec.title,
+                    "html": [f[0] for f in frags],
+                    "text": [f[1] for f in frags],
+                    "why": whys,
+                    "why_lines": [textwrap.wrap(w, 74, break_on_hyphens=False) for w in whys],
+                    "note": " ".join(sec.note.split()),
+                    "link": sec.link if sec.link.startswith("http") else "",
+                }
             )
         subject = subject_of(digest)
         ctx = {

@@ -228,6 +228,7 @@ class DigestRun:
                     prev.claimed_by,
                     prev.paper_ids,
                     "run died after handing the message to SMTP",
+                    reader_id=self.composer.readers().account(sub.email),
                 )
             out.status, out.error = UNCERTAIN, "a previous run died while sending"
             out.papers = len(prev.paper_ids or [])
@@ -281,7 +282,14 @@ class DigestRun:
                 data_refused=lambda: self.ledger.refused(sub_id, period),
             )
         except SmtpAmbiguous as exc:
-            self.ledger.uncertain(sub_id, period, self.claimer, digest.paper_ids, _short(exc))
+            self.ledger.uncertain(
+                sub_id,
+                period,
+                self.claimer,
+                digest.paper_ids,
+                _short(exc),
+                reader_id=digest.reader_id,
+            )
             out.status, out.error = UNCERTAIN, _short(exc)
             self._emit(out)
             return True
@@ -304,7 +312,9 @@ class DigestRun:
             return True
         # Anything else (a database error, Ctrl-C) propagates: a row left "claimed" is
         # provably unsent and retried; one left "sending" is reported as uncertain.
-        self.ledger.sent(sub_id, period, digest.paper_ids)
+        self.ledger.sent(
+            sub_id, period, digest.paper_ids, reader_id=digest.reader_id, marks=digest.marks()
+        )
         out.status = SENT
         self._emit(out)
         return True
