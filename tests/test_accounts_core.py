@@ -59,8 +59,16 @@ def test_tokens_and_export_and_delete(db: Database) -> None:
     assert out["account"]["email"] == "tok@example.org"
     assert [t["name"] for t in out["account"]["api_tokens"]] == ["script"]
     assert token not in repr(out)
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    with db.session() as s:
+        user_store.add_invite(s, "tok@example.org")
+        credentials.add_signin_link(s, "t", "tok@example.org", "n", "/", now, now + timedelta(1))
     with db.session() as s:
         assert user_store.delete_user(s, acct.id)
+        assert user_store.invite_for(s, "tok@example.org") is None
+        assert credentials.live_link(s, "t", now) is None
     assert account_sessions.token_account(db, token) is None
     assert export_account(db, acct.id)["account"] == {}
 

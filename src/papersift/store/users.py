@@ -13,6 +13,7 @@ from papersift.store.schema import VoteRow
 from papersift.store.schema_accounts import (
     ApiTokenRow,
     InviteRow,
+    SigninLinkRow,
     UserRow,
     UserSessionRow,
 )
@@ -68,8 +69,13 @@ def touch_user(session: Session, user_id: int, at: datetime) -> None:
 
 
 def delete_user(session: Session, user_id: int) -> bool:
-    """Remove the user and what accounts keep about them (sessions, tokens, votes);
+    """Remove the user and what accounts keep about them (sessions, tokens, votes,
+    sign-in links and the invitation of the address);
     other areas' rows go by their ``ON DELETE CASCADE`` and their own deleters."""
+    row = session.get(UserRow, user_id)
+    if row is not None:  # links and an invitation name the address: they go too
+        session.execute(delete(SigninLinkRow).where(SigninLinkRow.email == row.email))
+        session.execute(delete(InviteRow).where(InviteRow.email == row.email))
     session.execute(delete(UserSessionRow).where(UserSessionRow.user_id == user_id))
     session.execute(delete(ApiTokenRow).where(ApiTokenRow.user_id == user_id))
     session.execute(delete(VoteRow).where(VoteRow.visitor_id == voter_key(user_id)))
