@@ -259,3 +259,38 @@ def test_worker_needs_postgresql(tmp_path: Path) -> None:
     ran = papersift(env, "worker")
     assert ran.returncode == 2 and "needs the PostgreSQL queue" in ran.stderr
     assert "Traceback" not in ran.stderr
+
+
+def test_a_job_whose_worker_died_is_queued_again(tmp_path: Path, pg_url: str) -> None:
+    from sqlalchemy import text
+
+    from papersift.jobs.pgqueue import run_worker
+
+    settings = load_settings(tmp_path / "home", pg_url).replace(smtp_url="none")
+    db = Database(pg_url)
+    queue = open_queue(settings, db)
+    job_id = queue.enqueue("mail.deliver")
+    with db.engine.begin() as conn:  # a worker took the job, then died (kill -9) an hour ago
+        conn.execute(text("SET LOCAL search_path TO procrastinate"))  # its triggers need it
+        dead = conn.execute(
+            text(
+                "INSERT INTO procrastinate.procrastinate_workers (last_heartbeat) "
+                "VALUES (now() - interval '1 hour') RETURNING id"
+            )
+        ).scalar_one()
+        conn.execute(
+            text(
+                "UPDATE procrastinate.procrastinate_jobs SET status = 'doing', worker_id = :w, "
+                "attempts = 0 WHERE id = :id"
+            ),
+            {"w": dead, "id": job_id},
+        )
+    assert queue.job(job_id).status == "running"
+    rescue = queue._opened().tasks["jobs.rescue"].defer()  # what the worker's clock defers
+    run_worker(settings, db, wait=False, concurrency=1)
+    assert queue.job(rescue).status == "succeeded"
+    assert queue.job(job_id).status in ("queued", "succeeded")  # back in the queue
+    run_worker(settings, db, wait=False)  # any live worker then runs it
+    assert queue.job(job_id).status == "succeeded"
+    queue.close()
+    db.dispose()

@@ -113,6 +113,7 @@ def build_app(
             queueing_lock=lock,
         )(_task_function(job.name))
     app.task(name="jobs.cleanup", queue="default", pass_context=True)(_cleanup)
+    app.task(name="jobs.rescue", queue="default", pass_context=True)(_rescue)
     if periodic:
         _periodic(app, settings)
     return app
@@ -129,6 +130,19 @@ def _periodic(app: procrastinate.App, settings: Settings) -> None:
     # Outbox mail whose retry time has come (the outbox's own backoff schedule).
     app.periodic(cron="*/5 * * * *", periodic_id="outbox")(app.tasks["mail.deliver"])
     app.periodic(cron="17 * * * *", periodic_id="cleanup")(app.tasks["jobs.cleanup"])
+    app.periodic(cron="*/10 * * * *", periodic_id="rescue")(app.tasks["jobs.rescue"])
+
+
+async def _rescue(context: JobContext, timestamp: int | None = None) -> dict[str, Any]:
+    """Queue again the jobs of workers that died mid-job (no heartbeat for
+    ``WORKER_SEEN``): procrastinate leaves them ``doing`` until someone does. Each job is
+    safe to run again (``jobs.tasks``)."""
+    manager = context.app.job_manager
+    stalled = list(await manager.get_stalled_jobs(seconds_since_heartbeat=WORKER_SEEN))
+    for job in stalled:
+        log.warning("job %s #%s: its worker died; queued again", job.task_name, job.id)
+        await manager.retry_job(job)
+    return {"requeued": len(stalled)}
 
 
 async def _cleanup(context: JobContext, timestamp: int | None = None) -> dict[str, Any]:
