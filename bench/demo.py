@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,24 +19,19 @@ import time
 from datetime import date
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import report
+
+from server_support import free_port, stop, wait_until_up
 
 PAPERSIFT = str(Path(sys.executable).with_name("papersift"))
 LIMIT = 180.0  # seconds; a demo slower than this is reported as failed
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def served_after(home: Path, cache: Path, log: Path) -> float | None:
     """Seconds from starting `papersift demo` to its first 200 on /, or None."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAPERSIFT_")}
     env.update(PAPERSIFT_HOME=str(home), PAPERSIFT_CACHE=str(cache))
     started = time.monotonic()
@@ -46,22 +40,11 @@ def served_after(home: Path, cache: Path, log: Path) -> float | None:
             [PAPERSIFT, "demo", "--port", str(port)], env=env, stdout=out, stderr=out
         )
         try:
-            while time.monotonic() - started < LIMIT:
-                if proc.poll() is not None:
-                    return None
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200:
-                        return time.monotonic() - started
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-            return None
+            if wait_until_up(proc, f"http://127.0.0.1:{port}/", timeout=LIMIT) is None:
+                return None
+            return time.monotonic() - started
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -26,14 +25,10 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
+from .server_support import free_port as free_port  # one helper for every test
+
 ROOT = Path(__file__).resolve().parents[1]
 PAPERSIFT = [str(Path(sys.executable).with_name("papersift"))]  # the installed console script
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -37,26 +37,33 @@ def serve_env(home: Path, **env: str) -> dict[str, str]:
 
 
 def start_serve(
-    port: int, env: dict[str, str], log: IO, *, workers: int = 1, args: tuple[str, ...] = ()
+    port: int,
+    env: dict[str, str],
+    log: IO,
+    *,
+    workers: int = 1,
+    args: tuple[str, ...] = (),
+    out: IO | None = None,
 ) -> subprocess.Popen[str]:
-    """`papersift serve` on ``port`` with stderr to ``log`` (never a pipe)."""
+    """`papersift serve` on ``port`` with stderr to ``log`` and stdout to ``out`` (files,
+    never pipes)."""
     return subprocess.Popen(
         [PAPERSIFT, "serve", "--port", str(port), "--workers", str(workers), *args],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=out if out is not None else subprocess.DEVNULL,
         stderr=log,
         text=True,
     )
 
 
 def wait_until_up(
-    proc: subprocess.Popen, url: str, *, timeout: float = 90, poll: float = 0.2
+    proc: subprocess.Popen, url: str, *, timeout: float = 180, poll: float = 0.2
 ) -> float | None:
     """Seconds until ``url`` answered 200, or None when the server exited or the time ran out."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=5).status_code == 200:
                 return time.monotonic() - start
         except httpx.HTTPError:
             pass
@@ -83,7 +90,7 @@ def served(
     workers: int = 2,
     *,
     ready_path: str = "/healthz",
-    timeout: float = 90,
+    timeout: float = 180,
     **env: str,
 ) -> Iterator[str]:
     """`papersift serve` on a free loopback port, logging next to ``home``; yields its URL.

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from papersift.digest import subscriptions as subs
@@ -19,7 +17,8 @@ from papersift.digest.validation import clean_preferences
 from papersift.settings import SettingsError, load_settings
 from papersift.store.db import Database
 
-from .digest_support import PAPERSIFT, SmtpCapture, cli_env, copy_home, free_port
+from .digest_support import SmtpCapture, cli_env, copy_home, free_port
+from .server_support import start_serve, stop, wait_until_up
 
 
 @pytest.fixture
@@ -68,27 +67,17 @@ def test_serve_with_digests_sends_from_the_server_process(setup, smtp: SmtpCaptu
     settings, _db = setup
     port = free_port()
     env = cli_env(settings.home, smtp.url, PAPERSIFT_DIGEST_HOUR="0")
-    proc = subprocess.Popen(
-        [*PAPERSIFT, "serve", "--port", str(port), "--digests"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        smtp.wait_for(1, timeout=60)
-        deadline = time.monotonic() + 30  # and the web app serves alongside
-        while True:
-            try:
-                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).is_success
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    assert "digest scheduler on" in out, err
+    log_path, out_path = settings.home.parent / "serve.log", settings.home.parent / "serve.out"
+    with log_path.open("w") as log, out_path.open("w") as out:
+        proc = start_serve(port, env, log, out=out, args=("--digests",))
+        try:
+            smtp.wait_for(1, timeout=60)
+            # and the web app serves alongside
+            assert wait_until_up(proc, f"http://127.0.0.1:{port}/healthz", timeout=30) is not None
+        finally:
+            proc.send_signal(signal.SIGINT)
+            stop(proc, timeout=60)
+    assert "digest scheduler on" in out_path.read_text(), log_path.read_text()[-2000:]
     assert [m.rcpt_tos for m in smtp.messages] == [["sched@example.org"]]
 
 

@@ -9,8 +9,6 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from papersift.rank import votes as vote_service
@@ -29,53 +26,7 @@ from papersift.store.schema_jobs import OutboxRow
 
 from .conftest import serve_in_thread
 from .digest_support import SmtpCapture
-
-PAPERSIFT = [str(Path(sys.executable).with_name("papersift"))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def served(home: Path, workers: int = 2, **env: str) -> Iterator[str]:
-    """`papersift serve` as a subprocess on a free loopback port; yields its URL."""
-    port = free_port()
-    environ = {**os.environ, "PAPERSIFT_HOME": str(home), **env}
-    environ.pop("PAPERSIFT_DB", None)
-    log = (home.parent / f"serve-{port}.log").open("w+")  # a pipe would fill and block it
-    proc = subprocess.Popen(
-        [*PAPERSIFT, "serve", "--port", str(port), "--workers", str(workers)],
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                log.seek(0)
-                pytest.fail("serve did not come up: " + log.read()[-2000:])
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+from .server_support import served
 
 
 def copy_of(web_home: Path, dest: Path) -> Path:

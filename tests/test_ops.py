@@ -4,13 +4,9 @@ responses and JSON logs, CORS, gzip, and stable OpenAPI operation ids."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +19,8 @@ from papersift.settings import load_settings
 from papersift.web.app import create_app
 
 from .conftest import serve_in_thread
+from .server_support import free_port, serve_env, start_serve, stop, wait_until_up
 
-PAPERSIFT = [str(Path(sys.executable).with_name("papersift"))]
 PAPER_ROUTE = "/api/v1/papers/{paper_id:path}"
 
 
@@ -127,51 +123,30 @@ def test_operation_ids_are_the_handler_names(live_server: str) -> None:
     assert not [i for i in ids if re.search(r"_(get|post|delete)$", i)], ids
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def two_workers(web_home: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def two_workers(
+    web_home: Path, tmp_path: Path
+) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+    """`serve --workers 2` with JSON logs; yields its URL, the process and its log file."""
     home = tmp_path / "home"
     shutil.copytree(web_home, home)
-    port = _free_port()
-    env = {**os.environ, "PAPERSIFT_HOME": str(home), "PAPERSIFT_JSON_LOGS": "1"}
-    env.pop("PAPERSIFT_DB", None)
-    proc = subprocess.Popen(
-        [*PAPERSIFT, "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail("serve did not come up")
-            time.sleep(0.3)
-        yield url, proc
-    finally:
-        proc.terminate()
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        proc = start_serve(port, serve_env(home, PAPERSIFT_JSON_LOGS="1"), log, workers=2)
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            if wait_until_up(proc, f"{url}/healthz", poll=0.3) is None:
+                pytest.fail("serve did not come up: " + log_path.read_text()[-2000:])
+            yield url, proc, log_path
+        finally:
+            stop(proc)
 
 
 def test_metrics_add_up_over_workers_and_logs_are_json(
-    two_workers: tuple[str, subprocess.Popen[str]],
+    two_workers: tuple[str, subprocess.Popen[str], Path],
 ) -> None:
-    url, proc = two_workers
+    url, proc, log_path = two_workers
     marker = str(uuid.uuid4())
     with httpx.Client(timeout=30) as client:  # new connections: both workers get some
         for n in range(20):
@@ -182,8 +157,8 @@ def test_metrics_add_up_over_workers_and_logs_are_json(
         scrapes = [client.get(f"{url}/metrics", headers={"Connection": "close"}).text for _ in "ab"]
     for text in scrapes:  # whichever worker answers, it reports all 20
         assert _metric(text, "papersift_http_requests_total", route=PAPER_ROUTE) == 20
-    proc.terminate()
-    _, err = proc.communicate(timeout=30)
+    stop(proc)
+    err = log_path.read_text()
     records = []
     for line in err.splitlines():
         if line.startswith("{"):

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,19 +19,13 @@ from papersift.store.schema import PaperRow
 from papersift.web.app import create_app
 from papersift.web.ratelimit import Limit
 
+from .server_support import free_port, serve_env, served, start_serve, stop, wait_until_up
+
 PAPERSIFT = [str(Path(sys.executable).with_name("papersift"))]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def env_for(home: Path) -> dict[str, str]:
-    env = {**os.environ, "PAPERSIFT_HOME": str(home)}
-    env.pop("PAPERSIFT_DB", None)
-    return env
+    return serve_env(home)
 
 
 def test_serve_runs_the_app_and_stops_on_sigterm(web_home: Path, tmp_path: Path) -> None:
@@ -42,30 +34,19 @@ def test_serve_runs_the_app_and_stops_on_sigterm(web_home: Path, tmp_path: Path)
     home = tmp_path / "home"
     shutil.copytree(web_home, home)
     port = free_port()
-    proc = subprocess.Popen(
-        [*PAPERSIFT, "serve", "--port", str(port)],
-        env=env_for(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("serve did not come up: " + (proc.stderr.read() or ""))
-                time.sleep(0.2)
-        assert r.json() == {"status": "ok"}
-        page = httpx.get(f"http://127.0.0.1:{port}/papers/hep-th/9901001", timeout=10)
-        assert page.status_code == 200 and "Strings on a slash" in page.text
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-    assert f"http://127.0.0.1:{port}/" in out
+    with (tmp_path / "serve.log").open("w") as log, (tmp_path / "serve.out").open("w") as out:
+        proc = start_serve(port, env_for(home), log, out=out)
+        try:
+            if wait_until_up(proc, f"http://127.0.0.1:{port}/healthz") is None:
+                pytest.fail("serve did not come up: " + (tmp_path / "serve.log").read_text())
+            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            assert r.json() == {"status": "ok"}
+            page = httpx.get(f"http://127.0.0.1:{port}/papers/hep-th/9901001", timeout=10)
+            assert page.status_code == 200 and "Strings on a slash" in page.text
+        finally:
+            stop(proc)
+    out_text = (tmp_path / "serve.out").read_text()
+    assert f"http://127.0.0.1:{port}/" in out_text
 
 
 def test_serve_on_a_busy_port_says_so(home: Path) -> None:
@@ -247,25 +228,7 @@ def test_vote_limit_holds_across_workers(web_home: Path, tmp_path: Path) -> None
     home = tmp_path / "home"
     shutil.copytree(web_home, home)
     (home / "ratelimit.sqlite").unlink(missing_ok=True)
-    port = free_port()
-    proc = subprocess.Popen(
-        [*PAPERSIFT, "serve", "--port", str(port), "--workers", "2"],
-        env=env_for(home),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/healthz", timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("serve did not come up: " + (proc.stderr.read() or ""))
-                time.sleep(0.2)
+    with served(home, workers=2) as base:
         ids = [
             p["id"] for p in httpx.get(f"{base}/api/v1/trending?k=30", timeout=10).json()["results"]
         ]
@@ -276,9 +239,6 @@ def test_vote_limit_holds_across_workers(web_home: Path, tmp_path: Path) -> None
             visitor.get(f"/papers/{ids[0]}")  # a vote needs a visitor seen before
             statuses = [visitor.post(f"/api/v1/papers/{pid}/upvote").status_code for pid in ids]
             assert visitor.cookies.get("ps_visitor")
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
     assert statuses[:20] == [200] * 20 and set(statuses[20:]) == {429}, statuses
 
 
