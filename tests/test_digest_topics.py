@@ -255,3 +255,33 @@ def test_a_new_paper_below_the_corpus_top_100_is_still_mailed(speech) -> None:
         p.id for sec in digest.sections if sec.title.endswith(f'"{TOPIC}"') for p in sec.papers
     ]
     assert topic in ([late], [])
+
+
+def test_the_digest_mode_is_the_search_floor_made_stricter() -> None:
+    import numpy as np
+
+    from papersift.search import floor
+
+    model = "all-MiniLM-L6-v2-onnx-int8"
+    weights = floor.topic_weights({"protein": 0.01, "structur": 0.3}, 10_000)
+    common, rare = floor.coverage(weights, {"structur"}), floor.coverage(weights, {"protein"})
+    assert common < floor.DIGEST_COVERAGE <= rare
+    bar = floor.digest_cosine(model)
+    assert floor.cosine_floor(model) < bar < 1
+    dense = np.array([bar + 0.01, 0.3, 0.1, bar + 0.1, 0.1])
+    covered = np.array([0.0, common, rare, 0.0, 0.0])
+    assert floor.keep(dense, covered > 0, floor.cosine_floor(model)).tolist() == [
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]
+    # the common word alone no longer counts; meaning alone must clear the higher bar
+    assert floor.digest_keep(dense, covered, model).tolist() == [True, False, True, True, False]
+    # a topic word no paper has still weighs (most): "medieval manuscripts" is not matched
+    # by a paper that only says "manuscript"
+    absent = floor.topic_weights({"mediev": 0.0, "manuscript": 0.02}, 10_000)
+    assert floor.coverage(absent, {"manuscript"}) < floor.DIGEST_COVERAGE
+    # a model nobody calibrated: meaning alone never makes a digest match
+    assert floor.digest_keep(np.array([0.99]), np.array([0.0]), "other-model").tolist() == [False]
