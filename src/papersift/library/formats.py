@@ -26,6 +26,7 @@ import rispy
 from bibtexparser import middlewares
 from bibtexparser.model import Entry, ParsingFailedBlock
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pylatexenc.latex2text import LatexNodes2Text  # type: ignore[import-untyped]
 
 from papersift.model import normalize_arxiv_id, normalize_doi, strip_controls
 from papersift.search.identifiers import identify
@@ -213,15 +214,33 @@ def _person(name: str) -> str:
     return name
 
 
+_DECODER: LatexNodes2Text | None = None
+MAX_LATEX_CHARS = 5_000  # longer fields are not LaTeX-decoded (pylatexenc is slow on them)
+
+
+def _latex(value: str) -> str:
+    """LaTeX text as plain text ('M{\\"u}ller' -> 'Müller', math kept as written).
+
+    pylatexenc costs milliseconds per field, so it runs only on the fields papersift keeps
+    and only when they hold a command; otherwise braces are simply dropped (measured: a
+    5 MB file decoded by bibtexparser's middleware, every field, took minutes).
+    """
+    global _DECODER
+    if "\\" not in value or len(value) > MAX_LATEX_CHARS:
+        return value.replace("{", "").replace("}", "").replace("~", " ")
+    if _DECODER is None:
+        _DECODER = LatexNodes2Text(math_mode="verbatim", keep_braced_groups=False)
+    try:
+        return str(_DECODER.latex_to_text(value))
+    except Exception:  # pylatexenc is tolerant; never let one field fail the file
+        return value.replace("{", "").replace("}", "")
+
+
 def parse_bibtex(text: str) -> list[ImportEntry]:
     """Entries of a .bib file; a block the parser cannot read is a failed entry."""
     try:
         library = bibtexparser.parse_string(
-            text,
-            append_middleware=[
-                middlewares.LatexDecodingMiddleware(),
-                middlewares.SeparateCoAuthors(),
-            ],
+            text, append_middleware=[middlewares.SeparateCoAuthors()]
         )
     except (RecursionError, ValueError, IndexError, KeyError, TypeError) as exc:
         raise LibraryFormatError(
@@ -242,15 +261,16 @@ def parse_bibtex(text: str) -> list[ImportEntry]:
 def _bibtex_entry(n: int, entry: Any) -> ImportEntry:
     fields = {str(f.key).lower(): f.value for f in entry.fields}
 
-    def text(name: str) -> str:
+    def text(name: str, latex: bool = False) -> str:
         value = fields.get(name)
         if isinstance(value, list):
-            return " ".join(str(v) for v in value)
-        return _clean(value)
+            value = " ".join(str(v) for v in value)
+        return _clean(_latex(str(value)) if latex and value is not None else value)
 
     authors = fields.get("author") or []
     if isinstance(authors, str):
         authors = [authors]
+    authors = [_latex(str(a)) for a in authors]
     prefix = text("archiveprefix") or text("eprinttype")
     eprint = text("eprint")
     arxiv = _arxiv_from(
@@ -267,8 +287,8 @@ def _bibtex_entry(n: int, entry: Any) -> ImportEntry:
     return ImportEntry(
         n,
         key=str(entry.key or ""),
-        title=text("title"),
-        abstract=text("abstract"),
+        title=text("title", latex=True),
+        abstract=text("abstract", latex=True),
         authors=[_person(_clean(a)) for a in authors],
         arxiv_id=arxiv,
         doi=_doi_from(text("doi")),
