@@ -107,6 +107,7 @@ async def search_page(
         context.update(
             items=items,
             total=results.total,
+            more=results.more,
             message=results.message,
             suggestion=results.suggestion if not results.corrected else None,
             pages=min(MAX_PAGE, math.ceil(results.total / params.k)),
