@@ -5,18 +5,20 @@ embeddings of CiteULike papers (weights 1 and 0.6) plus Gaussian noise (sigma 0.
 dimension), so topics and neighbourhoods are those of real paper embeddings; a paper's text
 is its two parents' titles (for the reasons' shared terms). A library is 200 synthetic papers
 whose first parent is in one real CiteULike reader's library (several interests, as real
-libraries have). Candidates come from an inverted-file index (spherical k-means lists,
-probed per query), built once and cached under ``$PAPERSIFT_CACHE/bench``: a usearch HNSW
-graph of a million vectors takes over half an hour to build on two shared cores (see the
-search section), too long to rebuild here. Timed per request, warm:
+libraries have). Candidates come from the project's vector index (search/vectors.py, a
+usearch HNSW graph; 400 per query vector, as the served "For you" page asks), built once and
+cached under ``$PAPERSIFT_CACHE/bench`` (``--build-only`` builds it), so a run takes minutes.
+Timed per request, warm:
 
-- papersift: query vectors -> index candidates -> scores -> top 20 with reasons;
+- papersift: query vectors -> HNSW candidates -> vectors from the index -> scores -> top 20
+  with reasons (rank/foryou.py's provider and lookup, as the web page uses them);
 - popularity: the top of a precomputed order, minus the library;
 - MiniLM centroid: exact cosine of every paper to the library's mean;
 - tf-idf SVM (arxiv-sanity-lite): fit on every paper, score every paper (at ``--svm-papers``,
   a smaller corpus: its cost grows linearly with the corpus, so 1M is slower still).
 
-    .venv/bin/python bench/recommend.py [--papers 1000000] [--requests 40] [--no-write]
+    .venv/bin/python bench/recommend.py [--papers 1000000] [--requests 40] [--build-only]
+        [--no-write]
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -40,11 +43,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report
 
+from papersift.rank import foryou
 from papersift.rank import recommend as rec
+from papersift.search.vectors import VectorIndex, VectorParams
 
 REC_DATA = report.ROOT.parent / "shared" / "eval" / "rec_citeulike"
 LIBRARY = 200
-STATS_SAMPLE = 200_000  # covariance of a uniform sample: it converges long before 1M
+STATS_SAMPLE = 200_000
+CHECKPOINT = 100_000  # covariance of a uniform sample: it converges long before 1M
 
 
 def cache_root() -> Path:
@@ -63,12 +69,15 @@ def real_data() -> tuple[np.ndarray, list[str], list[list[str]], list[str]]:
     return vectors, data.titles, [u.library for u in data.users], data.ids
 
 
-def synthetic(n: int, real: np.ndarray, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` stand-in paper vectors and, per row, the two real papers it mixes."""
+def synthetic(
+    n: int, real: np.ndarray, seed: int = 5, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` stand-in paper vectors and, per row, the two real papers it mixes; with
+    ``limit`` only the first rows (the same as those of the whole corpus), the rest zero."""
     rng = np.random.default_rng(seed)
     parents = rng.integers(0, len(real), size=(n, 2))
-    out = np.empty((n, real.shape[1]), dtype=np.float32)
-    for start in range(0, n, 100_000):
+    out = np.zeros((n, real.shape[1]), dtype=np.float32)
+    for start in range(0, min(n, limit or n), 100_000):
         rows = slice(start, min(n, start + 100_000))
         block = real[parents[rows, 0]] + 0.6 * real[parents[rows, 1]]
         block += rng.normal(0, 0.02, size=block.shape).astype(np.float32)
@@ -95,58 +104,57 @@ class SynthPapers:
         ]
 
 
-class IVFIndex:
-    """Inverted-file nearest neighbours: vectors bucketed by their nearest of ``lists``
-    spherical k-means centroids; a query scans the ``probe`` closest buckets exactly."""
+BENCH_PARAMS = VectorParams(dtype="i8", connectivity=8, expansion_add=32, expansion_search=512)
+"""The bench's graph: lighter than the served defaults (f16, 48 / 300 / 768), which take
+well over half an hour to build at 1M on two shared cores; searching either is the same
+code path (``VectorIndex.search``), the served graph is slower per search and finds more."""
 
-    def __init__(self, matrix: np.ndarray, lists: int = 1024, probe: int = 8) -> None:
-        self.matrix = matrix
-        self.probe = probe
-        path = cache_root() / f"ivf-{len(matrix)}-{lists}.npz"
-        if path.is_file():
-            with np.load(path) as saved:
-                self.centroids, assign = saved["centroids"], saved["assign"]
-        else:
-            rng = np.random.default_rng(0)
-            sample = matrix[rng.choice(len(matrix), min(len(matrix), 40 * lists), replace=False)]
-            centroids = sample[rng.choice(len(sample), lists, replace=False)].copy()
-            for _ in range(6):
-                nearest = np.argmax(sample @ centroids.T, axis=1)
-                for c in range(lists):
-                    members = sample[nearest == c]
-                    if len(members):
-                        centroids[c] = members.sum(axis=0)
-                centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-            assign = np.concatenate(
-                [
-                    np.argmax(matrix[s : s + 50_000] @ centroids.T, axis=1)
-                    for s in range(0, len(matrix), 50_000)
-                ]
-            )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, centroids=centroids, assign=assign)
-            self.centroids = centroids
-        self.order = np.argsort(assign, kind="stable")
-        self.bounds = np.concatenate([[0], np.cumsum(np.bincount(assign, minlength=lists))])
 
-    def renumber(self, papers: SynthPapers) -> None:
-        """Store the papers bucket by bucket (ids are row numbers, so they are renumbered):
-        a bucket is then a contiguous slice, scanned without copying its vectors."""
-        papers.matrix[:] = papers.matrix[self.order]
-        papers.parents[:] = papers.parents[self.order]
-        self.matrix = papers.matrix
+def checkpoint_rows(n: int, params: VectorParams = BENCH_PARAMS) -> int | None:
+    """Rows in the graph checkpoint of an unfinished ``n``-paper build (None if finished)."""
+    p = params
+    folder = cache_root() / f"hnsw-{n}-{p.dtype}-{p.connectivity}-{p.expansion_add}"
+    rows = folder.with_name(folder.name + "-partial") / "rows.txt"
+    if VectorIndex.exists(folder) or not rows.is_file():
+        return None
+    return int(rows.read_text().split()[0])
 
-    def candidates(self, queries: np.ndarray, count: int) -> list[str]:
-        """The ``count`` nearest of each query among its probed buckets (the provider); the
-        buckets of all queries are scanned in one pass (interests overlap)."""
-        lists = np.unique(np.argsort(-(queries @ self.centroids.T), axis=1)[:, : self.probe])
-        rows = np.concatenate([np.arange(self.bounds[c], self.bounds[c + 1]) for c in lists])
-        sims = np.vstack(
-            [self.matrix[self.bounds[c] : self.bounds[c + 1]] @ queries.T for c in lists]
+
+def hnsw_index(
+    matrix: np.ndarray, params: VectorParams = BENCH_PARAMS, *, partial: bool = False
+) -> tuple[VectorIndex, float, int]:
+    """The project's vector index over the synthetic corpus (keys are row numbers), built
+    once and cached under ``$PAPERSIFT_CACHE/bench``: (index, build seconds, rows in it).
+
+    The build saves a checkpoint of the first rows every ``CHECKPOINT`` papers; with
+    ``partial`` a run uses the latest checkpoint when the whole graph is not built yet
+    (on a loaded machine a 1M build can take longer than a session has)."""
+    p = params
+    folder = cache_root() / f"hnsw-{len(matrix)}-{p.dtype}-{p.connectivity}-{p.expansion_add}"
+    checkpoint = folder.with_name(folder.name + "-partial")
+    ndim = matrix.shape[1]
+    if VectorIndex.exists(folder):
+        built = (
+            float((folder / "seconds.txt").read_text()) if (folder / "seconds.txt").exists() else 0
         )
-        keep = min(count, len(rows))
-        top = np.argpartition(-sims, keep - 1, axis=0)[:keep]
-        return [str(i) for i in np.unique(rows[top])]
+        return VectorIndex.load(folder, ndim, params, view=True), built, len(matrix)
+    if partial and (checkpoint / "rows.txt").is_file():
+        rows, built = (checkpoint / "rows.txt").read_text().split()
+        return VectorIndex.load(checkpoint, ndim, params, view=True), float(built), int(rows)
+    started = time.monotonic()
+    index = VectorIndex(ndim, replace(params, exact_limit=0))
+    for at in range(0, len(matrix), CHECKPOINT):
+        end = min(len(matrix), at + CHECKPOINT)
+        index.add(np.arange(at, end), matrix[at:end])
+        spent = time.monotonic() - started
+        print(f"  hnsw {end:,} / {len(matrix):,} {spent:.0f} s", flush=True)
+        if end < len(matrix):
+            index.save(checkpoint)
+            (checkpoint / "rows.txt").write_text(f"{end} {spent:.0f}")
+    built = time.monotonic() - started
+    index.save(folder)
+    (folder / "seconds.txt").write_text(f"{built:.0f}")
+    return VectorIndex.load(folder, ndim, params, view=True), built, len(matrix)
 
 
 def libraries(
@@ -182,34 +190,60 @@ def timed(fn: Callable[[list[str]], None], runs: list[list[str]]) -> tuple[float
     return float(np.percentile(times, 50)), float(np.percentile(times, 95)), cpu_ms
 
 
+def candidate_recall(
+    index: VectorIndex, matrix: np.ndarray, queries: np.ndarray, count: int
+) -> float:
+    """Share of each query's exact top ``count`` that the graph returns (the candidates)."""
+    found = 0
+    for q in queries:
+        keys, _ = index.search(q, count)
+        exact = np.argpartition(-(matrix @ q), count)[:count]
+        found += len(set(keys.tolist()) & set(exact.tolist()))
+    return found / (count * len(queries))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--papers", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--svm-papers", type=int, default=100_000)
     parser.add_argument("--svm-requests", type=int, default=3)
+    parser.add_argument("--build-only", action="store_true", help="Build and cache the graph.")
+    parser.add_argument(
+        "--partial", action="store_true", help="Use the graph's latest checkpoint if unfinished."
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
     real, titles, real_libs, real_ids = real_data()
+    requested = args.papers
     started = time.monotonic()
-    matrix, parents = synthetic(args.papers, real)
+    limit = checkpoint_rows(args.papers) if args.partial else None
+    matrix, parents = synthetic(args.papers, real, limit=limit)
     papers = SynthPapers(matrix, parents, titles)
     made = time.monotonic() - started
-    started = time.monotonic()
-    index = IVFIndex(matrix)
-    index.renumber(papers)
-    index_s = time.monotonic() - started
+    index, built, graph_rows = hnsw_index(matrix, partial=args.partial)
+    if args.build_only:
+        print(f"graph of {len(index):,} built in {built:.0f} s")
+        return
+    if graph_rows < len(matrix):  # a checkpoint: measure over the papers it holds
+        matrix, parents = matrix[:graph_rows], parents[:graph_rows]
+        papers = SynthPapers(matrix, parents, titles)
+        args.papers = graph_rows
     started = time.monotonic()
     sample = np.random.default_rng(1).choice(args.papers, min(args.papers, STATS_SAMPLE), False)
     stats = rec.corpus_stats(matrix[sample], papers.texts([str(i) for i in sample]))
     stats.solver()
     stats_s = time.monotonic() - started
     libs = libraries(parents, real_libs, real_ids, args.requests)
-    print(f"corpus {made:.0f} s, index {index_s:.0f} s, stats {stats_s:.0f} s", flush=True)
+    print(f"corpus {made:.0f} s, graph {built:.0f} s, stats {stats_s:.0f} s", flush=True)
+
+    # The served path: candidates from the vector index, vectors read back from it.
+    provider = foryou.index_candidates(index, lambda keys: {k: str(k) for k in keys})
+    lookup = foryou.IndexLookup(index, papers.texts, key_of=int)
 
     def ours(lib: list[str]) -> None:
-        recs = rec.recommend(lib, index.candidates, papers, stats, k=20)
+        recs = rec.recommend(lib, provider, lookup, stats, k=20)
         assert len(recs) == 20 and recs[0].reasons.nearest
 
     popularity = np.random.default_rng(2).pareto(1.5, args.papers)
@@ -225,26 +259,37 @@ def main() -> None:
         scores[[int(p) for p in lib]] = -np.inf
         np.argpartition(-scores, 20)[:20]
 
-    rows = [("papersift (index candidates + profile + nearest)", args.papers, *timed(ours, libs))]
-    probe_candidates = [
-        len(index.candidates(rec.query_vectors(papers.vectors(lib), stats, 8), 400))
-        for lib in libs[:5]
-    ]
+    rows = [("papersift (HNSW candidates + profile + nearest)", args.papers, *timed(ours, libs))]
+    print(rows[-1], flush=True)
+    probe = [rec.query_vectors(papers.vectors(lib), stats, 8) for lib in libs[:5]]
+    per_request = [len(provider(q, 400)) for q in probe]
+    recall = candidate_recall(index, matrix, np.vstack(probe), 400)
     rows.append(("popularity", args.papers, *timed(popular, libs)))
     rows.append(("MiniLM centroid (exact, every paper)", args.papers, *timed(centroid, libs)))
     rows.append(svm_row(args.svm_papers, papers, libs[: args.svm_requests]))
 
+    p = BENCH_PARAMS
     lines = [
         f"Run {date.today().isoformat()} on {report.machine()}; other jobs shared the cores.",
         "",
-        f"One request = recommendations (top 20) for a {LIBRARY}-paper library; warm; "
-        f"{args.requests} libraries ({args.svm_requests} for the SVM). Corpus: synthetic "
-        "vectors mixed from real MiniLM embeddings of CiteULike papers (see bench/recommend.py); "
-        f"candidates from an inverted-file index ({len(index.bounds) - 1} lists, "
-        f"{index.probe} probed per query; about {int(np.mean(probe_candidates)):,} candidates "
-        "a request), corpus statistics from a "
-        f"{len(sample):,}-paper sample ({stats_s:.0f} s once). No co-saved signal here (single "
-        "reader). Target: p95 <= 300 ms at 1M.",
+        f"One request = recommendations (top 20, with reasons) for a {LIBRARY}-paper library; "
+        f"warm; {args.requests} libraries ({args.svm_requests} for the SVM). Corpus: "
+        "stand-in vectors mixed from real MiniLM embeddings of CiteULike papers (see "
+        "bench/recommend.py), not real papers. Candidates: 400 per query vector (profile, "
+        "centroid, up to 8 interest clusters) from the project's vector index "
+        f"(search/vectors.py, usearch HNSW {p.dtype}, connectivity {p.connectivity}, "
+        f"expansion_add {p.expansion_add}, expansion_search {p.expansion_search}; "
+        f"built once in {built:.0f} s), about "
+        f"{int(np.mean(per_request)):,} distinct candidates a request, "
+        f"{recall:.3f} of the exact top 400 per query; vectors read back from the index. "
+        f"Corpus statistics from a {len(sample):,}-paper sample ({stats_s:.0f} s once). "
+        "No co-saved signal (one reader). Target: p95 <= 300 ms at 1M."
+        + (
+            f" The 1M graph was not finished: this run used its checkpoint of the first "
+            f"{graph_rows:,} stand-in papers."
+            if graph_rows < requested
+            else ""
+        ),
         "",
         "| method | papers | p50 (ms) | p95 (ms) | CPU per request (ms) |",
         "| --- | ---: | ---: | ---: | ---: |",
