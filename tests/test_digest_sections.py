@@ -178,3 +178,27 @@ def test_a_subscriber_without_an_account_gets_no_reader_sections(site) -> None:
     digest = Composer(settings, db).compose(sub, TODAY)
     assert digest.reader_id is None
     assert not [s for s in digest.sections if s.via.startswith(("digest:tag", "digest:search"))]
+
+
+def test_an_uncertain_delivery_counts_as_sent_for_the_reader(site) -> None:
+    from papersift.digest.ledger import CLAIMED, Ledger, alive, new_claimer
+    from papersift.store import papers as paper_store
+
+    settings, db, _service = site
+    reader = make_account(db, "unsure@example.org")
+    made = subs.subscribe(db, "unsure@example.org", clean_preferences(topics=["diffusion"]))
+    subs.confirm(
+        db,
+        settings,
+        tokens.make_token(settings, tokens.CONFIRM, made.subscriber.id, made.subscriber.email),
+    )
+    with db.session() as s:
+        ids = paper_store.newest_ids(s, 2)
+    ledger = Ledger(db, new_claimer())
+    with alive(ledger.claimer):
+        assert ledger.claim(made.subscriber.id, "2099-01-01", None, CLAIMED, ids, "<m@x.org>")
+        ledger.sending(made.subscriber.id, "2099-01-01")
+        assert ledger.uncertain(
+            made.subscriber.id, "2099-01-01", ledger.claimer, ids, "crash", reader_id=reader.id
+        )
+    assert set(ids) <= set(reader_marks(db, reader.id))
