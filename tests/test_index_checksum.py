@@ -160,15 +160,17 @@ def test_a_dead_writers_leftovers_are_adopted_not_set_aside(web_home: Path, tmp_
     shutil.copytree(web_home / "index", index)
     folder = live_folder(tmp_path)
     (index / ".writing").touch()
-    vocab = folder / "vocab.json.gz"
-    vocab.write_bytes(vocab.read_bytes() + b"\0")  # changed by the writer that died
+    meta = folder / "lexical" / "meta.json"
+    meta.write_bytes(meta.read_bytes() + b" ")  # changed by the writer that died (still JSON)
     gens = Generations(index, VectorParams())
     gens.verify_in_background = False
     assert gens.current() is not None  # no size check against a manifest under repair
     assert gens.verify()
     assert not (index / ".writing").exists()
     listed = manifest.read(folder)
-    assert listed is not None and listed["files"]["vocab.json.gz"]["size"] == vocab.stat().st_size
+    assert (
+        listed is not None and listed["files"]["lexical/meta.json"]["size"] == meta.stat().st_size
+    )
     flip_byte(victim(folder, "tantivy"))  # now real damage: found by the next process
     later = Generations(index, VectorParams())
     later.verify_in_background = False
