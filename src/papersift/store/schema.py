@@ -218,6 +218,6 @@ from papersift.store import schema_accounts as _schema_accounts  # noqa: E402, F
 from papersift.store import schema_feedback as _schema_feedback  # noqa: E402, F401
 from papersift.store import schema_jobs as _schema_jobs  # noqa: E402, F401
 from papersift.store import schema_keys as _schema_keys  # noqa: E402, F401
-from papersift.store import schema_staging as _schema_staging  # noqa: E402, F401
 from papersift.store import schema_library as _schema_library  # noqa: E402, F401
+from papersift.store import schema_staging as _schema_staging  # noqa: E402, F401
 from papersift.store import schema_web as _schema_web  # noqa: E402, F401
