@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from .accounts_support import AccountsServer, accounts_server, mailed_link
 from .digest_support import copy_home
@@ -52,9 +53,8 @@ def test_sign_in_vote_token_sign_out_everywhere(chromium, server, device: str) -
     page.goto(f"/papers/{PAPER}")
     before = int(page.inner_text(".vote-count"))
     page.click(".vote-btn")
-    page.wait_for_function(
-        f"document.querySelector('.vote-count').textContent.trim() == '{before + 1}'"
-    )
+    # expect() polls from Playwright's own world: the site's CSP forbids eval in the page
+    expect(page.locator(".vote-count").first).to_have_text(str(before + 1))
     page.goto("/account")
     assert email in page.inner_text("#account-email")
     page.fill("#token-name", "laptop script")
@@ -92,8 +92,7 @@ def test_an_anonymous_vote_leads_to_sign_in_and_back(chromium, server) -> None: 
     page.wait_for_url(f"**/papers/{PAPER}")
     before = int(page.inner_text(".vote-count"))
     page.click(".vote-btn")
-    page.wait_for_function(
-        f"document.querySelector('.vote-count').textContent.trim() == '{before + 1}'"
-    )
+    # expect() polls from Playwright's own world: the site's CSP forbids eval in the page
+    expect(page.locator(".vote-count").first).to_have_text(str(before + 1))
     assert [e for e in console.errors if "401" not in e] == []
     context.close()
