@@ -7,23 +7,18 @@ screenshots go to test-artifacts/ for a person to look at."""
 from __future__ import annotations
 
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
 from papersift.search import get_service
-from papersift.settings import Settings, load_settings
 from papersift.store import papers as paper_store
-from papersift.store.db import Database
-from papersift.web.app import create_app
 
-from .digest_support import SmtpCapture, copy_home, links_in
+from .accounts_support import AccountsServer, accounts_server
+from .digest_support import copy_home, links_in
 from .test_e2e_browser import ARTIFACTS, Console, chromium, new_page  # noqa: F401
 
 pytestmark = pytest.mark.browser
@@ -33,43 +28,13 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touc
 DESKTOP = {"viewport": {"width": 1280, "height": 900}}
 
 
-@dataclass
-class Live:
-    url: str
-    settings: Settings
-    db: Database
-    smtp: SmtpCapture
+Live = AccountsServer  # the journey's server: accounts, open sign-up, mail to aiosmtpd
 
 
 @pytest.fixture(scope="module")
 def live(web_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    import uvicorn
-
-    home = copy_home(web_home, tmp_path_factory.mktemp("journey") / "home")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    smtp = SmtpCapture().start()
-    settings = load_settings(home, f"sqlite:///{home / 'papersift.db'}").replace(
-        base_url=url, smtp_url=smtp.url, signup_policy="open"
-    )
-    db = Database(settings.db_url)
-    app = create_app(settings, db=db, warm_search=False)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield Live(url, settings, db, smtp)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        smtp.stop()
-        db.dispose()
+    with accounts_server(copy_home(web_home, tmp_path_factory.mktemp("journey") / "home")) as on:
+        yield on
 
 
 def bibtex_of(live: Live, query: str, n: int) -> tuple[str, list[str]]:
