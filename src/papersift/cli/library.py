@@ -63,7 +63,10 @@ def library_remove(
         str | None, typer.Option("--tag", "-t", help="Only from this tag (default: all).")
     ] = None,
 ) -> None:
-    """Take papers out of a tag, or out of the whole library."""
+    """Take papers out of a tag, or out of the whole library.
+
+    Example: papersift library remove 2305.12345 --user ada@lab.example.org --tag RL
+    """
     uid = _user(user)
     for pid in papers:
         try:
@@ -80,7 +83,10 @@ def library_list(
     sort: Annotated[str, typer.Option(help=f"One of {', '.join(LIBRARY_SORTS)}.")] = "added",
     json_out: JsonOpt = False,
 ) -> None:
-    """The tags with their counts; with --tag, that tag's papers."""
+    """The tags with their counts; with --tag, that tag's papers.
+
+    Example: papersift library list --user ada@lab.example.org --tag RL
+    """
     uid = _user(user)
     db = state.db()
     try:
@@ -180,7 +186,10 @@ def library_export(
         Path | None, typer.Option("--out", "-o", help="Write to this file (default: stdout).")
     ] = None,
 ) -> None:
-    """Export a tag as BibTeX, RIS or CSL-JSON."""
+    """Export a tag as BibTeX, RIS or CSL-JSON.
+
+    Example: papersift library export --user ada@lab.example.org --tag RL --format ris -o rl.ris
+    """
     uid = _user(user)
     try:
         text = service.export_tag(state.db(), uid, tag, format)

@@ -85,7 +85,10 @@ def users_invite(email: Annotated[str, typer.Argument(help="The address to invit
 def users_list(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Accounts (oldest first) and open invitations."""
+    """Accounts (oldest first) and open invitations.
+
+    Example: papersift users list --json
+    """
     db = state.db()
     accounts = manage.list_accounts(db)
     invites = [i for i in manage.list_invites(db) if i["used_at"] is None]
@@ -108,7 +111,10 @@ def users_remove(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Delete an account and everything held about it (votes, library, comments, tokens,
-    sessions, the digest subscription of its address)."""
+    sessions, the digest subscription of its address).
+
+    Example: papersift users remove ada@lab.example.org --yes
+    """
     db = state.db()
     account = manage.find_account(db, email)
     if account is None:
@@ -122,7 +128,10 @@ def users_remove(
 @users_app.command("export")
 def users_export(email: Annotated[str, typer.Argument(help="The account's address.")]) -> None:
     """Print everything papersift holds about an account, as JSON (what /account/export
-    gives the reader)."""
+    gives the reader).
+
+    Example: papersift users export ada@lab.example.org > ada.json
+    """
     db = state.db()
     account = manage.find_account(db, email)
     if account is None:
