@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from papersift.digest import subscriptions as subs
 from papersift.digest import tokens
@@ -22,7 +22,7 @@ from papersift.store import feedback as feedback_store
 from papersift.store import library as library_store
 from papersift.store import subscriptions as subscriber_store
 from papersift.store.db import Database
-from papersift.store.schema import PaperRow
+from papersift.store.schema import PaperRow, PaperViewRow, VoteRow
 from papersift.store.schema_feedback import ReaderSentRow
 
 from .accounts_support import make_account
@@ -42,6 +42,10 @@ def site(web_home: Path, tmp_path_factory: pytest.TempPathFactory):
     db = Database(settings.db_url)
     with db.session() as s:
         s.execute(update(PaperRow).values(first_seen=datetime.now(UTC) - timedelta(days=3)))
+        # Earlier tests vote on the shared corpus; here nothing trends, so every paper
+        # mailed comes from the reader's own sections.
+        s.execute(delete(VoteRow))
+        s.execute(delete(PaperViewRow))
     from papersift.search.service import get_service
 
     yield settings, db, get_service(settings, db)
