@@ -138,7 +138,7 @@ async def api_comments(
 
 
 @api_router.post("/comments", status_code=201, responses=problem_responses(401, 404, 422, 429))
-async def api_comment_post(
+async def api_comment_create(
     state: StateDep, db: DbDep, account: SignedInDep, comment: Annotated[CommentIn, Body()]
 ) -> JSONResponse:
     """Post a comment (Markdown) or a reply (``reply_to``); limited per account (429)."""
@@ -174,7 +174,7 @@ async def api_comment_edit(
 @api_router.delete(
     "/comments/{comment_id}", status_code=204, responses=problem_responses(401, 403, 422)
 )
-async def api_comment_delete(db: DbDep, account: SignedInDep, comment_id: CommentId) -> Response:
+async def api_comment_remove(db: DbDep, account: SignedInDep, comment_id: CommentId) -> Response:
     """Delete your own comment."""
     try:
         await run_in_threadpool(service.delete, db, account, comment_id)
