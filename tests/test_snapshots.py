@@ -31,9 +31,10 @@ from .test_index_checksum import PAPERSIFT, serving
 TOKEN = "zyglophant"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A PostgreSQL database of this module's own (both homes use it)."""
+    """A PostgreSQL database of each test's own (both homes use it): a test's papers and
+    publications must not carry over into the next one."""
     if problem := _pg_available():
         pytest.skip(f"PostgreSQL not reachable: {problem}")
     name = f"papersift_snap_{uuid.uuid4().hex[:10]}"
@@ -118,9 +119,9 @@ def current(home: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def host_a(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Home A, the indexer: the seed corpus in the shared database."""
+    """Home A, the indexer: the seed corpus in the test's database."""
     home = tmp_path_factory.mktemp("host-a") / "home"
     db = Database(pg_url)
     assert not ingest_paths(db, [SEEDS]).failed
