@@ -23,6 +23,12 @@ def machine() -> str:
     )
 
 
+def load() -> str:
+    """The load average now (1 / 5 / 15 min), for the line that says how busy the machine was."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
 def rss_mb() -> float:
     """Resident memory of this process now, in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():

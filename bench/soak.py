@@ -475,7 +475,7 @@ def summary(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {report.machine()}; 1-min load average "
         f"during the run min {min(loads, default=0):.1f}, median "
         f"{float(np.median(loads)) if loads else 0:.1f}, max {max(loads, default=0):.1f} "
-        "(other sessions' work shared the machine).",
+        "(the served workers and this load generator included).",
         f"`papersift serve --workers {args.workers}` on the demo corpus, {args.minutes:g} min at "
         f"{args.rate:g} requests/s mixed, open loop from 16 loopback addresses; "
         + "; ".join(events)
@@ -527,6 +527,7 @@ def summary(
             near = [min(samples, key=lambda s, m=m: abs(s[0] - m))[1] for m in marks]
             lines.append(f"| {n} | " + " | ".join(f"{v:.0f}" for v in near) + " |")
     lines += breakdown
+    lines += verdict(fives, rss)
     lines += [
         "",
         "429s are the per-address vote and sign-up limits doing their job (16 addresses "
@@ -534,6 +535,26 @@ def summary(
         "answers, not failures.",
     ]
     return lines
+
+
+def verdict(fives: int, rss: dict[int, list[tuple[float, float]]]) -> list[str]:
+    """Issue 12's soak targets: no 5xx, and memory flat per worker. Caches (search results,
+    paper cards, stems) and the mid-run ingest fill the first half, so flat is judged on the
+    second half: at most 1 MB/min a worker (a leak of that size would double a worker in a
+    week of uptime; the first soaks grew 2-3 MB/min for 45 minutes)."""
+    rates = []
+    for samples in rss.values():
+        half = [(t, v) for t, v in samples if t >= samples[-1][0] / 2] if samples else []
+        if len(half) >= 2 and half[-1][0] > half[0][0]:
+            rates.append((half[-1][1] - half[0][1]) / ((half[-1][0] - half[0][0]) / 60))
+    worst = max(rates, default=float("nan"))
+    flat = bool(rates) and worst <= 1.0
+    return [
+        "",
+        f"Targets: 5xx = 0: **{'met' if fives == 0 else 'missed'}** ({fives}); memory flat "
+        f"(second half <= 1 MB/min a worker): **{'met' if flat else 'missed'}** "
+        f"(worst worker {worst:+.2f} MB/min).",
+    ]
 
 
 if __name__ == "__main__":

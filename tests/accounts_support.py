@@ -50,9 +50,9 @@ class AccountsServer:
 
 
 @contextmanager
-def accounts_server(home: Path, **changes: Any) -> Iterator[AccountsServer]:
-    """Serve ``home`` (a private copy) with ``changes`` to its settings (open sign-up by
-    default), with a loopback SMTP server; yields where it runs."""
+def app_in_thread(home: Path, **changes: Any) -> Iterator[AccountsServer]:
+    """Serve ``home`` under uvicorn in a thread on 127.0.0.1 with ``changes`` to its settings
+    and a loopback SMTP server; yields where it runs, and stops both afterwards."""
     import socket
     import threading
     import time
@@ -67,7 +67,7 @@ def accounts_server(home: Path, **changes: Any) -> Iterator[AccountsServer]:
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     smtp = SmtpCapture().start()
     settings = load_settings(home, f"sqlite:///{home / 'papersift.db'}").replace(
-        **{"base_url": url, "smtp_url": smtp.url, "signup_policy": "open", **changes}
+        **{"base_url": url, "smtp_url": smtp.url, **changes}
     )
     db = Database(settings.db_url)
     app = create_app(settings, db=db, warm_search=False)
@@ -86,6 +86,14 @@ def accounts_server(home: Path, **changes: Any) -> Iterator[AccountsServer]:
         sock.close()
         smtp.stop()
         db.dispose()
+
+
+@contextmanager
+def accounts_server(home: Path, **changes: Any) -> Iterator[AccountsServer]:
+    """Serve ``home`` (a private copy) with ``changes`` to its settings (open sign-up by
+    default), with a loopback SMTP server; yields where it runs."""
+    with app_in_thread(home, **{"signup_policy": "open", **changes}) as server:
+        yield server
 
 
 def mailed_link(smtp: SmtpCapture, email: str, count: int = 1, timeout: float = 15) -> str:

@@ -143,6 +143,19 @@ def two_workers(
             stop(proc)
 
 
+def test_workers_start_with_few_malloc_arenas(
+    two_workers: tuple[str, subprocess.Popen[str], Path],
+) -> None:
+    """Each worker runs with glibc's arena cap (the soak's memory stayed flat with it)."""
+    _url, proc, _log = two_workers
+    kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    workers = [pid for pid in kids if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(workers) == 2, kids
+    for pid in workers:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert b"MALLOC_ARENA_MAX=2" in env
+
+
 def test_metrics_add_up_over_workers_and_logs_are_json(
     two_workers: tuple[str, subprocess.Popen[str], Path],
 ) -> None:

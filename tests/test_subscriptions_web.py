@@ -7,11 +7,8 @@ one-click POST to its List-Unsubscribe URL -> nothing more. Plus the JSON API, b
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -24,53 +21,20 @@ from sqlalchemy import func, select
 from papersift.digest import subscriptions as subs
 from papersift.digest import tokens
 from papersift.digest.run import run_digests
-from papersift.settings import Settings, load_settings
-from papersift.store.db import Database
 from papersift.store.schema import SubscriberRow
 
-from .digest_support import SmtpCapture, copy_home, links_in
+from .accounts_support import AccountsServer, app_in_thread
+from .digest_support import copy_home, links_in
 
-
-@dataclasses.dataclass
-class Live:
-    url: str
-    settings: Settings
-    db: Database
-    smtp: SmtpCapture
+Live = AccountsServer  # where the app runs: url, settings, db, smtp
 
 
 @pytest.fixture(scope="module")
 def live(web_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """The real app on a copy of the web test home (seeds, embeddings and search index)."""
-    import uvicorn
-
-    from papersift.web.app import create_app
-
     home = copy_home(web_home, tmp_path_factory.mktemp("subs-web") / "home")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    smtp = SmtpCapture().start()
-    settings = load_settings(home, f"sqlite:///{home / 'papersift.db'}").replace(
-        base_url=url, smtp_url=smtp.url
-    )
-    db = Database(settings.db_url)
-    app = create_app(settings, db=db, warm_search=False)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield Live(url, settings, db, smtp)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        smtp.stop()
-        db.dispose()
+    with app_in_thread(home) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
