@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,12 +35,23 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def _ready(client: httpx.Client, seconds: float = 90) -> httpx.Response:
+    """/readyz once the app's warm-up (model, indexes) is done, or its last answer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        ready = client.get("/readyz")
+        if ready.status_code == 200 or time.monotonic() > deadline:
+            return ready
+        time.sleep(0.2)
+
+
 def test_readyz_and_metrics_on_the_live_app(live_server: str) -> None:
     with httpx.Client(base_url=live_server, timeout=30) as client:
-        ready = client.get("/readyz")
+        ready = _ready(client)
         assert ready.status_code == 200, ready.text
         body = ready.json()
         assert body["status"] == "ready" and body["checks"]["database"]["ok"]
+        assert body["checks"]["warm"] == {"ok": True}
         assert body["checks"]["index"]["documents"] > 0
         before = _metric(
             client.get("/metrics").text,
@@ -63,6 +75,27 @@ def test_readyz_and_metrics_on_the_live_app(live_server: str) -> None:
     assert _metric(text, "papersift_index_documents") > 0
     assert re.search(r"^papersift_embedding_backlog \d", text, re.M)
     assert re.search(r"^papersift_index_age_seconds \d", text, re.M)
+
+
+def test_readyz_waits_for_the_warm_up(web_home: Path) -> None:
+    """A worker still loading its model and indexes is alive but not ready, so a balancer
+    sends its first searches elsewhere; once warm it is ready."""
+    from papersift.web.state import web_state
+
+    settings = load_settings(web_home, f"sqlite:///{web_home / 'papersift.db'}")
+    app = create_app(settings, warm_search=False)
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert _ready(client).status_code == 200
+        web_state(app).warmed.clear()  # as in a worker whose warm-up is still running
+        cold = client.get("/readyz")
+        assert cold.status_code == 503 and cold.headers["retry-after"]
+        assert cold.json()["checks"]["warm"] == {
+            "ok": False,
+            "reason": "loading the model and the indexes",
+        }
+        assert client.get("/healthz").status_code == 200
+        web_state(app).warmed.set()
+        assert client.get("/readyz").status_code == 200
 
 
 def test_readyz_is_503_with_a_reason_when_no_index_is_loaded(tmp_path: Path) -> None:

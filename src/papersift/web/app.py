@@ -98,6 +98,7 @@ def _warm_search(app: FastAPI, freeze_gc: bool = False) -> None:
     if freeze_gc:
         gc.collect()  # what is garbage now should not be frozen
         gc.freeze()
+    web_state(app).warmed.set()
 
 
 def create_app(
@@ -128,6 +129,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warm_search:
             threading.Thread(target=_warm_search, args=(app, freeze_gc), daemon=True).start()
+        else:  # nothing to wait for: search loads on first use
+            web_state(app).warmed.set()
         following = threading.Event()
         if settings.snapshot_url:  # follow the published index (other hosts build it)
             from papersift.search.follow import follow_forever
@@ -192,6 +195,7 @@ def create_app(
         model_id=lambda: get_service(settings, database).embedder.model_id,
         cors_origins=settings.cors_origin_list,
         jobs=lambda: web_state(app).jobs(),
+        warmed=lambda: web_state(app).warmed.is_set(),
     )
     app.add_middleware(SearchShedder, max_in_flight=max_searches_in_flight)
     app.add_middleware(

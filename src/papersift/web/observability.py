@@ -196,11 +196,19 @@ def readiness(
     db: Database,
     index_status: Callable[[], dict[str, Any]],
     jobs: Callable[[], JobQueue] | None = None,
+    warmed: Callable[[], bool] | None = None,
 ) -> tuple[bool, dict]:
     """Whether this process can serve searches now, with the reason for each check (the
-    job queue: reachable; a missing worker is a warning, searches do not need one)."""
+    job queue: reachable; a missing worker is a warning, searches do not need one; warm:
+    the model and indexes are loaded, so the first search is not a cold one)."""
     checks: dict[str, Any] = {}
     ready = True
+    if warmed is not None:
+        if warmed():
+            checks["warm"] = {"ok": True}
+        else:
+            ready = False
+            checks["warm"] = {"ok": False, "reason": "loading the model and the indexes"}
     try:
         with db.session() as session:
             session.connection().exec_driver_sql("SELECT 1")
@@ -237,13 +245,14 @@ def install(
     model_id: Callable[[], str],
     cors_origins: list[str],
     jobs: Callable[[], JobQueue] | None = None,
+    warmed: Callable[[], bool] | None = None,
 ) -> None:
     """Add /readyz and /metrics, request ids, metrics, CORS for the API and compression."""
     registry = metrics_registry(DatabaseFigures(db, index_status, model_id, jobs))
 
     @app.get("/readyz", include_in_schema=False)
     def readyz() -> JSONResponse:
-        ready, checks = readiness(db, index_status, jobs)
+        ready, checks = readiness(db, index_status, jobs, warmed)
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         headers = {"Cache-Control": "no-store"}
         if not ready:

@@ -36,6 +36,9 @@ class WebState:
     vote_limiter: RateLimiter
     views: ViewCounter = field(default_factory=ViewCounter)
     swagger_available: bool = False
+    # Set once the model and indexes are loaded (or their warm-up gave up): /readyz waits
+    # for it, so a balancer sends no search to a worker still loading a cold index.
+    warmed: threading.Event = field(default_factory=threading.Event)
     _limiters: dict[str, RateLimiter] = field(default_factory=dict)
     _key_limiters: dict[str, KeyLimiter] = field(default_factory=dict)
     _limiter_lock: threading.Lock = field(default_factory=threading.Lock)
