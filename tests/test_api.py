@@ -359,3 +359,22 @@ def test_openapi_and_docs(client: httpx.Client) -> None:
 def test_json_is_valid_utf8_without_ascii_escapes(client: httpx.Client) -> None:
     r = client.get("/api/v1/trending", params={"k": 3})
     assert json.loads(r.content.decode("utf-8"))["results"]
+
+
+def test_a_broad_query_says_its_total_is_a_lower_bound(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keyword query broader than the count cap is not counted in full: the API says its
+    total is a lower bound and the page shows 'N+'; a narrow one is counted exactly."""
+    from papersift.search import lexical
+
+    monkeypatch.setattr(lexical, "COUNT_CAP", 5)
+    query = {"q": "learning networks data", "mode": "lexical", "k": 5}
+    broad = client.get("/api/v1/search", params=query).json()
+    assert broad["total_is_lower_bound"] is True
+    assert broad["total"] > 5 and len(broad["results"]) == 5 and broad["next"]
+    page = client.get("/search", params={"q": query["q"], "mode": "lexical"}).text
+    assert f"{broad['total']:,}+ results" in page
+    monkeypatch.setattr(lexical, "COUNT_CAP", 10_000)
+    exact = client.get("/api/v1/search", params={**query, "q": "learning networks data model"})
+    assert exact.json()["total_is_lower_bound"] is False

@@ -68,6 +68,11 @@ class SearchOut(BaseModel):
     mode: str
     sort: str
     total: int
+    total_is_lower_bound: bool = Field(
+        False,
+        description="true when a broad keyword query was not counted in full: at least "
+        "`total` papers match (the page shows it as 'N+'), and `next` pages through them",
+    )
     offset: int
     k: int
     message: str | None = None

@@ -120,6 +120,7 @@ def api_search(
         mode=results.mode,
         sort=sort,
         total=results.total,
+        total_is_lower_bound=results.more,
         offset=start,
         k=k,
         message=results.message,
