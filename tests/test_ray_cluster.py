@@ -253,3 +253,22 @@ def test_a_gpu_provider_is_chosen_by_setting_and_skipped_where_missing(
         assert "CUDAExecutionProvider" in caplog.text
     emb = Embedder()  # the model loads on what is there
     assert emb.session.get_providers()[0] == chosen[0]
+
+
+def test_an_unreachable_cluster_is_a_clear_error_in_seconds(tmp_path: Path) -> None:
+    """Nothing listens at the address: `index --ray` says so and exits non-zero within
+    seconds (ray.init alone retries for minutes), and the backlog is left as it was."""
+    home, db = _home_with_backlog(tmp_path, 8)
+    embedder_id = Embedder().model_id
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    done = _papersift(home, "index", "--ray", f"127.0.0.1:{port}", timeout=120)
+    took = time.monotonic() - started
+    assert done.returncode != 0
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert took < 60, took
+    assert _unembedded(db, embedder_id) == 8
+    db.dispose()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -37,6 +38,7 @@ log = logging.getLogger("papersift.search")
 
 BATCH_ROWS = 256  # papers per model call inside an actor (length-sorted by the embedder)
 BLOCKS_OF = 4  # batches per read task: ~1.5 MB of text, some seconds of one actor's work
+REACH_SECONDS = 5.0  # how long a cluster address may take to accept a connection
 
 Progress = Callable[[int, int], None]
 
@@ -151,10 +153,34 @@ class EncodeBatches:
         }
 
 
+def check_reachable(address: str, timeout: float = REACH_SECONDS) -> None:
+    """Fail fast when nothing listens at a cluster's ``host:port`` (or ``ray://host:port``).
+
+    ``ray.init`` has no connect timeout: at an address where nothing answers it retries for
+    minutes, printing warnings. A plain TCP connect tells in seconds; ``auto`` and other
+    address forms are left to Ray."""
+    where = address.removeprefix("ray://")
+    host, sep, port = where.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit():
+        return
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address}: {reason}; start its head with "
+            "`ray start --head` or check the address (host:port of the head's GCS)"
+        ) from exc
+
+
 def _connect(ray: Any, address: str, settings: Settings, cpus: int) -> None:
     """Join the cluster at ``address``, or start a local one for ``local``. Workers get the
     settings of this process (home, database, model) through the job's environment."""
     runtime_env = {"env_vars": worker_environment(settings, embedding=True)}
+    if address != "local":
+        check_reachable(address)
     try:
         if address == "local":
             ray.init(
