@@ -28,10 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import func, insert, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -57,9 +56,6 @@ from papersift.store.schema import (  # noqa: E402
 )
 
 SAMPLE = ROOT / "src" / "papersift" / "data" / "seeds"
-PG_ADMIN = os.environ.get(
-    "PAPERSIFT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 TOPICS = [
     "sparse attention",
@@ -245,20 +241,6 @@ def bench_send(settings: Settings, db: Database, max_seconds: float) -> dict:
     }
 
 
-def fresh_pg() -> tuple[str, callable]:
-    name = f"papersift_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", drop
-
-
 def run_backend(label: str, url: str | None, home: Path, n: int, max_seconds: float) -> dict:
     settings = load_settings(home, url or f"sqlite:///{home / 'papersift.db'}")
     db = Database(settings.db_url)
@@ -302,7 +284,7 @@ def main() -> None:
             run_backend("SQLite", None, Path(tmp) / "sqlite", args.subscribers, args.max_seconds)
         )
         if not args.no_postgres:
-            url, drop = fresh_pg()
+            url, drop = report.fresh_pg()
             try:
                 results.append(
                     run_backend(

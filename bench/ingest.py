@@ -34,8 +34,6 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -46,9 +44,6 @@ from papersift.store.db import Database  # noqa: E402
 from papersift.store.papers import count_papers  # noqa: E402
 
 SAMPLE = ROOT / "src" / "papersift" / "data" / "seeds"
-PG_ADMIN = os.environ.get(
-    "PAPERSIFT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 FIRST = "Ada Alan Grace Emmy Marie Kurt Hedy Ravi Mei Jonas Clara Ines Omar Lin Petra Bruno".split()
 LAST = "Lovelace Turing Hopper Noether Curie Goedel Lamarr Iyer Tanaka Berg Wolf Duarte".split()
@@ -140,20 +135,6 @@ def write_generic(path: Path, rows: list[dict]) -> None:
             fh.write(json.dumps(obj) + "\n")
 
 
-def fresh_pg() -> tuple[str, callable]:
-    name = f"papersift_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", drop
-
-
 def run_one(url: str, path: Path) -> tuple[float, float, int]:
     """(wall seconds, this process's CPU seconds, papers stored) for one ingest."""
     db = Database(url)  # migrations run here, outside the timed part
@@ -203,7 +184,7 @@ def main() -> None:
                             url = f"sqlite:///{tmp}/b-{uuid.uuid4().hex}.db"
                             drop = lambda: None  # noqa: E731 - the temp dir goes as a whole
                         else:
-                            url, drop = fresh_pg()
+                            url, drop = report.fresh_pg()
                         try:
                             runs.append(run_one(url, path))
                         finally:

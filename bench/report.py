@@ -4,10 +4,35 @@ from __future__ import annotations
 
 import os
 import platform
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_MD = ROOT / "BENCHMARKS.md"
+
+
+PG_ADMIN = os.environ.get(
+    "PAPERSIFT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def fresh_pg() -> tuple[str, Callable[[], None]]:
+    """A new, empty PostgreSQL database for one benchmark run: (its URL, a function that
+    drops it)."""
+    from sqlalchemy import create_engine, text
+
+    name = f"papersift_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", drop
 
 
 def machine() -> str:
