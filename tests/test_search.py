@@ -806,3 +806,31 @@ def test_cli_table_shows_titles_verbatim(own_home: Path):
     )
     result = _cli(own_home, "index")
     assert result.exit_code == 0 and "up to date (808 papers)" in result.stdout
+
+
+def test_a_common_filter_searched_from_kept_vectors_ranks_as_before(
+    search_home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Filters passing more papers than exact gathering allows take the kept-matrix path
+    (search/subsets.py); the answers are the ones exact search over the filter gives."""
+    from papersift.search import execute
+
+    settings, db = _open(search_home)
+    query, filters = "large language models", SearchFilters(collection=FIRST_PAGE)
+    before = {
+        mode: [
+            h.paper_id
+            for h in SearchService(settings, db)
+            .search(query, k=20, mode=mode, filters=filters)
+            .hits
+        ]
+        for mode in ("semantic", "hybrid")
+    }
+    monkeypatch.setattr(execute, "FILTER_EXACT", 0)  # every filter now counts as common
+    kept = SearchService(settings, db)
+    for mode, expected in before.items():
+        assert [
+            h.paper_id for h in kept.search(query, k=20, mode=mode, filters=filters).hits
+        ] == expected
+    vectors = kept.generations.current().vectors
+    assert vectors is not None and len(vectors.subsets._items) == 1  # one filter, kept once

@@ -110,3 +110,51 @@ def test_a_stale_layer_after_a_crashed_merge_still_answers_right(tmp_path: Path)
     assert len(again) == 402
     got = again.search(_unit(2, seed=3)[0], 3)[0].tolist()
     assert got[0] == 1 and got.count(1) == 1
+
+
+def test_a_filters_vectors_are_kept_and_forgotten_when_the_index_changes(tmp_path: Path):
+    """Exact search among a filter's papers gives what gathering them each time gives; the
+    second query under the same filter reads no vector from the graph; an update (a changed
+    paper, a removed one) makes the kept matrix go, so nobody is answered from old vectors."""
+    folder, keys, vecs = _graph(tmp_path)
+    index = VectorIndex.load(folder, 32, PARAMS)
+    passing = np.sort(keys[::3])
+    query = vecs[30]
+    assert index.search_subset(query, passing, 5)[0].tolist() == (
+        index.search_among(query, passing, 5)[0].tolist()
+    )
+    assert index.search_subset(query, passing, 5)[0][0] == keys[30]
+    gathered: list[int] = []
+    real_get = index.get
+
+    def counting_get(wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gathered.append(len(wanted))
+        return real_get(wanted)
+
+    index.get = counting_get  # type: ignore[method-assign]
+    index.search_subset(vecs[33], passing, 5)
+    assert gathered == []  # kept from the first query
+    moved = -vecs[30]  # paper 30 now points the other way
+    index.add(keys[30:31], moved[None])
+    index.remove(keys[33:34])
+    got, sims = index.search_subset(query, passing, 5)
+    assert gathered == [len(passing)]  # gathered anew after the change
+    assert keys[30] not in got[:1].tolist() and keys[33] not in got.tolist()
+    assert sims[0] < 0.99
+
+
+def test_the_subset_cache_keeps_to_its_budget():
+    from papersift.search.subsets import SubsetCache
+
+    vecs = _unit(100)
+    cache = SubsetCache(budget=2 * (40 * 32 * 4 + 40 * 8))  # room for two 40-paper filters
+    assert cache.fits(40, 32) and not cache.fits(100, 32)
+
+    def gather(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ones(len(keys), dtype=bool), vecs[keys.astype(np.int64)]
+
+    for start in (0, 40, 20):
+        keys = np.arange(start, start + 40, dtype=np.uint64)
+        top, _sims = cache.search(keys, vecs[start + 1], 3, gather)
+        assert top[0] == start + 1
+    assert len(cache._items) == 2 and cache._bytes <= cache.budget

@@ -225,6 +225,9 @@ class Executor:
         if allowed <= FILTER_EXACT:
             keys, sims = vectors.search_among(qvec, passing, count)
             return [int(k) for k in keys], sims.tolist(), allowed
+        if vectors.subsets.fits(allowed, vectors.ndim):  # a common filter: its vectors kept
+            keys, sims = vectors.search_subset(qvec, passing, count)
+            return [int(k) for k in keys], sims.tolist(), allowed
         # Broad filter: over-fetch in proportion to how many papers pass, then keep those.
         share = allowed / max(len(vectors), 1)
         fetch = min(len(vectors), int(count / share * 1.5) + count, 50 * count + 1000)

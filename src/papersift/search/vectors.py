@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from papersift.search.delta import Delta
+from papersift.search.subsets import SubsetCache
 from papersift.settings import current as current_settings
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class VectorIndex:
         self._delta: Delta | None = None
         self._folder: Path | None = None
         self._gone_arr: np.ndarray | None = None  # ``_delta.gone`` as an array (for isin)
+        self.subsets = SubsetCache()  # vectors of common filters' papers (subsets.py)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -137,6 +139,7 @@ class VectorIndex:
     def _writable(self) -> None:
         if self._view:
             raise RuntimeError("this vector index is a read-only view; open it with view=False")
+        self.subsets.clear()  # about to change: no kept matrix stays valid
 
     def remove(self, keys: ArrayLike) -> None:
         keys = _as_keys(keys)
@@ -320,6 +323,13 @@ class VectorIndex:
             top = np.arange(len(sims))
         top = top[np.argsort(-sims[top], kind="stable")]
         return self._keys[top], sims[top]
+
+    def search_subset(
+        self, query: np.ndarray, keys: np.ndarray, count: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search restricted to ``keys``, a filter's papers, whose vectors are kept
+        for the next query under the same filter (see ``subsets.py``)."""
+        return self.subsets.search(_as_keys(keys), query, count, self.get)
 
     def search_among(
         self, query: np.ndarray, keys: ArrayLike, count: int
