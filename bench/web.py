@@ -60,11 +60,14 @@ def prepare_home(home: Path) -> None:
 def start_server(home: Path, port: int, workers: int) -> subprocess.Popen:
     env = {**os.environ, "PAPERSIFT_HOME": str(home)}
     env.pop("PAPERSIFT_DB", None)
+    # The server's log (an access line per request) goes to a file: a pipe nobody reads
+    # fills after some thousand lines and then blocks every worker that logs.
+    log = (home.parent / "serve.log").open("wb")
     proc = subprocess.Popen(
         [str(PAPERSIFT), "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -77,7 +80,9 @@ def start_server(home: Path, port: int, workers: int) -> subprocess.Popen:
         except httpx.HTTPError:
             time.sleep(0.3)
     proc.kill()
-    raise SystemExit("server did not come up: " + (proc.stderr.read() or b"").decode()[-2000:])
+    log.close()
+    tail = (home.parent / "serve.log").read_text(errors="replace")[-2000:]
+    raise SystemExit("server did not come up: " + tail)
 
 
 def server_cpu_seconds(proc: subprocess.Popen) -> float:
