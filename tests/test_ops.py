@@ -237,3 +237,26 @@ def test_json_log_lines_survive_hostile_messages(tmp_path: Path) -> None:
     assert record["level"] == "WARNING" and record["correlation_id"] == "-"
     plain = log_config(load_settings(tmp_path), stream_is_tty=True)
     assert "format" in plain["formatters"]["main"]
+
+
+def test_a_served_worker_uses_one_blas_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What each `serve` worker builds its app with: BLAS limited to one thread (spinning
+    OpenBLAS threads tripled the CPU of a hybrid search under load)."""
+    from threadpoolctl import threadpool_info, threadpool_limits  # type: ignore[import-untyped]
+
+    from papersift.web.app import create_served_app
+
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    if not blas:
+        pytest.skip("numpy here has no BLAS thread pool to limit")
+    before = {p["filepath"]: p["num_threads"] for p in blas}
+    monkeypatch.setenv("PAPERSIFT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PAPERSIFT_DB", raising=False)
+    try:
+        create_served_app()
+        after = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        assert after and set(after) == {1}
+    finally:
+        threadpool_limits(limits=max(before.values()), user_api="blas")
