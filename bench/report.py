@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,15 @@ def fresh_pg() -> tuple[str, Callable[[], None]]:
         admin.dispose()
 
     return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Ask a server the benchmark started to stop; kill it if it has not within ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def machine() -> str:

@@ -180,11 +180,7 @@ def served_cold_start(home: Path, query: str) -> dict:
             first = (time.perf_counter() - t1) * 1000
             answer.raise_for_status()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        report.stop_process(proc, timeout=30)
     return {"serve_ready_s": ready, "serve_first_query_ms": first}
 
 

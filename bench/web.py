@@ -288,11 +288,7 @@ def main() -> None:
                 results[name]["rate"] = rate
                 print(name, results[name], flush=True)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            report.stop_process(proc, timeout=15)
     ref = results["GET /api/v1/papers/{id} (reference)"]
     lines = [
         "## Web (bench/web.py)",
