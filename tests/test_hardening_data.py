@@ -548,6 +548,59 @@ def test_full_disk_leaves_nothing_behind_and_says_so(tmp_path: Path) -> None:
         assert unreferenced_segments(index) == []
 
 
+def fill(path: Path) -> None:
+    """Write zeros to ``path`` until its filesystem is full."""
+    with contextlib.suppress(OSError), path.open("wb") as fh:
+        while True:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+
+
+def test_checksum_check_on_a_full_disk_is_one_line_and_trusts_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The background checksum check adopts a dead writer's leftovers by writing a fresh
+    manifest; on a full disk that write fails. It logs one line (no traceback reaches the
+    CLI's stderr) and keeps the marker, so the manifest is not trusted until a write works."""
+    from papersift.cli import is_disk_full
+    from papersift.search.generations import Generations, IndexUnavailable
+    from papersift.search.vectors import VectorParams
+
+    home = tmp_path / "home"
+    env = no_model(tmp_path)
+    with small_tmpfs(home / "index", "1024k") as index:
+        first = run_cli(home, "ingest", str(write_corpus(tmp_path / "a.jsonl", 50)), **env)
+        assert first.returncode == 0, first.stderr
+        (index / ".writing").touch()  # a writer died between its write and its manifest
+        generations = Generations(index, VectorParams())
+        generations.verify_in_background = False
+        assert generations.current() is not None
+        fill(index / "filler")
+        with caplog.at_level("WARNING", logger="papersift.search.generations"):
+            generations.verify_quietly()
+        (record,) = [r for r in caplog.records if "checksums" in r.getMessage()]
+        assert record.levelname == "WARNING" and record.exc_info is None
+        assert "No space left" in record.getMessage()
+        assert (index / ".writing").exists()
+        assert not [p for p in index.rglob("*.tmp")]  # no half-written manifest left
+
+        # A process opening the index now cannot create SQLite's shared-memory file: the
+        # index is unavailable (disk full), not damaged, and nothing is set aside.
+        live = json.loads((index / "CURRENT").read_text())["dir"]
+        opened = generations.current()
+        assert opened is not None
+        opened.catalog.close()  # the last connection: SQLite removes its -wal and -shm files
+        assert not list((index / live).glob("catalog.sqlite-shm"))
+        fill(index / "filler2")  # what closing freed
+        fresh = Generations(index, VectorParams())
+        fresh.verify_in_background = False
+        with pytest.raises(IndexUnavailable, match="full") as raised:
+            fresh.current()
+        assert is_disk_full(raised.value)
+        assert fresh.damaged is None and (index / live).is_dir()
+        assert not [p for p in index.iterdir() if p.name.startswith("broken-")]
+
+
 def test_keys_revision_up_and_down(tmp_path: Path, pg_server_url: str) -> None:
     """0006 adds signing_keys on SQLite and PostgreSQL, keeps the key across a stay at head,
     and downgrading to 0005 removes only it."""

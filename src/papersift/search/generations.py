@@ -20,6 +20,7 @@ a background thread; a generation that fails either is set aside as ``broken-*``
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -48,6 +49,18 @@ Stamp = tuple[int, int, int]  # (mtime ns, size, inode) of CURRENT: changes on e
 
 class IndexUnavailable(RuntimeError):
     """The index cannot answer right now (being rebuilt after damage): retry shortly."""
+
+
+FULL_BELOW = 1 << 20  # bytes free under which an index that fails to open is not blamed
+
+
+def _disk_full(root: Path) -> bool:
+    """Whether the filesystem holding ``root`` has (next to) no space left."""
+    try:
+        stat = os.statvfs(root)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < FULL_BELOW
 
 
 @dataclass
@@ -148,6 +161,13 @@ class Generations:
                 self._live = self.open(meta, stamp) if meta else None
             except Exception as exc:  # damaged files: tantivy, usearch, numpy or sqlite
                 assert meta is not None
+                if _disk_full(self.root):
+                    # SQLite cannot create its shared-memory file on a full disk and says
+                    # "disk I/O error": the files are fine, so nothing is set aside.
+                    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.root))
+                    raise IndexUnavailable(
+                        "the disk holding the search index is full; free some space"
+                    ) from full
                 self._set_aside(meta, exc)
                 self._live = None
             if self._live is not None and self.verify_in_background:
@@ -185,6 +205,10 @@ class Generations:
     def verify_quietly(self) -> None:
         try:
             self.verify()
+        except OSError as exc:
+            # A full or failing disk: the generation is not judged damaged, and the check
+            # runs again when the index is next opened. One line, not a traceback.
+            log.warning("checking the index generation's checksums did not finish: %s", exc)
         except Exception:
             log.exception("checking the index generation's checksums failed")
 

@@ -117,8 +117,12 @@ def write(folder: Path, manifest: Manifest) -> None:
     """Replace the folder's manifest atomically."""
     folder = Path(folder)
     tmp = folder / f".{NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, sort_keys=True))
-    os.replace(tmp, folder / NAME)
+    try:
+        tmp.write_text(json.dumps(manifest, sort_keys=True))
+        os.replace(tmp, folder / NAME)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written manifest behind
+        raise
 
 
 def refresh(folder: Path) -> Manifest:

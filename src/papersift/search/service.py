@@ -139,6 +139,9 @@ class SearchService:
     def _repair_quietly(self) -> None:
         try:
             self._rebuild_missing()
+        except OSError as exc:
+            # A full disk is the usual cause: one line, and the next search tries again.
+            log.warning("rebuilding the damaged search index did not finish: %s", exc)
         except Exception:
             log.exception("rebuilding the damaged search index failed")
 
