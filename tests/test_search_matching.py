@@ -182,6 +182,23 @@ def test_semantic_counts_only_papers_above_the_floor(svc: SearchService):
     assert res.total == int((sims >= cut).sum())
 
 
+def test_semantic_total_is_a_lower_bound_when_every_fetched_paper_matches(svc: SearchService):
+    """Semantic mode fetches the nearest 100 (or up to the page's end), not a thousand:
+    when all of them clear the floor the total says "at least", and a later page counts on."""
+    query = "neural networks for language"
+    full = svc.search(query, k=1000, mode="semantic")
+    assert full.total > floor.SEMANTIC_FETCH and not full.more  # counted in full
+    first = svc.search(query, k=10, mode="semantic")
+    assert first.total == floor.SEMANTIC_FETCH and first.more
+    assert [h.paper_id for h in first.hits] == [h.paper_id for h in full.hits[:10]]
+    later = svc.search(query, k=10, offset=150, mode="semantic")
+    assert later.total >= 160 and [h.paper_id for h in later.hits] == [
+        h.paper_id for h in full.hits[150:160]
+    ]
+    narrow = svc.search("zzqxv blorptang", k=10, mode="semantic")
+    assert narrow.total == len(narrow.hits) == 0 and not narrow.more
+
+
 def test_a_filter_nothing_passes_gives_no_phantom_total(svc: SearchService):
     filters = SearchFilters(date_from=date(2030, 1, 1))
     for mode in ("hybrid", "lexical", "semantic"):

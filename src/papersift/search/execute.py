@@ -241,12 +241,14 @@ class Executor:
     ) -> _Ranked:
         text = clean.semantic or clean.text
         qvec = self._embedder().encode_query(text)
-        fetch = max(k, relevance.SEMANTIC_COUNT)  # the same for every page of the query
-        keys, sims, _allowed = self._dense(live, qvec, fetch, fq)
-        # Only papers above the relevance floor are matches (and counted as results).
+        fetch = max(need, relevance.SEMANTIC_FETCH)
+        keys, sims, allowed = self._dense(live, qvec, fetch, fq)
+        # Only papers above the relevance floor are matches (and counted as results); when
+        # every fetched paper is one and more papers pass the filters, the count is a floor.
         known = relevance.has_known_word(live.lexical, clean.words or text)
         shown = relevance.above(sims, relevance.cosine_floor(self._embedder().model_id, known))
-        return _Ranked(keys[: min(shown, need)], sims[: min(shown, need)], shown)
+        more = shown == len(keys) and len(keys) < allowed
+        return _Ranked(keys[: min(shown, need)], sims[: min(shown, need)], shown, [], more)
 
     def _hybrid(
         self,

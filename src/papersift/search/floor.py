@@ -51,7 +51,11 @@ UNKNOWN_FLOORS = {"all-minilm-l6-v2": 0.55}
 # that counts without it. Other models: coverage only (no cosine bar anybody measured).
 DIGEST_COVERAGE = 0.5
 DIGEST_MEANINGS = {"all-minilm-l6-v2": 0.525}
-SEMANTIC_COUNT = 1000  # semantic mode counts the matches among this many nearest papers
+# Semantic mode fetches at least this many nearest papers (or the page's end) and counts
+# the matches among them; when all are matches the total is a lower bound ("N+"), as for a
+# broad keyword query. Counting among a thousand made every query walk the graph with an
+# expansion of 1,000 instead of the index's own (768 by default).
+SEMANTIC_FETCH = 100
 
 
 def cosine_floor(model_id: str | None, known_words: bool = True) -> float:
