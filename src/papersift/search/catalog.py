@@ -18,6 +18,9 @@ from pathlib import Path
 from types import TracebackType
 
 _CHUNK = 500
+# A vector's hash starting with this was made from the title alone, while the abstract waits
+# to be embedded (see indexer.TITLE_FIRST): searchable, but still pending.
+PROVISIONAL = "title:"
 
 
 def paper_key(paper_id: str) -> int:
@@ -64,9 +67,13 @@ class Catalog:
             return conn.execute("SELECT count(*) FROM docs").fetchone()[0]
 
     def count_vectors(self) -> int:
-        """How many indexed papers have a vector."""
+        """How many indexed papers have a vector of their text (provisional ones not counted:
+        they are still pending)."""
         with self._conn() as conn:
-            sql = "SELECT count(*) FROM docs WHERE vec_hash IS NOT NULL"
+            sql = (
+                "SELECT count(*) FROM docs WHERE vec_hash IS NOT NULL"
+                f" AND substr(vec_hash, 1, {len(PROVISIONAL)}) != '{PROVISIONAL}'"
+            )
             return conn.execute(sql).fetchone()[0]
 
     def count_pending_vectors(self) -> int:

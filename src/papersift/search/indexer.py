@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from papersift.search.catalog import Catalog, paper_key
+from papersift.search.catalog import PROVISIONAL, Catalog, paper_key
 from papersift.search.embedder import Embedder, EmbedderError
 from papersift.search.generations import Generation, Generations, Meta
 from papersift.search.lexical import LexicalIndex
@@ -28,6 +28,11 @@ from papersift.store.search_docs import PaperDoc
 EMBED_BATCH = 1024  # papers embedded (and written to the database) per step
 EMBED_LIMIT = 20_000  # more changed papers than this: ingest leaves embedding to `index`
 VECTOR_CHUNK = 8192  # papers given vectors per saved, live step (a killed run keeps the rest)
+# From this many papers to embed in one update, their titles are embedded first (a title is
+# a twentieth of an abstract's tokens): searchable by meaning in about a second, their full
+# vectors replace the title ones as the abstracts are embedded. Title vectors are marked
+# provisional in the catalog, so a killed run leaves them pending, never taken for done.
+TITLE_FIRST = 256
 
 
 class _Embedding:
@@ -309,6 +314,8 @@ class Indexer:
             missing = sum(1 for d in batch if d.id not in stored)
             embed = embed_limit is None or missing <= embed_limit
             run = _Embedding(progress, missing)
+            if embed and missing >= TITLE_FIRST:
+                self._titles_first(live, vectors, meta, [d for d in batch if d.id not in stored])
             for start in range(0, len(batch), VECTOR_CHUNK):
                 part = batch[start : start + VECTOR_CHUNK]
                 have = {d.id: stored[d.id] for d in part if d.id in stored}
@@ -330,6 +337,25 @@ class Indexer:
         gens.forget()
         report.seconds = time.monotonic() - started
         return report
+
+    def _titles_first(
+        self, live: Generation, vectors: VectorIndex, meta: Meta, docs: list[PaperDoc]
+    ) -> None:
+        """Give ``docs`` provisional vectors of their titles and make them live."""
+        emb = self._embedder()
+        keys = [paper_key(d.id) for d in docs]
+        vectors.add(keys, emb.encode([d.title for d in docs]))
+        vectors.save(live.folder)
+        live.catalog.upsert(
+            (key, d.id, None, PROVISIONAL + d.content_hash)
+            for key, d in zip(keys, docs, strict=True)
+        )
+        meta.update(
+            gen=int(meta.get("gen", 0)) + 1,
+            vectors=live.catalog.count_vectors(),
+            updated=time.time(),
+        )
+        self.generations.write_meta(meta)
 
     @staticmethod
     def _write_lexical(live: Generation, batch: Sequence[PaperDoc], gone_ids: list[str]) -> None:
