@@ -272,7 +272,7 @@ def _unit(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("dtype", ["f16", "i8", "f32"])
+@pytest.mark.parametrize("dtype", ["bf16", "f16", "i8", "f32"])
 def test_vector_index_flat_and_hnsw_agree(tmp_path, dtype: str):
     vecs = _unit(600)
     keys = np.arange(1000, 1600, dtype=np.uint64)

@@ -29,7 +29,7 @@ def test_defaults_and_db_in_home(tmp_path: Path) -> None:
     assert s.home == tmp_path
     assert s.db_url == f"sqlite:///{tmp_path / 'papersift.db'}"
     assert s.index_dir == tmp_path / "index"
-    assert (s.vector_dtype, s.hnsw_connectivity, s.smtp_rate, s.digest_hour) == ("f16", 48, 10, 7)
+    assert (s.vector_dtype, s.hnsw_connectivity, s.smtp_rate, s.digest_hour) == ("bf16", 48, 10, 7)
 
 
 def test_precedence_argument_env_file_default(

@@ -317,8 +317,10 @@ class Settings(BaseSettings):
     )
 
     # -- the vector index -------------------------------------------------------------------
-    vector_dtype: Literal["f16", "i8", "f32"] = Field(
-        default="f16", description="Storage type of the HNSW graph's vectors."
+    vector_dtype: Literal["bf16", "f16", "i8", "f32"] = Field(
+        default="bf16",
+        description="Storage type of the HNSW graph's vectors (`bf16`: searched 20-50 % "
+        "faster than `f16` at the same recall where the CPU has AVX-512 BF16).",
     )
     hnsw_connectivity: int = Field(default=48, gt=0, description="HNSW graph connectivity.")
     hnsw_expansion_add: int = Field(
