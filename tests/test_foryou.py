@@ -153,6 +153,41 @@ def test_recommendations_explain_themselves_and_learn(home: Home) -> None:
         home.foryou.feedback(uid, ids[0], "dismiss", "No such tag")
 
 
+def test_papers_other_readers_saved_alongside_join_with_their_reason(home: Home) -> None:
+    """Three readers saved two deep-learning papers and one quantum paper; a fourth who saved
+    the two gets the quantum paper (far in meaning) with the co-saved reason, and not when
+    the signal is off (fewer readers than ``co_saved_readers``)."""
+    from papersift.rank.foryou import CoSavedCache
+
+    search = get_service(home.settings, home.db)
+    pair = [h.paper_id for h in search.search("deep reinforcement learning agents", k=2).hits]
+    far = search.search("quantum error correction codes", k=1).hits[0].paper_id
+    for n in range(3):
+        account = make_account(home.db, f"cosaver{n}@example.org")
+        with home.db.session() as s:
+            for pid in (*pair, far):
+                library_store.add(s, account.id, pid, "Reading")
+    uid = make_account(home.db, "newcomer@example.org").id
+    with home.db.session() as s:
+        for pid in pair:
+            library_store.add(s, uid, pid, "RL")
+
+    on = home.foryou.recommendations(uid, "RL", k=20)
+    picked = {p.paper_id: p for p in on.picks}
+    assert far in picked and picked[far].co_saved
+    assert sum(p.co_saved for p in on.picks) <= 3  # the others come from meaning alone
+    off = ForYou(home.db, search)
+    off.cosaved = CoSavedCache(min_readers=10_000)
+    assert far not in [p.paper_id for p in off.recommendations(uid, "RL", k=20).picks]
+    # Saving more anywhere is seen at once (the signal is rebuilt when a library changes).
+    other = make_account(home.db, "late@example.org")
+    with home.db.session() as s:
+        library_store.add(s, other.id, far, "Q")
+    assert far in [p.paper_id for p in home.foryou.recommendations(uid, "RL", k=20).picks]
+    week = home.foryou.recommendations(uid, "RL", k=20, window="week")
+    assert not any(p.co_saved for p in week.picks)
+
+
 def test_new_this_week_and_empty_libraries(home: Home) -> None:
     uid, _ = _library(home, "weekly@example.org", "quantum", "Q", n=3)
     week = home.foryou.recommendations(uid, "Q", window="week", k=50)

@@ -26,6 +26,8 @@ from sqlalchemy.orm import Session
 from papersift.rank.recommend import (
     CandidatesProvider,
     CorpusStats,
+    CoSaved,
+    LibraryCooccurrence,
     Recommendation,
     RecommendError,
     recommend,
@@ -34,6 +36,7 @@ from papersift.rank.recommend import (
 from papersift.search.catalog import paper_key
 from papersift.search.service import SearchService
 from papersift.search.vectors import VectorIndex
+from papersift.settings import current as current_settings
 from papersift.store import daily as daily_store
 from papersift.store import feedback as feedback_store
 from papersift.store import library as library_store
@@ -164,6 +167,30 @@ class StatsCache:
             return stats
 
 
+class CoSavedCache:
+    """The co-saved signal over every reader's library, rebuilt when any library changed
+    (one count query per request tells). Off below ``min_readers`` readers with papers: with
+    two, a pick "also saved by readers like you" would name what the other one saved."""
+
+    def __init__(self, min_readers: int) -> None:
+        self.min_readers = min_readers
+        self._lock = threading.Lock()
+        self._version: tuple[int, str] | None = None
+        self._signal: LibraryCooccurrence | None = None
+
+    def get(self, session: Session) -> LibraryCooccurrence | None:
+        if self.min_readers <= 0:
+            return None
+        version = library_store.libraries_version(session)
+        with self._lock:
+            if version != self._version:
+                libraries = library_store.every_library(session)
+                enough = len(libraries) >= self.min_readers
+                self._signal = LibraryCooccurrence(libraries) if enough else None
+                self._version = version
+            return self._signal
+
+
 @dataclass(frozen=True)
 class Saved:
     """A saved paper as the page names it: where it is (tag), and whether it is a "more
@@ -182,6 +209,7 @@ class Pick:
     score: float
     nearest: list[tuple[Saved, float]]  # 1-3 saved papers it is nearest to, with cosines
     terms: list[str]
+    co_saved: bool = False  # readers who saved these papers also saved it
 
 
 @dataclass
@@ -204,6 +232,7 @@ def pick_recommendations(
     negatives: Sequence[str],
     k: int = 20,
     window: str = "all",
+    cosaved: CoSaved | None = None,
 ) -> ForYouResult:
     """Recommendations for ``saved`` (positives included) through the measured method."""
     by_id = {s.paper_id: s for s in saved}
@@ -223,17 +252,36 @@ def pick_recommendations(
         k=k,
         exclude=exclude | set(by_id),
         dismissed_ids=known_negatives,
+        cosaved=cosaved,
         candidates_per_query=PER_QUERY,
     )
     picks = [
         Pick(
-            r.paper_id, r.score, [(by_id[p], sim) for p, sim in r.reasons.nearest], r.reasons.terms
+            r.paper_id,
+            r.score,
+            [(by_id[p], sim) for p, sim in r.reasons.nearest],
+            r.reasons.terms,
+            r.reasons.co_saved > 0,
         )
         for r in recs
     ]
     weights = [(by_id[p], n) for p, n in saved_weights(recs)[:5]]
     message = "" if picks else "Nothing new to recommend here yet."
     return ForYouResult(picks, weights, len(by_id), message, window, len(by_id) - len(usable))
+
+
+def _indexed_only(signal: CoSaved | None, lookup: IndexLookup) -> CoSaved | None:
+    """The co-saved scores of papers that have a vector (a paper saved a moment ago may
+    not yet; scoring needs every candidate's vector)."""
+    if signal is None:
+        return None
+
+    def scores(library: Sequence[str]) -> dict[str, float]:
+        found = signal(library)
+        present = set(lookup.present(list(found)))
+        return {p: v for p, v in found.items() if p in present}
+
+    return scores
 
 
 class UnknownTag(KeyError):
@@ -258,6 +306,7 @@ class ForYou:
         self.db = db
         self.search = search
         self.stats = stats or StatsCache()
+        self.cosaved = CoSavedCache(current_settings().co_saved_readers)
 
     def _texts(self, ids: Sequence[str]) -> list[str]:
         with self.db.session() as s:
@@ -301,6 +350,7 @@ class ForYou:
                 if latest is not None:
                     first = latest - timedelta(days=6)
                     recent = feedback_store.papers_in_days(s, first, latest, WEEK_LIMIT)
+            cosaved = self.cosaved.get(s)
         live = self.search.generations.current()
         if live is None or live.vectors is None or len(live.vectors) < 2:
             note = "Recommendations start once the search index has papers with embeddings."
@@ -318,7 +368,15 @@ class ForYou:
             fresh = lookup.present([p for p in recent if p not in exclude])
             provider = lambda _queries, _count: fresh  # noqa: E731 (every paper of the week)
         result = pick_recommendations(
-            saved, provider, lookup, stats, exclude=exclude, negatives=negatives, k=k, window=window
+            saved,
+            provider,
+            lookup,
+            stats,
+            exclude=exclude,
+            negatives=negatives,
+            k=k,
+            window=window,
+            cosaved=_indexed_only(cosaved, lookup) if recent is None else None,
         )
         if not result.picks and window == "week" and result.library_size:
             result.message = "Nothing new this week for this library; try all time."

@@ -58,10 +58,12 @@ class RecommendError(ValueError):
 
 
 class Reasons(NamedTuple):
-    """Why a paper was picked: the saved papers it is nearest to (id, cosine), shared terms."""
+    """Why a paper was picked: the saved papers it is nearest to (id, cosine), shared terms,
+    and whether readers who saved the same papers also saved it (its co-saved score)."""
 
     nearest: list[tuple[str, float]]
     terms: list[str]
+    co_saved: float = 0.0
 
 
 class Recommendation(NamedTuple):
@@ -282,7 +284,8 @@ def recommend(
             nearest = [(library[j], round(float(sims[i, j]), 3)) for j in near]
             nearest = [n for n in nearest if n[1] >= nearest[0][1] - 0.1]
             saved_texts = papers.texts([n[0] for n in nearest])
-            why = Reasons(nearest, shared_terms(texts[rank], saved_texts, stats))
+            terms = shared_terms(texts[rank], saved_texts, stats)
+            why = Reasons(nearest, terms, float(co.get(ids[i], 0.0)))
         out.append(Recommendation(ids[i], float(score[i]), why))
     return out
 

@@ -223,6 +223,12 @@ class Settings(BaseSettings):
     session_days: int = Field(
         default=30, gt=0, le=3650, description="Days a sign-in lasts on one browser."
     )
+    co_saved_readers: int = Field(
+        default=3,
+        ge=0,
+        description='Recommendations also use what other readers saved ("readers who saved '
+        'these also saved") once this many readers have saved papers; `0` turns it off.',
+    )
 
     # -- the daily job ----------------------------------------------------------------------
     daily_source: str = Field(

@@ -187,6 +187,26 @@ def saved_ids(session: Session, user_id: int, tag_id: int | None = None) -> list
     return [pid for pid, _ in entries(session, user_id, tag_id)]
 
 
+def every_library(session: Session) -> list[list[str]]:
+    """Each reader's saved papers (any tag, once each), one list per reader with papers: the
+    input of the co-saved signal, which only ever reaches a reader in aggregate."""
+    stmt = (
+        select(LibraryEntryRow.user_id, LibraryEntryRow.paper_id)
+        .distinct()
+        .order_by(LibraryEntryRow.user_id, LibraryEntryRow.paper_id)
+    )
+    out: dict[int, list[str]] = {}
+    for user_id, paper_id in session.execute(stmt):
+        out.setdefault(int(user_id), []).append(paper_id)
+    return list(out.values())
+
+
+def libraries_version(session: Session) -> tuple[int, str]:
+    """Changes whenever a paper is saved or removed anywhere (a cache key, one cheap query)."""
+    count, latest = session.execute(select(func.count(), func.max(LibraryEntryRow.added_at))).one()
+    return int(count or 0), str(latest)
+
+
 def tags_of(session: Session, user_id: int, paper_ids: Iterable[str]) -> dict[str, list[str]]:
     """The names of the user's tags each of ``paper_ids`` is in (unsaved papers absent)."""
     ids = list(dict.fromkeys(paper_ids))

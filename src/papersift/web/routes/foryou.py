@@ -183,6 +183,7 @@ def result_json(result: ForYouResult, tag: str | None) -> dict[str, Any]:
                         for s, sim in p.nearest
                     ],
                     "shared_terms": p.terms,
+                    "co_saved": p.co_saved,
                 },
             }
             for p in result.picks
