@@ -328,3 +328,25 @@ def test_comments_api_with_a_token(client: tuple[TestClient, Database]) -> None:
     bob = {"Authorization": f"Bearer {api_token(db, make_account(db, 'bob@example.org'))}"}
     assert c.delete(f"/api/v1/comments/{cid}", headers=bob).status_code == 403
     assert c.delete(f"/api/v1/comments/{cid}", headers=auth).status_code == 204
+
+
+def test_the_posting_limit_is_the_deployments(tmp_path: Path) -> None:
+    """A lab that wants tighter limits sets `comment_burst` / `comments_per_hour`."""
+    home = tmp_path / "home"
+    settings_ = load_settings(home, f"sqlite:///{home / 'papersift.db'}", comment_burst=2)
+    db = Database(settings_.db_url)
+    add_papers(db, PAPER)
+    with TestClient(create_app(settings_, db=db, warm_search=False)) as c:
+        sign_in(c, db, make_account(db, "ada@example.org"))
+        token = _csrf(c.get(f"/papers/{PAPER}").text)
+        codes = [
+            c.post(
+                "/comments",
+                data={"csrf_token": token, "paper_id": PAPER, "body": f"n{i}"},
+                follow_redirects=False,
+            )
+            for i in range(3)
+        ]
+        assert [r.status_code for r in codes] == [303, 303, 429]
+        assert int(codes[-1].headers["Retry-After"]) > 60  # 30 an hour: one every 2 minutes
+    db.dispose()

@@ -223,6 +223,16 @@ class Settings(BaseSettings):
     session_days: int = Field(
         default=30, gt=0, le=3650, description="Days a sign-in lasts on one browser."
     )
+    comment_burst: int = Field(
+        default=5, ge=1, le=1000, description="Comments an account may post at once."
+    )
+    comments_per_hour: int = Field(
+        default=30,
+        ge=1,
+        le=100_000,
+        description="Comments an account may post per hour after its burst (a stolen session "
+        "or a script cannot flood a thread).",
+    )
     co_saved_readers: int = Field(
         default=3,
         ge=0,

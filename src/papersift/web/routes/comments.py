@@ -6,8 +6,8 @@
 - ``GET /api/v1/comments?paper=ID``: the thread as JSON; ``POST /api/v1/comments``,
   ``PATCH`` and ``DELETE /api/v1/comments/{id}``: the same with a session or a token.
 
-Posting is limited per account (``COMMENT_LIMIT``): a stolen session or a script cannot
-flood a thread. The rules are :mod:`papersift.comments.service`'s.
+Posting is limited per account (settings ``comment_burst``, ``comments_per_hour``): a
+stolen session or a script cannot flood a thread. The rules are :mod:`papersift.comments.service`'s.
 """
 
 from __future__ import annotations
@@ -36,13 +36,19 @@ api_router = APIRouter(prefix="/api/v1", tags=["api"])
 MAX_ID = 2**31 - 1  # comment ids are 32-bit integers in every database
 CommentId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
-# Five at once, then one every two minutes (30 an hour): plenty for a discussion.
-COMMENT_LIMIT = Limit(capacity=5, rate=1 / 120)
 STALE_FORM = "This form has expired or did not come from this site; reload the page and try again."
 
 
+def comment_limit(state: WebState) -> tuple[str, Limit]:
+    """The deployment's posting limit (``comment_burst`` at once, then
+    ``comments_per_hour``), and the limiter scope it lives under (changing either setting
+    starts fresh buckets rather than reinterpreting old ones)."""
+    burst, hourly = state.settings.comment_burst, state.settings.comments_per_hour
+    return f"comments/{burst}/{hourly}", Limit(capacity=burst, rate=hourly / 3600)
+
+
 def _take(state: WebState, account: Account) -> None:
-    wait = state.key_limiter("comments", COMMENT_LIMIT).take(f"acct:{account.id}")
+    wait = state.key_limiter(*comment_limit(state)).take(f"acct:{account.id}")
     if wait:
         raise HTTPException(
             429,
