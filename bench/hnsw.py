@@ -107,7 +107,7 @@ def main() -> None:
         "## HNSW settings at scale (bench/hnsw.py)",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))} on {report.machine()};"
-        f" load average {load_before} at the start.",
+        f" {load_before} at the start.",
         f"{len(matrix):,} vectors: {len(rows):,} real MiniLM embeddings of real arXiv papers, the"
         " rest calibrated stand-ins (bench/real.py); "
         f"{len(qvecs)} real query embeddings (title fragments, bench/scale.py); recall against"
