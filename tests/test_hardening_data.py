@@ -132,6 +132,31 @@ def test_kill_during_index_update_is_caught_up(tmp_path: Path) -> None:
     assert json.loads((home / "index" / "CURRENT").read_text())["docs"] == 12_200
 
 
+def test_serve_is_ready_first_then_catches_up_in_the_background(tmp_path: Path) -> None:
+    """Papers a killed ingest committed but never indexed are indexed by a starting server,
+    after its /readyz is 200 (comparing every hash must not hold readiness back)."""
+    from .server_support import served
+
+    home = tmp_path / "home"
+    env = no_model(tmp_path)
+    first = run_cli(home, "ingest", str(write_corpus(tmp_path / "a.jsonl", 30)), **env)
+    assert first.returncode == 0, first.stderr
+    db = Database(f"sqlite:///{home / 'papersift.db'}")
+    # The database commit of an ingest whose index update never ran (killed in between).
+    ingest_paths(db, [write_corpus(tmp_path / "late.jsonl", 5, start=500, word="late")])
+    db.dispose()
+    assert paper_count(home) == 35
+    assert search_json(home, "late502", env)["total"] == 0  # a search does not catch up
+    with served(home, workers=1, ready_path="/readyz", **env) as base:
+        deadline = time.monotonic() + 60
+        while True:
+            found = httpx.get(f"{base}/api/v1/search", params={"q": "late502"}, timeout=10)
+            if found.status_code == 200 and found.json()["total"] == 1:
+                break
+            assert time.monotonic() < deadline, found.text
+            time.sleep(0.2)
+
+
 # -- item 5: a damaged index generation -------------------------------------------------------
 def web_copy(web_home: Path, dest: Path) -> Path:
     shutil.copytree(web_home, dest)
