@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import date
+from pathlib import Path
 from typing import get_type_hints
 
 import numpy as np
@@ -531,3 +532,21 @@ def test_stored_vectors_round_trip_and_reject_wrong_sizes():
     assert np.array_equal(decode_vector(vec.astype("<f4").tobytes(), 8), vec)
     assert decode_vector(encode_vector(vec), 7) is None
     assert decode_vector(b"", 8) is None
+
+
+def test_catalog_hashes_of_a_sorted_batch_match_lookups_by_list(tmp_path: Path) -> None:
+    """The sync's range scan gives what per-id lookups give: for new ids, for ids the
+    catalog holds but the batch does not, and for a batch in another order (a database
+    whose collation sorts ids differently falls back to lookups)."""
+    from papersift.search.catalog import Catalog, paper_key
+
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    ids = [f"2401.{i:05d}" for i in range(0, 300, 3)]
+    catalog.upsert((paper_key(p), p, f"lex-{p}", None) for p in ids)
+    batch = [f"2401.{i:05d}" for i in range(30, 120)]  # some indexed, most not
+    assert catalog.hashes_of_batch(batch) == catalog.hashes(batch)
+    assert len(catalog.hashes_of_batch(batch)) == 30
+    backwards = list(reversed(batch))
+    assert catalog.hashes_of_batch(backwards) == catalog.hashes(batch)
+    assert catalog.hashes_of_batch([]) == {}
+    catalog.close()

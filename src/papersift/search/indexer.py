@@ -425,7 +425,7 @@ class Indexer:
         seen = 0
         with self.db.session() as s:
             for batch in search_docs.iter_hashes(s):
-                known = live.catalog.hashes([pid for pid, _h in batch])
+                known = live.catalog.hashes_of_batch([pid for pid, _h in batch])
                 seen += len(batch)
                 changed.extend(pid for pid, chash in batch if known.get(pid, (None,))[0] != chash)
         changed = list(dict.fromkeys(changed))
