@@ -55,3 +55,34 @@ def test_date_filters_only_when_papers_have_dates(tmp_path: Path) -> None:
     assert 'value="date"' not in page_for([undated])
     shown = page_for([undated, dated])
     assert 'name="date_from"' in shown and 'value="date"' in shown
+
+
+def test_cached_results_do_not_outlive_an_index_change(tmp_path: Path) -> None:
+    """The server keeps results for 60 s, but a paper indexed meanwhile shows at the next
+    request: the cache is keyed by the index generation (a search racing an ingest once
+    kept "0 results" for a minute)."""
+    import json
+
+    from papersift.api import Library
+    from papersift.settings import load_settings
+    from papersift.web.app import create_app
+
+    from .conftest import serve_in_thread
+
+    home = tmp_path / "home"
+    first = tmp_path / "first.jsonl"
+    first.write_text(json.dumps({"title": "Graphs of graphs", "abstract": "About graphs."}))
+    with Library(home=home) as lib:
+        lib.ingest([str(first)])
+    app = create_app(load_settings(home), warm_search=False)
+    with serve_in_thread(app) as url:
+        api = f"{url}/api/v1/search"
+        params = {"q": "zeolite", "mode": "lexical"}
+        assert httpx.get(api, params=params, timeout=30).json()["total"] == 0
+        later = tmp_path / "later.jsonl"
+        later.write_text(json.dumps({"title": "Zeolite catalysts", "abstract": "Zeolite."}))
+        with Library(home=home) as lib:
+            lib.ingest([str(later)])
+        assert httpx.get(api, params=params, timeout=30).json()["total"] == 1
+        again = httpx.get(api, params=params, timeout=30).json()
+        assert again["total"] == 1  # and cached under the new generation

@@ -207,7 +207,8 @@ class ResultCache:
     The API already tells clients results may be 60 s old (Cache-Control: max-age=60), so
     the server keeps them as long: a repeated query (pagination back and forth, the feed
     of a popular search, many people following one link) skips the query embedding and
-    both indexes. Papers ingested meanwhile show up at the latest ``ttl`` seconds later.
+    both indexes. Keys name the index generation, so papers indexed meanwhile show up at
+    the next request.
     """
 
     def __init__(self, size: int = 2048, ttl: float = 60.0) -> None:
@@ -295,7 +296,15 @@ class WebSearch:
                 except IndexUnavailable as exc:
                     raise SearchUnavailable(str(exc)) from exc
 
-        return self.cache.through(asked, compute)
+        return self.cache.through((asked, self._index_stamp()), compute)
+
+    def _index_stamp(self) -> object:
+        """Which index generation answers now: part of every cache key, so results never
+        outlive an index change (a stat() of CURRENT, which every search makes anyway)."""
+        try:
+            return get_service(self.settings, self.db).generations.stamp()
+        except Exception:
+            return None  # the service cannot open: compute() says so
 
     def similar(self, paper_id: str, k: int) -> list[SearchHit] | None:
         """Nearest papers to ``paper_id`` through the cache; None when it is not indexed."""
@@ -312,4 +321,4 @@ class WebSearch:
                     log.warning("similar papers unavailable for %s: %s", paper_id, exc)
                     raise SearchUnavailable("similar papers are not available now") from exc
 
-        return self.cache.through(("similar", paper_id, k), compute)
+        return self.cache.through(("similar", paper_id, k, self._index_stamp()), compute)
