@@ -67,6 +67,10 @@ def test_explicit_config_file_and_env_var(tmp_path: Path, monkeypatch: pytest.Mo
         ("PAPERSIFT_BASE_URL", "ftp://x", "http:// or https://"),
         ("PAPERSIFT_HNSW_CONNECTIVITY", "-3", "PAPERSIFT_HNSW_CONNECTIVITY"),
         ("PAPERSIFT_QUERY_INT8", "maybe", "PAPERSIFT_QUERY_INT8"),
+        ("PAPERSIFT_COMMENT_BURST", "0", "PAPERSIFT_COMMENT_BURST"),
+        ("PAPERSIFT_COMMENTS_PER_HOUR", "lots", "PAPERSIFT_COMMENTS_PER_HOUR"),
+        ("PAPERSIFT_CO_SAVED_READERS", "-1", "PAPERSIFT_CO_SAVED_READERS"),
+        ("PAPERSIFT_VECTOR_DTYPE", "bf8", "PAPERSIFT_VECTOR_DTYPE"),
     ],
 )
 def test_bad_values_are_named(

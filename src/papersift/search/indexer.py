@@ -54,13 +54,13 @@ def _save_vectors(
     live: Generation,
     vectors: VectorIndex,
     meta: Meta,
-    docs: dict[str, PaperDoc],
-    vecs: dict[str, np.ndarray],
+    vec_hashes: dict[str, str],
 ) -> None:
-    """Write the vector file, then record in the catalog which texts it now holds, then
-    publish the new count: in that order, so a crash never claims vectors not on disk."""
+    """Write the vector file, then record in the catalog which texts it now holds (the
+    hash each paper's vector was made from), then publish the new count: in that order,
+    so a crash never claims vectors not on disk."""
     vectors.save(live.folder)
-    live.catalog.upsert((paper_key(pid), pid, None, docs[pid].content_hash) for pid in vecs)
+    live.catalog.upsert((paper_key(pid), pid, None, vec) for pid, vec in vec_hashes.items())
     meta.update(
         gen=int(meta.get("gen", 0)) + 1,
         vectors=live.catalog.count_vectors(),
@@ -259,7 +259,9 @@ class Indexer:
                     vectors.remove(keys)
                     if vecs:
                         vectors.add(keys, np.vstack(list(vecs.values())))
-                    _save_vectors(gens, live, vectors, meta, docs, vecs)
+                    _save_vectors(
+                        gens, live, vectors, meta, {pid: docs[pid].content_hash for pid in vecs}
+                    )
                     report.embedded = run.done
             finally:
                 report.pending_vectors = live.catalog.count_pending_vectors()
@@ -322,7 +324,9 @@ class Indexer:
                 vecs = self._vectors_for(part, run, have) if embed else have
                 if vecs:
                     vectors.add([paper_key(pid) for pid in vecs], np.vstack(list(vecs.values())))
-                _save_vectors(gens, live, vectors, meta, docs, vecs)
+                _save_vectors(
+                    gens, live, vectors, meta, {pid: docs[pid].content_hash for pid in vecs}
+                )
             if not batch:
                 vectors.save(live.folder)
             n_docs, n_vec = len(live.catalog), live.catalog.count_vectors()
@@ -343,19 +347,9 @@ class Indexer:
     ) -> None:
         """Give ``docs`` provisional vectors of their titles and make them live."""
         emb = self._embedder()
-        keys = [paper_key(d.id) for d in docs]
-        vectors.add(keys, emb.encode([d.title for d in docs]))
-        vectors.save(live.folder)
-        live.catalog.upsert(
-            (key, d.id, None, PROVISIONAL + d.content_hash)
-            for key, d in zip(keys, docs, strict=True)
-        )
-        meta.update(
-            gen=int(meta.get("gen", 0)) + 1,
-            vectors=live.catalog.count_vectors(),
-            updated=time.time(),
-        )
-        self.generations.write_meta(meta)
+        vectors.add([paper_key(d.id) for d in docs], emb.encode([d.title for d in docs]))
+        provisional = {d.id: PROVISIONAL + d.content_hash for d in docs}
+        _save_vectors(self.generations, live, vectors, meta, provisional)
 
     @staticmethod
     def _write_lexical(live: Generation, batch: Sequence[PaperDoc], gone_ids: list[str]) -> None:
