@@ -10,8 +10,11 @@ values: recall@10 and recall@100 against exact f32 search over all vectors.
 
 ``i8`` rows traverse an int8 graph; ``+rescore N`` fetches N candidates and re-ranks them by
 exact cosine from full-precision vectors (what a quantized graph needs to keep recall).
+``ivf`` rows are papersift's IVF index (``search/ivf.py``, faiss inverted lists of 8-bit
+codes), built as ``VectorIndex`` builds it; for them the connectivity column holds the
+number of lists and the expansion_search column the lists a query scans.
 
-    python bench/hnsw.py [--n 1000000] [--configs f16:16:128,f16:24:128]
+    python bench/hnsw.py [--n 1000000] [--configs f16:16:128,ivf]
 """
 
 from __future__ import annotations
@@ -25,6 +28,39 @@ import report
 import scale
 
 EXPANSIONS = (64, 128, 192, 256, 384, 512, 768)
+PROBE_SHARES = (0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1)
+
+
+def build_ivf(matrix: np.ndarray, keys: np.ndarray):
+    from papersift.search.ivf import IvfIndex, lists_for, sample_rows
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    index = IvfIndex.trained(matrix[sample_rows(len(matrix))], lists_for(len(matrix)), 0.05)
+    for start in range(0, len(matrix), CHUNK):
+        index.add(keys[start : start + CHUNK], matrix[start : start + CHUNK])
+    return index, time.perf_counter() - t0, time.process_time() - c0
+
+
+def study_ivf(matrix, keys, qvecs, exact, lines: list[str]) -> None:
+    from papersift.search.ivf import probes_for
+
+    index, wall, cpu = build_ivf(matrix, keys)
+    mem = index.memory_usage / 1e6
+    for share in PROBE_SHARES:
+        index._index.nprobe = probes_for(index.lists, share, len(index))
+        g10, t10 = searched(index, qvecs, 10)
+        g100, t100 = searched(index, qvecs, 100)
+        row = (
+            f"| ivf sq8 (share {share}) | {index.lists} | - | {wall:.0f} ({cpu:.0f}) | {mem:.0f} |"
+            f" {index.probes} | {np.percentile(t10, 50):.2f} / {np.percentile(t10, 99):.2f} | "
+            f"{recall(g10, exact, 10):.3f} | "
+            f"{np.percentile(t100, 50):.2f} / {np.percentile(t100, 99):.2f} | "
+            f"{recall(g100, exact, 100):.3f} |"
+        )
+        print(row, flush=True)
+        lines.append(row)
+
+
 CHUNK = 100_000
 
 
@@ -119,6 +155,9 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for config in args.configs.split(","):
+        if config == "ivf":
+            study_ivf(matrix, keys, qvecs, exact, lines)
+            continue
         dtype, m, ef_add = config.split(":")
         print(f"--- {dtype} M{m} ef_add {ef_add}", flush=True)
         index, wall, cpu = build(matrix, keys, dtype, int(m), int(ef_add))

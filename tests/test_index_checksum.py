@@ -20,7 +20,7 @@ import pytest
 
 from papersift.search import manifest
 from papersift.search.generations import Generations
-from papersift.search.vectors import VectorParams
+from papersift.search.vectors import VectorIndex, VectorParams
 
 PAPERSIFT = str(Path(sys.executable).with_name("papersift"))
 
@@ -89,7 +89,7 @@ def flip_byte(path: Path) -> None:
 
 def victim(folder: Path, kind: str) -> Path:
     if kind == "vectors":
-        return next(p for p in (folder / "flat.npz", folder / "hnsw.usearch") if p.exists())
+        return next(p for p in (folder / n for n in VectorIndex.FILES) if p.exists())
     return max((folder / "lexical").glob("*.pos"), key=lambda p: p.stat().st_size)
 
 

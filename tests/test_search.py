@@ -721,9 +721,11 @@ def test_cli_help_has_example(command: str):
     assert result.exit_code == 0 and "Example:" in result.stdout
 
 
-def test_hnsw_index_through_the_service(own_home: Path, monkeypatch):
-    """Above the exact-search limit the service uses usearch HNSW (memory-mapped to read)."""
+@pytest.mark.parametrize("engine", ["ivf", "hnsw"])
+def test_approximate_index_through_the_service(own_home: Path, monkeypatch, engine: str):
+    """Above the exact-search limit the service uses the configured approximate index."""
     monkeypatch.setenv("PAPERSIFT_EXACT_LIMIT", "100")
+    monkeypatch.setenv("PAPERSIFT_VECTOR_INDEX", engine)
     settings, db = _open(own_home)
     exact = SearchService(settings, db)
     expected = {
@@ -734,12 +736,13 @@ def test_hnsw_index_through_the_service(own_home: Path, monkeypatch):
     assert writer.params.exact_limit == 100
     assert writer.rebuild().embedded == 0
     folder = settings.index_dir / writer.status()["dir"]
-    assert (folder / "hnsw.usearch").is_file() and not (folder / "flat.npz").exists()
+    assert (folder / f"{engine}.{'faiss' if engine == 'ivf' else 'usearch'}").is_file()
+    assert not (folder / "flat.npz").exists()
     reader = SearchService(settings, db)
     for q, ids in expected.items():
         got = [h.paper_id for h in reader.search(q, k=5, mode="semantic").hits]
         assert len(set(got) & set(ids)) >= 4, (q, got, ids)
-    assert reader._current().vectors._view  # readers map the file instead of loading it
+    assert reader._current().vectors._view  # readers cannot change the file
     res = reader.search("neural networks prediction", k=10, filters=SearchFilters(category="cs.LG"))
     assert {h.paper_id for h in res.hits} == {"2401.00001", "2305.00002"}
     assert reader.similar("2401.00001", k=1)[0].paper_id == "2209.00003"

@@ -20,36 +20,47 @@ def _exact(keys: np.ndarray, vecs: np.ndarray, query: np.ndarray, k: int) -> lis
     return keys[np.argsort(-(vecs @ query), kind="stable")[:k]].tolist()
 
 
-PARAMS = VectorParams(exact_limit=50, expansion_search=400)
+@pytest.fixture(params=["ivf", "hnsw"])
+def params(request: pytest.FixtureRequest) -> VectorParams:
+    """Every test runs on both approximate engines (the behaviour around them is shared)."""
+    return VectorParams(engine=request.param, exact_limit=50, expansion_search=400)
 
 
-def _graph(tmp_path: Path, n: int = 400) -> tuple[Path, np.ndarray, np.ndarray]:
+def _main_file(folder: Path, params: VectorParams) -> Path:
+    return folder / (VectorIndex.IVF if params.engine == "ivf" else VectorIndex.HNSW)
+
+
+def _graph(
+    tmp_path: Path, params: VectorParams, n: int = 400
+) -> tuple[Path, np.ndarray, np.ndarray]:
     keys = np.arange(1000, 1000 + n, dtype=np.uint64)
     vecs = _unit(n)
-    index = VectorIndex(32, PARAMS)
+    index = VectorIndex(32, params)
     index.add_many([(keys[:150], vecs[:150]), (keys[150:], vecs[150:].astype(np.float16))])
-    assert index.is_hnsw and len(index) == n
+    assert index.kind == params.engine and len(index) == n
     index.save(tmp_path)
     return tmp_path, keys, vecs
 
 
-def test_bulk_build_finds_what_exact_search_finds(tmp_path: Path):
-    folder, keys, vecs = _graph(tmp_path)
-    again = VectorIndex.load(folder, 32, PARAMS)
+def test_bulk_build_finds_what_exact_search_finds(tmp_path: Path, params: VectorParams):
+    folder, keys, vecs = _graph(tmp_path, params)
+    again = VectorIndex.load(folder, 32, params)
     for i in (3, 77, 301):
         got, sims = again.search(vecs[i], 10)
         assert got[0] == keys[i] and sims[0] == pytest.approx(1.0, abs=0.01)
         assert len(set(got.tolist()) & set(_exact(keys, vecs, vecs[i], 10))) >= 9
-    small = VectorIndex(32, PARAMS)
+    small = VectorIndex(32, params)
     small.add_many([(keys[:20], vecs[:20])])  # under the limit: exact, as before
     assert not small.is_hnsw and small.search(vecs[4], 1)[0][0] == keys[4]
 
 
-def test_updates_go_to_the_delta_layer_and_leave_the_graph_file(tmp_path: Path):
-    folder, keys, vecs = _graph(tmp_path)
-    graph_file = folder / VectorIndex.HNSW
+def test_updates_go_to_the_delta_layer_and_leave_the_graph_file(
+    tmp_path: Path, params: VectorParams
+):
+    folder, keys, vecs = _graph(tmp_path, params)
+    graph_file = _main_file(folder, params)
     before = graph_file.stat().st_mtime_ns, graph_file.stat().st_ino
-    writer = VectorIndex.load(folder, 32, PARAMS)
+    writer = VectorIndex.load(folder, 32, params)
     new_keys = np.array([5, 6, 7], dtype=np.uint64)
     new_vecs = _unit(3, seed=9)
     writer.add(new_keys, new_vecs)  # new papers
@@ -61,7 +72,7 @@ def test_updates_go_to_the_delta_layer_and_leave_the_graph_file(tmp_path: Path):
     assert (graph_file.stat().st_mtime_ns, graph_file.stat().st_ino) == before
     assert (folder / DELTA_FILE).is_file()
 
-    reader = VectorIndex.load(folder, 32, PARAMS, view=True)
+    reader = VectorIndex.load(folder, 32, params, view=True)
     assert len(reader) == 402
     assert reader.search(new_vecs[1], 1)[0][0] == 6
     got, sims = reader.search(moved, 1)
@@ -78,46 +89,50 @@ def test_updates_go_to_the_delta_layer_and_leave_the_graph_file(tmp_path: Path):
         reader.add([1], _unit(1))
 
 
-def test_a_layer_that_outgrows_its_limit_is_folded_into_the_graph(tmp_path: Path):
-    folder, keys, vecs = _graph(tmp_path)
-    writer = VectorIndex.load(folder, 32, PARAMS)
+def test_a_layer_that_outgrows_its_limit_is_folded_into_the_graph(
+    tmp_path: Path, params: VectorParams
+):
+    folder, keys, vecs = _graph(tmp_path, params)
+    writer = VectorIndex.load(folder, 32, params)
     extra = _unit(60, seed=8)
     writer.add(np.arange(1, 61, dtype=np.uint64), extra)  # 60 > exact_limit 50
     writer.remove(keys[:5])
     writer.save(folder)
     assert not (folder / DELTA_FILE).exists()
-    merged = VectorIndex.load(folder, 32, PARAMS, view=True)
+    merged = VectorIndex.load(folder, 32, params, view=True)
     assert len(merged) == 400 + 60 - 5 and merged.delta_size == 0
     assert merged.search(extra[7], 1)[0][0] == 8
     assert not merged.contains(keys[:5]).any() and merged.contains(keys[5:6]).all()
 
 
-def test_a_stale_layer_after_a_crashed_merge_still_answers_right(tmp_path: Path):
+def test_a_stale_layer_after_a_crashed_merge_still_answers_right(
+    tmp_path: Path, params: VectorParams
+):
     """A merge writes the graph, then drops the layer: killed in between, the layer's
     vectors are in both, and every paper still counts once."""
-    folder, keys, vecs = _graph(tmp_path)
-    writer = VectorIndex.load(folder, 32, PARAMS)
+    folder, keys, vecs = _graph(tmp_path, params)
+    writer = VectorIndex.load(folder, 32, params)
     writer.add(np.array([1, 2], dtype=np.uint64), _unit(2, seed=3))
     writer.save(folder)
     stale = (folder / DELTA_FILE).read_bytes()
     writer._merge()
     writer.save(tmp_path / "elsewhere")  # the merged graph, written whole
-    (folder / VectorIndex.HNSW).write_bytes(
-        (tmp_path / "elsewhere" / VectorIndex.HNSW).read_bytes()
-    )
+    _main_file(folder, params).write_bytes(_main_file(tmp_path / "elsewhere", params).read_bytes())
     (folder / DELTA_FILE).write_bytes(stale)
-    again = VectorIndex.load(folder, 32, PARAMS, view=True)
+    again = VectorIndex.load(folder, 32, params, view=True)
     assert len(again) == 402
     got = again.search(_unit(2, seed=3)[0], 3)[0].tolist()
     assert got[0] == 1 and got.count(1) == 1
 
 
-def test_a_filters_vectors_are_kept_and_forgotten_when_the_index_changes(tmp_path: Path):
+def test_a_filters_vectors_are_kept_and_forgotten_when_the_index_changes(
+    tmp_path: Path, params: VectorParams
+):
     """Exact search among a filter's papers gives what gathering them each time gives; the
     second query under the same filter reads no vector from the graph; an update (a changed
     paper, a removed one) makes the kept matrix go, so nobody is answered from old vectors."""
-    folder, keys, vecs = _graph(tmp_path)
-    index = VectorIndex.load(folder, 32, PARAMS)
+    folder, keys, vecs = _graph(tmp_path, params)
+    index = VectorIndex.load(folder, 32, params)
     passing = np.sort(keys[::3])
     query = vecs[30]
     assert index.search_subset(query, passing, 5)[0].tolist() == (

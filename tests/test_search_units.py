@@ -273,16 +273,21 @@ def _unit(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "f16", "i8", "f32"])
-def test_vector_index_flat_and_hnsw_agree(tmp_path, dtype: str):
+@pytest.mark.parametrize(
+    ("engine", "dtype"),
+    [("hnsw", "bf16"), ("hnsw", "f16"), ("hnsw", "i8"), ("hnsw", "f32"), ("ivf", "-")],
+)
+def test_vector_index_flat_and_approximate_agree(tmp_path, engine: str, dtype: str):
     vecs = _unit(600)
     keys = np.arange(1000, 1600, dtype=np.uint64)
     flat = VectorIndex(32, VectorParams(dtype=dtype, exact_limit=10_000))
-    graph = VectorIndex(32, VectorParams(dtype=dtype, exact_limit=100, expansion_search=600))
+    graph = VectorIndex(
+        32, VectorParams(engine=engine, dtype=dtype, exact_limit=100, expansion_search=600)
+    )
     for index in (flat, graph):
         index.add(keys[:300], vecs[:300])
         index.add(keys[300:], vecs[300:])  # the second batch pushes `graph` over its limit
-    assert not flat.is_hnsw and graph.is_hnsw
+    assert flat.kind == "exact" and graph.kind == engine
     query = vecs[5] + 0.05 * _unit(1, seed=3)[0]
     fk, fs = flat.search(query, 20)
     gk, gs = graph.search(query, 20)
@@ -292,7 +297,7 @@ def test_vector_index_flat_and_hnsw_agree(tmp_path, dtype: str):
     for index, name in ((flat, "flat"), (graph, "graph")):
         index.save(tmp_path / name)
         again = VectorIndex.load(tmp_path / name, 32, VectorParams(dtype=dtype))
-        assert again.is_hnsw == index.is_hnsw and len(again) == 600
+        assert again.kind == index.kind and len(again) == 600
         assert again.search(query, 1)[0][0] == 1005
 
 

@@ -1,20 +1,21 @@
-"""Vector index: exact numpy search for small collections, usearch HNSW for large ones.
+"""Vector index: exact numpy search for small collections, an approximate index for large ones.
 
 Below ``exact_limit`` vectors (default 20,000) a float32 matrix is searched exactly: a matrix
-product over 20k x 384 takes about 2 ms, as fast as HNSW there, with perfect recall and no
-graph to build (HNSW insertion costs far more than the search saves at this size). Above it the
-vectors live in a usearch HNSW graph (cosine, bf16 by default; ``f16``, ``i8``, ``f32``).
-The graph parameters are exposed because the defaults of HNSW libraries give poor recall at a
-million vectors; ``expansion_search`` can be changed on an open index.
+product over 20k x 384 takes about 2 ms, as fast as any approximate index there, with perfect
+recall and nothing to build. Above it the vectors live in an approximate index, by the
+``vector_index`` setting: ``ivf`` (the default: faiss inverted lists of 8-bit codes, see
+``ivf.py``; at a million papers it builds in under a minute and searches in 1-2 ms) or
+``hnsw`` (a usearch graph, cosine, bf16 by default; ``f16``, ``i8``, ``f32``), kept for
+deployments that measured it better on their data. Either is called "the graph" below.
 
-On disk a flat index is ``flat.npz`` (keys + float32 matrix), a graph index is
-``hnsw.usearch``; both are written to a temporary file and renamed, so a reader never sees a
-half-written file. A graph opened from disk is always memory-mapped (a first query does not
-wait for 1.5 GB to be read at a million papers) and updates to it go to a small exact delta
-layer beside it (``delta.py``), so an update writes kilobytes instead of the whole graph;
-the layer is folded into the graph when it outgrows ``exact_limit`` and by every rebuild.
-A graph built in memory (a rebuild) is built in one multi-threaded call (``add_many``).
-``view=True`` opens the index read-only.
+On disk a flat index is ``flat.npz`` (keys + float32 matrix), the others ``ivf.faiss`` and
+``hnsw.usearch``; each is written to a temporary file and renamed, so a reader never sees a
+half-written file. A usearch graph opened from disk is memory-mapped (a first query does not
+wait for 1.5 GB at a million papers); an IVF file is read whole (414 MB at 1M). Updates to
+an index opened from disk go to a small exact delta layer beside it (``delta.py``), so an
+update writes kilobytes instead of the whole index; the layer is folded in when it outgrows
+``exact_limit`` and by every rebuild. An index built in memory (a rebuild) is built by big
+multi-threaded calls (``add_many``). ``view=True`` opens the index read-only.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 from numpy.typing import ArrayLike
 
+from papersift.search import ivf
 from papersift.search.delta import Delta
+from papersift.search.ivf import IvfIndex
 from papersift.search.subsets import SubsetCache
 from papersift.settings import current as current_settings
 
@@ -40,7 +43,7 @@ BULK_CHUNK = 100_000  # vectors per call when building a graph (all cores share 
 
 @dataclass
 class VectorParams:
-    """HNSW settings (ignored by the exact index). Environment overrides for deployments."""
+    """Approximate index settings (ignored by the exact index); the deployment's settings."""
 
     # Measured at a million papers (bench/search.py's synthetic corpus, 200 real query
     # embeddings, recall@100 against exact search): connectivity 32 / expansion_add 200 gave
@@ -51,7 +54,9 @@ class VectorParams:
     # expansion_search 768, 0.957 / 0.959 at 512, searches 20-50 % faster (AVX-512 BF16 dot
     # products instead of converting halves), builds 7 % faster, the same memory. i8 halves
     # the memory but its recall stops near 0.92 without re-scoring the candidates.
-    dtype: str = "bf16"  # bf16 | f16 | i8 | f32
+    engine: str = "ivf"  # ivf | hnsw (above exact_limit)
+    probe_share: float = 0.05  # ivf: share of the clusters a query scans
+    dtype: str = "bf16"  # hnsw: bf16 | f16 | i8 | f32
     connectivity: int = 48
     expansion_add: int = 300
     expansion_search: int = 768
@@ -62,6 +67,8 @@ class VectorParams:
         """The deployment's settings (validated there: a bad value is an error, not ignored)."""
         settings = current_settings()
         return cls(
+            engine=settings.vector_index,
+            probe_share=settings.ivf_probe_share,
             dtype=settings.vector_dtype,
             connectivity=settings.hnsw_connectivity,
             expansion_add=settings.hnsw_expansion_add,
@@ -83,6 +90,8 @@ class VectorIndex:
 
     FLAT = "flat.npz"
     HNSW = "hnsw.usearch"
+    IVF = "ivf.faiss"
+    FILES = (FLAT, HNSW, IVF)
 
     def __init__(self, ndim: int, params: VectorParams | None = None) -> None:
         self.ndim = ndim
@@ -90,7 +99,7 @@ class VectorIndex:
         self._keys = np.zeros(0, dtype=np.uint64)
         self._matrix = np.zeros((0, ndim), dtype=np.float32)
         self._rows: dict[int, int] = {}
-        self._hnsw: Index | None = None  # once the collection outgrows exact search
+        self._hnsw: Index | IvfIndex | None = None  # once the collection outgrows exact search
         self._view = False  # opened read-only
         # A graph opened from disk: memory-mapped from ``_folder``, changes go to ``_delta``.
         self._delta: Delta | None = None
@@ -101,7 +110,15 @@ class VectorIndex:
     # -- state ---------------------------------------------------------------------------
 
     @property
+    def kind(self) -> str:
+        """``exact``, ``ivf`` or ``hnsw``: what answers a search now."""
+        if self._hnsw is None:
+            return "exact"
+        return "ivf" if isinstance(self._hnsw, IvfIndex) else "hnsw"
+
+    @property
     def is_hnsw(self) -> bool:
+        """Whether an approximate index (of either engine) holds the main vectors."""
         return self._hnsw is not None
 
     def __len__(self) -> int:
@@ -116,10 +133,15 @@ class VectorIndex:
         """Entries waiting in the delta layer (0 when there is none)."""
         return self._delta.size if self._delta is not None else 0
 
-    def _new_hnsw(self) -> Index:
+    def _new_hnsw(self, sample: np.ndarray | None, total: int) -> Index | IvfIndex:
+        """An empty approximate index for ``total`` vectors; an IVF learns its clusters
+        from ``sample`` (rows of ``ivf.sample_rows(total)``)."""
+        p = self.params
+        if p.engine == "ivf":
+            assert sample is not None
+            return IvfIndex.trained(sample, ivf.lists_for(total), p.probe_share)
         from usearch.index import Index
 
-        p = self.params
         return Index(
             ndim=self.ndim,
             metric="cos",
@@ -129,8 +151,9 @@ class VectorIndex:
             expansion_search=p.expansion_search,
         )
 
-    def _to_hnsw(self) -> None:
-        graph = self._new_hnsw()
+    def _to_hnsw(self, incoming: np.ndarray) -> None:
+        every = np.vstack([self._matrix, incoming])
+        graph = self._new_hnsw(every[ivf.sample_rows(len(every))], len(every))
         if len(self._keys):
             graph.add(self._keys, self._matrix)
         self._hnsw = graph
@@ -180,7 +203,7 @@ class VectorIndex:
             return
         self.remove(keys)
         if self._hnsw is None and len(self._keys) + len(keys) > self.params.exact_limit:
-            self._to_hnsw()
+            self._to_hnsw(vectors)
         if self._hnsw is not None:
             self._hnsw.add(keys, vectors, threads=os.cpu_count() or 0)
             return
@@ -203,7 +226,8 @@ class VectorIndex:
             for keys, vectors in chunks:
                 self.add(keys, vectors)
             return
-        graph = self._new_hnsw()
+        sample = _sample_rows(chunks, self.ndim) if self.params.engine == "ivf" else None
+        graph = self._new_hnsw(sample, total)
         pending: list[tuple[np.ndarray, np.ndarray]] = []
         size = 0
         for i, (keys, vectors) in enumerate(chunks):
@@ -238,12 +262,7 @@ class VectorIndex:
     def _merge(self) -> None:
         """Fold the delta layer into a writable copy of the graph (then saved whole)."""
         assert self._hnsw is not None and self._delta is not None and self._folder is not None
-        from usearch.index import Index
-
-        graph = Index.restore(str(self._folder / self.HNSW), view=False)
-        if graph is None:
-            raise ValueError(f"{self._folder / self.HNSW} cannot be read")
-        graph.expansion_search = self.params.expansion_search  # type: ignore[misc]
+        graph = _restore(self._folder, self.params, view=False)
         hidden = self._gone()
         if len(hidden):
             graph.remove(hidden)
@@ -360,27 +379,27 @@ class VectorIndex:
                     self._delta.save(folder)  # the graph file is unchanged
                     return
             self._merge()  # outgrown (or saved elsewhere): the graph is written whole
-        hnsw = self._hnsw is not None
-        tmp = folder / (
-            f".{self.HNSW}.{os.getpid()}.tmp" if hnsw else f".flat.{os.getpid()}.tmp.npz"
-        )
+        name = {"exact": self.FLAT, "hnsw": self.HNSW, "ivf": self.IVF}[self.kind]
+        tmp = folder / (f".{name}.{os.getpid()}.tmp" + (".npz" if name == self.FLAT else ""))
         try:
             if self._hnsw is not None:
                 self._hnsw.save(str(tmp))
             else:
                 np.savez(tmp, keys=self._keys, matrix=self._matrix)
-            os.replace(tmp, folder / (self.HNSW if hnsw else self.FLAT))
+            os.replace(tmp, folder / name)
         except BaseException:
             tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves nothing behind
             raise
-        (folder / (self.FLAT if hnsw else self.HNSW)).unlink(missing_ok=True)
+        for other in self.FILES:
+            if other != name:
+                (folder / other).unlink(missing_ok=True)
         Delta.drop(folder)  # folded in (a stale one would be harmless: the layer wins)
         if self._delta is not None:
             self._folder = folder
 
     @classmethod
     def exists(cls, folder: Path) -> bool:
-        return (Path(folder) / cls.FLAT).is_file() or (Path(folder) / cls.HNSW).is_file()
+        return any((Path(folder) / name).is_file() for name in cls.FILES)
 
     @classmethod
     def load(
@@ -389,17 +408,13 @@ class VectorIndex:
         """Open the index saved in ``folder`` (an empty one if there is none)."""
         index = cls(ndim, params)
         folder = Path(folder)
-        graph_path = folder / cls.HNSW
         flat_path = folder / cls.FLAT
-        if graph_path.is_file():
-            from usearch.index import Index
-
-            # Mapped, also for writers: they change only the delta layer (see _merge).
-            graph = Index.restore(str(graph_path), view=True)
-            if graph is None or graph.ndim != ndim:
-                raise ValueError(f"{graph_path} does not hold {ndim}-dimensional vectors")
-            # (settable: usearch's stubs lose the property's setter)
-            graph.expansion_search = index.params.expansion_search  # type: ignore[misc]
+        if (folder / cls.HNSW).is_file() or (folder / cls.IVF).is_file():
+            # Which engine is the file's, not the setting's (a rebuild applies a new setting).
+            # A usearch graph is mapped, also for writers: they change only the delta layer.
+            graph = _restore(folder, index.params, view=True)
+            if graph.ndim != ndim:
+                raise ValueError(f"{folder} does not hold {ndim}-dimensional vectors")
             index._hnsw = graph
             index._view = view
             index._folder = folder
@@ -420,3 +435,32 @@ class VectorIndex:
             index._matrix = matrix.astype(np.float32)
             index._rows = {int(k): i for i, k in enumerate(index._keys.tolist())}
         return index
+
+
+def _restore(folder: Path, params: VectorParams, *, view: bool) -> Index | IvfIndex:
+    """The approximate index saved in ``folder`` (IVF or usearch, whichever file is there)."""
+    if (folder / VectorIndex.IVF).is_file():
+        return IvfIndex.restore(folder / VectorIndex.IVF, params.probe_share)
+    from usearch.index import Index
+
+    path = folder / VectorIndex.HNSW
+    graph = Index.restore(str(path), view=view)
+    if graph is None:
+        raise ValueError(f"{path} cannot be read")
+    # (settable: usearch's stubs lose the property's setter)
+    graph.expansion_search = params.expansion_search  # type: ignore[misc]
+    return graph
+
+
+def _sample_rows(chunks: list[tuple[np.ndarray, np.ndarray]], ndim: int) -> np.ndarray:
+    """A random sample of the rows of ``chunks`` big enough to train an IVF on all of them,
+    gathered without stacking every chunk (1.5 GB at a million papers)."""
+    sizes = np.array([len(k) for k, _v in chunks], dtype=np.int64)
+    rows = ivf.sample_rows(int(sizes.sum()))
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    which = np.searchsorted(starts, rows, side="right") - 1
+    out = np.empty((len(rows), ndim), dtype=np.float32)
+    for c in np.unique(which).tolist():
+        picked = which == c
+        out[picked] = np.asarray(chunks[c][1], dtype=np.float32)[rows[picked] - starts[c]]
+    return out
