@@ -6,7 +6,7 @@ stand-ins) and, above 236,579 papers, synthetic papers made of real sentences (s
 vectors). Queried through ``SearchService.search`` (the CLI's and web app's code path,
 query embedding included), interleaved with the peers on the same data and queries, so
 machine noise hits them alike: tantivy alone (the same index, the same bag-of-words query,
-top 100, no count), usearch alone (the same graph, top 100, a precomputed query vector),
+top 100, no count), the vector index alone (IVF or HNSW, top 100, a precomputed query vector),
 the query embedding alone, numpy exact (f32, query embedding included) and bm25s.
 """
 
@@ -31,6 +31,7 @@ from papersift.search.catalog import paper_key
 from papersift.search.embedder import get_embedder
 from papersift.search.service import SearchService
 from papersift.search.types import SearchFilters
+from papersift.search.vectors import VectorIndex
 from papersift.settings import load_settings
 from papersift.store import search_docs as docstore
 from papersift.store.db import Database
@@ -274,7 +275,13 @@ def measure(
         top = np.argpartition(-(matrix @ v), 99)[:100]
         recalls.append(len(got & set(keys[top].tolist())) / 100)
     out["recall@100"] = float(np.mean(recalls))
-    out["vector_index"] = f"usearch HNSW {graph.dtype}" if graph is not None else "exact numpy"
+    out["vector_index"] = (
+        "exact numpy"
+        if graph is None
+        else f"faiss IVF 8-bit, {graph.lists} lists, {graph.probes} scanned"
+        if vectors.kind == "ivf"
+        else f"usearch HNSW {graph.dtype}"
+    )
     out["numpy_mb"] = matrix.nbytes / 1e6
     gc.collect()
     _incremental(out, docs, settings, db, embedder, qs)
@@ -309,7 +316,10 @@ def _incremental(out: dict, docs, settings, db: Database, embedder, qs: list[str
     writer = SearchService(settings, db, embedder=embedder, view=False)
     reader = SearchService(settings, db, embedder=embedder, view=True)
     folder = settings.index_dir / writer.status()["dir"]
-    graph_file = folder / "hnsw.usearch"
+    graph_file = next(
+        (folder / n for n in (VectorIndex.IVF, VectorIndex.HNSW) if (folder / n).is_file()),
+        folder / VectorIndex.IVF,
+    )
     before = graph_file.stat().st_mtime_ns if graph_file.is_file() else None
     target = new[0]
     t0 = time.perf_counter()
@@ -393,7 +403,7 @@ def render(rows: list[dict], load: str) -> list[str]:
         "",
         "Peers in the same interleaved run (ms, p50 / p99):",
         "",
-        "| papers | tantivy alone (top 100) | usearch alone (top 100) | query embedding | "
+        "| papers | tantivy alone (top 100) | vector index alone (top 100) | query embedding | "
         "sum of parts | papersift hybrid / sum | numpy exact (+embedding) | bm25s | "
         "bm25s build s / RSS MB |",
         "| " + " | ".join(["---"] * 9) + " |",
