@@ -140,9 +140,10 @@ print(json.dumps({"import_s": t1 - t0, "first_query_s": t2 - t1}))
 """
 
 
-def served_cold_start(home: Path, query: str) -> dict:
+def served_cold_start(home: Path, query: str, warm: list[str]) -> dict:
     """``papersift serve`` started on the home: seconds until /readyz is 200 (the worker
-    has loaded its model and indexes), then the first hybrid search over HTTP, in ms."""
+    has loaded its model and indexes), then the first hybrid search over HTTP, in ms, then
+    the resident memory of the serving processes after the ``warm`` searches."""
     import socket
 
     import httpx
@@ -180,9 +181,15 @@ def served_cold_start(home: Path, query: str) -> dict:
             answer = client.get("/api/v1/search", params={"q": query, "mode": "hybrid"})
             first = (time.perf_counter() - t1) * 1000
             answer.raise_for_status()
+            # The service's memory once it has answered a spread of searches in every mode
+            # (a fresh process: the benchmark's own freed memory cannot hide any of it).
+            for i, q in enumerate(warm):
+                mode = ("hybrid", "semantic", "lexical")[i % 3]
+                client.get("/api/v1/search", params={"q": q, "mode": mode}).raise_for_status()
+            rss = report.tree_rss_mb(proc.pid)
     finally:
         report.stop_process(proc, timeout=30)
-    return {"serve_ready_s": ready, "serve_first_query_ms": first}
+    return {"serve_ready_s": ready, "serve_first_query_ms": first, "served_rss_mb": rss}
 
 
 def _timed(fn) -> float:
@@ -216,7 +223,7 @@ def measure(
     )
     out.update({f"cold_{k}": v for k, v in json.loads(cold.stdout.splitlines()[-1]).items()})
     print(f"cold start: {out['cold_first_query_s'] * 1000:.0f} ms", flush=True)
-    out.update(served_cold_start(home, "cold start served query"))
+    out.update(served_cold_start(home, "cold start served query", qs[:30]))
     print(
         f"served: ready after {out['serve_ready_s']:.1f} s, first query "
         f"{out['serve_first_query_ms']:.0f} ms",
@@ -377,22 +384,28 @@ def _bm25s(out: dict, docs: list[real.RealDoc], qs: list[str]) -> None:
     out["bm25s_p50"], out["bm25s_p99"] = _p(times, 50), _p(times, 99)
 
 
+def _served_rss(r: dict) -> float:
+    """The served process tree's RSS; runs before it was measured had only the growth of
+    this benchmark's own process (which its freed memory can hide)."""
+    return float(r.get("served_rss_mb", r["service_rss_mb"]))
+
+
 def render(rows: list[dict], load: str) -> list[str]:
     lines = [
         "## Search at scale on real text (bench/search.py scale section)",
         "",
         f"Run {date.today().isoformat()} on {report.machine()}; load average {load}.",
         "",
-        "| papers | real papers / real MiniLM vectors | build s (CPU s) | disk MB | RSS MB | "
-        "cold first query ms | lexical p50/p99 | semantic p50/p99 | hybrid p50/p99 | "
-        "hybrid category / dates p50 | semantic category p50 | recall@100 |",
+        "| papers | real papers / real MiniLM vectors | build s (CPU s) | disk MB | "
+        "served RSS MB | cold first query ms | lexical p50/p99 | semantic p50/p99 | "
+        "hybrid p50/p99 | hybrid category / dates p50 | semantic category p50 | recall@100 |",
         "| " + " | ".join(["---"] * 12) + " |",
     ]
     for r in rows:
         lines.append(
             f"| {r['n']:,} | {r['real_papers']:,} / {r['real_vectors']:,} | "
             f"{r['build_s']:.0f} ({r['build_cpu_s']:.0f}) | {r['index_disk_mb']:.0f} | "
-            f"{r['service_rss_mb']:.0f} | {r['cold_first_query_s'] * 1000:.0f} | "
+            f"{_served_rss(r):.0f} | {r['cold_first_query_s'] * 1000:.0f} | "
             f"{r['lexical_p50']:.1f} / {r['lexical_p99']:.1f} | "
             f"{r['semantic_p50']:.1f} / {r['semantic_p99']:.1f} | "
             f"{r['hybrid_p50']:.1f} / {r['hybrid_p99']:.1f} | "
@@ -490,10 +503,10 @@ def targets(rows: list[dict]) -> list[str]:
             r["cold_first_query_s"] <= 0.5,
         ),
         (
-            "service RSS",
+            "service RSS (`papersift serve`, all its processes, after 30 searches)",
             "<= 1,000 MB",
-            f"{r['service_rss_mb']:.0f} MB",
-            r["service_rss_mb"] <= 1000,
+            f"{_served_rss(r):.0f} MB",
+            _served_rss(r) <= 1000,
         ),
         ("recall@100 vs exact", ">= 0.95", f"{r['recall@100']:.3f}", r["recall@100"] >= 0.95),
     ]

@@ -1,4 +1,4 @@
-"""The delta layer of a graph index: recent vectors beside the main HNSW file.
+"""The delta layer of an approximate index: recent vectors beside the main IVF or HNSW file.
 
 Rewriting a million-vector graph file for every update took longer than the update itself
 (about 1.5 GB written at 1M papers). Instead an update goes to a small exact layer saved

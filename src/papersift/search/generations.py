@@ -6,7 +6,7 @@ embeddings. Layout::
 
     index/CURRENT            {"dir": "v...", "gen": 7, "docs": N, "vectors": M, "model": ...}
     index/v<time>/lexical/   tantivy
-    index/v<time>/flat.npz | hnsw.usearch
+    index/v<time>/flat.npz | ivf.faiss | hnsw.usearch
     index/v<time>/catalog.sqlite
     index/v<time>/MANIFEST.json  sizes and sha256 of the files (see search/manifest.py)
 

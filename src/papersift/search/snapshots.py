@@ -5,7 +5,7 @@ A snapshot store is a folder (``file://``, e.g. a shared volume) or an S3-compat
 
     LATEST.json                     {"base": "v<ns>", "deltas": 3, "docs": N, "model": ...}
     v<ns>/base/MANIFEST.json        sha256 and size of every file below
-    v<ns>/base/lexical/..., flat.npz | hnsw.usearch, catalog.sqlite, vocab.json.gz
+    v<ns>/base/lexical/..., flat.npz | ivf.faiss | hnsw.usearch, catalog.sqlite, vocab.json.gz
     v<ns>/delta-000001/MANIFEST.json, docs.jsonl.gz, vectors.npz, rows.json
 
 A **base** is a full copy of one generation (the catalog as an SQLite backup, so its bytes are

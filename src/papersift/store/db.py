@@ -66,9 +66,17 @@ class Timeouts:
         return cls(busy=busy, connect=connect, statement=statement)
 
 
+# Page cache of each SQLite connection, KiB (SQLite's default is 2 MB). Reading the ten
+# feedback papers of a hybrid search by id took 1.2-1.6 ms at a million papers (a 3.2 GB
+# file) with the default and with 8 MB, 0.12 ms with 32 MB: the B-tree's inner pages then
+# stay cached instead of being read again for every row. Pages are allocated only as used.
+READ_CACHE_KIB = 32 * 1024
+
+
 def _sqlite_pragmas(busy: float) -> Any:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
         # WAL lets the web server read while an ingest or digest run writes: readers
         # never wait on a writer, only writers wait (up to ``busy`` s) on each other.
         cur.execute("PRAGMA journal_mode=WAL")
