@@ -8,7 +8,12 @@ run: the JSON search API, the HTML search page, and as a reference the cheapest 
 database read (the JSON of one paper). Queries are drawn from the seed titles, so most are
 cache misses.
 
+``--home DIR`` serves an existing home instead (e.g. the 236,579-paper one that
+``bench/search.py --sizes 236579 --workdir W`` leaves in ``W/home_236579``), written to its
+own section of BENCHMARKS.md.
+
 Usage: python bench/web.py [--rate 200] [--sustainable-rate 60] [--seconds 15] [--no-write]
+       [--home DIR]
 """
 
 from __future__ import annotations
@@ -57,12 +62,21 @@ def prepare_home(home: Path) -> None:
     )
 
 
+def _papers(home: Path) -> str:
+    """What a given home holds, for the report."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{home / 'papersift.db'}?mode=ro", uri=True) as con:
+        (count,) = con.execute("SELECT count(*) FROM papers").fetchone()
+    return f"an existing home of {count:,} papers"
+
+
 def start_server(home: Path, port: int, workers: int) -> subprocess.Popen:
     env = {**os.environ, "PAPERSIFT_HOME": str(home)}
     env.pop("PAPERSIFT_DB", None)
     # The server's log (an access line per request) goes to a file: a pipe nobody reads
     # fills after some thousand lines and then blocks every worker that logs.
-    log = (home.parent / "serve.log").open("wb")
+    log = (Path(tempfile.gettempdir()) / f"papersift-webbench-{port}.log").open("wb")
     proc = subprocess.Popen(
         [str(PAPERSIFT), "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
@@ -226,11 +240,17 @@ def main() -> None:
         help="a second, lower rate for the hybrid targets (what the machine can sustain)",
     )
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--home", type=Path, default=None, help="serve this existing home")
     args = parser.parse_args()
     titles = synth.load_seed_text().titles
     with tempfile.TemporaryDirectory(prefix="papersift-webbench-") as tmp:
-        home = Path(tmp) / "home"
-        prepare_home(home)
+        if args.home is not None:
+            home = args.home.resolve()
+            papers = _papers(home)
+        else:
+            home = Path(tmp) / "home"
+            prepare_home(home)
+            papers = "the demo corpus (4,186 real arXiv papers and the seed pages)"
         port = free_port()
         proc = start_server(home, port, args.workers)
         base = f"http://127.0.0.1:{port}"
@@ -291,11 +311,11 @@ def main() -> None:
             report.stop_process(proc, timeout=15)
     ref = results["GET /api/v1/papers/{id} (reference)"]
     lines = [
-        "## Web (bench/web.py)",
+        f"## Web (bench/web.py{' --home' if args.home else ''})",
         "",
         f"Run {date.today().isoformat()} on {report.machine()}.",
-        f"`papersift serve --workers {args.workers}` (uvicorn) on the demo corpus (4,186 real "
-        f"arXiv papers and the seed pages, hybrid search), {report.load()} at the end; "
+        f"`papersift serve --workers {args.workers}` (uvicorn) on {papers}, hybrid search, "
+        f"{report.load()} at the end; "
         f"open-loop load from another process on 127.0.0.1 at "
         f"{args.rate:.0f} requests/s (and the hybrid targets again at {args.sustainable_rate:.0f}"
         f"/s) for {args.seconds:.0f} s per target; latency from each "
@@ -335,7 +355,7 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if not args.no_write:
-        report.write_section("bench/web.py", lines)
+        report.write_section("bench/web.py --home" if args.home else "bench/web.py", lines)
 
 
 if __name__ == "__main__":

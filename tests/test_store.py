@@ -154,3 +154,19 @@ def test_timestamps_are_stored_in_utc_and_read_back_aware(db):
         assert paper.first_seen == NOW
         assert paper.first_seen.utcoffset() == timedelta(0)
     assert papers["2401.00001"].to_dict()["first_seen"] == "2024-06-01T12:00:00+00:00"
+
+
+def test_sqlite_connections_keep_a_page_cache_big_enough_for_lookups_by_id(tmp_path):
+    """Every SQLite connection gets the 32 MB page cache (db.READ_CACHE_KIB): with SQLite's
+    2 MB, reading ten papers by id at a million papers took ten times longer."""
+    from sqlalchemy import text
+
+    from papersift.store.db import READ_CACHE_KIB, Database
+
+    database = Database(f"sqlite:///{tmp_path / 'cache.db'}")
+    try:
+        with database.session() as s:
+            assert s.execute(text("PRAGMA cache_size")).scalar() == -READ_CACHE_KIB
+            assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    finally:
+        database.dispose()

@@ -2,7 +2,7 @@
 
 The method is :mod:`papersift.rank.recommend` (measured by ``papersift eval-rec``); this
 module feeds it from a deployment: candidates from the live search generation's vector index
-(an IVF or HNSW index at scale, exact below ``exact_limit``), or every paper of the last seven listed
+(IVF or HNSW at scale, exact below ``exact_limit``), or every paper of the last seven listed
 days for "new this week"; the reader's saved papers (from the library) plus "more like this"
 papers as positives; "not interested" papers as negatives; saved, dismissed and already-sent
 papers never come back. Corpus statistics (the covariance behind the profile model) come from
