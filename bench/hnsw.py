@@ -1,4 +1,4 @@
-"""HNSW settings at a million papers: build time, memory, search time and recall, side by side.
+"""Vector index settings at scale, IVF and HNSW side by side: build, memory, search time, recall.
 
 The vector index's defaults (``search/vectors.py``) trade build time against recall and
 search time; this study measures that trade on the 1M corpus of ``bench/scale.py`` (236,579
@@ -145,7 +145,7 @@ def main() -> None:
     print(f"{len(matrix):,} vectors ({len(rows):,} real), {len(qvecs)} queries", flush=True)
 
     lines = [
-        "## HNSW settings at scale (bench/hnsw.py)",
+        "## Vector index settings at scale: IVF and HNSW side by side (bench/hnsw.py)",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))} on {report.machine()};"
         f" {load_before} at the start.",
