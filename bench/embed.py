@@ -469,7 +469,8 @@ def render(
         f"Run {meta['date']} on {report.machine()}; load average (1 / 5 / 15 min) "
         f"{meta['load_start']} at the start, {meta['load_end']} at the end "
         f"(1-minute load {main['load_min']:.2f}-{main['load_max']:.2f} during the "
-        "comparison; both sides use 2 threads, so about 2 is their own load). The sides took turns in "
+        "comparison; both sides use 2 threads, so about 2 is their own load). "
+        "The sides took turns in "
         f"chunks of {meta['chunk']} (the order rotates), so load hit them alike. "
         f"{n:,} real arXiv abstracts (every {meta['stride']}th record of arxiv-236k), "
         '`paper_text` (title + ". " + abstract), all-MiniLM-L6-v2, truncation at 256 '
