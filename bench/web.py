@@ -339,12 +339,17 @@ def main() -> None:
             f"{r['throughput']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.0f} | "
             f"{_ms(r['p99_all'])} | {r['p99'] / ref['p99']:.1f}x | {r['cpu_ms']:.1f} |"
         )
+    # CPU per hybrid search from the lower rate's run when the full rate shed requests:
+    # a shed request costs little, so the full rate's average would understate a search.
     hybrid = results["GET /api/v1/search?q=...&k=10 (hybrid)"]
+    if hybrid["shed"]:
+        hybrid = results[f"GET /api/v1/search?q=...&k=10 (hybrid) at {low:.0f}/s"]
     met = [n for n, r in results.items() if r["rate"] == args.rate and r["p99_all"] <= 50]
     lines += [
         "",
         f"Server CPU per request is the CPU time of the server's processes (all workers, from "
-        f"/proc) over the requests it answered: {hybrid['cpu_ms']:.1f} ms for a hybrid search "
+        f"/proc) over the requests it answered or shed: {hybrid['cpu_ms']:.1f} ms for a hybrid "
+        f"search at {hybrid['rate']:.0f}/s "
         f"(query embedding, both indexes, re-scoring, the JSON), so these 2 cores could answer "
         f"at most ~{2000 / max(hybrid['cpu_ms'], 0.1):.0f} hybrid searches a second if the "
         f"load generator took nothing. Targets with p99 <= 50 ms over all requests (a shed "
