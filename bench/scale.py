@@ -238,7 +238,7 @@ def measure(
         service.search(q + " warm", k=10, mode="hybrid")
     live = service._current()
     lexical, vectors = live.lexical, live.vectors
-    graph = vectors._hnsw
+    graph = vectors._graph
     keys = np.array([paper_key(d.id) for d in docs], dtype=np.uint64)
     cat, share = _category(docs)
     out["filter_category"], out["filter_category_share"] = cat, share

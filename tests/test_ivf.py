@@ -48,7 +48,7 @@ def _recall(index: VectorIndex, keys: np.ndarray, vecs: np.ndarray, queries: np.
 
 def test_a_query_scans_a_few_lists_and_still_finds_the_nearest(built) -> None:
     index, keys, vecs = built
-    graph = index._hnsw
+    graph = index._graph
     assert isinstance(graph, ivf.IvfIndex) and index.kind == "ivf" and len(index) == 120_000
     assert graph.lists == ivf.lists_for(120_000) == 468
     assert graph.probes == 195  # enough lists for 50,000 papers here (5 % at a million)
@@ -69,7 +69,7 @@ def test_the_probe_share_trades_speed_for_recall_without_a_rebuild(
     recalls = []
     for share, probes in ((0.01, 5), (0.1, 47), (1.0, 468)):
         opened = VectorIndex.load(tmp_path, DIM, VectorParams(probe_share=share), view=True)
-        assert isinstance(opened._hnsw, ivf.IvfIndex) and opened._hnsw.probes == probes
+        assert isinstance(opened._graph, ivf.IvfIndex) and opened._graph.probes == probes
         recalls.append(_recall(opened, keys, vecs, queries))
     # (scanning every list leaves only the 8-bit codes between it and exact search)
     assert recalls[0] <= recalls[1] <= recalls[2] and recalls[2] >= 0.97
@@ -81,7 +81,7 @@ def test_replacing_and_removing_keep_one_vector_per_key(tmp_path: Path) -> None:
     keys = np.arange(10, 3_010, dtype=np.uint64)
     index = VectorIndex(DIM, VectorParams(engine="ivf", exact_limit=100))
     index.add_many([(keys, vecs)])
-    graph = index._hnsw
+    graph = index._graph
     assert isinstance(graph, ivf.IvfIndex)
     graph.add(keys[:5], vecs[100:105])  # replaced in place (a merge folds a changed paper)
     graph.remove(np.array([keys[6], 999_999], dtype=np.uint64))  # one key it never held

@@ -51,7 +51,7 @@ def test_bulk_build_finds_what_exact_search_finds(tmp_path: Path, params: Vector
         assert len(set(got.tolist()) & set(_exact(keys, vecs, vecs[i], 10))) >= 9
     small = VectorIndex(32, params)
     small.add_many([(keys[:20], vecs[:20])])  # under the limit: exact, as before
-    assert not small.is_hnsw and small.search(vecs[4], 1)[0][0] == keys[4]
+    assert not small.is_approximate and small.search(vecs[4], 1)[0][0] == keys[4]
 
 
 def test_updates_go_to_the_delta_layer_and_leave_the_graph_file(

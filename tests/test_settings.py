@@ -71,6 +71,9 @@ def test_explicit_config_file_and_env_var(tmp_path: Path, monkeypatch: pytest.Mo
         ("PAPERSIFT_COMMENTS_PER_HOUR", "lots", "PAPERSIFT_COMMENTS_PER_HOUR"),
         ("PAPERSIFT_CO_SAVED_READERS", "-1", "PAPERSIFT_CO_SAVED_READERS"),
         ("PAPERSIFT_VECTOR_DTYPE", "bf8", "PAPERSIFT_VECTOR_DTYPE"),
+        ("PAPERSIFT_VECTOR_INDEX", "annoy", "PAPERSIFT_VECTOR_INDEX"),
+        ("PAPERSIFT_IVF_PROBE_SHARE", "0", "PAPERSIFT_IVF_PROBE_SHARE"),
+        ("PAPERSIFT_IVF_PROBE_SHARE", "1.5", "PAPERSIFT_IVF_PROBE_SHARE"),
     ],
 )
 def test_bad_values_are_named(

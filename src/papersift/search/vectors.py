@@ -4,7 +4,7 @@ Below ``exact_limit`` vectors (default 20,000) a float32 matrix is searched exac
 product over 20k x 384 takes about 2 ms, as fast as any approximate index there, with perfect
 recall and nothing to build. Above it the vectors live in an approximate index, by the
 ``vector_index`` setting: ``ivf`` (the default: faiss inverted lists of 8-bit codes, see
-``ivf.py``; at a million papers it builds in under a minute and searches in 1-2 ms) or
+``ivf.py``; at a million papers it builds in under a minute and searches in 2-3 ms) or
 ``hnsw`` (a usearch graph, cosine, bf16 by default; ``f16``, ``i8``, ``f32``), kept for
 deployments that measured it better on their data. Either is called "the graph" below.
 
@@ -99,7 +99,7 @@ class VectorIndex:
         self._keys = np.zeros(0, dtype=np.uint64)
         self._matrix = np.zeros((0, ndim), dtype=np.float32)
         self._rows: dict[int, int] = {}
-        self._hnsw: Index | IvfIndex | None = None  # once the collection outgrows exact search
+        self._graph: Index | IvfIndex | None = None  # once the collection outgrows exact search
         self._view = False  # opened read-only
         # A graph opened from disk: memory-mapped from ``_folder``, changes go to ``_delta``.
         self._delta: Delta | None = None
@@ -112,28 +112,28 @@ class VectorIndex:
     @property
     def kind(self) -> str:
         """``exact``, ``ivf`` or ``hnsw``: what answers a search now."""
-        if self._hnsw is None:
+        if self._graph is None:
             return "exact"
-        return "ivf" if isinstance(self._hnsw, IvfIndex) else "hnsw"
+        return "ivf" if isinstance(self._graph, IvfIndex) else "hnsw"
 
     @property
-    def is_hnsw(self) -> bool:
+    def is_approximate(self) -> bool:
         """Whether an approximate index (of either engine) holds the main vectors."""
-        return self._hnsw is not None
+        return self._graph is not None
 
     def __len__(self) -> int:
-        if self._hnsw is None:
+        if self._graph is None:
             return len(self._keys)
         if self._delta is None:
-            return len(self._hnsw)
-        return len(self._hnsw) - len(self._delta.gone) + len(self._delta)
+            return len(self._graph)
+        return len(self._graph) - len(self._delta.gone) + len(self._delta)
 
     @property
     def delta_size(self) -> int:
         """Entries waiting in the delta layer (0 when there is none)."""
         return self._delta.size if self._delta is not None else 0
 
-    def _new_hnsw(self, sample: np.ndarray | None, total: int) -> Index | IvfIndex:
+    def _new_graph(self, sample: np.ndarray | None, total: int) -> Index | IvfIndex:
         """An empty approximate index for ``total`` vectors; an IVF learns its clusters
         from ``sample`` (rows of ``ivf.sample_rows(total)``)."""
         p = self.params
@@ -151,12 +151,13 @@ class VectorIndex:
             expansion_search=p.expansion_search,
         )
 
-    def _to_hnsw(self, incoming: np.ndarray) -> None:
+    def _to_graph(self, incoming: np.ndarray) -> None:
         every = np.vstack([self._matrix, incoming])
-        graph = self._new_hnsw(every[ivf.sample_rows(len(every))], len(every))
+        sample = every[ivf.sample_rows(len(every))] if self.params.engine == "ivf" else None
+        graph = self._new_graph(sample, len(every))
         if len(self._keys):
             graph.add(self._keys, self._matrix)
-        self._hnsw = graph
+        self._graph = graph
         self._keys = np.zeros(0, dtype=np.uint64)
         self._matrix = np.zeros((0, self.ndim), dtype=np.float32)
         self._rows = {}
@@ -177,10 +178,10 @@ class VectorIndex:
             self._delta.remove(keys)
             self._hide(keys)
             return
-        if self._hnsw is not None:
-            present = keys[self._hnsw.contains(keys)]
+        if self._graph is not None:
+            present = keys[self._graph.contains(keys)]
             if len(present):
-                self._hnsw.remove(present)
+                self._graph.remove(present)
             return
         drop = {int(k) for k in keys if int(k) in self._rows}
         if not drop:
@@ -202,10 +203,10 @@ class VectorIndex:
             self._delta.add(keys, vectors)
             return
         self.remove(keys)
-        if self._hnsw is None and len(self._keys) + len(keys) > self.params.exact_limit:
-            self._to_hnsw(vectors)
-        if self._hnsw is not None:
-            self._hnsw.add(keys, vectors, threads=os.cpu_count() or 0)
+        if self._graph is None and len(self._keys) + len(keys) > self.params.exact_limit:
+            self._to_graph(vectors)
+        if self._graph is not None:
+            self._graph.add(keys, vectors, threads=os.cpu_count() or 0)
             return
         start = len(self._keys)
         self._keys = np.concatenate([self._keys, keys])
@@ -218,7 +219,7 @@ class VectorIndex:
         the graph is filled by big multi-threaded calls, not batch by batch."""
         self._writable()
         total = sum(len(k) for k, _v in chunks)
-        if self._delta is not None or self._hnsw is not None or len(self._keys):
+        if self._delta is not None or self._graph is not None or len(self._keys):
             for keys, vectors in chunks:
                 self.add(keys, vectors)
             return
@@ -227,7 +228,7 @@ class VectorIndex:
                 self.add(keys, vectors)
             return
         sample = _sample_rows(chunks, self.ndim) if self.params.engine == "ivf" else None
-        graph = self._new_hnsw(sample, total)
+        graph = self._new_graph(sample, total)
         pending: list[tuple[np.ndarray, np.ndarray]] = []
         size = 0
         for i, (keys, vectors) in enumerate(chunks):
@@ -240,15 +241,15 @@ class VectorIndex:
                     threads=os.cpu_count() or 0,
                 )
                 pending, size = [], 0
-        self._hnsw = graph
+        self._graph = graph
 
     # -- the delta layer -------------------------------------------------------------------
 
     def _hide(self, keys: np.ndarray) -> None:
         """Mark the keys the main graph holds as gone (their new vectors, if any, go to the
         delta layer)."""
-        assert self._hnsw is not None and self._delta is not None
-        present = keys[np.asarray(self._hnsw.contains(keys), dtype=bool).reshape(-1)]
+        assert self._graph is not None and self._delta is not None
+        present = keys[np.asarray(self._graph.contains(keys), dtype=bool).reshape(-1)]
         if len(present):
             self._delta.gone.update(int(k) for k in present.tolist())
             self._gone_arr = None
@@ -261,14 +262,14 @@ class VectorIndex:
 
     def _merge(self) -> None:
         """Fold the delta layer into a writable copy of the graph (then saved whole)."""
-        assert self._hnsw is not None and self._delta is not None and self._folder is not None
+        assert self._graph is not None and self._delta is not None and self._folder is not None
         graph = _restore(self._folder, self.params, view=False)
         hidden = self._gone()
         if len(hidden):
             graph.remove(hidden)
         if len(self._delta):
             graph.add(self._delta.keys, self._delta.matrix, threads=os.cpu_count() or 0)
-        self._hnsw = graph
+        self._graph = graph
         self._delta = Delta(self.ndim)
         self._gone_arr = None
 
@@ -276,8 +277,8 @@ class VectorIndex:
 
     def contains(self, keys: ArrayLike) -> np.ndarray:
         keys = _as_keys(keys)
-        if self._hnsw is not None:
-            found = np.asarray(self._hnsw.contains(keys), dtype=bool).reshape(-1)
+        if self._graph is not None:
+            found = np.asarray(self._graph.contains(keys), dtype=bool).reshape(-1)
             if self._delta is not None and self._delta.size:
                 found &= ~np.isin(keys, self._gone())
                 found |= self._delta.contains(keys)
@@ -291,7 +292,7 @@ class VectorIndex:
         present = wanted[found]
         if not len(present):
             return found, np.zeros((0, self.ndim), dtype=np.float32)
-        if self._hnsw is not None:
+        if self._graph is not None:
             if self._delta is not None and len(self._delta):
                 recent = self._delta.contains(present)
                 if recent.any():
@@ -305,15 +306,15 @@ class VectorIndex:
         return found, self._matrix[rows]
 
     def _graph_get(self, keys: np.ndarray) -> np.ndarray:
-        assert self._hnsw is not None
+        assert self._graph is not None
         # (every key is present, so no row is None; usearch takes numpy dtypes too)
-        got = self._hnsw.get(keys, dtype=np.float32)  # type: ignore[arg-type]
+        got = self._graph.get(keys, dtype=np.float32)  # type: ignore[arg-type]
         matrix = np.vstack(cast(tuple[np.ndarray, ...], got)) if isinstance(got, tuple) else got
         return _as_matrix(cast(np.ndarray, matrix), self.ndim)
 
     def _graph_search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        assert self._hnsw is not None
-        matches = self._hnsw.search(query, count, threads=1)
+        assert self._graph is not None
+        matches = self._graph.search(query, count, threads=1)
         return (
             np.asarray(matches.keys, dtype=np.uint64),
             1.0 - np.asarray(matches.distances, dtype=np.float32),
@@ -325,7 +326,7 @@ class VectorIndex:
         if count <= 0:
             return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float32)
         query = np.asarray(query, dtype=np.float32).reshape(-1)
-        if self._hnsw is not None:
+        if self._graph is not None:
             delta = self._delta
             if delta is None or not delta.size:
                 return self._graph_search(query, count)
@@ -382,8 +383,8 @@ class VectorIndex:
         name = {"exact": self.FLAT, "hnsw": self.HNSW, "ivf": self.IVF}[self.kind]
         tmp = folder / (f".{name}.{os.getpid()}.tmp" + (".npz" if name == self.FLAT else ""))
         try:
-            if self._hnsw is not None:
-                self._hnsw.save(str(tmp))
+            if self._graph is not None:
+                self._graph.save(str(tmp))
             else:
                 np.savez(tmp, keys=self._keys, matrix=self._matrix)
             os.replace(tmp, folder / name)
@@ -415,7 +416,7 @@ class VectorIndex:
             graph = _restore(folder, index.params, view=True)
             if graph.ndim != ndim:
                 raise ValueError(f"{folder} does not hold {ndim}-dimensional vectors")
-            index._hnsw = graph
+            index._graph = graph
             index._view = view
             index._folder = folder
             delta = Delta.load(folder, ndim)
