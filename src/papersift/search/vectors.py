@@ -463,5 +463,5 @@ def _sample_rows(chunks: list[tuple[np.ndarray, np.ndarray]], ndim: int) -> np.n
     out = np.empty((len(rows), ndim), dtype=np.float32)
     for c in np.unique(which).tolist():
         picked = which == c
-        out[picked] = np.asarray(chunks[c][1], dtype=np.float32)[rows[picked] - starts[c]]
+        out[picked] = np.asarray(chunks[c][1][rows[picked] - starts[c]], dtype=np.float32)
     return out
