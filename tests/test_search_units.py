@@ -215,6 +215,9 @@ def test_scores_among_equals_the_nested_feedback_query(tmp_path):
     assert set(got) == set(ref.keys) == set(keys)
     for key, score in zip(ref.keys, ref.scores, strict=True):
         assert got[key] == pytest.approx(score, rel=1e-5)
+    # a key matching none of the terms is there, at 0 (a does not hold "retriev")
+    alone = index.scores_among({("text", "retriev"): 1.0}, keys)
+    assert alone[paper_key("a")] == 0.0 < alone[paper_key("b")]
     assert index.scores_among(flat, []) == {} and index.scores_among({}, keys) == {}
     only_a = index.scores_among(flat, [paper_key("a")])
     assert list(only_a) == [paper_key("a")]  # documents outside the keys are never scored

@@ -34,7 +34,8 @@ from papersift.store.db import Database
 DATE_POOL = 200  # sort=date orders the best 200 relevant papers (semantic/hybrid) by date
 FILTER_EXACT = 5_000  # narrow filters: exact dense search over the papers that pass
 # Term distributions of feedback documents kept per open index (LRU; a few KB each). The top
-# documents of related queries repeat, and a miss costs a database read and an analysis.
+# documents of related queries repeat, and a miss costs a catalog read (or, for a paper
+# without stored terms, a database read and an analysis).
 TERM_CACHE = 4_096
 
 # Overlaps a hybrid query's dense side with its lexical search; two workers cover two
@@ -301,7 +302,8 @@ class Executor:
             return _Ranked(d_keys[:shown], d_sims[:shown], shown, notes)
         # Syntax has filtered both sides (see syntax.py): every candidate keeps its meaning.
         cands = hybrid.merge_candidates(lex.keys, d_keys)
-        dense = self._exact_dense(live, cands, qvec, dict(zip(d_keys, d_sims, strict=True)))
+        stored = feedback.CandidateVectors(live.vectors, cands)
+        dense = self._exact_dense(cands, qvec, dict(zip(d_keys, d_sims, strict=True)), stored)
         lex_scores = dict(zip(lex.keys, lex.scores, strict=True))
         floor = min(lex.scores) if len(lex.keys) >= pool else 0.0
         lex_vec = hybrid.lookup(lex_scores, cands, floor)
@@ -318,6 +320,7 @@ class Executor:
             (lex_vec, lex.scores, lex.keys),
             (qvec, d_keys, d_sims),
             self.term_distributions,
+            stored,
         )
         order = np.argsort(-fused, kind="stable")
         # Matches only: a paper that shares a query word or is close enough in meaning.
@@ -325,16 +328,20 @@ class Executor:
         order = order[relevance.keep(dense, shared, relevance.cosine_floor(model_id))[order]]
         return _Ranked([cands[i] for i in order], fused[order].tolist(), len(order), notes)
 
+    @staticmethod
     def _exact_dense(
-        self, live: Generation, cands: list[int], qvec: np.ndarray, known: dict[int, float]
+        cands: list[int],
+        qvec: np.ndarray,
+        known: dict[int, float],
+        stored: feedback.CandidateVectors,
     ) -> np.ndarray:
         """Cosine of every candidate from its stored vector (NaN if it has none yet: the
         fusion then ranks it by its lexical score alone). ``known`` are similarities the
-        vector search already computed; only the other candidates' vectors are read."""
+        vector search already computed and are kept as it computed them."""
         out = np.array([known.get(key, np.nan) for key in cands], dtype=np.float64)
         rest = [i for i, key in enumerate(cands) if key not in known]
         if rest:
-            out[rest] = feedback.exact_cosines(live.vectors, [cands[i] for i in rest], qvec)
+            out[rest] = stored.cosines([cands[i] for i in rest], qvec)
         return out
 
     # -- the feedback term cache -------------------------------------------------------------
@@ -358,16 +365,18 @@ class Executor:
         missing = [key for key in keys if key not in out]
         if not missing:
             return out
-        ids = live.catalog.ids(missing)
-        with self.db.session() as s:
-            texts = search_docs.texts(s, list(ids.values()))
-        fresh = {
-            key: self._rare_terms(
-                live,
-                hybrid.term_distribution(live.lexical.analyze(texts.get(ids.get(key, ""), ""))),
-            )
-            for key in missing
-        }
+        # Stored with the index (catalog.py); papers indexed before it kept terms, or
+        # changed by a snapshot delta, are read and analysed here.
+        stored = live.catalog.terms(missing)
+        fresh = {key: hybrid.count_distribution(counts) for key, counts in stored.items()}
+        unread = [key for key in missing if key not in stored]
+        if unread:
+            ids = live.catalog.ids(unread)
+            with self.db.session() as s:
+                texts = search_docs.texts(s, list(ids.values()))
+            for key in unread:
+                terms = live.lexical.analyze(texts.get(ids.get(key, ""), ""))
+                fresh[key] = hybrid.term_distribution(terms)
         with live.terms_lock:
             for key, dist in fresh.items():
                 live.terms[key] = dist
@@ -375,14 +384,6 @@ class Executor:
                 live.terms.popitem(last=False)
         out.update(fresh)
         return out
-
-    @staticmethod
-    def _rare_terms(live: Generation, dist: dict[str, float]) -> dict[str, float]:
-        """``dist`` without the terms feedback skips (in over ``MAX_DOC_SHARE`` of the
-        papers): dropped once when cached instead of looked up in every query's relevance
-        model. The shares stay the whole document's, so the model is unchanged."""
-        shares = live.lexical.doc_shares(dist)
-        return {t: p for t, p in dist.items() if shares[t] <= hybrid.MAX_DOC_SHARE}
 
     def _order_by_date(
         self, live: Generation, keys: list[int], scores: list[float]

@@ -20,13 +20,15 @@ The method (the default search mode):
 
 3. **Feedback** from the ``FEEDBACK_DOCS`` best fused documents (softmax weights): RM3
    adds the ``FEEDBACK_TERMS`` most likely terms of their relevance model at weight
-   ``FEEDBACK_LAMBDA`` (terms in more than ``MAX_DOC_SHARE`` of the documents skipped), and
+   ``FEEDBACK_LAMBDA``, matched in the text (title and abstract; terms in more than
+   ``MAX_DOC_SHARE`` of the documents skipped), and
    the query vector moves towards their weighted mean vector (Rocchio, ``DENSE_FEEDBACK``).
    The best ``FEEDBACK_RESCORE`` candidates are re-scored and fused again with the first
    pass's weights and z-scales (BM25 is linear in term weights, so only the expansion terms
    are scored: ``LexicalIndex.scores_among``). RM3 alone helps CISI and Cranfield and
    costs LISA and NPL; Rocchio alone the reverse; at these moderate weights the two together
-   gain on all four. The feedback documents' term distributions are cached per open index.
+   gain on all four. The feedback documents' index terms are stored with the index (see
+   catalog.py) and their distributions cached per open index.
 
 Numbers for every candidate tried, on CISI, Cranfield, LISA and NPL, are in the README
 (Search); ``tests/test_search_eval.py`` holds the bar (peer RRF + 0.01, never below the own
@@ -125,10 +127,16 @@ def fuse(
 
 def term_distribution(terms: Sequence[str]) -> dict[str, float]:
     """P(term | document): each index term's share of the document's terms."""
-    if not terms:
+    return count_distribution(Counter(terms))
+
+
+def count_distribution(counts: Mapping[str, int]) -> dict[str, float]:
+    """P(term | document) from the document's term counts."""
+    total = sum(counts.values())
+    if not total:
         return {}
-    share = 1.0 / len(terms)
-    return {term: count * share for term, count in Counter(terms).items()}
+    share = 1.0 / total
+    return {term: count * share for term, count in counts.items()}
 
 
 def relevance_model(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from papersift.search.catalog import PROVISIONAL, Catalog, paper_key
+from papersift.search.catalog import PROVISIONAL, Catalog, encode_terms, paper_key
 from papersift.search.embedder import Embedder, EmbedderError
 from papersift.search.generations import Generation, Generations, Meta
 from papersift.search.lexical import LexicalIndex
@@ -187,6 +187,7 @@ class Indexer:
                                 )
                                 for d in batch
                             )
+                            catalog.put_terms(_terms_rows(lexical, batch))
                             report.indexed += len(batch)
                             vocab.add_texts(d.text for d in batch)
                             yield from batch
@@ -369,6 +370,7 @@ class Indexer:
             raise
         live.catalog.remove([paper_key(i) for i in gone_ids])
         live.catalog.upsert((paper_key(d.id), d.id, d.content_hash, None) for d in batch)
+        live.catalog.put_terms(_terms_rows(live.lexical, batch))
         vocab = Vocabulary.load(live.folder)
         if vocab is not None:  # (no file: the first spelling suggestion builds it)
             vocab.add_texts(d.text for d in batch)
@@ -443,3 +445,8 @@ class Indexer:
                 report.pending_vectors = pending
         report.seconds = time.monotonic() - started
         return report
+
+
+def _terms_rows(lexical: LexicalIndex, docs: Sequence[PaperDoc]) -> list[tuple[str, str, bytes]]:
+    """The catalog's term rows of papers the lexical index takes (see catalog.py)."""
+    return [(d.id, d.content_hash, encode_terms(lexical.analyze(d.text))) for d in docs]

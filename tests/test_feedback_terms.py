@@ -1,0 +1,166 @@
+"""The index terms the catalog keeps for hybrid search's feedback (search/catalog.py).
+
+On a private copy of the seeded home, rebuilt once for the module: real tantivy, real
+SQLite, real MiniLM vectors (cached by text, see conftest).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from papersift.model import normalize_title
+from papersift.search import SearchService
+from papersift.search.catalog import decode_terms, encode_terms, paper_key
+from papersift.settings import load_settings
+from papersift.store import papers as paper_store
+from papersift.store.db import Database
+from papersift.store.schema import EmbeddingRow, PaperRow
+
+
+@pytest.fixture(scope="module")
+def indexed(seeded_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("terms") / "home"
+    shutil.copytree(seeded_home, path)
+    settings = load_settings(path, f"sqlite:///{path / 'papersift.db'}")
+    db = Database(settings.db_url)
+    SearchService(settings, db).rebuild()
+    db.dispose()
+    return path
+
+
+@pytest.fixture
+def svc(indexed: Path, tmp_path: Path):
+    path = tmp_path / "home"
+    shutil.copytree(indexed, path)
+    settings = load_settings(path, f"sqlite:///{path / 'papersift.db'}")
+    db = Database(settings.db_url)
+    service = SearchService(settings, db)
+    yield service
+    db.dispose()
+
+
+def _papers(svc: SearchService, n: int) -> list[PaperRow]:
+    with svc.db.session() as s:
+        rows = s.scalars(select(PaperRow).where(PaperRow.abstract != "").order_by(PaperRow.id))
+        return list(rows)[:n]
+
+
+def _live(svc: SearchService):
+    live = svc._current()
+    assert live is not None
+    return live
+
+
+def test_encoding_round_trips_counts_and_empty_texts():
+    terms = ["graph", "neural", "graph", "network", "graph", "neural", "x9"]
+    assert decode_terms(encode_terms(terms)) == Counter(terms)
+    assert decode_terms(encode_terms([])) == {}
+
+
+def test_a_build_stores_every_papers_terms(svc: SearchService):
+    live = _live(svc)
+    papers = _papers(svc, 40)
+    stored = live.catalog.terms([paper_key(p.id) for p in papers])
+    assert len(stored) == len(papers) == 40
+    for p in papers:
+        text = f"{p.title}. {p.abstract}"
+        assert stored[paper_key(p.id)] == Counter(live.lexical.analyze(text)), p.id
+
+
+def test_feedback_reads_the_text_the_index_holds_then_the_database(svc: SearchService):
+    """A paper whose database text changed but which was not re-indexed yet keeps the
+    distribution of its indexed text; without a stored row it is read from the database."""
+    live = _live(svc)
+    paper = _papers(svc, 1)[0]
+    key = paper_key(paper.id)
+    indexed = svc.executor.term_distributions(live, [key])[key]
+    with svc.db.session() as s:  # the text changes; nobody re-indexes
+        s.execute(
+            update(PaperRow).where(PaperRow.id == paper.id).values(abstract="Zeolite catalysis.")
+        )
+    live.terms.clear()
+    assert svc.executor.term_distributions(live, [key])[key] == indexed
+    with sqlite3.connect(live.catalog.path) as conn:
+        conn.execute("DELETE FROM terms WHERE paper_id = ?", (paper.id,))
+    live.terms.clear()
+    fallback = svc.executor.term_distributions(live, [key])[key]
+    assert set(fallback) == set(live.lexical.analyze(f"{paper.title}. Zeolite catalysis."))
+
+
+def test_stale_or_damaged_rows_are_not_read(svc: SearchService):
+    live = _live(svc)
+    first, second = _papers(svc, 2)
+    keys = [paper_key(first.id), paper_key(second.id)]
+    with sqlite3.connect(live.catalog.path) as conn:
+        conn.execute("UPDATE terms SET lex_hash = 'older text' WHERE paper_id = ?", (first.id,))
+        conn.execute("UPDATE terms SET counts = x'00ff00' WHERE paper_id = ?", (second.id,))
+    assert live.catalog.terms(keys) == {}
+    live.terms.clear()  # both are read from the database instead, and still used
+    dists = svc.executor.term_distributions(live, keys)
+    assert dists[keys[0]] and dists[keys[1]]
+
+
+def test_hybrid_ranks_the_same_from_stored_terms_or_the_database(svc: SearchService):
+    queries = ["graph neural networks", "speech recognition", "protein structure", "diffusion"]
+
+    def ranking() -> dict[str, list[tuple[str, float]]]:
+        _live(svc).terms.clear()
+        return {
+            q: [(h.paper_id, round(h.score, 6)) for h in svc.search(q, k=20).hits] for q in queries
+        }
+
+    stored = ranking()
+    with sqlite3.connect(_live(svc).catalog.path) as conn:
+        conn.execute("DELETE FROM terms")
+    assert _live(svc).catalog.terms([paper_key(p.id) for p in _papers(svc, 5)]) == {}
+    assert ranking() == stored and all(stored.values())
+
+
+def _paper(paper_id: str, title: str, abstract: str) -> PaperRow:
+    now = datetime.now(UTC)
+    return PaperRow(
+        id=paper_id,
+        title=title,
+        title_key=normalize_title(title),
+        abstract=abstract,
+        authors=[],
+        categories=[],
+        code_urls=[],
+        sources=["test"],
+        first_seen=now,
+        modified_at=now,
+        content_hash=paper_store.content_hash(title, abstract),
+    )
+
+
+def test_new_changed_and_removed_papers_keep_their_rows_in_step(svc: SearchService):
+    pid, key, title = "2502.00077", paper_key("2502.00077"), "Stellarator coil design"
+    with svc.db.session() as s:
+        s.add(_paper(pid, title, "Coils for a stellarator optimised by gradient descent on coils."))
+    svc.index_papers([pid])
+    assert _live(svc).catalog.terms([key])[key]["coil"] == 3
+    abstract = "Tokamak plasma held stable by a learned controller; plasma shape follows."
+    with svc.db.session() as s:
+        s.execute(
+            update(PaperRow)
+            .where(PaperRow.id == pid)
+            .values(abstract=abstract, content_hash=paper_store.content_hash(title, abstract))
+        )
+    svc.index_papers([pid])
+    stored = _live(svc).catalog.terms([key])[key]
+    assert stored["plasma"] == 2 and stored["coil"] == 1 and "gradient" not in stored
+    with svc.db.session() as s:
+        s.execute(EmbeddingRow.__table__.delete().where(EmbeddingRow.paper_id == pid))
+        s.execute(PaperRow.__table__.delete().where(PaperRow.id == pid))
+    assert svc.index_papers([pid]).removed == 1
+    with sqlite3.connect(_live(svc).catalog.path) as conn:
+        assert conn.execute("SELECT count(*) FROM terms WHERE paper_id = ?", (pid,)).fetchone() == (
+            0,
+        )
