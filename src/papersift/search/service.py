@@ -166,10 +166,11 @@ class SearchService:
 
     def warm(self, limit: int = TERM_CACHE) -> int:
         """Fill the feedback term cache with the newest ``limit`` papers (all of a small
-        corpus), as search engines run warming queries on a new searcher: without it the
-        first few thousand searches after a start each read and analyse papers' text
-        (measured on the sample corpus: 7.2 ms of server CPU per hybrid search in the first
-        3,000 against 6.7 ms later). Returns how many papers are cached."""
+        corpus), as search engines run warming queries on a new searcher. Worth it for an
+        index built before the catalog stored terms (a miss then reads and analyses the
+        paper's text: 7.2 ms of server CPU per hybrid search in the first 3,000 against
+        6.7 ms later on the sample corpus); the server no longer runs it at start. Returns
+        how many papers are cached."""
         live = self.generations.current()
         if live is None:
             return 0
