@@ -164,3 +164,27 @@ def test_new_changed_and_removed_papers_keep_their_rows_in_step(svc: SearchServi
         assert conn.execute("SELECT count(*) FROM terms WHERE paper_id = ?", (pid,)).fetchone() == (
             0,
         )
+
+
+def test_only_writing_connections_get_the_big_page_cache(tmp_path: Path):
+    """Each serving thread holds its own catalog connection: readers keep SQLite's small
+    page cache (dozens of threads x 32 MB would be most of a worker's memory)."""
+    import threading
+
+    from papersift.search.catalog import WRITE_CACHE_KIB, Catalog
+
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    seen: dict[str, int] = {}
+
+    def reader() -> None:
+        catalog.terms([1, 2])
+        with catalog._conn() as conn:
+            seen["reader"] = conn.execute("PRAGMA cache_size").fetchone()[0]
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    thread.join()
+    catalog.put_terms([("p1", "abc", encode_terms(["x"]))])
+    with catalog._conn() as conn:
+        seen["writer"] = conn.execute("PRAGMA cache_size").fetchone()[0]
+    assert seen == {"reader": -2000, "writer": -WRITE_CACHE_KIB}

@@ -29,9 +29,9 @@ _CHUNK = 500
 # A term row holds this much of its text's content hash: enough to tell a paper's texts
 # apart (64 bits), 24 bytes a row less than the whole SHA-1.
 _HASH_CHARS = 16
-# Page cache of each connection (KiB): a build's inserts and a query's lookups stay in
-# memory instead of in read() calls (SQLite's default is 2 MB).
-CACHE_KIB = 32 * 1024
+# Page cache (KiB) of a connection that writes: a build's inserts stay in memory instead of
+# in read() calls. Reading connections (one per serving thread, dozens) keep SQLite's 2 MB.
+WRITE_CACHE_KIB = 32 * 1024
 # A vector's hash starting with this was made from the title alone, while the abstract waits
 # to be embedded (see indexer.TITLE_FIRST): searchable, but still pending.
 PROVISIONAL = "title:"
@@ -94,9 +94,16 @@ class Catalog:
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._local.conn = conn
         return _Tx(conn)
+
+    def _write_conn(self) -> _Tx:
+        """This thread's connection, with the bigger page cache of a writer."""
+        tx = self._conn()
+        if not getattr(self._local, "writer", False):
+            tx.conn.execute(f"PRAGMA cache_size=-{WRITE_CACHE_KIB}")
+            self._local.writer = True
+        return tx
 
     def close(self) -> None:
         """Close this thread's connection (writers do, before CURRENT switches)."""
@@ -104,6 +111,7 @@ class Catalog:
         if conn is not None:
             conn.close()
             self._local.conn = None
+            self._local.writer = False
 
     def __len__(self) -> int:
         """How many papers are indexed."""
@@ -146,7 +154,7 @@ class Catalog:
 
     def put_terms(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
         """Rows of (paper_id, lex_hash, :func:`encode_terms` of the text with that hash)."""
-        with self._conn() as conn:
+        with self._write_conn() as conn:
             conn.execute("BEGIN")
             conn.executemany(
                 "INSERT INTO terms(paper_id, lex_hash, counts) VALUES (?, substr(?, 1, ?), ?)"
@@ -215,7 +223,7 @@ class Catalog:
 
     def upsert(self, rows: Iterable[tuple[int, str, str | None, str | None]]) -> None:
         """Rows of (key, paper_id, lex_hash, vec_hash); a None hash keeps the stored one."""
-        with self._conn() as conn:
+        with self._write_conn() as conn:
             conn.execute("BEGIN")
             conn.executemany(
                 "INSERT INTO docs(key, paper_id, lex_hash, vec_hash) VALUES (?, ?, ?, ?) "
@@ -229,7 +237,7 @@ class Catalog:
     def put(self, rows: Iterable[tuple[int, str, str | None, str | None]]) -> None:
         """Rows of (key, paper_id, lex_hash, vec_hash) exactly as given: a None hash marks
         "not in that index (yet)", so an interrupted update is redone by the next sync."""
-        with self._conn() as conn:
+        with self._write_conn() as conn:
             conn.execute("BEGIN")
             conn.executemany(
                 "INSERT INTO docs(key, paper_id, lex_hash, vec_hash) VALUES (?, ?, ?, ?) "
@@ -250,7 +258,7 @@ class Catalog:
 
     def remove(self, keys: Sequence[int]) -> None:
         """Forget these keys (papers that left the database)."""
-        with self._conn() as conn:
+        with self._write_conn() as conn:
             conn.execute("BEGIN")
             gone = [(int(k),) for k in keys]
             conn.executemany(
