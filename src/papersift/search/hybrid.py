@@ -20,8 +20,7 @@ The method (the default search mode):
 
 3. **Feedback** from the ``FEEDBACK_DOCS`` best fused documents (softmax weights): RM3
    adds the ``FEEDBACK_TERMS`` most likely terms of their relevance model at weight
-   ``FEEDBACK_LAMBDA``, matched in the text (title and abstract; terms in more than
-   ``MAX_DOC_SHARE`` of the documents skipped), and
+   ``FEEDBACK_LAMBDA`` (terms in more than ``MAX_DOC_SHARE`` of the documents skipped), and
    the query vector moves towards their weighted mean vector (Rocchio, ``DENSE_FEEDBACK``).
    The best ``FEEDBACK_RESCORE`` candidates are re-scored and fused again with the first
    pass's weights and z-scales (BM25 is linear in term weights, so only the expansion terms
