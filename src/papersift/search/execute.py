@@ -365,8 +365,8 @@ class Executor:
         missing = [key for key in keys if key not in out]
         if not missing:
             return out
-        # Stored with the index (catalog.py); papers indexed before it kept terms, or
-        # changed by a snapshot delta, are read and analysed here.
+        # Stored with the index (catalog.py); papers indexed before the catalog kept terms
+        # (or whose row is damaged) are read and analysed here.
         stored = live.catalog.terms(missing)
         fresh = {key: hybrid.count_distribution(counts) for key, counts in stored.items()}
         unread = [key for key in missing if key not in stored]
