@@ -143,7 +143,7 @@ class Generations:
         catalog = Catalog(folder / "catalog.sqlite")
         # Checks that read every part once: a damaged file fails here, not in a search.
         lexical.num_docs  # noqa: B018
-        len(catalog)
+        catalog.probe()
         return Generation(folder, stamp, meta, lexical, vectors, catalog)
 
     def current(self) -> Generation | None:
