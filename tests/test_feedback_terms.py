@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import zlib
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +63,17 @@ def test_encoding_round_trips_counts_and_empty_texts():
     terms = ["graph", "neural", "graph", "network", "graph", "neural", "x9"]
     assert decode_terms(encode_terms(terms)) == Counter(terms)
     assert decode_terms(encode_terms([])) == {}
+    # Order is kept (commonest first; ties as the relevance model meets them), also for a
+    # row stored in another order, or with only counted or only single terms.
+    assert list(decode_terms(encode_terms(terms))) == ["graph", "neural", "network", "x9"]
+    for text, want in (
+        ("a b:2 c", {"a": 1, "b": 2, "c": 1}),
+        ("a:2 b c:3", {"a": 2, "b": 1, "c": 3}),
+        ("a:3", {"a": 3}),
+        ("a b c", {"a": 1, "b": 1, "c": 1}),
+    ):
+        got = decode_terms(zlib.compress(text.encode()))
+        assert got == want and list(got) == list(want), text
 
 
 def test_a_build_stores_every_papers_terms(svc: SearchService):

@@ -53,9 +53,19 @@ def decode_terms(blob: bytes) -> dict[str, int]:
     text = zlib.decompress(blob).decode("utf-8")
     if not text:
         return out
-    for item in text.split(" "):
+    # Commonest first: the terms with a count come before the (many more) seen once, which
+    # are taken in one C-level call (a loop over every term cost 0.8 ms of a hybrid search).
+    last = text.rfind(":")
+    if last < 0:
+        head, tail = "", text
+    else:
+        end = text.find(" ", last)
+        head, tail = (text, "") if end < 0 else (text[:end], text[end + 1 :])
+    for item in head.split(" ") if head else ():
         term, _sep, count = item.partition(":")
         out[term] = int(count) if count else 1
+    if tail:
+        out.update(dict.fromkeys(tail.split(" "), 1))
     return out
 
 

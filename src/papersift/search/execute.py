@@ -324,7 +324,7 @@ class Executor:
         )
         order = np.argsort(-fused, kind="stable")
         # Matches only: a paper that shares a query word or is close enough in meaning.
-        shared = np.fromiter((key in lex_scores for key in cands), dtype=bool, count=len(cands))
+        shared = np.fromiter(map(lex_scores.__contains__, cands), dtype=bool, count=len(cands))
         order = order[relevance.keep(dense, shared, relevance.cosine_floor(model_id))[order]]
         return _Ranked([cands[i] for i in order], fused[order].tolist(), len(order), notes)
 
@@ -338,10 +338,11 @@ class Executor:
         """Cosine of every candidate from its stored vector (NaN if it has none yet: the
         fusion then ranks it by its lexical score alone). ``known`` are similarities the
         vector search already computed and are kept as it computed them."""
-        out = np.array([known.get(key, np.nan) for key in cands], dtype=np.float64)
-        rest = [i for i, key in enumerate(cands) if key not in known]
-        if rest:
-            out[rest] = stored.cosines([cands[i] for i in rest], qvec)
+        out = hybrid.lookup(known, cands, np.nan)
+        have = np.fromiter(map(known.__contains__, cands), dtype=bool, count=len(cands))
+        rest = np.flatnonzero(~have)
+        if len(rest):
+            out[rest] = stored.cosines([cands[i] for i in rest.tolist()], qvec)
         return out
 
     # -- the feedback term cache -------------------------------------------------------------

@@ -9,6 +9,7 @@ changes the order within each side, not how much a side counts.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import repeat
 
 import numpy as np
 
@@ -42,16 +43,16 @@ class CandidateVectors:
         if vectors is None or not len(keys):
             return
         found, self._matrix = vectors.get(list(keys))
-        present = [int(k) for k, ok in zip(keys, found, strict=True) if ok]
-        self._rows = {key: row for row, key in enumerate(present)}
+        present = np.asarray(keys, dtype=np.uint64)[np.asarray(found, dtype=bool)]
+        self._rows = dict(zip(present.tolist(), range(len(present)), strict=True))
 
     def cosines(self, keys: Sequence[int], qvec: np.ndarray) -> np.ndarray:
         """Cosine of each key's vector with ``qvec``; NaN for a key without one."""
         out = np.full(len(keys), np.nan, dtype=np.float64)
-        at = [(i, self._rows[k]) for i, k in enumerate(keys) if k in self._rows]
-        if at:
-            idx, rows = zip(*at, strict=True)
-            out[list(idx)] = self._matrix[list(rows)] @ qvec
+        rows = np.fromiter(map(self._rows.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        have = rows >= 0
+        if have.any():
+            out[have] = self._matrix[rows[have]] @ qvec
         return out
 
     def matrix(self, keys: Sequence[int]) -> np.ndarray | None:

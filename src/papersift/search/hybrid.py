@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -151,10 +152,11 @@ def relevance_model(
     """
     n_terms = FEEDBACK_TERMS if n_terms is None else n_terms
     model: dict[str, float] = {}
+    get = model.get
     for doc, weight in feedback:
         dist = doc if isinstance(doc, Mapping) else term_distribution(doc)
         for term, p in dist.items():
-            model[term] = model.get(term, 0.0) + weight * p
+            model[term] = get(term, 0.0) + weight * p
     top: list[tuple[str, float]] = []
     # doc_share is a lookup: ask only until the model is full
     for term in sorted(model, key=model.__getitem__, reverse=True):
@@ -177,11 +179,13 @@ def feedback_weights(scores: Sequence[float] | np.ndarray) -> np.ndarray:
 
 def merge_candidates(*lists: Iterable[int]) -> list[int]:
     """Keys of several ranked lists, first occurrence order, no duplicates."""
-    return list(dict.fromkeys(k for keys in lists for k in keys))
+    return list(dict.fromkeys(chain.from_iterable(lists)))
 
 
 def lookup(scores: Mapping[int, float], keys: Sequence[int], missing: float) -> np.ndarray:
-    return np.array([scores.get(k, missing) for k in keys], dtype=np.float64)
+    """``scores`` of ``keys`` in order, ``missing`` for a key without one."""
+    values = map(scores.get, keys, repeat(missing))
+    return np.fromiter(values, dtype=np.float64, count=len(keys))
 
 
 def query_length(clauses: Mapping[tuple[str, str], float]) -> int:
