@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -82,3 +83,38 @@ def test_real_metadata_revision_migrates_existing_rows(tmp_path: Path) -> None:
         "created_at",
     }
     engine.dispose()
+
+
+def test_a_database_at_the_newest_revision_is_not_handed_to_alembic(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """``HEAD_REVISION`` is Alembic's head; a database there opens without Alembic (its
+    start-up cost is every command's), one behind it is upgraded by Alembic as before."""
+    from alembic.script import ScriptDirectory
+
+    from papersift.store import db as db_module
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(cfg).get_heads() == [db_module.HEAD_REVISION]
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    Database(url).dispose()  # created by Alembic
+    _alembic(url, "-1", down=True)
+    behind = Database(url, migrate=False)
+    assert not behind.at_head()
+    behind.migrate()  # Alembic upgrades it
+    assert behind.at_head()
+    behind.dispose()
+
+    def refuse(*_args: object, **_kw: object) -> None:
+        raise AssertionError("Alembic was asked to upgrade a current database")
+
+    monkeypatch.setattr(command, "upgrade", refuse)
+    Database(url).dispose()  # at head: Alembic is not asked
+    stale = Database(url, migrate=False)
+    with stale.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0010'"))
+    assert not stale.at_head()
+    with pytest.raises(db_module.DatabaseError, match="cannot open or migrate"):
+        stale.migrate()  # not at head: Alembic is asked (and refuses here)
+    stale.dispose()
