@@ -133,6 +133,23 @@ def test_relevance_model_weights_terms_by_document_weight():
     assert weights.sum() == pytest.approx(1.0) and weights[0] > weights[1]
 
 
+def test_relevance_model_keeps_the_best_terms_the_filter_lets_through_in_sorted_order():
+    """The model's cut equals sorting every term: with ties, and when the common terms the
+    share filter drops are more than the first candidates looked at."""
+    doc = {f"common{i:03d}": 0.02 for i in range(100)}  # best weighted, all dropped
+    doc.update({f"t{i:02d}": 0.01 if i % 2 else 0.005 for i in range(40)})  # ties in twos
+
+    def share(term: str) -> float:
+        return 0.5 if term.startswith("common") else 0.01
+
+    got = hybrid.relevance_model([(doc, 1.0)], n_terms=5, doc_share=share)
+    expect = [t for t in sorted(doc, key=doc.__getitem__, reverse=True) if share(t) < 0.1][:5]
+    assert list(got) == expect == ["t01", "t03", "t05", "t07", "t09"]
+    assert abs(sum(got.values()) - 1.0) < 1e-12
+    few = hybrid.relevance_model([(doc, 1.0)], n_terms=5, doc_share=lambda t: 0.0)
+    assert list(few) == ["common000", "common001", "common002", "common003", "common004"]
+
+
 # -- lexical -----------------------------------------------------------------------------
 
 

@@ -44,8 +44,7 @@ class Delta:
         self._rows = {int(k): i for i, k in enumerate(self.keys.tolist())}
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
-        rows = self._rows
-        return np.fromiter((int(k) in rows for k in keys.tolist()), dtype=bool, count=len(keys))
+        return np.fromiter(map(self._rows.__contains__, keys.tolist()), dtype=bool, count=len(keys))
 
     def remove(self, keys: np.ndarray) -> None:
         drop = self.contains(keys)
@@ -62,7 +61,7 @@ class Delta:
 
     def get(self, keys: np.ndarray) -> np.ndarray:
         """Vectors of keys the layer holds (callers checked ``contains``)."""
-        return self.matrix[[self._rows[int(k)] for k in keys.tolist()]]
+        return self.matrix[list(map(self._rows.__getitem__, keys.tolist()))]
 
     def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         count = min(count, len(self.keys))

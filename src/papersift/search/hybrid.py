@@ -36,6 +36,7 @@ lexical and semantic modes) and checks that one-setting changes still beat the p
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain, repeat
@@ -158,12 +159,19 @@ def relevance_model(
         for term, p in dist.items():
             model[term] = get(term, 0.0) + weight * p
     top: list[tuple[str, float]] = []
-    # doc_share is a lookup: ask only until the model is full
-    for term in sorted(model, key=model.__getitem__, reverse=True):
-        if len(top) >= n_terms:
+    # doc_share is a lookup: ask only until the model is full. The best few times the terms
+    # wanted are nearly always enough (sorting every term of ten papers cost more than the
+    # rest); heapq.nlargest orders ties as the full sort does.
+    ranked = heapq.nlargest(min(len(model), 4 * n_terms), model, key=model.__getitem__)
+    for ordered in (ranked, sorted(model, key=model.__getitem__, reverse=True)):
+        top = []
+        for term in ordered:
+            if len(top) >= n_terms:
+                break
+            if doc_share is None or doc_share(term) <= MAX_DOC_SHARE:
+                top.append((term, model[term]))
+        if len(top) >= n_terms or len(ranked) == len(model):
             break
-        if doc_share is None or doc_share(term) <= MAX_DOC_SHARE:
-            top.append((term, model[term]))
     total = sum(w for _t, w in top)
     return {t: w / total for t, w in top} if total > 0 else {}
 
