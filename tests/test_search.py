@@ -616,6 +616,42 @@ def test_model_that_cannot_load_leaves_keyword_search(own_home: Path):
     db.dispose()
 
 
+def test_the_model_loads_beside_the_index_once(own_home: Path):
+    """A search by meaning in a new service starts loading the model in its own thread (to
+    overlap the index opening), and the model is loaded once however many searches ask at
+    the same moment; keyword searches do not load it."""
+    from papersift.search.embedder import get_embedder
+
+    settings, db = _open(own_home)
+    loads: list[str] = []
+    started = threading.Barrier(3)
+
+    def load() -> Embedder:
+        loads.append(threading.current_thread().name)
+        return get_embedder(settings.model_dir)
+
+    service = SearchService(settings, db, load_embedder=load)
+    assert service.search("protein structure", k=3, mode="lexical").hits and not loads
+    assert service._preloading is None
+    found: list[int] = []
+
+    def search() -> None:
+        started.wait()
+        found.append(len(service.search("protein structure prediction", k=3).hits))
+
+    threads = [threading.Thread(target=search) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert found == [3, 3, 3]
+    # Once, by whichever thread came first (the loading thread, or a search that asked
+    # before it got going: on this small index opening is quick).
+    assert len(loads) == 1
+    assert service._preloading is not None and service._preloading.name == "embedder-load"
+    db.dispose()
+
+
 def test_search_on_postgres_and_sqlite(db: Database, tmp_path: Path):
     """The service against both databases: embeddings stored, searched, re-used."""
     settings = load_settings(tmp_path / "home", db.url)

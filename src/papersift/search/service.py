@@ -73,6 +73,8 @@ class SearchService:
         self.params = params or VectorParams.from_env()
         self._embedder = embedder
         self._load_embedder = load_embedder or (lambda: get_embedder(settings.model_dir))
+        self._embedder_lock = threading.Lock()
+        self._preloading: threading.Thread | None = None
         self.generations = Generations(self.root, self.params, view=view)
         self.repair_in_background = False  # the web app sets it: requests never wait
         self.follows_snapshots = False  # the web app sets it with snapshot_url: never builds
@@ -93,8 +95,27 @@ class SearchService:
 
     def _get_embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = self._load_embedder()
+            with self._embedder_lock:  # loaded once, whichever thread asks first
+                if self._embedder is None:
+                    self._embedder = self._load_embedder()
         return self._embedder
+
+    def _preload_embedder(self) -> None:
+        """Load the model in a thread while the index opens: faiss reads the vector file
+        without holding the GIL (0.2-0.4 s at a million papers), and a new process's first
+        search by meaning needs both. A failure is left to the search itself to report."""
+        if self._embedder is not None or self._preloading is not None:
+            return
+        self._preloading = threading.Thread(
+            target=self._preload_quietly, name="embedder-load", daemon=True
+        )
+        self._preloading.start()
+
+    def _preload_quietly(self) -> None:
+        try:
+            self._get_embedder()
+        except Exception as exc:  # the search that needs it raises it again, in its thread
+            log.debug("loading the embedding model ahead of the index failed: %s", exc)
 
     # -- indexes ---------------------------------------------------------------------------
 
@@ -219,6 +240,8 @@ class SearchService:
         spec, problem = self.executor.filter_spec(request.filters)
         if problem:
             return SearchResults([], 0, raw, mode, problem)
+        if mode != "lexical":
+            self._preload_embedder()  # (no-op once loaded) overlaps an index being opened
         try:
             live = self._ready()
         except EmbedderError as exc:
