@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -628,6 +629,7 @@ def test_the_model_loads_beside_the_index_once(own_home: Path):
 
     def load() -> Embedder:
         loads.append(threading.current_thread().name)
+        time.sleep(0.3)  # as long as a real model takes (this one is cached by the process)
         return get_embedder(settings.model_dir)
 
     service = SearchService(settings, db, load_embedder=load)
