@@ -6,6 +6,7 @@ SQLite, real MiniLM vectors (cached by text, see conftest).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import zlib
@@ -17,10 +18,13 @@ import pytest
 from sqlalchemy import select, update
 
 from papersift.model import normalize_title
-from papersift.search import SearchService
+from papersift.search import SearchService, textwork
 from papersift.search.catalog import decode_terms, encode_terms, paper_key
+from papersift.search.spelling import Vocabulary
+from papersift.search.types import SearchError
 from papersift.settings import load_settings
 from papersift.store import papers as paper_store
+from papersift.store import search_docs
 from papersift.store.db import Database
 from papersift.store.schema import EmbeddingRow, PaperRow
 
@@ -200,3 +204,62 @@ def test_only_writing_connections_get_the_big_page_cache(tmp_path: Path):
     with catalog._conn() as conn:
         seen["writer"] = conn.execute("PRAGMA cache_size").fetchone()[0]
     assert seen == {"reader": -2000, "writer": -WRITE_CACHE_KIB}
+
+
+def _catalog_rows(live) -> dict[str, tuple[str, bytes]]:
+    with sqlite3.connect(live.catalog.path) as conn:
+        rows = conn.execute("SELECT paper_id, lex_hash, counts FROM terms").fetchall()
+    return {pid: (lex_hash, counts) for pid, lex_hash, counts in rows}
+
+
+def _small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many batches from the seeded home's few hundred papers: several are in flight."""
+    real = search_docs.iter_paper_docs
+    monkeypatch.setattr(search_docs, "iter_paper_docs", lambda s: real(s, batch=40))
+
+
+def test_a_rebuild_in_a_worker_process_stores_what_one_process_does(
+    svc: SearchService, monkeypatch: pytest.MonkeyPatch
+):
+    """Past ``PROCESS_FROM`` papers a rebuild analyses texts in a worker process
+    (search/textwork.py): the catalog's term rows and the spelling vocabulary come out the
+    same, every batch's rows included."""
+    alone = _catalog_rows(_live(svc))
+    words = Vocabulary.load(_live(svc).folder)
+    assert words is not None and len(alone) > 200
+    started = []
+    monkeypatch.setattr(textwork, "PROCESS_FROM", 100)  # the first three batches stay here
+    _small_batches(monkeypatch)
+    pool = textwork.ProcessPoolExecutor
+    monkeypatch.setattr(
+        textwork, "ProcessPoolExecutor", lambda **kw: started.append(1) or pool(**kw)
+    )
+    svc.rebuild()
+    assert started == [1]  # one worker, started once
+    live = _live(svc)
+    assert _catalog_rows(live) == alone
+    again = Vocabulary.load(live.folder)
+    assert again is not None and again.counts == words.counts
+
+
+def _worker_dies(papers):  # runs in the worker process, in place of textwork.analyse
+    os._exit(3)
+
+
+def test_a_worker_process_that_dies_fails_the_rebuild_and_changes_nothing(
+    svc: SearchService, monkeypatch: pytest.MonkeyPatch
+):
+    before = _live(svc).folder
+    hits = [h.paper_id for h in svc.search("graph neural networks", k=5, mode="lexical").hits]
+    monkeypatch.setattr(textwork, "PROCESS_FROM", 0)  # every batch goes to the worker
+    monkeypatch.setattr(textwork, "analyse", _worker_dies)
+    _small_batches(monkeypatch)
+    with pytest.raises(SearchError, match="analysing paper texts"):
+        svc.rebuild()
+    svc.generations.forget()
+    live = _live(svc)
+    assert live.folder == before
+    assert sorted(p.name for p in before.parent.iterdir() if p.is_dir()) == [before.name]
+    assert [
+        h.paper_id for h in svc.search("graph neural networks", k=5, mode="lexical").hits
+    ] == hits

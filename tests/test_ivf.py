@@ -90,6 +90,37 @@ def test_replacing_and_removing_keep_one_vector_per_key(tmp_path: Path) -> None:
     assert float(got[0] @ vecs[100]) > 0.999 and float(got[0] @ vecs[0]) < 0.99
 
 
+def _faiss_decoded(graph: ivf.IvfIndex, keys: np.ndarray) -> np.ndarray:
+    got = np.asarray(graph._index.reconstruct_batch(keys.astype(np.int64)), dtype=np.float32)
+    return got / np.linalg.norm(got, axis=1, keepdims=True)
+
+
+def test_vectors_by_key_decode_as_faiss_does_after_every_change(tmp_path: Path) -> None:
+    """``get`` decodes the 8-bit codes itself (search/ivf.py's ``_CodeMap``): the values are
+    faiss's own, also once lists have grown, shrunk or been reloaded from the file."""
+    vecs = _clustered(6_000, seed=4)
+    keys = (np.arange(len(vecs), dtype=np.uint64) * 7_919 + 3) % (1 << 63)
+    index = VectorIndex(DIM, VectorParams(engine="ivf", exact_limit=100))
+    index.add_many([(keys[:4_000], vecs[:4_000])])
+    graph = index._graph
+    assert isinstance(graph, ivf.IvfIndex)
+    wanted = keys[np.random.default_rng(5).permutation(4_000)[:700]]  # any order, many lists
+    np.testing.assert_allclose(graph.get(wanted), _faiss_decoded(graph, wanted), atol=1e-6)
+    assert graph._codes is not None and not graph._stale  # numpy decoded, not faiss
+    graph.add(keys[4_000:], vecs[4_000:])  # every list grows: its codes may move in memory
+    grown = np.concatenate([wanted[:100], keys[-100:]])
+    np.testing.assert_allclose(graph.get(grown), _faiss_decoded(graph, grown), atol=1e-6)
+    graph.add(keys[:3], vecs[10:13])  # replaced
+    graph.remove(keys[3:8])
+    wanted = np.concatenate([keys[:3], keys[8:20], keys[-50:]])
+    np.testing.assert_allclose(graph.get(wanted), _faiss_decoded(graph, wanted), atol=1e-6)
+    assert float(graph.get(keys[:1])[0] @ vecs[10]) > 0.999
+    index.save(tmp_path)
+    reread = VectorIndex.load(tmp_path, DIM, index.params, view=True)._graph
+    assert isinstance(reread, ivf.IvfIndex)
+    np.testing.assert_allclose(reread.get(wanted), graph.get(wanted), atol=1e-6)
+
+
 def test_a_damaged_ivf_file_is_an_error_not_a_crash(built, tmp_path: Path) -> None:
     index, _keys, _vecs = built
     index.save(tmp_path)

@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from papersift.search.catalog import PROVISIONAL, Catalog, encode_terms, paper_key
+from papersift.search.catalog import PROVISIONAL, Catalog, paper_key
 from papersift.search.embedder import Embedder, EmbedderError
 from papersift.search.generations import Generation, Generations, Meta
 from papersift.search.lexical import LexicalIndex
 from papersift.search.spelling import Vocabulary
+from papersift.search.textwork import TextWork, term_rows
 from papersift.search.types import IndexReport, Progress, SearchError
 from papersift.search.vectors import VectorIndex
 from papersift.store import papers as paper_store
@@ -187,12 +188,21 @@ class Indexer:
                                 )
                                 for d in batch
                             )
-                            catalog.put_terms(_terms_rows(lexical, batch))
                             report.indexed += len(batch)
-                            vocab.add_texts(d.text for d in batch)
+                            analysed = work.submit([(d.id, d.content_hash, d.text) for d in batch])
+                            for rows, words in analysed:
+                                catalog.put_terms(rows)
+                                vocab.add_counts(words)
                             yield from batch
+                    for rows, words in work.finish():
+                        catalog.put_terms(rows)
+                        vocab.add_counts(words)
 
-                lexical.write(papers(), fresh=True)
+                work = TextWork()
+                try:
+                    lexical.write(papers(), fresh=True)
+                finally:
+                    work.close()
                 vocab.save(folder)
                 if emb is not None:
                     vectors.add_many(chunks)
@@ -370,7 +380,7 @@ class Indexer:
             raise
         live.catalog.remove([paper_key(i) for i in gone_ids])
         live.catalog.upsert((paper_key(d.id), d.id, d.content_hash, None) for d in batch)
-        live.catalog.put_terms(_terms_rows(live.lexical, batch))
+        live.catalog.put_terms(term_rows([(d.id, d.content_hash, d.text) for d in batch]))
         vocab = Vocabulary.load(live.folder)
         if vocab is not None:  # (no file: the first spelling suggestion builds it)
             vocab.add_texts(d.text for d in batch)
@@ -445,8 +455,3 @@ class Indexer:
                 report.pending_vectors = pending
         report.seconds = time.monotonic() - started
         return report
-
-
-def _terms_rows(lexical: LexicalIndex, docs: Sequence[PaperDoc]) -> list[tuple[str, str, bytes]]:
-    """The catalog's term rows of papers the lexical index takes (see catalog.py)."""
-    return [(d.id, d.content_hash, encode_terms(lexical.analyze(d.text))) for d in docs]

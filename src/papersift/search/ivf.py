@@ -96,7 +96,10 @@ class IvfIndex:
         self._index = index
         self.ndim = int(index.d)
         self.probe_share = probe_share
-        self._sorted = self._all_ids()  # keys held, sorted (faiss has no "contains")
+        self._sorted = np.zeros(0, dtype=np.uint64)  # keys held, sorted (faiss has no "contains")
+        self._codes: _CodeMap | None = None  # where each key's code is (None: faiss decodes)
+        self._stale = True  # the lists changed since ``_codes`` was made
+        self._read_lists()
         self._set_probes()
 
     def _set_probes(self) -> None:
@@ -152,6 +155,7 @@ class IvfIndex:
         self.remove(ids[self.contains(ids)])  # a key holds one vector
         self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
         self._sorted = np.union1d(self._sorted, ids.astype(np.uint64))
+        self._stale = True  # the lists have grown (and may have moved in memory)
         self._set_probes()
 
     def remove(self, keys: np.ndarray) -> None:
@@ -162,6 +166,7 @@ class IvfIndex:
         # (a hash-table direct map removes only by an explicit array of ids)
         self._index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
         self._sorted = np.setdiff1d(self._sorted, ids.astype(np.uint64), assume_unique=False)
+        self._stale = True
         self._set_probes()
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
@@ -177,7 +182,13 @@ class IvfIndex:
         ids = _ids(keys)
         if not len(ids):
             return np.zeros((0, self.ndim), dtype=np.float32)
-        got = np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32)
+        if self._stale:
+            self._read_lists()
+        codes = self._codes
+        if codes is not None:
+            got = codes.decode(np.searchsorted(self._sorted, ids.astype(np.uint64)))
+        else:
+            got = np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32)
         # Decoding 8-bit codes leaves a norm off 1 by about 1e-4: unit again, as stored.
         norms = np.linalg.norm(got, axis=1, keepdims=True)
         return got / np.where(norms > 0, norms, 1)
@@ -200,14 +211,89 @@ class IvfIndex:
     def restore(cls, path: Path | str, probe_share: float) -> IvfIndex:
         return cls(_faiss().read_index(str(path)), probe_share)
 
-    def _all_ids(self) -> np.ndarray:
+    def _read_lists(self) -> None:
+        """Read which keys each inverted list holds: the sorted keys, and where each key's
+        code lies for ``get``."""
         faiss = _faiss()
         invlists = self._index.invlists
-        parts = []
+        ids, lists = [], []
         for i in range(int(self._index.nlist)):
             size = int(invlists.list_size(i))
             if size:
-                parts.append(faiss.rev_swig_ptr(invlists.get_ids(i), size).copy())
-        if not parts:
-            return np.zeros(0, dtype=np.uint64)
-        return np.sort(np.concatenate(parts).astype(np.uint64))
+                ids.append(faiss.rev_swig_ptr(invlists.get_ids(i), size).copy())
+                lists.append(np.full(size, i, dtype=np.int32))
+        self._stale = False
+        if not ids:
+            self._sorted = np.zeros(0, dtype=np.uint64)
+            self._codes = None
+            return
+        held = np.concatenate(ids).astype(np.uint64)
+        order = np.argsort(held, kind="stable")
+        self._sorted = held[order]
+        self._codes = _CodeMap.of(self._index, np.concatenate(lists)[order], order)
+
+
+@dataclass
+class _CodeMap:
+    """Each held key's 8-bit code, found and decoded with numpy.
+
+    Why not faiss's ``reconstruct_batch``: it finds each key in a hash table and decodes its
+    code one vector at a time, 2.8 ms for a hybrid query's 400 candidates at a million papers
+    on a slow host; here a gather and one vectorised decode (same values, to float rounding).
+    The views point into the index's own lists (no copy); the map is rebuilt after a change.
+    """
+
+    lists: np.ndarray  # per key (in key order): its list
+    starts: np.ndarray  # per key: where its code starts in that list's codes
+    codes: list[memoryview]  # per list: its codes (a view of faiss's memory, no copy)
+    centroids: np.ndarray  # (lists, ndim) float32: the residuals' origins
+    scale: np.ndarray  # per dimension: value = code x scale + offset (+ centroid)
+    offset: np.ndarray
+
+    @classmethod
+    def of(cls, index: Any, lists: np.ndarray, order: np.ndarray) -> _CodeMap | None:
+        """The map of an index whose codes this decoding knows (else None: faiss decodes)."""
+        faiss = _faiss()
+        invlists = faiss.downcast_InvertedLists(index.invlists)
+        sq = index.sq
+        if (
+            not isinstance(invlists, faiss.ArrayInvertedLists)
+            or int(sq.qtype) != int(faiss.ScalarQuantizer.QT_8bit)
+            or int(sq.code_size) != int(index.d)
+        ):
+            return None
+        ndim, nlist = int(index.d), int(index.nlist)
+        sizes = np.array([int(invlists.list_size(i)) for i in range(nlist)], dtype=np.int64)
+        first = np.zeros(nlist, dtype=np.int64)  # each list's first key in the concatenation
+        first[1:] = np.cumsum(sizes)[:-1]
+        starts = (order - first[lists]) * ndim
+        codes = [
+            memoryview(faiss.rev_swig_ptr(invlists.get_codes(i), int(n) * ndim) if n else b"")
+            for i, n in enumerate(sizes.tolist())
+        ]
+        trained = faiss.vector_to_array(sq.trained).astype(np.float32)
+        if index.by_residual:
+            centroids = index.quantizer.reconstruct_n(0, nlist).astype(np.float32)
+        else:
+            centroids = np.zeros((nlist, ndim), dtype=np.float32)
+        # faiss's 8-bit decoding: a code is the middle of one of 255 steps of its range.
+        vmin, vdiff = trained[:ndim], trained[ndim:]
+        scale = vdiff / np.float32(255.0)
+        return cls(lists, starts, codes, centroids, scale, vmin + np.float32(0.5) * scale)
+
+    def decode(self, rows: np.ndarray) -> np.ndarray:
+        """Float32 vectors of the keys at these rows of the sorted keys."""
+        lists = self.lists[rows]
+        ndim = len(self.scale)
+        codes = self.codes
+        # (slices of memoryviews joined: a tenth of the time of numpy row assignments)
+        picked = b"".join(
+            [
+                codes[i][at : at + ndim]
+                for i, at in zip(lists.tolist(), self.starts[rows].tolist(), strict=True)
+            ]
+        )
+        out = self.centroids[lists]
+        out += np.frombuffer(picked, dtype=np.uint8).reshape(-1, ndim) * self.scale
+        out += self.offset
+        return out

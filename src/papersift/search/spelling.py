@@ -106,6 +106,11 @@ class Vocabulary:
             self.counts.update(words_of(text))
         self._index = None
 
+    def add_counts(self, counts: Counter[str]) -> None:
+        """Add word counts as :meth:`add_texts` counts them (papers a word occurs in)."""
+        self.counts.update(counts)
+        self._index = None
+
     # -- storage --------------------------------------------------------------------------
 
     def save(self, folder: Path) -> None:
