@@ -177,3 +177,25 @@ def test_a_dead_writers_leftovers_are_adopted_not_set_aside(web_home: Path, tmp_
     assert later.current() is not None  # the sizes match
     assert not later.verify()
     assert later.current() is None and later.damaged and "sha256" in later.damaged
+
+
+def test_waiting_for_the_background_check(
+    web_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check opening a generation starts runs in a thread; ``wait_checked`` is what lets
+    a caller remove the folder afterwards without the check's SQLite files reappearing."""
+    index = tmp_path / "index"
+    shutil.copytree(web_home / "index", index)
+    checking = manifest.check_all
+
+    def slow_check(*args: object, **kwargs: object) -> object:
+        time.sleep(0.6)
+        return checking(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(manifest, "check_all", slow_check)
+    gens = Generations(index, VectorParams())
+    assert gens.current() is not None
+    assert not gens.wait_checked(timeout=0.05)  # still hashing
+    assert gens.wait_checked(timeout=30)
+    shutil.rmtree(index)  # nothing writes into it any more
+    assert not index.exists()

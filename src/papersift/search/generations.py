@@ -202,6 +202,14 @@ class Generations:
             )
             self._verifier.start()
 
+    def wait_checked(self, timeout: float | None = None) -> bool:
+        """Wait for the background checksum check (it opens the catalog, which creates
+        SQLite's side files in the generation's folder); returns whether none is running."""
+        thread = self._verifier
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
+
     def verify_quietly(self) -> None:
         try:
             self.verify()

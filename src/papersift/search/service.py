@@ -117,6 +117,16 @@ class SearchService:
         except Exception as exc:  # the search that needs it raises it again, in its thread
             log.debug("loading the embedding model ahead of the index failed: %s", exc)
 
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Let this service's background work end (the model load, the index check, a
+        repair) before its folders are removed or the process exits; returns whether all
+        of it ended within ``timeout`` seconds each."""
+        threads = [t for t in (self._preloading, self._repair) if t is not None]
+        for thread in threads:
+            thread.join(timeout)
+        checked = self.generations.wait_checked(timeout)
+        return checked and not any(t.is_alive() for t in threads)
+
     # -- indexes ---------------------------------------------------------------------------
 
     def _current(self) -> Generation | None:
