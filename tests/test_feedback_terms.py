@@ -11,14 +11,16 @@ import shutil
 import sqlite3
 import zlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import select, update
 
 from papersift.model import normalize_title
-from papersift.search import SearchService, textwork
+from papersift.search import SearchService, feedback, textwork
 from papersift.search.catalog import decode_terms, encode_terms, paper_key
 from papersift.search.spelling import Vocabulary
 from papersift.search.types import SearchError
@@ -263,3 +265,51 @@ def test_a_worker_process_that_dies_fails_the_rebuild_and_changes_nothing(
     assert [
         h.paper_id for h in svc.search("graph neural networks", k=5, mode="lexical").hits
     ] == hits
+
+
+class _CountingPool(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.submitted = 0
+
+    def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+def test_feedback_rescoring_on_two_cores_scores_as_one_does(svc: SearchService):
+    """Half the keys scored on a spare core: every key's expansion score is the same, to
+    the bit, as from one query over all of them, and keys matching no term are there at 0."""
+    lexical = _live(svc).lexical
+    keys = [paper_key(p.id) for p in _papers(svc, 300)]
+    weights = {("text", t): w for t, w in {"imag": 0.5, "diffus": 0.3, "graph": 0.2}.items()}
+    weights["title", "imag"] = 0.1
+    alone = lexical.scores_among(weights, keys)
+    with _CountingPool() as pool:
+        split = feedback.scores_among(lexical, weights, keys, pool)
+        assert pool.submitted == 1
+        few = feedback.scores_among(lexical, weights, keys[: feedback.SPLIT_FROM - 1], pool)
+        assert pool.submitted == 1  # too few keys to be worth a hand-off
+    assert split == alone and set(split) == set(keys)
+    assert 0 < sum(s > 0 for s in split.values()) < len(keys)
+    assert few == {k: alone[k] for k in keys[: feedback.SPLIT_FROM - 1]}
+    assert feedback.scores_among(lexical, weights, keys, None) == alone
+
+
+def test_candidate_vectors_read_in_two_steps_are_those_read_at_once(svc: SearchService):
+    """The lexical candidates' vectors are read while the dense side runs, the rest after:
+    the same vector for every key, missing keys still missing."""
+    live = _live(svc)
+    keys = [paper_key(p.id) for p in _papers(svc, 120)]
+    absent = paper_key("not-a-paper")
+    qvec = live.vectors.get(keys[:1])[1][0]
+    at_once = feedback.CandidateVectors(live.vectors, keys + [absent])
+    stepwise = feedback.CandidateVectors(live.vectors, keys[:50]).add(
+        live.vectors, keys[30:] + [absent]
+    )
+    assert np.array_equal(stepwise.cosines(keys, qvec), at_once.cosines(keys, qvec))
+    assert np.isnan(stepwise.cosines([absent], qvec)).all()
+    assert np.array_equal(stepwise.matrix(keys[::-1]), at_once.matrix(keys[::-1]))
+    assert stepwise.matrix([absent]) is None
+    empty = feedback.CandidateVectors(live.vectors, []).add(live.vectors, keys[:5])
+    assert np.array_equal(empty.matrix(keys[:5]), at_once.matrix(keys[:5]))

@@ -514,16 +514,17 @@ def test_concurrent_searches_agree(svc: SearchService):
 def test_hybrid_ranks_the_same_with_the_dense_side_overlapped_or_inline(
     svc: SearchService, monkeypatch
 ):
-    """An idle process overlaps a search's dense side in a thread; a busy one runs it inline."""
+    """An idle process overlaps a search's dense side in a thread, and re-scores half the
+    feedback candidates there; a busy one runs both inline. The rankings are the same."""
     monkeypatch.setattr(execute_mod, "_CORES", 2)
     monkeypatch.setattr(execute_mod._Running, "RECENT", 0.0)  # back-to-back counts as idle
-    submitted: list[object] = []
+    submitted: list[str] = []
     pool = execute_mod._QUERY_POOL
 
     class CountingPool:
-        def submit(self, fn):
-            submitted.append(fn)
-            return pool.submit(fn)
+        def submit(self, fn, *args):
+            submitted.append(fn.__name__)
+            return pool.submit(fn, *args)
 
     monkeypatch.setattr(execute_mod, "_QUERY_POOL", CountingPool())
     queries = ["graph neural networks", "speech recognition", 'title:"language model"']
@@ -532,14 +533,16 @@ def test_hybrid_ranks_the_same_with_the_dense_side_overlapped_or_inline(
         return [(h.paper_id, round(h.score, 6)) for h in svc.search(q, k=20).hits]
 
     overlapped = {q: ranking(q) for q in queries}
-    assert len(submitted) == len(queries)
+    assert submitted.count("dense_side") == len(queries)
+    assert submitted.count("scores_among") == len(queries)  # feedback's second half
+    before = len(submitted)
     with execute_mod._HYBRID_RUNNING.enter() as busy:  # as if another search were running
         assert not busy
         inline = {q: ranking(q) for q in queries}
-    assert len(submitted) == len(queries)  # no thread hand-off
+    assert len(submitted) == before  # no thread hand-off
     monkeypatch.setattr(execute_mod._Running, "RECENT", 60.0)
     assert ranking(queries[0]) == overlapped[queries[0]]  # right after another: inline too
-    assert len(submitted) == len(queries)
+    assert len(submitted) == before
     assert inline == overlapped and all(overlapped.values())
 
 

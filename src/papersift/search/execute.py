@@ -274,8 +274,10 @@ class Executor:
             qvec = self._embedder().encode_query(semantic)
             return qvec, self._dense(live, qvec, pool, fq)
 
+        early: feedback.CandidateVectors | None = None  # vectors read while the dense side ran
         with _HYBRID_RUNNING.enter() as busy:
-            if busy or _CORES < 2:
+            spare = None if busy or _CORES < 2 else _QUERY_POOL  # for feedback's re-scoring
+            if spare is None:
                 # No idle core to gain from: the dense side runs here, after tantivy.
                 lex = lexical.search(query, limit=pool, filters=[fq]) if query is not None else None
                 qvec, (d_keys, d_sims, _allowed) = dense_side()
@@ -291,8 +293,11 @@ class Executor:
                     )
                     if lex is not None and not pending.done():
                         # Meanwhile read the terms of the best lexical papers, most of which
-                        # will be feedback documents (off the critical path at scale).
+                        # will be feedback documents (off the critical path at scale), then
+                        # the lexical candidates' vectors.
                         self.term_distributions(live, lex.keys[: hybrid.FEEDBACK_DOCS])
+                        if not pending.done():
+                            early = feedback.CandidateVectors(live.vectors, lex.keys)
                 finally:
                     qvec, (d_keys, d_sims, _allowed) = pending.result()
         model_id = self._embedder().model_id
@@ -302,7 +307,7 @@ class Executor:
             return _Ranked(d_keys[:shown], d_sims[:shown], shown, notes)
         # Syntax has filtered both sides (see syntax.py): every candidate keeps its meaning.
         cands = hybrid.merge_candidates(lex.keys, d_keys)
-        stored = feedback.CandidateVectors(live.vectors, cands)
+        stored = (early or feedback.CandidateVectors(live.vectors, [])).add(live.vectors, cands)
         dense = self._exact_dense(cands, qvec, dict(zip(d_keys, d_sims, strict=True)), stored)
         lex_scores = dict(zip(lex.keys, lex.scores, strict=True))
         floor = min(lex.scores) if len(lex.keys) >= pool else 0.0
@@ -321,6 +326,7 @@ class Executor:
             (qvec, d_keys, d_sims),
             self.term_distributions,
             stored,
+            spare,
         )
         order = np.argsort(-fused, kind="stable")
         # Matches only: a paper that shares a query word or is close enough in meaning.

@@ -8,15 +8,19 @@ changes the order within each side, not how much a side counts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from itertools import repeat
 
 import numpy as np
 
 from papersift.search import hybrid
 from papersift.search.generations import Generation
+from papersift.search.lexical import LexicalIndex
 from papersift.search.query import CleanQuery
 from papersift.search.vectors import VectorIndex
+
+SPLIT_FROM = 64  # keys to re-score before a second core is worth its hand-off (~0.3 ms)
 
 TermDistributions = Callable[[Generation, list[int]], dict[int, dict[str, float]]]
 
@@ -40,11 +44,20 @@ class CandidateVectors:
     def __init__(self, vectors: VectorIndex | None, keys: Sequence[int]) -> None:
         self._rows: dict[int, int] = {}
         self._matrix = np.zeros((0, 1), dtype=np.float32)
-        if vectors is None or not len(keys):
-            return
-        found, self._matrix = vectors.get(list(keys))
-        present = np.asarray(keys, dtype=np.uint64)[np.asarray(found, dtype=bool)]
-        self._rows = dict(zip(present.tolist(), range(len(present)), strict=True))
+        self.add(vectors, keys)
+
+    def add(self, vectors: VectorIndex | None, keys: Sequence[int]) -> CandidateVectors:
+        """Also read the vectors of ``keys`` not read yet (the dense side's candidates,
+        once the lexical side's were read while it ran); returns self."""
+        rest = [k for k in keys if k not in self._rows]
+        if vectors is None or not rest:
+            return self
+        found, more = vectors.get(rest)
+        present = np.asarray(rest, dtype=np.uint64)[np.asarray(found, dtype=bool)]
+        start = len(self._rows)
+        self._matrix = np.concatenate([self._matrix, more]) if start else more
+        self._rows.update(zip(present.tolist(), range(start, start + len(present)), strict=True))
+        return self
 
     def cosines(self, keys: Sequence[int], qvec: np.ndarray) -> np.ndarray:
         """Cosine of each key's vector with ``qvec``; NaN for a key without one."""
@@ -62,6 +75,26 @@ class CandidateVectors:
         return self._matrix[[self._rows[k] for k in keys]]
 
 
+def scores_among(
+    lexical: LexicalIndex,
+    weights: Mapping[tuple[str, str], float],
+    keys: list[int],
+    spare: Executor | None,
+) -> dict[int, float]:
+    """The expansion terms' BM25 scores of ``keys``; with a ``spare`` core, half the keys
+    are scored there at the same time. Each key's score is the same either way: a document's
+    BM25 score does not depend on which other documents a query is restricted to.
+
+    tantivy seeks every expansion term to each key in turn (see ``scores_among``), so the
+    work grows with the keys and halves with them."""
+    if spare is None or len(keys) < SPLIT_FROM:
+        return lexical.scores_among(weights, keys)
+    theirs = spare.submit(lexical.scores_among, weights, keys[1::2])
+    scores = lexical.scores_among(weights, keys[::2])
+    scores.update(theirs.result())
+    return scores
+
+
 def rescore(
     live: Generation,
     clean: CleanQuery,
@@ -73,10 +106,12 @@ def rescore(
     dense_first: tuple[np.ndarray, list[int], list[float]],
     term_distributions: TermDistributions,
     stored: CandidateVectors,
+    spare: Executor | None = None,
 ) -> np.ndarray:
     """Fused scores after feedback. ``first``: the first pass's lexical scores of the
     candidates, its lexical reference list and keys; ``dense_first``: the query vector and
-    the dense side's keys and similarities; ``stored``: the candidates' vectors."""
+    the dense side's keys and similarities; ``stored``: the candidates' vectors; ``spare``:
+    a pool with an idle core, which re-scores half the candidates (None: no idle core)."""
     top = np.argsort(-fused, kind="stable")[: hybrid.FEEDBACK_DOCS]
     if len(top) < 2:
         return fused
@@ -115,7 +150,7 @@ def rescore(
     head_keys = [cands[i] for i in head]
     first_vec, first_ref, first_keys = first
     ref_keys = first_keys[: hybrid.Z_DEPTH]
-    scores = lexical.scores_among(weights, hybrid.merge_candidates(head_keys, ref_keys))
+    scores = scores_among(lexical, weights, hybrid.merge_candidates(head_keys, ref_keys), spare)
     share = (1 - lam) / n_terms
     lex2 = share * first_vec[head] + lam * hybrid.lookup(scores, head_keys, 0.0)
     ref = share * np.asarray(first_ref[: hybrid.Z_DEPTH]) + lam * hybrid.lookup(
