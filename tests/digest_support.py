@@ -131,8 +131,21 @@ class SmtpCapture:
 
 
 def copy_home(seeded: Path, dest: Path) -> Path:
-    """A private, writable copy of the session's seeded home (database and indexes)."""
-    shutil.copytree(seeded, dest)
+    """A private, writable copy of a session home (database and indexes), or of a folder
+    in one.
+
+    Tried again when a file vanishes mid-copy: a search service another test opened on the
+    source may still be checking its index in a thread, and SQLite's check of the catalog
+    creates and removes the catalog's ``-wal``/``-shm`` files as it goes."""
+    for attempt in range(5):
+        try:
+            shutil.copytree(seeded, dest)
+            return dest
+        except (shutil.Error, FileNotFoundError):
+            if attempt == 4:
+                raise
+            shutil.rmtree(dest, ignore_errors=True)
+            time.sleep(0.2)
     return dest
 
 

@@ -8,7 +8,6 @@ Mar (1); 3 Mar and 5-8 Mar are empty and the day links must skip them.
 from __future__ import annotations
 
 import re
-import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -26,6 +25,7 @@ from papersift.rank import days
 from papersift.store import papers as paper_store
 from papersift.store.db import Database
 
+from .digest_support import copy_home
 from .test_web_pages import PageCheck
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -79,7 +79,7 @@ def add_daily_papers(db: Database) -> None:
 
 
 def make_home(web_home: Path, dest: Path) -> Path:
-    shutil.copytree(web_home, dest)
+    copy_home(web_home, dest)
     db = Database(f"sqlite:///{dest / 'papersift.db'}")
     add_daily_papers(db)
     db.dispose()

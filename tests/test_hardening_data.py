@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -35,6 +34,7 @@ from papersift.store.db import Database
 from papersift.store.schema import PaperRow
 
 from .conftest import serve_in_thread
+from .digest_support import copy_home
 
 PAPERSIFT = str(Path(sys.executable).with_name("papersift"))
 
@@ -159,7 +159,7 @@ def test_serve_is_ready_first_then_catches_up_in_the_background(tmp_path: Path) 
 
 # -- item 5: a damaged index generation -------------------------------------------------------
 def web_copy(web_home: Path, dest: Path) -> Path:
-    shutil.copytree(web_home, dest)
+    copy_home(web_home, dest)
     (dest / "ratelimit.sqlite").unlink(missing_ok=True)
     return dest
 

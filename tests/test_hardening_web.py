@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import threading
 import time
@@ -25,12 +24,12 @@ from papersift.store.schema import PaperRow, PaperViewRow, VoteRow
 from papersift.store.schema_jobs import OutboxRow
 
 from .conftest import serve_in_thread
-from .digest_support import SmtpCapture
+from .digest_support import SmtpCapture, copy_home
 from .server_support import served
 
 
 def copy_of(web_home: Path, dest: Path) -> Path:
-    shutil.copytree(web_home, dest)
+    copy_home(web_home, dest)
     (dest / "ratelimit.sqlite").unlink(missing_ok=True)
     return dest
 

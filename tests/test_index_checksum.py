@@ -22,6 +22,8 @@ from papersift.search import manifest
 from papersift.search.generations import Generations
 from papersift.search.vectors import VectorIndex, VectorParams
 
+from .digest_support import copy_home
+
 PAPERSIFT = str(Path(sys.executable).with_name("papersift"))
 
 
@@ -107,7 +109,7 @@ def test_a_generation_records_its_files(web_home: Path) -> None:
 @pytest.mark.parametrize("kind", ["vectors", "tantivy"])
 def test_flipped_byte_is_set_aside_and_rebuilt(web_home: Path, tmp_path: Path, kind: str) -> None:
     home = tmp_path / "home"
-    shutil.copytree(web_home, home)
+    copy_home(web_home, home)
     (home / "ratelimit.sqlite").unlink(missing_ok=True)
     folder = live_folder(home)
     damaged = victim(folder, kind)
@@ -142,7 +144,7 @@ def test_flipped_byte_is_set_aside_and_rebuilt(web_home: Path, tmp_path: Path, k
 
 def test_sizes_are_checked_on_open(web_home: Path, tmp_path: Path) -> None:
     index = tmp_path / "index"
-    shutil.copytree(web_home / "index", index)
+    copy_home(web_home / "index", index)
     folder = live_folder(tmp_path)
     with (folder / "lexical" / "meta.json").open("a") as fh:
         fh.write(" ")  # still valid JSON, one byte longer
@@ -157,7 +159,7 @@ def test_a_dead_writers_leftovers_are_adopted_not_set_aside(web_home: Path, tmp_
     """A writer killed between rewriting a file and its manifest leaves the marker: the
     files are taken as they are (the indexer's catalog marks redo its work), not broken."""
     index = tmp_path / "index"
-    shutil.copytree(web_home / "index", index)
+    copy_home(web_home / "index", index)
     folder = live_folder(tmp_path)
     (index / ".writing").touch()
     meta = folder / "lexical" / "meta.json"
@@ -185,7 +187,7 @@ def test_waiting_for_the_background_check(
     """The check opening a generation starts runs in a thread; ``wait_checked`` is what lets
     a caller remove the folder afterwards without the check's SQLite files reappearing."""
     index = tmp_path / "index"
-    shutil.copytree(web_home / "index", index)
+    copy_home(web_home / "index", index)
     checking = manifest.check_all
 
     def slow_check(*args: object, **kwargs: object) -> object:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,8 @@ from papersift.settings import load_settings
 from papersift.store.db import Database
 from papersift.web.app import create_app
 from tests.accounts_support import api_token, make_account, sign_in
+
+from .digest_support import copy_home
 
 STRINGS = "hep-th/9901001"  # WEB_EXTRA_PAPERS: an arXiv id with a slash
 SURGERY = "Causal Inference by String Diagram Surgery"  # a seed paper's title
@@ -39,7 +40,7 @@ IMPORT = f"""@article{{strings,
 def home(web_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of the indexed web home: imports here add papers to it."""
     path = tmp_path_factory.mktemp("library-web") / "home"
-    shutil.copytree(web_home, path)
+    copy_home(web_home, path)
     return path
 
 

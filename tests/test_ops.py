@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -20,6 +19,7 @@ from papersift.settings import load_settings
 from papersift.web.app import create_app
 
 from .conftest import serve_in_thread
+from .digest_support import copy_home
 from .server_support import free_port, serve_env, start_serve, stop, wait_until_up
 
 PAPER_ROUTE = "/api/v1/papers/{paper_id:path}"
@@ -162,7 +162,7 @@ def two_workers(
 ) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
     """`serve --workers 2` with JSON logs; yields its URL, the process and its log file."""
     home = tmp_path / "home"
-    shutil.copytree(web_home, home)
+    copy_home(web_home, home)
     port = free_port()
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:

@@ -4,7 +4,6 @@ seed corpus for reading, private copies of it for writing."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import papersift
 from papersift.cli import app
 from papersift.store.db import DatabaseError
 
+from .digest_support import copy_home
 from .test_ingest_seeds import EXPECTED_SIZES
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -40,7 +40,7 @@ def lib(web_home: Path) -> Iterator[papersift.Library]:
 def own_lib(web_home: Path, tmp_path: Path) -> Iterator[papersift.Library]:
     """A private copy of the indexed home, for writing."""
     home = tmp_path / "home"
-    shutil.copytree(web_home, home)
+    copy_home(web_home, home)
     with papersift.Library(home=home, db_url=_db_url(home)) as library:
         yield library
 
@@ -220,7 +220,7 @@ def test_a_library_on_an_open_database_leaves_it_open(web_home: Path, tmp_path: 
     from papersift.store.db import Database
 
     home = tmp_path / "home"
-    shutil.copytree(web_home, home)
+    copy_home(web_home, home)
     settings = load_settings(home, _db_url(home))
     database = Database(settings.db_url)
     try:

@@ -39,6 +39,8 @@ from papersift.store.collections import get_collection
 from papersift.store.db import Database
 from papersift.store.schema import EmbeddingRow, PaperRow
 
+from .digest_support import copy_home
+
 FIRST_PAGE = "000_e3b0215ea9dd5350"
 
 # Papers the seeds lack: dates, categories, authors (seed listing pages carry none of them).
@@ -127,7 +129,7 @@ def svc(search_home: Path) -> SearchService:
 def own_home(search_home: Path, tmp_path: Path) -> Path:
     """A private, writable copy of the indexed home."""
     path = tmp_path / "home"
-    shutil.copytree(search_home, path)
+    copy_home(search_home, path)
     return path
 
 

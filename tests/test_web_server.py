@@ -19,6 +19,7 @@ from papersift.store.schema import PaperRow
 from papersift.web.app import create_app
 from papersift.web.ratelimit import Limit
 
+from .digest_support import copy_home
 from .server_support import free_port, serve_env, served, start_serve, stop, wait_until_up
 
 PAPERSIFT = [str(Path(sys.executable).with_name("papersift"))]
@@ -29,10 +30,9 @@ def env_for(home: Path) -> dict[str, str]:
 
 
 def test_serve_runs_the_app_and_stops_on_sigterm(web_home: Path, tmp_path: Path) -> None:
-    import shutil
 
     home = tmp_path / "home"
-    shutil.copytree(web_home, home)
+    copy_home(web_home, home)
     port = free_port()
     with (tmp_path / "serve.log").open("w") as log, (tmp_path / "serve.out").open("w") as out:
         proc = start_serve(port, env_for(home), log, out=out)
@@ -223,10 +223,9 @@ def test_paper_schema_has_every_field_of_a_paper() -> None:
 
 def test_vote_limit_holds_across_workers(web_home: Path, tmp_path: Path) -> None:
     """`serve --workers 2`: one visitor gets the per-visitor burst (20) once, not per worker."""
-    import shutil
 
     home = tmp_path / "home"
-    shutil.copytree(web_home, home)
+    copy_home(web_home, home)
     (home / "ratelimit.sqlite").unlink(missing_ok=True)
     with served(home, workers=2) as base:
         ids = [
