@@ -62,15 +62,16 @@ def test_titles_are_searchable_first_and_a_killed_run_leaves_them_pending(
     seen: dict[str, object] = {}
 
     def progress(done: int, total: int) -> None:
-        # The abstracts are being embedded: the titles' vectors are live already.
+        # Told as soon as the titles' vectors are live, before any abstract is embedded.
         res = reader.search("fusion reactor plasma control", k=3, mode="semantic")
+        seen["done"], seen["total"] = done, total
         seen["first"] = res.hits[0].paper_id if res.hits else None
         seen["message"] = res.message
         raise Killed
 
     with pytest.raises(Killed):
         writer.index_papers([p["id"] for p in papers], progress=progress)
-    assert seen["first"] == TARGET["id"]
+    assert seen["first"] == TARGET["id"] and (seen["done"], seen["total"]) == (0, 40)
     assert "40 papers are not embedded yet" in str(seen["message"])
     catalog = Catalog(own_home / "index" / writer.status()["dir"] / "catalog.sqlite")
     hashes = catalog.hashes([p["id"] for p in papers])

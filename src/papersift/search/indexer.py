@@ -329,6 +329,7 @@ class Indexer:
             run = _Embedding(progress, missing)
             if embed and missing >= TITLE_FIRST:
                 self._titles_first(live, vectors, meta, [d for d in batch if d.id not in stored])
+                run.step(0)  # searchable by meaning now: say so before the abstracts' turn
             for start in range(0, len(batch), VECTOR_CHUNK):
                 part = batch[start : start + VECTOR_CHUNK]
                 have = {d.id: stored[d.id] for d in part if d.id in stored}
