@@ -85,8 +85,9 @@ def scores_among(
     are scored there at the same time. Each key's score is the same either way: a document's
     BM25 score does not depend on which other documents a query is restricted to.
 
-    tantivy seeks every expansion term to each key in turn (see ``scores_among``), so the
-    work grows with the keys and halves with them."""
+    tantivy seeks every expansion term to each key in turn (``LexicalIndex.scores_among``),
+    so most of the work halves with the keys: about 5 ms a half against 7.6 for all ~250 at
+    a million papers (the terms' set-up and the keys' clause do not halve)."""
     if spare is None or len(keys) < SPLIT_FROM:
         return lexical.scores_among(weights, keys)
     theirs = spare.submit(lexical.scores_among, weights, keys[1::2])
