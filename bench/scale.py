@@ -29,6 +29,7 @@ import report
 from papersift.model import PaperMetadata
 from papersift.search.catalog import paper_key
 from papersift.search.embedder import get_embedder
+from papersift.search.execute import _Running
 from papersift.search.service import SearchService
 from papersift.search.types import SearchFilters
 from papersift.search.vectors import VectorIndex
@@ -192,7 +193,8 @@ def served_cold_start(home: Path, query: str, warm: list[str]) -> dict:
     return {"serve_ready_s": ready, "serve_first_query_ms": first, "served_rss_mb": rss}
 
 
-PAUSE = 0.03  # seconds between timed calls; more than ``execute._Running.RECENT``
+# Seconds between timed calls: longer than the service takes as "requests are queueing".
+PAUSE = 1.5 * _Running.RECENT
 
 
 def _timed(fn) -> float:
