@@ -86,7 +86,9 @@ def subscribers_add(
         _invalid(exc)
     settings = state.settings
     sub = result.subscriber
-    link = tokens.confirm_url(settings, sub.id, sub.email) if result.action != "already" else None
+    link = None  # the mailed link when there is one: a second token could differ by its second
+    if result.action != "already":
+        link = (queued and queued.link) or tokens.confirm_url(settings, sub.id, sub.email)
     mailed, mail_error = False, None
     if queued is not None and queued.id is not None and outbox.smtp_configured(settings):
         try:  # written to the outbox with the sign-up; a failure leaves it there

@@ -337,12 +337,14 @@ class SignupMail:
     confirmation link, or the note to an already confirmed address) to the outbox in the
     sign-up's transaction. The same address gets at most one such mail per
     ``interval`` seconds, counted in the table, so every worker and host shares the limit
-    and the form cannot be used to flood an inbox. ``id`` is the mail written, if any."""
+    and the form cannot be used to flood an inbox. ``id`` is the mail written, if any;
+    ``link`` is the confirmation link it carries, for a caller that also prints it."""
 
     def __init__(self, settings: Settings, *, interval: float | None = None) -> None:
         self.settings = settings
         self.interval = subs.SIGNUP_MAIL_INTERVAL if interval is None else interval
         self.id: int | None = None
+        self.link: str | None = None
         self.throttled = False
 
     def __call__(self, session: Session, result: subs.SignupResult) -> None:
@@ -350,9 +352,9 @@ class SignupMail:
         if self.interval and recently_queued(session, sub.email, SIGNUP_KINDS, self.interval):
             self.throttled = True
             return
-        msg = subs.signup_message(self.settings, result)
         if result.action == "already":
-            self.id = queue(session, msg, kind=ALREADY)
+            self.id = queue(session, subs.signup_message(self.settings, result), kind=ALREADY)
         else:
-            link = tokens.confirm_url(self.settings, sub.id, sub.email)
-            self.id = queue(session, msg, kind=CONFIRM, link=link)
+            self.link = tokens.confirm_url(self.settings, sub.id, sub.email)
+            msg = subs.signup_message(self.settings, result, confirm_link=self.link)
+            self.id = queue(session, msg, kind=CONFIRM, link=self.link)

@@ -222,8 +222,13 @@ def _signed_up(
     return result
 
 
-def signup_message(settings: Settings, result: SignupResult) -> EmailMessage:
-    """The mail a sign-up triggers: a confirmation link, or a note if already confirmed."""
+def signup_message(
+    settings: Settings, result: SignupResult, confirm_link: str | None = None
+) -> EmailMessage:
+    """The mail a sign-up triggers: a confirmation link, or a note if already confirmed.
+
+    ``confirm_link`` is the link to send, when the caller also shows or stores it: a
+    token carries the second it was made, so two calls can give two different links."""
     sub = result.subscriber
     if result.action == "already":
         return mail.already_message(
@@ -232,9 +237,8 @@ def signup_message(settings: Settings, result: SignupResult) -> EmailMessage:
             tokens.manage_url(settings, sub.id, sub.email),
             tokens.unsubscribe_url(settings, sub.id, sub.email),
         )
-    return mail.confirmation_message(
-        settings, sub.email, tokens.confirm_url(settings, sub.id, sub.email)
-    )
+    link = confirm_link or tokens.confirm_url(settings, sub.id, sub.email)
+    return mail.confirmation_message(settings, sub.email, link)
 
 
 _recent_lock = threading.Lock()
