@@ -4,6 +4,8 @@ embedder. Real tantivy, usearch, onnxruntime; no index of the seed corpus needed
 from __future__ import annotations
 
 import random
+import sqlite3
+import threading
 from datetime import date
 from pathlib import Path
 from typing import get_type_hints
@@ -24,7 +26,8 @@ from papersift.search import (
     SearchRequest,
     hybrid,
 )
-from papersift.search.catalog import Catalog, paper_key
+from papersift.search import catalog as catalog_sql
+from papersift.search.catalog import PROVISIONAL, Catalog, paper_key
 from papersift.search.embedder import Embedder, EmbedderError, get_embedder, resolve_model
 from papersift.search.lexical import FilterSpec, LexicalIndex
 from papersift.search.metrics import evaluate, mrr_at, ndcg_at, recall_at
@@ -346,6 +349,67 @@ def test_vector_index_replace_remove_get(tmp_path):
 
 
 # -- catalog -----------------------------------------------------------------------------
+
+
+def _scanned(path: Path) -> tuple[int, int, int]:
+    """The catalog's counts read the slow way, from every row (what the tally must equal)."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"SELECT {catalog_sql._COUNTS} FROM docs").fetchone()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("count_first", [True, False], ids=["tally-then-writes", "writes-first"])
+def test_catalog_counts_follow_every_kind_of_write(tmp_path: Path, count_first: bool) -> None:
+    path = tmp_path / "c.sqlite"
+    catalog = Catalog(path)
+    if count_first:
+        assert (len(catalog), catalog.count_vectors(), catalog.count_pending_vectors()) == (0,) * 3
+    rng = random.Random(7)
+    ids = [f"p{i}" for i in range(300)]
+    for step in range(40):
+        picked = rng.sample(ids, 25)
+        lex = [rng.choice([None, "a", "b"]) for _ in picked]
+        vec = [rng.choice([None, "a", "b", PROVISIONAL + "a"]) for _ in picked]
+        rows = [(paper_key(i), i, lx, vx) for i, lx, vx in zip(picked, lex, vec, strict=True)]
+        if step % 3 == 0:
+            catalog.put(rows)  # exactly as given, Nones included
+        elif step % 3 == 1:
+            catalog.upsert(rows)  # a None keeps the stored hash
+        else:
+            catalog.remove([paper_key(i) for i in picked[:10]])
+        if step % 10 == 9 or count_first:
+            counted = (len(catalog), catalog.count_vectors(), catalog.count_pending_vectors())
+            assert counted == _scanned(path), step
+    # another connection (another process, as the daily job and the server are) sees it too
+    assert len(Catalog(path)) == _scanned(path)[0] > 0
+    conn = sqlite3.connect(path)  # and the counts came from the tally, not from scans
+    kinds = conn.execute("SELECT type, name FROM sqlite_master WHERE name LIKE '%tally%'")
+    assert sorted(kinds.fetchall()) == [
+        ("table", "tally"),
+        ("trigger", "docs_tally_delete"),
+        ("trigger", "docs_tally_insert"),
+        ("trigger", "docs_tally_update"),
+    ]
+    conn.close()
+
+
+def test_catalog_that_cannot_be_written_is_counted_by_scanning(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    catalog = Catalog(path)
+    catalog.upsert([(paper_key("a"), "a", "h", "h"), (paper_key("b"), "b", "h", None)])
+    catalog.close()
+    path.chmod(0o444)
+    tmp_path.chmod(0o555)  # (nor its journal)
+    try:
+        frozen = Catalog.__new__(Catalog)  # opened as a reader of a read-only copy would
+        frozen.path, frozen._local = path, threading.local()
+        frozen._local.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        assert (len(frozen), frozen.count_vectors(), frozen.count_pending_vectors()) == (2, 1, 1)
+    finally:
+        tmp_path.chmod(0o755)
+        path.chmod(0o644)
 
 
 def test_catalog_round_trip(tmp_path):
