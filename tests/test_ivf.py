@@ -128,3 +128,48 @@ def test_a_damaged_ivf_file_is_an_error_not_a_crash(built, tmp_path: Path) -> No
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     with pytest.raises(Exception):  # noqa: B017 (faiss raises RuntimeError; any error will do)
         VectorIndex.load(tmp_path, DIM)
+
+
+def test_a_writer_opens_the_index_by_its_keys_and_reads_the_rest_when_asked(
+    tmp_path: Path,
+) -> None:
+    """An update of a few papers needs only which keys the index holds: the keys file
+    beside ``ivf.faiss`` answers that, and the index itself is read by the first search,
+    decode or merge (and whenever the keys file does not describe this very file)."""
+    vecs = _clustered(5_000, seed=9)
+    keys = np.arange(100, 5_100, dtype=np.uint64)
+    index = VectorIndex(DIM, VectorParams(engine="ivf", exact_limit=100))
+    index.add_many([(keys, vecs)])
+    index.save(tmp_path)
+    assert ivf.keys_path(tmp_path / VectorIndex.IVF).is_file()
+    full = VectorIndex.load(tmp_path, DIM, index.params, view=True)
+    writer = VectorIndex.load(tmp_path, DIM, index.params)
+    graph = writer._graph
+    assert isinstance(graph, ivf.IvfIndex) and graph._loaded is None
+    assert len(writer) == 5_000 and graph.lists == ivf.lists_for(5_000)
+    assert graph.probes == full._graph.probes  # type: ignore[union-attr]
+    writer.remove(keys[:3])
+    writer.add(keys[3:5], vecs[10:12])  # to the delta layer
+    assert writer.contains(keys[:6]).tolist() == [False, False, False, True, True, True]
+    mtime = (tmp_path / VectorIndex.IVF).stat().st_mtime_ns
+    writer.save(tmp_path)  # the delta layer only: the index file is not rewritten
+    assert graph._loaded is None and (tmp_path / VectorIndex.IVF).stat().st_mtime_ns == mtime
+    query = vecs[4000]
+    got, want = writer.search(query, 10), full.search(query, 10)
+    assert graph._loaded is not None  # read by the search
+    assert got[0].tolist() == want[0].tolist()
+    assert float(writer.get(keys[3:4])[1][0] @ vecs[10]) > 0.999  # the delta's vector
+
+    # A keys file of another version of the index, or a damaged one, is not trusted.
+    keys_file = ivf.keys_path(tmp_path / VectorIndex.IVF)
+    stale = keys_file.read_bytes()
+    index.add(np.array([9_999], dtype=np.uint64), vecs[:1])
+    index.save(tmp_path / "other")
+    (tmp_path / VectorIndex.IVF).write_bytes((tmp_path / "other" / VectorIndex.IVF).read_bytes())
+    keys_file.write_bytes(stale)
+    reopened = VectorIndex.load(tmp_path, DIM, index.params)._graph
+    assert isinstance(reopened, ivf.IvfIndex) and reopened._loaded is not None
+    assert reopened.contains(np.array([9_999], dtype=np.uint64)).all()
+    keys_file.write_bytes(b"not numpy")
+    damaged = VectorIndex.load(tmp_path, DIM, index.params)._graph
+    assert isinstance(damaged, ivf.IvfIndex) and damaged._loaded is not None

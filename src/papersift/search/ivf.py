@@ -18,13 +18,16 @@ graph (``add``, ``remove``, ``contains``, ``get``, ``search``, ``save``), so the
 the vector index (delta layer, filters, files) is the same for both. faiss is used as
 designed: ``IndexIVFScalarQuantizer`` with a hash-table direct map (vectors by key), file
 I/O by ``write_index``/``read_index``. The file is read whole, not memory-mapped: mapped,
-faiss searched it 2x slower, and 414 MB read in 0.25 s from a warm cache.
+faiss searched it 2x slower, and 414 MB read in 0.25 s from a warm cache. A writer opens
+it lazily: ``ivf.faiss.keys.npy`` beside it lists its keys, which is all an update of a
+few papers asks of it, and the index is read only when a merge or a search needs it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +48,11 @@ PAPERS_PER_LIST = 256
 # gave 0.966 at 236,579 papers (21 % of them) and 0.958 at a million (5 %), 20,000 only
 # 0.897 at 236,579 (bench/hnsw.py and the 1M run in BENCHMARKS.md).
 MIN_SCAN = 50_000
+
+
+def keys_path(path: Path | str) -> Path:
+    """The file beside a saved index that lists its keys (see ``IvfIndex.save_keys``)."""
+    return Path(f"{path}.keys.npy")
 
 
 def lists_for(count: int) -> int:
@@ -93,14 +101,32 @@ class IvfIndex:
     """Keys to unit vectors in faiss inverted lists; cosine = inner product."""
 
     def __init__(self, index: Any, probe_share: float) -> None:
-        self._index = index
+        self._loaded: Any = index  # the faiss index (None until a lazily opened one is read)
+        self._path: Path | None = None  # where a lazily opened index is read from
+        self._load_lock = threading.Lock()
         self.ndim = int(index.d)
+        self._nlist = int(index.nlist)
         self.probe_share = probe_share
         self._sorted = np.zeros(0, dtype=np.uint64)  # keys held, sorted (faiss has no "contains")
         self._codes: _CodeMap | None = None  # where each key's code is (None: faiss decodes)
         self._stale = True  # the lists changed since ``_codes`` was made
         self._read_lists()
         self._set_probes()
+
+    @property
+    def _index(self) -> Any:
+        """The faiss index, read from disk by the first call that needs more than keys."""
+        index = self._loaded
+        if index is None:
+            with self._load_lock:
+                if self._loaded is None:
+                    assert self._path is not None
+                    loaded = _faiss().read_index(str(self._path))
+                    self._read_lists(loaded)  # (the file's own keys, were it replaced since)
+                    loaded.nprobe = probes_for(self._nlist, self.probe_share, loaded.ntotal)
+                    self._loaded = loaded  # (last: other threads see a whole index or none)
+                index = loaded
+        return index
 
     def _set_probes(self) -> None:
         self._index.nprobe = probes_for(int(self._index.nlist), self.probe_share, len(self))
@@ -131,15 +157,15 @@ class IvfIndex:
     # -- the surface VectorIndex uses ----------------------------------------------------
 
     def __len__(self) -> int:
-        return int(self._index.ntotal)
+        return len(self._sorted) if self._loaded is None else int(self._loaded.ntotal)
 
     @property
     def lists(self) -> int:
-        return int(self._index.nlist)
+        return self._nlist
 
     @property
     def probes(self) -> int:
-        return int(self._index.nprobe)
+        return probes_for(self._nlist, self.probe_share, len(self))
 
     @property
     def memory_usage(self) -> int:
@@ -207,17 +233,45 @@ class IvfIndex:
     def save(self, path: str) -> None:
         _faiss().write_index(self._index, path)
 
+    def save_keys(self, path: Path | str) -> None:
+        """Beside the index saved at ``path``, in its final place: the keys it holds, with
+        the file's size and time. Why: an update of a few papers only asks which keys the
+        index holds (its new vectors go to the delta layer), and reading the whole index
+        for that took a writer 1-2.5 s at a million papers (``restore(lazy=True)``)."""
+        st = os.stat(path)
+        head = np.array([self.ndim, self._nlist, st.st_size, st.st_mtime_ns], dtype=np.uint64)
+        target = keys_path(path)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with tmp.open("wb") as fh:
+                np.save(fh, np.concatenate([head, self._sorted]), allow_pickle=False)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
     @classmethod
-    def restore(cls, path: Path | str, probe_share: float) -> IvfIndex:
+    def restore(cls, path: Path | str, probe_share: float, *, lazy: bool = False) -> IvfIndex:
+        """The index saved at ``path``; ``lazy``: read only its keys now, if the file beside
+        it lists them for this very file (else, or when more is asked, the whole index)."""
+        if lazy:
+            listed = _listed_keys(Path(path))
+            if listed is not None:
+                index = cls.__new__(cls)
+                index._loaded, index._path, index._load_lock = None, Path(path), threading.Lock()
+                index.ndim, index._nlist, index.probe_share = listed[0], listed[1], probe_share
+                index._sorted, index._codes, index._stale = listed[2], None, True
+                return index
         return cls(_faiss().read_index(str(path)), probe_share)
 
-    def _read_lists(self) -> None:
+    def _read_lists(self, index: Any = None) -> None:
         """Read which keys each inverted list holds: the sorted keys, and where each key's
         code lies for ``get``."""
         faiss = _faiss()
-        invlists = self._index.invlists
+        index = self._index if index is None else index
+        invlists = index.invlists
         ids, lists = [], []
-        for i in range(int(self._index.nlist)):
+        for i in range(int(index.nlist)):
             size = int(invlists.list_size(i))
             if size:
                 ids.append(faiss.rev_swig_ptr(invlists.get_ids(i), size).copy())
@@ -230,7 +284,22 @@ class IvfIndex:
         held = np.concatenate(ids).astype(np.uint64)
         order = np.argsort(held, kind="stable")
         self._sorted = held[order]
-        self._codes = _CodeMap.of(self._index, np.concatenate(lists)[order], order)
+        self._codes = _CodeMap.of(index, np.concatenate(lists)[order], order)
+
+
+def _listed_keys(path: Path) -> tuple[int, int, np.ndarray] | None:
+    """(dimensions, lists, sorted keys) from the keys file of the index at ``path``, or None
+    when there is none or it was written for another version of the file."""
+    try:
+        st = os.stat(path)
+        data = np.load(keys_path(path), allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if data.dtype != np.uint64 or data.ndim != 1 or len(data) < 4:
+        return None
+    if (int(data[2]), int(data[3])) != (st.st_size, st.st_mtime_ns):
+        return None
+    return int(data[0]), int(data[1]), data[4:]
 
 
 @dataclass

@@ -387,7 +387,10 @@ class VectorIndex:
                 self._graph.save(str(tmp))
             else:
                 np.savez(tmp, keys=self._keys, matrix=self._matrix)
+            ivf.keys_path(folder / self.IVF).unlink(missing_ok=True)  # (lists the old file)
             os.replace(tmp, folder / name)
+            if isinstance(self._graph, IvfIndex):
+                self._graph.save_keys(folder / name)
         except BaseException:
             tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves nothing behind
             raise
@@ -412,8 +415,9 @@ class VectorIndex:
         flat_path = folder / cls.FLAT
         if (folder / cls.HNSW).is_file() or (folder / cls.IVF).is_file():
             # Which engine is the file's, not the setting's (a rebuild applies a new setting).
-            # A usearch graph is mapped, also for writers: they change only the delta layer.
-            graph = _restore(folder, index.params, view=True)
+            # A usearch graph is mapped, also for writers: they change only the delta layer,
+            # for which an IVF index's keys suffice (the rest is read if a merge needs it).
+            graph = _restore(folder, index.params, view=True, lazy=not view)
             if graph.ndim != ndim:
                 raise ValueError(f"{folder} does not hold {ndim}-dimensional vectors")
             index._graph = graph
@@ -438,10 +442,12 @@ class VectorIndex:
         return index
 
 
-def _restore(folder: Path, params: VectorParams, *, view: bool) -> Index | IvfIndex:
+def _restore(
+    folder: Path, params: VectorParams, *, view: bool, lazy: bool = False
+) -> Index | IvfIndex:
     """The approximate index saved in ``folder`` (IVF or usearch, whichever file is there)."""
     if (folder / VectorIndex.IVF).is_file():
-        return IvfIndex.restore(folder / VectorIndex.IVF, params.probe_share)
+        return IvfIndex.restore(folder / VectorIndex.IVF, params.probe_share, lazy=lazy)
     from usearch.index import Index
 
     path = folder / VectorIndex.HNSW
