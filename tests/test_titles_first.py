@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tests.test_search as base
-from papersift.search import SearchService
+from papersift.search import SearchService, spelling
 from papersift.search import indexer as indexer_mod
 from papersift.search.catalog import PROVISIONAL, Catalog, paper_key
 
@@ -111,4 +111,32 @@ def test_a_small_update_embeds_the_whole_text_at_once(own_home: Path) -> None:
         for _lex, vec in catalog.hashes([p["id"] for p in papers]).values()
     )
     catalog.close()
+    db.dispose()
+
+
+def test_spelling_counts_are_added_after_the_papers_are_searchable(
+    own_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The word counts of spelling suggestions are one file rewritten whole (seconds at a
+    million papers): an update counts its papers' words once they are searchable."""
+    monkeypatch.setattr(indexer_mod, "TITLE_FIRST", 20)
+    settings, db = base._open(own_home)
+    writer = SearchService(settings, db)
+    papers = _papers(40)
+    now = datetime.now(UTC)
+    with db.session() as s:
+        s.add_all(base._row(p, now) for p in papers)
+    folder = own_home / "index" / writer.status()["dir"]
+    assert "tokamak" not in (spelling.Vocabulary.load(folder) or spelling.Vocabulary()).counts
+    counted_when_live: list[bool] = []
+
+    def progress(done: int, total: int) -> None:
+        if not counted_when_live:
+            vocab = spelling.Vocabulary.load(folder)
+            counted_when_live.append(vocab is not None and "tokamak" in vocab.counts)
+
+    writer.index_papers([p["id"] for p in papers], progress=progress)
+    vocab = spelling.Vocabulary.load(folder)
+    assert vocab is not None and vocab.counts["tokamak"] == 1 and vocab.counts["survey"] >= 39
+    assert counted_when_live == [False]
     db.dispose()

@@ -313,7 +313,7 @@ class Indexer:
             gone_ids = [i for i in ids if i not in docs]
             gone = [paper_key(i) for i in gone_ids]
             batch = list(docs.values())
-            self._write_lexical(live, batch, gone_ids)
+            self._write_lexical(live, batch, gone_ids, vocabulary=False)
             meta.update(
                 gen=int(meta.get("gen", 0)) + 1,
                 docs=len(live.catalog),
@@ -341,6 +341,7 @@ class Indexer:
                 )
             if not batch:
                 vectors.save(live.folder)
+            self._add_to_vocabulary(live, batch)
             n_docs, n_vec = len(live.catalog), live.catalog.count_vectors()
             live.catalog.close()
             meta.update(
@@ -364,7 +365,13 @@ class Indexer:
         _save_vectors(self.generations, live, vectors, meta, provisional)
 
     @staticmethod
-    def _write_lexical(live: Generation, batch: Sequence[PaperDoc], gone_ids: list[str]) -> None:
+    def _write_lexical(
+        live: Generation,
+        batch: Sequence[PaperDoc],
+        gone_ids: list[str],
+        *,
+        vocabulary: bool = True,
+    ) -> None:
         """Update the lexical index so that it never holds a paper the catalog lacks (every
         hit it counts can be returned) and the catalog never claims what it lacks.
 
@@ -382,6 +389,14 @@ class Indexer:
         live.catalog.remove([paper_key(i) for i in gone_ids])
         live.catalog.upsert((paper_key(d.id), d.id, d.content_hash, None) for d in batch)
         live.catalog.put_terms(term_rows([(d.id, d.content_hash, d.text) for d in batch]))
+        if vocabulary:
+            Indexer._add_to_vocabulary(live, batch)
+
+    @staticmethod
+    def _add_to_vocabulary(live: Generation, batch: Sequence[PaperDoc]) -> None:
+        """Count the batch's words for spelling suggestions: a file of every word, read and
+        rewritten whole (0.5-1 s at a million papers), so an update does it after its
+        papers are searchable; a lost count only shades a suggestion."""
         vocab = Vocabulary.load(live.folder)
         if vocab is not None:  # (no file: the first spelling suggestion builds it)
             vocab.add_texts(d.text for d in batch)
