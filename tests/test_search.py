@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import threading
 import time
 from datetime import UTC, date, datetime
@@ -446,6 +447,10 @@ def test_deleted_index_is_rebuilt_from_the_database(own_home: Path):
     report = service.rebuild()  # stored embeddings are reused: nothing to embed
     assert report.indexed == 807 and report.embedded == 0
     assert [h.paper_id for h in service.search("image generation").hits] == before
+    # the build set up the catalog's kept counts, so no later update scans for them
+    conn = sqlite3.connect(settings.index_dir / service.status()["dir"] / "catalog.sqlite")
+    assert conn.execute("SELECT docs, vectors, pending FROM tally").fetchone() == (807, 807, 0)
+    conn.close()
     assert len([p for p in settings.index_dir.iterdir() if p.name.startswith("v")]) == 1
     db.dispose()
 

@@ -180,6 +180,11 @@ class Catalog:
         """How many indexed papers have no vector, or one of an older text."""
         return self._tally()[2]
 
+    def keep_counts(self) -> None:
+        """Set up the kept counts now: a build calls it once its rows are in, so the one
+        scan is the build's, not the first update's."""
+        self._tally()
+
     def _tally(self) -> tuple[int, int, int]:
         """(papers, vectors, pending) from the one-row ``tally`` table that triggers keep in
         step with ``docs`` in the same transactions. Why: at a million papers each count

@@ -211,6 +211,7 @@ class Indexer:
                 report.embedded = run.done
                 n_vectors = len(vectors)
                 report.pending_vectors = report.indexed - n_vectors
+                catalog.keep_counts()
                 catalog.close()
                 old = gens.read_meta() or {}
                 gens.write_meta(
