@@ -460,6 +460,31 @@ def test_int8_query_model_is_made_once_and_close_to_float(tmp_path, monkeypatch)
         assert np.isclose(np.linalg.norm(q), 1.0, atol=1e-5)
 
 
+def test_provisional_vectors_come_from_the_int8_model_in_input_order(monkeypatch):
+    """An update's title vectors: the int8 query model's, batch by batch on every core,
+    each row its own text's, close to the document model's."""
+    monkeypatch.delenv("PAPERSIFT_EMBED_CACHE", raising=False)
+    emb = get_embedder()
+    assert emb.query_session is not None
+    texts = [
+        f"{w} for {topic}"
+        for w in ("Sparse attention", "Graph networks", "Diffusion")
+        for topic in ("protein folding", "weather forecasts", "robot grasping", "music")
+    ]
+    texts += ["A much longer title about contrastive pretraining of vision transformers " * 3]
+    got = emb.encode_provisional(texts)
+    alone = np.vstack([emb._run([t], emb.query_session) for t in texts])
+    # each row is its own text's, in input order (int8 scales follow the batch: not equal)
+    agreement = got @ alone.T
+    assert (np.argmax(agreement, axis=1) == np.arange(len(texts))).all()
+    assert (np.diag(agreement) > 0.98).all()
+    floats = emb.encode(texts)
+    assert (np.sum(got * floats, axis=1) > 0.98).all()
+    assert not np.allclose(got, floats, atol=1e-3)  # (the int8 model's, not the float one's)
+    monkeypatch.setattr(emb, "query_session", None)  # no int8 model: the document model
+    assert np.allclose(emb.encode_provisional(texts[:3]), emb.encode(texts[:3]), atol=1e-6)
+
+
 def test_int8_query_model_can_be_switched_off_and_heals_a_corrupt_file(tmp_path, monkeypatch):
     monkeypatch.setenv("PAPERSIFT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PAPERSIFT_QUERY_INT8", "0")

@@ -361,7 +361,9 @@ class Indexer:
     ) -> None:
         """Give ``docs`` provisional vectors of their titles and make them live."""
         emb = self._embedder()
-        vectors.add([paper_key(d.id) for d in docs], emb.encode([d.title for d in docs]))
+        vectors.add(
+            [paper_key(d.id) for d in docs], emb.encode_provisional([d.title for d in docs])
+        )
         provisional = {d.id: PROVISIONAL + d.content_hash for d in docs}
         _save_vectors(self.generations, live, vectors, meta, provisional)
 
