@@ -91,7 +91,16 @@ def test_replacing_and_removing_keep_one_vector_per_key(tmp_path: Path) -> None:
 
 
 def _faiss_decoded(graph: ivf.IvfIndex, keys: np.ndarray) -> np.ndarray:
-    got = np.asarray(graph._index.reconstruct_batch(keys.astype(np.int64)), dtype=np.float32)
+    """faiss's own decoding, through a direct map made for the call (the index has none)."""
+    import faiss
+
+    index = graph._index
+    assert int(index.direct_map.type) == int(faiss.DirectMap.NoMap)
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)
+    try:
+        got = np.asarray(index.reconstruct_batch(keys.astype(np.int64)), dtype=np.float32)
+    finally:
+        index.set_direct_map_type(faiss.DirectMap.NoMap)
     return got / np.linalg.norm(got, axis=1, keepdims=True)
 
 
@@ -173,3 +182,34 @@ def test_a_writer_opens_the_index_by_its_keys_and_reads_the_rest_when_asked(
     keys_file.write_bytes(b"not numpy")
     damaged = VectorIndex.load(tmp_path, DIM, index.params)._graph
     assert isinstance(damaged, ivf.IvfIndex) and damaged._loaded is not None
+
+
+def test_files_carry_no_direct_map_and_older_ones_with_it_still_work(tmp_path: Path) -> None:
+    """faiss's id -> code hash table is neither written nor kept: reading one cost a reader
+    0.4 s at a million papers. A file written with one (before) opens, searches, decodes
+    and takes removals as a new one does."""
+    import faiss
+
+    vecs = _clustered(4_000, seed=12)
+    keys = np.arange(1, 4_001, dtype=np.uint64)
+    index = VectorIndex(DIM, VectorParams(engine="ivf", exact_limit=100))
+    index.add_many([(keys, vecs)])
+    new_dir, old_dir = tmp_path / "new", tmp_path / "old"
+    index.save(new_dir)
+    graph = index._graph
+    assert isinstance(graph, ivf.IvfIndex)
+    graph._index.set_direct_map_type(faiss.DirectMap.Hashtable)  # as files were written
+    index.save(old_dir)
+    graph._index.set_direct_map_type(faiss.DirectMap.NoMap)
+    new_file, old_file = new_dir / VectorIndex.IVF, old_dir / VectorIndex.IVF
+    assert new_file.stat().st_size < old_file.stat().st_size - 4_000 * 8  # (an entry a key)
+    for folder in (new_dir, old_dir):
+        opened = VectorIndex.load(folder, DIM, index.params, view=True)
+        inner = opened._graph
+        assert isinstance(inner, ivf.IvfIndex)
+        assert int(inner._index.direct_map.type) == int(faiss.DirectMap.NoMap)
+        assert opened.search(vecs[17], 1)[0][0] == keys[17]
+        assert float(opened.get(keys[17:18])[1][0] @ vecs[17]) > 0.999
+        inner.remove(keys[:10])
+        assert len(inner) == 3_990 and not inner.contains(keys[:10]).any()
+        assert opened.search(vecs[3], 1)[0][0] != keys[3]
