@@ -3,6 +3,7 @@ embedder. Real tantivy, usearch, onnxruntime; no index of the seed corpus needed
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import threading
@@ -528,6 +529,19 @@ def test_text_cache_round_trip(tmp_path, monkeypatch):
     assert np.allclose(again[0], first[1], atol=2e-3)  # float16 on disk
     assert calls == [2, 1, 1]  # 2 computed; then 1 from the cache, 1 computed
     assert len(list((tmp_path / "cache").glob("*.sqlite"))) == 1
+
+
+def test_model_fingerprint_follows_the_file_it_is_kept_for(tmp_path):
+    from papersift.search.embedder import _file_fingerprint
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"first model")
+    first = _file_fingerprint(model)
+    assert _file_fingerprint(model) == first
+    model.write_bytes(b"other model")  # a model replaced in place: same size, new bytes
+    stamp = model.stat().st_mtime_ns + 1_000_000
+    os.utime(model, ns=(stamp, stamp))  # (a coarse clock could give the old time)
+    assert _file_fingerprint(model) != first
 
 
 def test_embedder_truncates_to_max_seq_length():

@@ -112,13 +112,23 @@ def _read_json(path: Path) -> dict | list | None:
         return None
 
 
+_fingerprints: dict[tuple[str, int, int], str] = {}
+
+
 def _file_fingerprint(path: Path) -> str:
-    """Short content hash: embeddings made by another model file must not be reused."""
+    """Short content hash: embeddings made by another model file must not be reused.
+    (Kept per file version: a model load asked for it two or three times, 46 ms each.)"""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    known = _fingerprints.get(key)
+    if known is not None:
+        return known
     digest = hashlib.blake2b(digest_size=6)
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    _fingerprints[key] = digest.hexdigest()
+    return _fingerprints[key]
 
 
 def _pooling_of(folder: Path) -> tuple[str, bool]:
