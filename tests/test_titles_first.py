@@ -13,6 +13,7 @@ import tests.test_search as base
 from papersift.search import SearchService, spelling
 from papersift.search import indexer as indexer_mod
 from papersift.search.catalog import PROVISIONAL, Catalog, paper_key
+from papersift.store.db import Database
 
 search_home = base.search_home  # the indexed seed home (a session fixture)
 own_home = base.own_home
@@ -48,17 +49,23 @@ def _papers(n: int) -> list[dict]:
     return out
 
 
+def _writer_with_new_papers(home: Path, n: int) -> tuple[Database, SearchService, list[dict]]:
+    """The home's database with ``n`` new papers in it, and a service to index them."""
+    settings, db = base._open(home)
+    papers = _papers(n)
+    now = datetime.now(UTC)
+    with db.session() as s:
+        s.add_all(base._row(p, now) for p in papers)
+    return db, SearchService(settings, db), papers
+
+
 def test_titles_are_searchable_first_and_a_killed_run_leaves_them_pending(
     own_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(indexer_mod, "TITLE_FIRST", 20)
-    settings, db = base._open(own_home)
-    writer = SearchService(settings, db)
+    db, writer, papers = _writer_with_new_papers(own_home, 40)
+    settings = writer.settings
     reader = SearchService(settings, db)  # stands for the web server's process
-    papers = _papers(40)
-    now = datetime.now(UTC)
-    with db.session() as s:
-        s.add_all(base._row(p, now) for p in papers)
     seen: dict[str, object] = {}
 
     def progress(done: int, total: int) -> None:
@@ -96,12 +103,7 @@ def test_titles_are_searchable_first_and_a_killed_run_leaves_them_pending(
 
 
 def test_a_small_update_embeds_the_whole_text_at_once(own_home: Path) -> None:
-    settings, db = base._open(own_home)
-    writer = SearchService(settings, db)
-    papers = _papers(5)
-    now = datetime.now(UTC)
-    with db.session() as s:
-        s.add_all(base._row(p, now) for p in papers)
+    db, writer, papers = _writer_with_new_papers(own_home, 5)
     calls: list[int] = []
     report = writer.index_papers([p["id"] for p in papers], progress=lambda d, t: calls.append(d))
     assert report.embedded == 5 and report.pending_vectors == 0
@@ -120,12 +122,7 @@ def test_spelling_counts_are_added_after_the_papers_are_searchable(
     """The word counts of spelling suggestions are one file rewritten whole (seconds at a
     million papers): an update counts its papers' words once they are searchable."""
     monkeypatch.setattr(indexer_mod, "TITLE_FIRST", 20)
-    settings, db = base._open(own_home)
-    writer = SearchService(settings, db)
-    papers = _papers(40)
-    now = datetime.now(UTC)
-    with db.session() as s:
-        s.add_all(base._row(p, now) for p in papers)
+    db, writer, papers = _writer_with_new_papers(own_home, 40)
     folder = own_home / "index" / writer.status()["dir"]
     assert "tokamak" not in (spelling.Vocabulary.load(folder) or spelling.Vocabulary()).counts
     counted_when_live: list[bool] = []
