@@ -411,6 +411,9 @@ def test_catalog_that_cannot_be_written_is_counted_by_scanning(tmp_path: Path) -
         frozen.path, frozen._local = path, threading.local()
         frozen._local.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         assert (len(frozen), frozen.count_vectors(), frozen.count_pending_vectors()) == (2, 1, 1)
+        asked: list[str] = []
+        frozen._local.conn.set_trace_callback(asked.append)
+        assert len(frozen) == 2 and not any("BEGIN" in sql for sql in asked)  # asked once
     finally:
         tmp_path.chmod(0o755)
         path.chmod(0o644)
@@ -500,9 +503,9 @@ def test_int8_query_model_can_be_switched_off_and_heals_a_corrupt_file(tmp_path,
     monkeypatch.delenv("PAPERSIFT_QUERY_INT8")
     folder = tmp_path / "cache" / "models"
     folder.mkdir(parents=True, exist_ok=True)  # holds the fused document graph already
-    from papersift.search.embedder import _file_fingerprint
+    from papersift.search.modelfiles import file_fingerprint
 
-    bad = folder / f"{_file_fingerprint(off.files.onnx_path)}-query-int8.onnx"
+    bad = folder / f"{file_fingerprint(off.files.onnx_path)}-query-int8.onnx"
     bad.write_bytes(b"not an onnx model")
     healed = Embedder()  # the corrupt copy is made again, not a crash
     assert healed.query_session is not None and bad.stat().st_size > 1_000_000
@@ -535,16 +538,16 @@ def test_text_cache_round_trip(tmp_path, monkeypatch):
 
 
 def test_model_fingerprint_follows_the_file_it_is_kept_for(tmp_path):
-    from papersift.search.embedder import _file_fingerprint
+    from papersift.search.modelfiles import file_fingerprint
 
     model = tmp_path / "model.onnx"
     model.write_bytes(b"first model")
-    first = _file_fingerprint(model)
-    assert _file_fingerprint(model) == first
+    first = file_fingerprint(model)
+    assert file_fingerprint(model) == first
     model.write_bytes(b"other model")  # a model replaced in place: same size, new bytes
     stamp = model.stat().st_mtime_ns + 1_000_000
     os.utime(model, ns=(stamp, stamp))  # (a coarse clock could give the old time)
-    assert _file_fingerprint(model) != first
+    assert file_fingerprint(model) != first
 
 
 def test_embedder_truncates_to_max_seq_length():

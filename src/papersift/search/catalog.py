@@ -195,15 +195,20 @@ class Catalog:
         with self._conn() as conn:
             try:
                 row = conn.execute("SELECT docs, vectors, pending FROM tally").fetchone()
-            except sqlite3.OperationalError:  # no tally yet
-                row = None
-            if row is None:
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                row = None  # no tally yet
+            if row is None and not getattr(self._local, "read_only", False):
                 try:
                     row = self._install_tally(conn)
-                except sqlite3.OperationalError:  # read-only, or locked past the timeout
+                except sqlite3.OperationalError as exc:  # read-only, or locked past the timeout
                     if conn.in_transaction:
                         conn.rollback()
-                    row = conn.execute(f"SELECT {_COUNTS} FROM docs").fetchone()
+                    # (a read-only copy stays read-only: it is not asked again)
+                    self._local.read_only = "readonly" in str(exc)
+            if row is None:
+                row = conn.execute(f"SELECT {_COUNTS} FROM docs").fetchone()
         return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
 
     @staticmethod
