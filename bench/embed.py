@@ -47,13 +47,8 @@ import report
 
 from papersift.model import paper_text
 from papersift.search import fusion
-from papersift.search.embedder import (
-    BUNDLED_TOKENIZER_DIR,
-    DOCUMENT_BATCH,
-    Embedder,
-    _file_fingerprint,
-    _pad,
-)
+from papersift.search.embedder import DOCUMENT_BATCH, Embedder, _pad
+from papersift.search.modelfiles import BUNDLED_TOKENIZER_DIR, file_fingerprint
 
 CORPUS = report.ROOT.parent / "shared" / "corpora" / "arxiv-236k.jsonl.gz"
 CISI = report.ROOT.parent / "shared" / "eval" / "cisi"
@@ -218,7 +213,7 @@ def encoder(
 ) -> EncodeFn:
     """The embedder's document loop (tokenize all, sort by length, batch) on ``sess``."""
     feeds_of = emb._feeds
-    out_name = emb._token_output
+    out_name = emb.token_output
 
     def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if not io_binding:
@@ -251,7 +246,7 @@ def encoder(
 def models(emb: Embedder) -> dict[str, Path]:
     """The export as shipped, its fused copy and the int8 document model of that."""
     source = emb.files.onnx_path
-    fingerprint = _file_fingerprint(source)
+    fingerprint = file_fingerprint(source)
     fused = fusion.fused_model(source, fingerprint)
     if fused is None:
         raise BenchError(f"the attention fusion matched nothing in {source}")

@@ -7,31 +7,31 @@ from pathlib import Path
 
 import pytest
 
-from papersift.search import embedder
+from papersift.search import embedder, modelfiles
 
 
 def test_default_model_uses_the_bundled_tokenizer() -> None:
-    files = embedder.resolve_model()
-    assert files.tokenizer_path.is_relative_to(embedder.BUNDLED_TOKENIZER_DIR)
+    files = modelfiles.resolve_model()
+    assert files.tokenizer_path.is_relative_to(modelfiles.BUNDLED_TOKENIZER_DIR)
     assert files.tokenizer_path.is_file()
     assert (files.max_seq_length, files.pooling, files.normalize) == (256, "mean", True)
 
 
 def test_a_damaged_model_file_is_refused(tmp_path: Path) -> None:
-    good = embedder.resolve_model().onnx_path
+    good = modelfiles.resolve_model().onnx_path
     copy = tmp_path / "model.onnx"
     shutil.copyfile(good, copy)
-    embedder._verify_checksum(copy, embedder.DEFAULT_MODEL_SHA256)  # intact copy passes
+    modelfiles.verify_checksum(copy, modelfiles.DEFAULT_MODEL_SHA256)  # intact copy passes
     with copy.open("r+b") as fh:  # flip one byte in the middle
         fh.seek(copy.stat().st_size // 2)
         byte = fh.read(1)
         fh.seek(-1, 1)
         fh.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(embedder.EmbedderError, match="damaged"):
-        embedder._verify_checksum(copy, embedder.DEFAULT_MODEL_SHA256)
+    with pytest.raises(modelfiles.EmbedderError, match="damaged"):
+        modelfiles.verify_checksum(copy, modelfiles.DEFAULT_MODEL_SHA256)
     copy.write_bytes(b"")
-    with pytest.raises(embedder.EmbedderError, match="reinstall"):
-        embedder._verify_checksum(copy, embedder.DEFAULT_MODEL_SHA256)
+    with pytest.raises(modelfiles.EmbedderError, match="reinstall"):
+        modelfiles.verify_checksum(copy, modelfiles.DEFAULT_MODEL_SHA256)
 
 
 def test_document_int8_setting_selects_its_own_model_id(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from papersift.search import fusion
-from papersift.search.embedder import Embedder, _file_fingerprint, resolve_model
+from papersift.search.embedder import Embedder, resolve_model
+from papersift.search.modelfiles import file_fingerprint
 
 TEXTS = [
     "Sparse attention for long documents. We study transformers whose attention is sparse "
@@ -60,7 +61,7 @@ def test_documents_run_on_the_fused_graph_with_the_same_vectors(cache: Path) -> 
 def test_a_corrupt_fused_file_falls_back_and_is_removed(cache: Path) -> None:
     source = resolve_model().onnx_path
     cache.mkdir(parents=True)
-    bad = cache / f"{_file_fingerprint(source)}-fused.onnx"
+    bad = cache / f"{file_fingerprint(source)}-fused.onnx"
     bad.write_bytes(b"not an onnx model")
     emb = Embedder()
     assert emb.document_path == source and not bad.exists()
@@ -122,3 +123,58 @@ def test_int8_documents_are_opt_in_under_their_own_model_id(cache: Path) -> None
     agreement = (a * b).sum(axis=1)
     assert float(agreement[:2].min()) > 0.99  # real texts; an empty one only two tokens
     assert float(agreement.min()) > 0.95
+
+
+@pytest.fixture()
+def query_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A model cache with the int8 query model on (the service's default)."""
+    monkeypatch.setenv("PAPERSIFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PAPERSIFT_QUERY_INT8", raising=False)
+    monkeypatch.delenv("PAPERSIFT_EMBED_CACHE", raising=False)
+    return tmp_path / "cache" / "models"
+
+
+def test_a_query_only_process_never_loads_the_document_model(query_cache: Path) -> None:
+    """The int8 model's agreement is measured once and kept; the next process answers
+    queries without the document model, and loads it on its first document."""
+    first = Embedder()
+    records = list(query_cache.glob("*-query-int8.onnx.agreement.json"))
+    assert first.query_session is not None and len(records) == 1
+    reference = first.encode(TEXTS)
+    later = Embedder()
+    assert later.query_session is not None and later._session is None
+    query = later.encode_query("graph neural networks")
+    assert later._session is None and float(query @ reference[1]) > 0.98
+    assert np.allclose(later.encode(TEXTS), reference, atol=1e-5)  # loaded now
+    assert later._session is not None and later.model_id == first.model_id
+
+
+def test_a_kept_agreement_is_still_held_to_the_bar(
+    query_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    Embedder()
+    record = next(query_cache.glob("*-query-int8.onnx.agreement.json"))
+    with monkeypatch.context() as patch, caplog.at_level("WARNING", logger="papersift.search"):
+        patch.setattr("papersift.search.embedder.MIN_QUERY_AGREEMENT", 1.01)
+        refused = Embedder()
+    assert refused.query_session is None and "agrees too little" in caplog.text
+    record.write_text("{not json")  # a damaged record is measured again
+    again = Embedder()
+    assert again.query_session is not None and again._session is not None
+    assert '"agreement"' in record.read_text()
+
+
+def test_a_corrupt_fused_file_found_late_falls_back_under_the_same_model_id(
+    query_cache: Path,
+) -> None:
+    emb = Embedder()  # makes the fused graph and the agreement record
+    fused = emb.document_path
+    assert fused.name.endswith("-fused.onnx")
+    reference = emb.encode(TEXTS)
+    fused.write_bytes(b"not an onnx model")
+    late = Embedder()
+    assert late._session is None  # not loaded yet: the damage is found at the first document
+    model_id = late.model_id
+    assert np.allclose(late.encode(TEXTS), reference, atol=1e-4)
+    assert late.document_path == late.files.onnx_path and not fused.exists()
+    assert late.model_id == model_id  # stored embeddings stay valid

