@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -42,3 +45,33 @@ def test_document_int8_setting_selects_its_own_model_id(monkeypatch: pytest.Monk
     assert int8.model_id.endswith("-doc-int8")  # stored apart from float embeddings
     vector = int8.encode(["sparse attention for long documents"])[0]
     assert abs(float((vector**2).sum()) - 1.0) < 1e-3
+
+
+def test_model_hashes_are_kept_for_the_next_process_but_not_for_a_changed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAPERSIFT_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"first model")
+    first = modelfiles.file_hashes(model)
+    assert first[0] == hashlib.sha256(b"first model").hexdigest()
+    stamp = model.stat().st_mtime_ns
+
+    def no_hashing(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("hashed again")
+
+    with monkeypatch.context() as patch:  # a new process, which must not read the file
+        patch.setattr(modelfiles, "_hashes", {})
+        patch.setattr(modelfiles.hashlib, "sha256", no_hashing)  # (hashlib's own)
+        assert modelfiles.file_hashes(model) == first
+    time.sleep(0.05)  # (past a coarse file clock's tick)
+    model.write_bytes(b"other model")  # same size, new bytes, the old modification time
+    os.utime(model, ns=(stamp, stamp))
+    monkeypatch.setattr(modelfiles, "_hashes", {})
+    assert modelfiles.file_hashes(model)[0] == hashlib.sha256(b"other model").hexdigest()
+    (tmp_path / "cache" / "models" / "file-hashes.json").write_text("[not a record")
+    monkeypatch.setattr(modelfiles, "_hashes", {})
+    assert (
+        modelfiles.file_fingerprint(model)
+        == hashlib.blake2b(b"other model", digest_size=6).hexdigest()
+    )

