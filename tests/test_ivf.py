@@ -210,6 +210,46 @@ def test_files_carry_no_direct_map_and_older_ones_with_it_still_work(tmp_path: P
         assert int(inner._index.direct_map.type) == int(faiss.DirectMap.NoMap)
         assert opened.search(vecs[17], 1)[0][0] == keys[17]
         assert float(opened.get(keys[17:18])[1][0] @ vecs[17]) > 0.999
-        inner.remove(keys[:10])
-        assert len(inner) == 3_990 and not inner.contains(keys[:10]).any()
-        assert opened.search(vecs[3], 1)[0][0] != keys[3]
+        owned = ivf.IvfIndex.restore(folder / VectorIndex.IVF, index.params.probe_share)
+        assert int(owned._index.direct_map.type) == int(faiss.DirectMap.NoMap)
+        owned.remove(keys[:10])
+        assert len(owned) == 3_990 and not owned.contains(keys[:10]).any()
+        assert owned.search(vecs[3], 1).keys[0] != keys[3]
+
+
+def test_a_loaded_index_is_mapped_from_its_file_and_searches_as_a_read_one(
+    tmp_path: Path,
+) -> None:
+    """A loaded index is only searched (changes go to the delta layer), so its lists stay
+    in the file, mapped: the same answers as an index read into memory, no changes to it,
+    and a merge reads its own copy and replaces the file under the mapping."""
+    vecs = _clustered(6_000, seed=21)
+    keys = np.arange(10, 6_010, dtype=np.uint64)
+    params = VectorParams(engine="ivf", exact_limit=50, probe_share=0.2)
+    index = VectorIndex(DIM, params)
+    index.add_many([(keys, vecs)])
+    index.save(tmp_path)
+    path = tmp_path / VectorIndex.IVF
+    owned = ivf.IvfIndex.restore(path, params.probe_share)
+    reader = VectorIndex.load(tmp_path, DIM, params, view=True)
+    writer = VectorIndex.load(tmp_path, DIM, params)
+    for opened in (reader, writer):
+        graph = opened._graph
+        assert isinstance(graph, ivf.IvfIndex) and graph._mapped and not owned._mapped
+        for q in vecs[::600]:
+            mine, theirs = graph.search(q, 20), owned.search(q, 20)
+            assert mine.keys.tolist() == theirs.keys.tolist()
+            np.testing.assert_allclose(mine.distances, theirs.distances, atol=1e-6)
+        np.testing.assert_array_equal(graph.get(keys[::97])[1], owned.get(keys[::97])[1])
+        with pytest.raises(RuntimeError, match="mapped"):
+            graph.remove(keys[:1])
+        with pytest.raises(RuntimeError, match="mapped"):
+            graph.add(keys[:1], vecs[:1])
+    before = reader.search(vecs[5], 1)[0][0]
+    writer.remove(keys[:100])  # past exact_limit: the save merges into a new file
+    writer.add(np.array([1], dtype=np.uint64), vecs[5:6])
+    writer.save(tmp_path)
+    assert reader.search(vecs[5], 1)[0][0] == before  # the old file, still mapped
+    merged = VectorIndex.load(tmp_path, DIM, params, view=True)
+    assert len(merged) == 5_901 and not merged.contains(keys[:100]).any()
+    assert merged.search(vecs[5], 1)[0][0] == 1

@@ -447,7 +447,9 @@ def _restore(
 ) -> Index | IvfIndex:
     """The approximate index saved in ``folder`` (IVF or usearch, whichever file is there)."""
     if (folder / VectorIndex.IVF).is_file():
-        return IvfIndex.restore(folder / VectorIndex.IVF, params.probe_share, lazy=lazy)
+        return IvfIndex.restore(
+            folder / VectorIndex.IVF, params.probe_share, lazy=lazy, mapped=view
+        )
     from usearch.index import Index
 
     path = folder / VectorIndex.HNSW
