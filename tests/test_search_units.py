@@ -419,6 +419,31 @@ def test_catalog_that_cannot_be_written_is_counted_by_scanning(tmp_path: Path) -
         path.chmod(0o644)
 
 
+def test_counting_does_not_wait_for_a_writer_to_set_the_counts_up(tmp_path: Path) -> None:
+    """A catalog without its kept counts, while another connection (an update) holds the
+    write lock: the count scans at once instead of waiting for the lock (30 s at most),
+    and the next count, once the writer is done, sets them up."""
+    path = tmp_path / "c.sqlite"
+    catalog = Catalog(path)
+    catalog.upsert([(paper_key("a"), "a", "h", "h"), (paper_key("b"), "b", "h", None)])
+    catalog.close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    counted: list[int] = []
+    reader = Catalog(path)
+    thread = threading.Thread(target=lambda: counted.append(len(reader)))
+    thread.start()
+    thread.join(timeout=20)
+    locked = writer.in_transaction
+    writer.execute("COMMIT")
+    writer.close()
+    assert counted == [2] and locked  # answered while the writer still held the lock
+    tables = sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE name = 'tally'")
+    assert tables.fetchall() == []
+    assert reader.count_vectors() == 1  # now set up
+    assert sqlite3.connect(path).execute("SELECT docs FROM tally").fetchone() == (2,)
+
+
 def test_catalog_round_trip(tmp_path):
     catalog = Catalog(tmp_path / "c.sqlite")
     ids = [f"p{i}" for i in range(1200)]

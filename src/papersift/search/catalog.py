@@ -32,6 +32,9 @@ _HASH_CHARS = 16
 # Page cache (KiB) of a connection that writes: a build's inserts stay in memory instead of
 # in read() calls. Reading connections (one per serving thread, dozens) keep SQLite's 2 MB.
 WRITE_CACHE_KIB = 32 * 1024
+BUSY_TIMEOUT_S = 30  # how long a statement waits for another connection's write to end
+# How long setting up the kept counts waits for a writer (ms): a count must not stall.
+INSTALL_WAIT_MS = 100
 # A vector's hash starting with this was made from the title alone, while the abstract waits
 # to be embedded (see indexer.TITLE_FIRST): searchable, but still pending.
 PROVISIONAL = "title:"
@@ -133,7 +136,7 @@ class Catalog:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -213,7 +216,13 @@ class Catalog:
 
     @staticmethod
     def _install_tally(conn: sqlite3.Connection) -> tuple[int, int, int]:
-        conn.execute("BEGIN IMMEDIATE")  # one installer; the counts and triggers agree
+        # One installer, so the counts and triggers agree. A writer busy in the catalog
+        # (an update) is not waited for: this count scans, a later one installs.
+        conn.execute(f"PRAGMA busy_timeout = {INSTALL_WAIT_MS}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS tally (one INTEGER PRIMARY KEY CHECK (one = 1),"
             " docs INTEGER NOT NULL, vectors INTEGER NOT NULL, pending INTEGER NOT NULL)"
