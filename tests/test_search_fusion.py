@@ -138,7 +138,7 @@ def test_a_query_only_process_never_loads_the_document_model(query_cache: Path) 
     """The int8 model's agreement is measured once and kept; the next process answers
     queries without the document model, and loads it on its first document."""
     first = Embedder()
-    records = list(query_cache.glob("*-query-int8.onnx.agreement.json"))
+    records = list(query_cache.glob("*-int8.onnx.agreement.json"))
     assert first.query_session is not None and len(records) == 1
     reference = first.encode(TEXTS)
     later = Embedder()
@@ -153,7 +153,7 @@ def test_a_kept_agreement_is_still_held_to_the_bar(
     query_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     Embedder()
-    record = next(query_cache.glob("*-query-int8.onnx.agreement.json"))
+    record = next(query_cache.glob("*-int8.onnx.agreement.json"))
     with monkeypatch.context() as patch, caplog.at_level("WARNING", logger="papersift.search"):
         patch.setattr("papersift.search.embedder.MIN_QUERY_AGREEMENT", 1.01)
         refused = Embedder()

@@ -479,7 +479,7 @@ def test_int8_query_model_is_made_once_and_close_to_float(tmp_path, monkeypatch)
     monkeypatch.setenv("PAPERSIFT_CACHE", str(tmp_path / "cache"))
     emb = Embedder()
     assert emb.query_session is not None
-    made = list((tmp_path / "cache" / "models").glob("*-query-int8.onnx"))
+    made = list((tmp_path / "cache" / "models").glob("*-doc-int8.onnx"))
     assert len(made) == 1 and not list((tmp_path / "cache" / "models").glob(".quantize-*"))
     stamp = made[0].stat().st_mtime_ns
     again = Embedder()  # re-uses the file
@@ -490,6 +490,21 @@ def test_int8_query_model_is_made_once_and_close_to_float(tmp_path, monkeypatch)
         q = emb.encode_query(text)
         assert 0.98 < float(q @ ref) <= 1.0 + 1e-5
         assert np.isclose(np.linalg.norm(q), 1.0, atol=1e-5)
+
+
+def test_queries_run_on_the_fused_graphs_int8_copy_or_else_the_plain_one(tmp_path, monkeypatch):
+    """The bundled model has a fused graph: queries run on its int8 copy. A model without
+    one gets the plain int8 copy of its graph; the two give the same vectors, near enough."""
+    monkeypatch.setenv("PAPERSIFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PAPERSIFT_EMBED_CACHE", raising=False)
+    folder = tmp_path / "cache" / "models"
+    fused = Embedder()
+    assert fused.query_session is not None and not list(folder.glob("*-query-int8.onnx"))
+    monkeypatch.setattr("papersift.search.fusion.int8_document_model", lambda *_a: None)
+    plain = Embedder()
+    assert plain.query_session is not None and len(list(folder.glob("*-query-int8.onnx"))) == 1
+    for text in ("graph neural networks", "a survey of retrieval-augmented language models"):
+        assert float(fused.encode_query(text) @ plain.encode_query(text)) > 0.999
 
 
 def test_provisional_vectors_come_from_the_int8_model_in_input_order(monkeypatch):
@@ -524,13 +539,13 @@ def test_int8_query_model_can_be_switched_off_and_heals_a_corrupt_file(tmp_path,
     assert off.query_session is None
     float_query = off.encode_query("sparse attention")
     assert np.allclose(float_query, off.encode(["sparse attention"])[0], atol=2e-3)  # f16 cache
-    assert not list((tmp_path / "cache" / "models").glob("*-query-int8.onnx"))
+    assert not list((tmp_path / "cache" / "models").glob("*-doc-int8.onnx"))
     monkeypatch.delenv("PAPERSIFT_QUERY_INT8")
     folder = tmp_path / "cache" / "models"
     folder.mkdir(parents=True, exist_ok=True)  # holds the fused document graph already
     from papersift.search.modelfiles import file_fingerprint
 
-    bad = folder / f"{file_fingerprint(off.files.onnx_path)}-query-int8.onnx"
+    bad = folder / f"{file_fingerprint(off.files.onnx_path)}-doc-int8.onnx"
     bad.write_bytes(b"not an onnx model")
     healed = Embedder()  # the corrupt copy is made again, not a crash
     assert healed.query_session is not None and bad.stat().st_size > 1_000_000

@@ -203,7 +203,7 @@ class Embedder:
         """
         fingerprint = file_fingerprint(self.files.onnx_path)
         for _attempt in range(2):
-            path = quantize.int8_model(self.files.onnx_path, fingerprint)
+            path = self._query_model(fingerprint)
             if path is None:
                 return None
             try:
@@ -227,6 +227,19 @@ class Embedder:
             )
             return None
         return None
+
+    def _query_model(self, fingerprint: str) -> Path | None:
+        """The int8 graph queries run on: the fused graph's int8 copy when the model has a
+        fused graph (see fusion.py), else the plain int8 copy (quantize.py). Why: on one
+        thread a short query took 4.4 ms on the fused one against 5.2 (p50, 300 real
+        titles' first six words, interleaved), its vectors at cosine 0.99999 (min 0.9994)
+        with the plain copy's and as close to the float model's."""
+        fused = fusion.fused_model(self.files.onnx_path, fingerprint)
+        if fused is not None:
+            path = fusion.int8_document_model(fused, fingerprint)
+            if path is not None:
+                return path
+        return quantize.int8_model(self.files.onnx_path, fingerprint)
 
     def _agreement(self, path: Path, session: InferenceSession) -> float:
         """The int8 query model's worst cosine with the document model on the probes,
